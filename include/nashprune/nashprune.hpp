@@ -1,0 +1,4 @@
+// nashprune/nashprune.hpp — umbrella header: includes every public nashprune header.
+#pragma once
+
+#include "config.hpp"
