@@ -2,3 +2,4 @@
 #pragma once
 
 #include "config.hpp"
+#include "ggml_types.hpp"
