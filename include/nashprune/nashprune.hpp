@@ -3,3 +3,5 @@
 
 #include "config.hpp"
 #include "ggml_types.hpp"
+#include "nash_game.hpp"
+#include "nash_solvers.hpp"
