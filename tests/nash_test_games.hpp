@@ -24,15 +24,15 @@ struct owned_game {
   }
 };
 
-/// Activations of n heads over `samples` tokens sharing a common direction with
-/// weight `shared` (0 = independent heads, towards 1 = nearly identical heads).
+/// Activations of n heads over `samples` tokens (0: 2n + 8) sharing a common
+/// direction with weight `shared` (0 = independent heads, larger = more alike).
 template <typename Scalar>
 [[nodiscard]] owned_game<Scalar> random_psd_game(Eigen::Index n, std::uint32_t seed, double shared = 0.4,
-                                                 double lambda = 0.5) {
+                                                 double lambda = 0.5, Eigen::Index samples = 0) {
   std::mt19937 rng(seed);
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> uniform(0.05, 1.0);
-  const Eigen::Index samples = 2 * n + 8;
+  if (samples == 0) samples = 2 * n + 8;
   Eigen::MatrixXd activations(samples, n);
   Eigen::VectorXd common(samples);
   for (Eigen::Index t = 0; t < samples; ++t) common(t) = normal(rng);

@@ -98,7 +98,7 @@ void validate_nash_game(const nash_game<Scalar>& game, const nash_validation_opt
   detail::require_size(p + "redundancy", game.redundancy.rows(), n, "row count");
   detail::require_size(p + "redundancy", game.redundancy.cols(), n, "column count");
   detail::require_finite(p + "importance", game.importance);
-  detail::require_finite(p + "redundancy", game.redundancy);
+  if (!game.redundancy.allFinite()) detail::require_finite(p + "redundancy", game.redundancy);
   if (!(std::isfinite(game.lambda) && game.lambda > 0)) {
     detail::fail_domain(p + "lambda", "must be finite and > 0, got " + detail::describe_value(game.lambda));
   }
@@ -108,16 +108,33 @@ void validate_nash_game(const nash_game<Scalar>& game, const nash_validation_opt
                                                 detail::describe_value(game.redundancy(i, i)) + " at " +
                                                 detail::at_entry(i, i));
     }
-    for (Eigen::Index j = i + 1; j < n; ++j) {
-      const Scalar a = game.redundancy(i, j);
-      const Scalar b = game.redundancy(j, i);
-      const Scalar scale = std::max({Scalar(1), std::abs(a), std::abs(b)});
-      if (std::abs(a - b) > options.symmetry_tolerance * scale) {
-        detail::fail_domain(p + "redundancy", "not symmetric: " + detail::describe_value(a) + " at " +
-                                                  detail::at_entry(i, j) + " vs " + detail::describe_value(b) + " at " +
-                                                  detail::at_entry(j, i));
+  }
+  // Symmetry, tile by tile so both r_ij and r_ji stay in cache for large n;
+  // contiguous columns (the common case) are read without stride arithmetic.
+  const auto check_symmetry = [&](const auto& r) {
+    constexpr Eigen::Index tile = 32;
+    for (Eigen::Index i0 = 0; i0 < n; i0 += tile) {
+      for (Eigen::Index j0 = i0; j0 < n; j0 += tile) {
+        for (Eigen::Index i = i0; i < std::min(n, i0 + tile); ++i) {
+          for (Eigen::Index j = std::max(j0, i + 1); j < std::min(n, j0 + tile); ++j) {
+            const Scalar a = r(i, j);
+            const Scalar b = r(j, i);
+            if (std::abs(a - b) > options.symmetry_tolerance * std::max({Scalar(1), std::abs(a), std::abs(b)})) {
+              detail::fail_domain(p + "redundancy", "not symmetric: " + detail::describe_value(a) + " at " +
+                                                        detail::at_entry(i, j) + " vs " + detail::describe_value(b) +
+                                                        " at " + detail::at_entry(j, i));
+            }
+          }
+        }
       }
     }
+  };
+  const auto& r = game.redundancy;
+  if (r.innerStride() == 1) {
+    check_symmetry(Eigen::Map<const nash_matrix<Scalar>, 0, Eigen::OuterStride<>>(
+        r.data(), n, n, Eigen::OuterStride<>(r.outerStride())));
+  } else {
+    check_symmetry(r);
   }
 }
 
@@ -127,7 +144,7 @@ template <typename Scalar, typename Derived>
   return s(i) * (game.importance(i) - game.lambda * game.redundancy.row(i).dot(s.derived()));
 }
 
-/// The potential Φ(s) = cᵀs − ½λ·sᵀMs with M = R + diag(r_ii) (R symmetrised).
+/// The potential Φ(s) = cᵀs − ½λ·sᵀMs with M = R + diag(r_ii).
 template <typename Scalar, typename Derived>
 [[nodiscard]] Scalar nash_potential(const nash_game<Scalar>& game, const Eigen::MatrixBase<Derived>& s) {
   const nash_vector<Scalar> x = s;
@@ -137,29 +154,22 @@ template <typename Scalar, typename Derived>
 
 namespace detail {
 
-/// Best response and gain of one player from a_i = c_i − λ·Σ_{j≠i} r_ij·s_j and
+/// Best response of one player from a_i = c_i − λ·Σ_{j≠i} r_ij·s_j and
 /// b_i = λ·r_ii > 0 (shared by the public diagnostics and the solvers).
 template <typename Scalar>
 [[nodiscard]] inline Scalar best_response_from(Scalar a, Scalar b) {
   return std::clamp(a / (Scalar(2) * b), Scalar(0), Scalar(1));
 }
 
-template <typename Scalar>
-[[nodiscard]] inline Scalar deviation_gain(Scalar a, Scalar b, Scalar s) {
-  const Scalar t = best_response_from(a, b);
-  return std::max(Scalar(0), (a * t - b * t * t) - (a * s - b * s * s));
-}
-
-/// ε(s) from the potential's gradient g = c − Q·s (Q = λM) and b_i = λ·r_ii:
-/// a_i = g_i + 2·b_i·s_i.
+/// ε(s) from the players' own derivatives g (= c − Q·s, Q = λM) and b_i = λ·r_ii.
+/// With Δ_i = BR_i − s_i = clamp(s_i + g_i/(2b_i), 0, 1) − s_i, the gain of
+/// player i is (a_i·t − b_i·t²) − (a_i·s_i − b_i·s_i²) = Δ_i·g_i − b_i·Δ_i².
 template <typename Scalar, typename S, typename G, typename B>
 [[nodiscard]] Scalar exploitability_from_gradient(const S& s, const G& gradient, const B& half_diagonal) {
-  Scalar worst = 0;
-  for (Eigen::Index i = 0; i < s.size(); ++i) {
-    const Scalar b = half_diagonal(i);
-    worst = std::max(worst, deviation_gain(gradient(i) + Scalar(2) * b * s(i), b, s(i)));
-  }
-  return worst;
+  const auto x = s.array();
+  const auto step = (x + gradient.array() / (Scalar(2) * half_diagonal.array())).max(Scalar(0)).min(Scalar(1)) - x;
+  const Scalar worst = (step * gradient.array() - half_diagonal.array() * step.square()).maxCoeff();
+  return std::max(worst, Scalar(0));
 }
 
 /// Natural KKT residual ‖s − Π(s + g)‖_∞ for the potential's gradient g.
@@ -175,13 +185,13 @@ template <typename Scalar, typename S, typename G>
 
 }  // namespace detail
 
-/// The gradient of the potential, ∇Φ(s) = c − λ·M·s (R symmetrised).
+/// Each player's own derivative g_i = ∂U_i/∂s_i = c_i − λ·(Rs)_i − λ·r_ii·s_i,
+/// i.e. ∇Φ(s) = c − λ·M·s (R symmetric within the validation tolerance).
 template <typename Scalar, typename Derived>
 [[nodiscard]] nash_vector<Scalar> nash_potential_gradient(const nash_game<Scalar>& game,
                                                           const Eigen::MatrixBase<Derived>& s) {
   const nash_vector<Scalar> x = s;
-  const nash_vector<Scalar> rs = Scalar(0.5) * (game.redundancy * x + game.redundancy.transpose() * x);
-  return game.importance - game.lambda * (rs + game.redundancy.diagonal().cwiseProduct(x));
+  return game.importance - game.lambda * (game.redundancy * x + game.redundancy.diagonal().cwiseProduct(x));
 }
 
 /// The exploitability ε(s) in closed form (0 exactly at a Nash equilibrium).

@@ -2,7 +2,7 @@
 //
 // Seed: nash-head-pruning-llama-cpp.md §4.3 (the gradient-ascent rule kept as the
 // baseline) and §1.3. The game and its potential are defined in nash_game.hpp:
-// with Q = λ·M, M = ½(R + Rᵀ) + diag(r_ii), the equilibria are the KKT points of
+// with Q = λ·M, M = R + diag(r_ii), the equilibria are the KKT points of
 //     max Φ(s) = cᵀs − ½·sᵀQs   over s ∈ [0,1]ⁿ,     ∇Φ(s) = g = c − Q·s,
 // unique when R ⪰ 0 (then Q ≻ 0). Every variant is a class templated on the
 // scalar with an options struct and the same entry points:
@@ -79,27 +79,44 @@ inline void validate_iteration_options(double tolerance, std::int64_t max_iterat
   require(max_iterations >= 0, "max_iterations", "must be >= 0, got " + std::to_string(max_iterations));
 }
 
-/// The game as the solvers use it: Q = λ·(½(R + Rᵀ) + diag(r_ii)) stored
-/// contiguously (an n×n copy made once per solve so every product vectorises),
-/// c, and b = diag(Q)/2 = λ·r_ii.
+/// The game as the solvers use it: Q = λ·(R + diag(r_ii)) stored contiguously
+/// (an n×n copy made once per solve so every product vectorises), c, and
+/// b = diag(Q)/2 = λ·r_ii. R is used as given, not symmetrised: row i of Q·s
+/// is then exactly player i's own derivative, so ε is that of U itself.
 template <typename Scalar>
 struct quadratic_game {
   nash_matrix<Scalar> q;
   nash_vector<Scalar> c;
   nash_vector<Scalar> half_diagonal;
+  nash_vector<Scalar> inverse_diagonal;  ///< 1/Q_ii: a best response is s_i + g_i/Q_ii
 
   explicit quadratic_game(const nash_game<Scalar>& game) : c(game.importance) {
-    q = (Scalar(0.5) * game.lambda) * (game.redundancy + game.redundancy.transpose());
-    q.diagonal() += game.lambda * game.redundancy.diagonal();
-    half_diagonal = Scalar(0.5) * q.diagonal();
+    const auto& r = game.redundancy;
+    if (r.innerStride() == 1) {  // the common case: copy whole columns
+      q = game.lambda * Eigen::Map<const nash_matrix<Scalar>, 0, Eigen::OuterStride<>>(
+                            r.data(), r.rows(), r.cols(), Eigen::OuterStride<>(r.outerStride()));
+    } else {
+      q = game.lambda * r;
+    }
+    half_diagonal = q.diagonal();
+    q.diagonal() *= Scalar(2);
+    inverse_diagonal = q.diagonal().cwiseInverse();
   }
 
   [[nodiscard]] Eigen::Index size() const { return c.size(); }
 
-  /// L ≥ ‖Q‖₂ for symmetric Q: min of the max absolute row sum and the Frobenius norm.
+  /// L ≥ ‖Q‖₂: min(‖Q‖_F, √(‖Q‖₁·‖Q‖_∞)), one pass over Q.
   [[nodiscard]] Scalar lipschitz_bound() const {
-    const Scalar row_sum = q.cwiseAbs().rowwise().sum().maxCoeff();
-    const Scalar bound = std::min(row_sum, q.norm());
+    nash_vector<Scalar> row_sums = nash_vector<Scalar>::Zero(size());
+    Scalar max_column_sum = 0;
+    Scalar squares = 0;
+    for (Eigen::Index j = 0; j < size(); ++j) {
+      const auto column = q.col(j).array();
+      max_column_sum = std::max(max_column_sum, column.abs().sum());
+      squares += column.square().sum();
+      row_sums.array() += column.abs();
+    }
+    const Scalar bound = std::min(std::sqrt(squares), std::sqrt(max_column_sum * row_sums.maxCoeff()));
     return bound > 0 ? bound : Scalar(1);
   }
 
@@ -316,7 +333,7 @@ namespace detail {
 template <typename Scalar>
 void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g) {
   for (Eigen::Index i = 0; i < s.size(); ++i) {
-    const Scalar target = std::clamp(s(i) + g(i) / game.q(i, i), Scalar(0), Scalar(1));
+    const Scalar target = std::clamp(s(i) + g(i) * game.inverse_diagonal(i), Scalar(0), Scalar(1));
     const Scalar delta = target - s(i);
     if (delta != 0) {
       s(i) = target;
@@ -410,7 +427,7 @@ struct active_set_newton_policy {
     }
     g.noalias() = game.c - game.q * s;
 
-    const Scalar step = Scalar(1) / game.lipschitz_bound();
+    Scalar step = 0;  // the fallback's 1/L, computed on first use
     std::vector<Eigen::Index> free_set;
     nash_vector<Scalar> d(n), trial(n), g_trial(n);
     nash_matrix<Scalar> q_free;
@@ -422,7 +439,7 @@ struct active_set_newton_policy {
       for (Eigen::Index i = 0; i < n; ++i) {
         const bool held = (s(i) <= delta && g(i) < 0) || (s(i) >= Scalar(1) - delta && g(i) > 0);
         if (held) {
-          d(i) = g(i) / game.q(i, i);
+          d(i) = g(i) * game.inverse_diagonal(i);
         } else {
           free_set.push_back(i);
         }
@@ -461,6 +478,7 @@ struct active_set_newton_policy {
         }
       }
       if (!accepted) {  // projected-gradient step: ascends Φ for any symmetric Q
+        if (step == 0) step = Scalar(1) / game.lipschitz_bound();
         trial = (s + step * g).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
         g_trial.noalias() = game.c - game.q * trial;
         if (trial == s) {  // stationary to rounding: nothing more to gain
