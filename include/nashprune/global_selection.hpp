@@ -60,6 +60,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "config.hpp"
@@ -169,89 +171,103 @@ inline std::size_t slot_of(std::int64_t layer, item_kind kind) {
   return static_cast<std::size_t>(layer) * item_kind_count + static_cast<std::size_t>(kind);
 }
 
-/// Fails when two items share (layer, kind, index): indices are grouped per slot by a
-/// counting sort, then checked with a bitmap (dense indices) or a sort (sparse ones).
+/// Fails when two items share (layer, kind, index): one bitmap per slot whose indices
+/// are dense (the usual case, one pass), a sort for slots with sparse indices.
 template <typename Scalar>
 void require_unique_items(std::span<const selection_item<Scalar>> items, std::size_t n_slots) {
-  std::vector<std::uint32_t> start(n_slots + 1, 0);
-  for (const auto& it : items) ++start[slot_of(it.layer, it.kind) + 1];
-  for (std::size_t s = 0; s < n_slots; ++s) start[s + 1] += start[s];
-  std::vector<std::uint32_t> grouped(items.size());
-  std::vector<std::uint32_t> fill(start.begin(), start.end() - 1);
-  for (std::size_t i = 0; i < items.size(); ++i) grouped[fill[slot_of(items[i].layer, items[i].kind)]++] = static_cast<std::uint32_t>(i);
-  std::vector<std::uint8_t> seen;
-  std::vector<std::pair<std::int64_t, std::uint32_t>> sparse;
-  auto duplicate = [&](std::uint32_t first, std::uint32_t second) {
+  std::vector<std::int64_t> count(n_slots, 0), top(n_slots, -1);
+  for (const auto& it : items) {
+    const std::size_t s = slot_of(it.layer, it.kind);
+    ++count[s];
+    top[s] = std::max(top[s], it.index);
+  }
+  auto duplicate = [&](std::size_t first, std::size_t second) {
     const auto& it = items[second];
     fail_argument("items", "item " + std::to_string(second) + " repeats layer " + std::to_string(it.layer) + ", kind " +
                                std::string(name_of(it.kind)) + ", index " + std::to_string(it.index) + " of item " +
                                std::to_string(first));
   };
+  std::vector<std::int64_t> offset(n_slots, -1);
+  std::int64_t bitmap_size = 0;
+  bool any_sparse = false;
   for (std::size_t s = 0; s < n_slots; ++s) {
-    const std::uint32_t b = start[s], e = start[s + 1];
-    if (e - b < 2) continue;
-    std::int64_t top = 0;
-    for (std::uint32_t k = b; k < e; ++k) top = std::max(top, items[grouped[k]].index);
-    const std::int64_t count = e - b;
-    if (top < 8 * count + 64) {
-      seen.assign(static_cast<std::size_t>(top) + 1, 0);
-      std::vector<std::uint32_t> owner(static_cast<std::size_t>(top) + 1, 0);
-      for (std::uint32_t k = b; k < e; ++k) {
-        const auto idx = static_cast<std::size_t>(items[grouped[k]].index);
-        if (seen[idx]) duplicate(std::min(owner[idx], grouped[k]), std::max(owner[idx], grouped[k]));
-        seen[idx] = 1;
-        owner[idx] = grouped[k];
-      }
+    if (count[s] < 2) continue;
+    if (top[s] < 8 * count[s] + 64) {
+      offset[s] = bitmap_size;
+      bitmap_size += top[s] + 1;
     } else {
-      sparse.clear();
-      for (std::uint32_t k = b; k < e; ++k) sparse.emplace_back(items[grouped[k]].index, grouped[k]);
-      std::sort(sparse.begin(), sparse.end());
-      for (std::size_t k = 1; k < sparse.size(); ++k) {
-        if (sparse[k].first == sparse[k - 1].first) duplicate(sparse[k - 1].second, sparse[k].second);
+      any_sparse = true;
+    }
+  }
+  std::vector<bool> seen(static_cast<std::size_t>(bitmap_size), false);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::size_t s = slot_of(items[i].layer, items[i].kind);
+    if (offset[s] < 0) continue;
+    const auto bit = static_cast<std::size_t>(offset[s] + items[i].index);
+    if (seen[bit]) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (items[j].layer == items[i].layer && items[j].kind == items[i].kind && items[j].index == items[i].index) duplicate(j, i);
       }
+    }
+    seen[bit] = true;
+  }
+  if (!any_sparse) return;
+  std::vector<std::tuple<std::size_t, std::int64_t, std::size_t>> sparse;  // slot, index, position
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::size_t s = slot_of(items[i].layer, items[i].kind);
+    if (offset[s] < 0 && count[s] >= 2) sparse.emplace_back(s, items[i].index, i);
+  }
+  std::sort(sparse.begin(), sparse.end());
+  for (std::size_t k = 1; k < sparse.size(); ++k) {
+    if (std::get<0>(sparse[k]) == std::get<0>(sparse[k - 1]) && std::get<1>(sparse[k]) == std::get<1>(sparse[k - 1])) {
+      duplicate(std::get<2>(sparse[k - 1]), std::get<2>(sparse[k]));
     }
   }
 }
 
-/// Order-preserving 64-bit key of a non-negative score (IEEE bits of a double).
+/// Order-preserving key of a non-negative score computed in Scalar (IEEE bits:
+/// 32 for float, 64 for double).
 template <typename Scalar>
-[[nodiscard]] inline std::uint64_t score_key(const selection_item<Scalar>& it) {
-  const double score = static_cast<double>(it.importance) / static_cast<double>(it.cost);
-  std::uint64_t bits = 0;
+[[nodiscard]] inline auto score_key(const selection_item<Scalar>& it) {
+  using key_type = std::conditional_t<sizeof(Scalar) <= 4, std::uint32_t, std::uint64_t>;
+  using real = std::conditional_t<sizeof(Scalar) <= 4, float, double>;
+  const real score = static_cast<real>(it.importance) / static_cast<real>(it.cost);
+  key_type bits = 0;
   static_assert(sizeof(bits) == sizeof(score));
   std::memcpy(&bits, &score, sizeof(bits));
   return bits;
 }
 
 /// Positions sorted by ascending score, ties by position: a stable LSD radix sort on
-/// 16-bit digits that skips every digit all keys share.
+/// 11-bit digits that skips every digit all keys share.
 template <typename Scalar>
 [[nodiscard]] std::vector<std::uint32_t> score_order(std::span<const selection_item<Scalar>> items) {
+  using key_type = decltype(score_key(items[0]));
+  constexpr int bits = 11;
+  constexpr int digits = (8 * static_cast<int>(sizeof(key_type)) + bits - 1) / bits;
+  constexpr std::size_t buckets = std::size_t{1} << bits;
   const std::size_t n = items.size();
   struct keyed {
-    std::uint64_t key;
+    key_type key;
     std::uint32_t position;
   };
   std::vector<keyed> a(n), b(n);
-  constexpr int digits = 4;
-  std::vector<std::array<std::uint32_t, 65536>> histogram(digits);
-  for (auto& h : histogram) h.fill(0);
+  std::vector<std::uint32_t> histogram(digits * buckets, 0);
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint64_t key = score_key(items[i]);
+    const key_type key = score_key(items[i]);
     a[i] = {key, static_cast<std::uint32_t>(i)};
-    for (int d = 0; d < digits; ++d) ++histogram[d][(key >> (16 * d)) & 0xFFFF];
+    for (int d = 0; d < digits; ++d) ++histogram[static_cast<std::size_t>(d) * buckets + ((key >> (bits * d)) & (buckets - 1))];
   }
   for (int d = 0; d < digits; ++d) {
-    auto& h = histogram[d];
-    const std::uint32_t first_bucket = static_cast<std::uint32_t>((a[0].key >> (16 * d)) & 0xFFFF);
-    if (h[first_bucket] == n) continue;  // every key shares this digit
+    std::uint32_t* h = histogram.data() + static_cast<std::size_t>(d) * buckets;
+    if (h[(a[0].key >> (bits * d)) & (buckets - 1)] == n) continue;  // every key shares this digit
     std::uint32_t sum = 0;
-    for (auto& count : h) {
-      const std::uint32_t c = count;
-      count = sum;
+    for (std::size_t k = 0; k < buckets; ++k) {
+      const std::uint32_t c = h[k];
+      h[k] = sum;
       sum += c;
     }
-    for (const auto& k : a) b[h[(k.key >> (16 * d)) & 0xFFFF]++] = k;
+    for (const auto& k : a) b[h[(k.key >> (bits * d)) & (buckets - 1)]++] = k;
     a.swap(b);
   }
   std::vector<std::uint32_t> order(n);
