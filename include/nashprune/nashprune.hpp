@@ -3,3 +3,4 @@
 
 #include "config.hpp"
 #include "ggml_types.hpp"
+#include "head_redundancy.hpp"
