@@ -356,3 +356,84 @@ TYPED_TEST(HeadRedundancy, ResetForgetsEverything) {
   EXPECT_TRUE(acc.gram().isZero(0.0));
   EXPECT_TRUE(acc.sums().isZero(0.0));
 }
+
+namespace {
+
+/// splitmix64: fast enough to draw 3 · 10^8 floats in a unit test.
+struct fast_uniform {
+  std::uint64_t state;
+  float operator()() {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
+  }
+};
+
+}  // namespace
+
+// Reduction length 10^8 on random data: every target stays within 1e-6 of the
+// double reference, where a plain float running sum is far off (checked too, so
+// the test can fail). Values have a positive mean, the hard case for float sums.
+TEST(HeadRedundancyNumerics, ReductionLengthOneHundredMillionWithinOneMillionth) {
+  const Index n = 2, d = 64, tokens = 16384, batches = 96;  // N = 100,663,296
+  std::vector<head_redundancy<float>> accs;
+  for (simd_target t : supported_targets<float>()) accs.emplace_back(n, d, head_redundancy_options{.target = t});
+  Eigen::MatrixXd ref_gram = Eigen::MatrixXd::Zero(n, n);
+  float naive_g00 = 0;
+  fast_uniform rng{42};
+  RowBlock<float> x(tokens, n * d);
+  for (Index b = 0; b < batches; ++b) {
+    for (Index t = 0; t < tokens; ++t) {
+      for (Index c = 0; c < n * d; ++c) x(t, c) = rng() + 0.25f * static_cast<float>(c / d);
+    }
+    for (auto& acc : accs) acc.add_batch(x);
+    // Double reference with the heads as columns of a (tokens·d) × n view.
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j <= i; ++j) {
+        double dot = 0;
+        for (Index t = 0; t < tokens; ++t) {
+          const float* xi = &x(t, i * d);
+          const float* xj = &x(t, j * d);
+          for (Index k = 0; k < d; ++k) dot += static_cast<double>(xi[k]) * xj[k];
+        }
+        ref_gram(i, j) += dot;
+        ref_gram(j, i) = ref_gram(i, j);
+      }
+    }
+    for (Index t = 0; t < tokens; ++t) {
+      for (Index k = 0; k < d; ++k) naive_g00 += x(t, k) * x(t, k);
+    }
+  }
+  const double naive_error = std::abs(naive_g00 - ref_gram(0, 0)) / ref_gram(0, 0);
+  EXPECT_GT(naive_error, 1e-3) << "a plain float sum should fail here";
+  for (const auto& acc : accs) {
+    SCOPED_TRACE(name_of(acc.target()));
+    EXPECT_EQ(acc.reduction_length(), 100663296);
+    EXPECT_LT(gram_error(acc.gram(), ref_gram), 1e-6);
+  }
+}
+
+// One single batch of 10^8 entries per head (1,562,500 tokens that all alias one
+// row through an outer stride of 0): the exact Gram is tokens × the row's Gram,
+// so the check is cheap, and one add_batch must not lose precision inside itself.
+TEST(HeadRedundancyNumerics, OneBatchOfOneHundredMillionEntriesPerHead) {
+  const Index n = 4, d = 64, tokens = 1562500;
+  const auto row = random_block<float>(1, n * d, 123, 1.0);
+  reference_stats one(n, d);
+  one.add(row);
+  const Eigen::MatrixXd exact = one.gram * static_cast<double>(tokens);
+  const Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>> repeated(
+      row.data(), tokens, n * d, Eigen::OuterStride<>(0));
+  for (simd_target t : supported_targets<float>()) {
+    SCOPED_TRACE(name_of(t));
+    head_redundancy<float> acc(n, d, {.target = t});
+    acc.add_batch(repeated);
+    EXPECT_EQ(acc.reduction_length(), 100000000);
+    EXPECT_LT(gram_error(acc.gram(), exact), 1e-6);
+    EXPECT_LT((acc.sums() - one.sums * static_cast<double>(tokens)).cwiseAbs().maxCoeff() /
+                  (one.sums.cwiseAbs().maxCoeff() * tokens),
+              1e-6);
+  }
+}
