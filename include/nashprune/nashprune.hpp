@@ -1,7 +1,9 @@
 // nashprune/nashprune.hpp — umbrella header: includes every public nashprune header.
 #pragma once
 
+#include "attention_geometry.hpp"
 #include "config.hpp"
 #include "ggml_types.hpp"
+#include "head_redundancy.hpp"
 #include "nash_game.hpp"
 #include "nash_solvers.hpp"
