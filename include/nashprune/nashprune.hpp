@@ -4,3 +4,4 @@
 #include "attention_geometry.hpp"
 #include "config.hpp"
 #include "ggml_types.hpp"
+#include "head_redundancy.hpp"
