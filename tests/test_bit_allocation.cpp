@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "scalar_test_support.hpp"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -16,11 +18,10 @@ namespace {
 
 template <typename T>
 class BitAllocationTyped : public ::testing::Test {};
-using scalar_types = ::testing::Types<float, double>;
+using nashprune_test::scalar_types;
 TYPED_TEST_SUITE(BitAllocationTyped, scalar_types);
 
-template <typename Scalar>
-using vec = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+using nashprune_test::vec;
 
 double plain_error(double importance, const np::quant_tensor& t, ggml_type type) {
   return importance * static_cast<double>(t.row_length * t.rows) * std::pow(2.0, -2.0 * np::traits_of(type).bits_per_weight());
@@ -147,14 +148,7 @@ TEST(BitAllocation, BadInput) {
   const std::vector<np::quant_tensor> tensors{{"a", 256, 4}, {"b", 256, 4}};
   Eigen::VectorXd importance(2), wrong(3);
   importance << 1.0, 2.0;
-  auto expect = [](auto&& call, const char* fragment) {
-    try {
-      call();
-      ADD_FAILURE() << "no error: " << fragment;
-    } catch (const std::exception& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr(fragment));
-    }
-  };
+  const auto expect = [](auto&& call, const char* fragment) { nashprune_test::expect_error_containing(call, fragment); };
   expect([&] { (void)np::allocate_bits<double>(tensors, importance, 10); }, "below the smallest plan, 672 bytes");
   expect([&] { (void)np::allocate_bits<double>(tensors, wrong, 1000); }, "importance");
   Eigen::VectorXd negative = importance;

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "scalar_test_support.hpp"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -15,11 +17,10 @@ namespace {
 
 template <typename T>
 class DepthTyped : public ::testing::Test {};
-using scalar_types = ::testing::Types<float, double>;
+using nashprune_test::scalar_types;
 TYPED_TEST_SUITE(DepthTyped, scalar_types);
 
-template <typename Scalar>
-using vec = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+using nashprune_test::vec;
 
 TYPED_TEST(DepthTyped, BlockInfluenceMatchesPlainLoopInBothStorageOrders) {
   using Scalar = TypeParam;
@@ -129,14 +130,7 @@ TEST(Depth, PresetsOnLlama2_7B) {
 TEST(Depth, BadInput) {
   Eigen::VectorXd s(4), wrong(3), none;
   s << 1, 2, 3, 4;
-  auto expect = [](auto&& call, const char* fragment) {
-    try {
-      call();
-      ADD_FAILURE() << "no error: " << fragment;
-    } catch (const std::exception& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr(fragment));
-    }
-  };
+  const auto expect = [](auto&& call, const char* fragment) { nashprune_test::expect_error_containing(call, fragment); };
   np::depth_options o;
   o.layers_to_drop = 5;
   expect([&] { (void)np::select_layers_to_drop<double>(s, o); }, "layers_to_drop");

@@ -2,6 +2,12 @@
 #pragma once
 
 #include "attention_geometry.hpp"
+#include "bit_allocation.hpp"
 #include "config.hpp"
+#include "depth_pruning.hpp"
 #include "ggml_types.hpp"
+#include "global_selection.hpp"
+#include "hgsp_priors.hpp"
 #include "head_redundancy.hpp"
+#include "layer_rates.hpp"
+#include "memory_savings.hpp"
