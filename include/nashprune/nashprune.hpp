@@ -2,6 +2,7 @@
 #pragma once
 
 #include "attention_geometry.hpp"
+#include "attention_items.hpp"
 #include "bit_allocation.hpp"
 #include "config.hpp"
 #include "depth_pruning.hpp"
