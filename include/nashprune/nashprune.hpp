@@ -4,3 +4,5 @@
 #include "attention_geometry.hpp"
 #include "config.hpp"
 #include "ggml_types.hpp"
+#include "importance.hpp"
+#include "tensor_slicing.hpp"
