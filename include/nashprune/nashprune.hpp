@@ -14,3 +14,5 @@
 #include "nash_solvers.hpp"
 #include "layer_rates.hpp"
 #include "memory_savings.hpp"
+#include "importance.hpp"
+#include "tensor_slicing.hpp"
