@@ -1,5 +1,7 @@
 // nashprune/nashprune.hpp — umbrella header: includes every public nashprune header.
 #pragma once
 
+#include "attention_geometry.hpp"
 #include "config.hpp"
 #include "ggml_types.hpp"
+#include "head_redundancy.hpp"

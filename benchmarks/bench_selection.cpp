@@ -1,0 +1,133 @@
+// Global selection: the fill greedy with every constraint against the seed's
+// reference (sort by score, stop at the first misfit, no constraints) and a bare
+// std::sort of the scores, on LLaMA-shaped tables (32 layers, MLP channels and
+// attention groups); and the exact solver's practical limits.
+//
+//   ./bench_selection --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+#include <nashprune/global_selection.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+namespace np = nashprune;
+
+namespace {
+
+std::vector<np::selection_item<float>> llama_table(std::int64_t n) {
+  std::mt19937 rng(42);
+  std::lognormal_distribution<float> importance(0.0F, 1.0F);
+  constexpr std::int64_t layers = 32;
+  const std::int64_t per_layer = std::max<std::int64_t>(2, n / layers);
+  std::vector<np::selection_item<float>> items;
+  items.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t layer = std::min(layers - 1, i / per_layer), within = i - layer * per_layer;
+    const bool attention = within % 64 == 0;  // one attention group per 64 channels
+    items.push_back({layer, attention ? np::item_kind::attention_group : np::item_kind::mlp_channel, within,
+                     importance(rng), attention ? 5'242'880 : 12'288});
+  }
+  return items;
+}
+
+np::selection_constraints all_constraints() {
+  np::selection_constraints c;
+  c.freeze_first_layers = 2;
+  c.freeze_last_layers = 2;
+  c.max_layer_prune_ratio = 0.6;
+  c.min_kept = {{np::item_kind::attention_group, 2, -1}, {np::item_kind::mlp_channel, 16, -1}};
+  return c;
+}
+
+template <typename Scalar>
+std::int64_t total_of(const std::vector<np::selection_item<Scalar>>& items) {
+  std::int64_t total = 0;
+  for (const auto& it : items) total += it.cost;
+  return total;
+}
+
+void BM_fill_greedy_all_constraints(benchmark::State& state) {
+  const auto items = llama_table(state.range(0));
+  const std::int64_t budget = np::budget_from_fraction(0.3, total_of(items));
+  const auto c = all_constraints();
+  for (auto _ : state) {
+    auto r = np::select_greedy<float>(items, budget, c);
+    benchmark::DoNotOptimize(r.pruned.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+// The seed's reference: scores, a full sort, stop at the first item that does not fit.
+void BM_reference_stop_at_first_misfit(benchmark::State& state) {
+  const auto items = llama_table(state.range(0));
+  const std::int64_t budget = np::budget_from_fraction(0.3, total_of(items));
+  for (auto _ : state) {
+    std::vector<std::pair<double, std::int64_t>> scored(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      scored[i] = {static_cast<double>(items[i].importance) / static_cast<double>(items[i].cost), static_cast<std::int64_t>(i)};
+    }
+    std::sort(scored.begin(), scored.end());
+    std::vector<std::int64_t> pruned;
+    std::int64_t removed = 0;
+    for (const auto& [score, pos] : scored) {
+      const auto cost = items[static_cast<std::size_t>(pos)].cost;
+      if (removed + cost > budget) break;
+      removed += cost;
+      pruned.push_back(pos);
+    }
+    benchmark::DoNotOptimize(pruned.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+void BM_std_sort_scores(benchmark::State& state) {
+  const auto items = llama_table(state.range(0));
+  for (auto _ : state) {
+    std::vector<double> scores(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) scores[i] = static_cast<double>(items[i].importance) / static_cast<double>(items[i].cost);
+    std::sort(scores.begin(), scores.end());
+    benchmark::DoNotOptimize(scores.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+#define SELECTION_SIZES RangeMultiplier(10)->Range(1000, 10'000'000)->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_fill_greedy_all_constraints)->SELECTION_SIZES;
+BENCHMARK(BM_reference_stop_at_first_misfit)->SELECTION_SIZES;
+BENCHMARK(BM_std_sort_scores)->SELECTION_SIZES;
+
+// Exact solver: uncorrelated scores (easy bounds) and near-equal scores (weak bounds,
+// the hard case); counters report nodes and whether the search finished.
+void exact_case(benchmark::State& state, bool hard) {
+  const auto n = state.range(0);
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::int64_t> cost(1, 1000);
+  std::uniform_real_distribution<double> spread(0.0, 10.0), near(1.0, 1.01);
+  std::vector<np::selection_item<double>> items;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t c = cost(rng);
+    items.push_back({i % 4, np::item_kind::mlp_channel, i / 4, hard ? static_cast<double>(c) * near(rng) : spread(rng), c});
+  }
+  const std::int64_t budget = np::budget_from_fraction(0.3, total_of(items));
+  np::selection_options o;
+  o.max_nodes = 20'000'000;
+  double nodes = 0, proven = 1;
+  for (auto _ : state) {
+    const auto r = np::solve_exact<double>(items, budget, {}, o);
+    nodes = static_cast<double>(r.nodes);
+    proven = r.proven_optimal ? 1 : 0;
+    benchmark::DoNotOptimize(r.objective);
+  }
+  state.counters["nodes"] = nodes;
+  state.counters["proven"] = proven;
+}
+
+void BM_exact_uncorrelated(benchmark::State& state) { exact_case(state, false); }
+void BM_exact_near_equal_scores(benchmark::State& state) { exact_case(state, true); }
+BENCHMARK(BM_exact_uncorrelated)->Arg(20)->Arg(100)->Arg(1000)->Arg(4000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_exact_near_equal_scores)->Arg(20)->Arg(40)->Arg(80)->Arg(200)->Arg(1000)->Unit(benchmark::kMillisecond);
+
+}  // namespace

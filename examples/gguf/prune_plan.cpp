@@ -1,0 +1,325 @@
+// Applying a pruning plan to a llama-family GGUF: metadata, tensor table, slices.
+#include "gguf/prune_plan.hpp"
+
+#include <algorithm>
+
+namespace gguf {
+namespace {
+
+using nashprune::index_range;
+using nashprune::tensor_role;
+
+std::string layer_name(std::size_t layer) { return "layer " + std::to_string(layer); }
+
+// Which --structures choices avoid a column slice of this tensor.
+std::string avoiding_structures(std::string_view suffix, const nashprune::attention_geometry* geometry, std::int64_t block) {
+  if (suffix.starts_with("ffn_down")) {
+    return "prune MLP channels in multiples of " + std::to_string(block) +
+           " or leave 'mlp' out of --structures (mlp-blocks and layers need no column slices)";
+  }
+  std::string advice = "leave 'heads' and 'groups' out of --structures (attn-blocks and layers need no column slices)";
+  if (geometry != nullptr && (geometry->group_size() * geometry->head_dim_v()) % block == 0) {
+    advice = "use --structures groups (a GQA group is " + std::to_string(geometry->group_size() * geometry->head_dim_v()) +
+             " columns, block-aligned), or attn-blocks / layers";
+  }
+  return advice;
+}
+
+class output_builder {
+ public:
+  output_builder(const reader& model, const llama_shape& shape, const prune_plan& plan)
+      : model_(model), in_(shape), plan_(plan) {}
+
+  pruned_model build(const metadata& provenance) {
+    check_plan();
+    decide_output_shape();
+    out_.metadata = model_.metadata();
+    rewrite_metadata();
+    for (const auto& [key, v] : provenance) set(out_.metadata, key, v);
+    for (const auto& t : model_.tensors()) add_tensor(t);
+    return std::move(out_);
+  }
+
+ private:
+  const reader& model_;
+  const llama_shape& in_;
+  const prune_plan& plan_;
+  pruned_model out_;
+  std::vector<std::int64_t> new_index_;  // original layer -> output layer (-1: removed)
+  std::vector<bool> zero_attention_;     // output layer keeps a placeholder head with zero output
+  std::vector<std::int64_t> stub_width_;  // output layer's zero FFN stub width (0: real FFN)
+
+  nashprune::attention_geometry geometry(std::size_t layer) const {
+    const auto& l = in_.layers[layer];
+    return {l.n_head, l.n_head_kv, in_.head_dim_k, in_.head_dim_v};
+  }
+
+  void check_plan() {
+    if (plan_.layers.size() != in_.layers.size()) {
+      throw std::invalid_argument("plan has " + std::to_string(plan_.layers.size()) + " layers, the model " +
+                                  std::to_string(in_.layers.size()));
+    }
+    std::int64_t next = 0;
+    for (std::size_t i = 0; i < plan_.layers.size(); ++i) {
+      const auto& p = plan_.layers[i];
+      new_index_.push_back(p.keep_layer ? next++ : -1);
+      if (!p.keep_layer) continue;
+      const auto& l = in_.layers[i];
+      try {
+        if (l.has_attention()) {
+          (void)geometry(i).validate(p.heads, /*allow_empty=*/true);
+        } else if (!p.heads.q_heads.empty() || !p.heads.kv_heads.empty()) {
+          throw std::invalid_argument("keeps heads of an attention-free layer");
+        }
+        nashprune::validate_keep_list("channels", p.channels, l.n_ff, /*allow_empty=*/true);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("plan for " + layer_name(i) + ": " + e.what());
+      }
+    }
+    if (next == 0) throw std::invalid_argument("plan removes every layer");
+  }
+
+  void decide_output_shape() {
+    out_.shape = in_;
+    out_.shape.layers.clear();
+    for (std::size_t i = 0; i < plan_.layers.size(); ++i) {
+      const auto& p = plan_.layers[i];
+      if (!p.keep_layer) continue;
+      layer_shape s{static_cast<std::int64_t>(p.heads.q_heads.size()), static_cast<std::int64_t>(p.heads.kv_heads.size()),
+                    static_cast<std::int64_t>(p.channels.size())};
+      // llama.cpp derives the head size from layer 0: it keeps one head whose output is zeroed.
+      const bool placeholder = out_.shape.layers.empty() && s.n_head == 0;
+      if (placeholder) s = {1, 1, s.n_ff};
+      zero_attention_.push_back(placeholder);
+      std::int64_t stub = 0;
+      if (s.n_ff == 0) {
+        stub = nashprune::traits_of(model_.tensor(layer_tensor(static_cast<std::int64_t>(i), "ffn_down.weight")).type).block_size;
+        s.n_ff = stub;
+      }
+      stub_width_.push_back(stub);
+      out_.shape.layers.push_back(s);
+    }
+    if (!out_.shape.uniform()) out_.shape.architecture = "deci";
+  }
+
+  void rewrite_metadata() {
+    auto& kv = out_.metadata;
+    if (out_.shape.architecture != in_.architecture) {
+      const std::string from = in_.architecture + ".";
+      const std::string to = out_.shape.architecture + ".";
+      for (auto& [key, v] : kv) {
+        if (key.starts_with(from)) key = to + key.substr(from.size());
+      }
+      set(kv, "general.architecture", value::string(out_.shape.architecture));
+    }
+    const auto& s = out_.shape;
+    // Other per-layer arrays of the architecture lose the removed layers' entries.
+    for (auto& [key, v] : kv) {
+      if (key.starts_with(s.architecture + ".") && v.is_array() &&
+          static_cast<std::int64_t>(v.as_array().size()) == in_.n_layer()) {
+        std::vector<value> kept;
+        for (std::size_t i = 0; i < new_index_.size(); ++i) {
+          if (new_index_[i] >= 0) kept.push_back(v.as_array()[i]);
+        }
+        v = value::array(v.element_type, std::move(kept));
+      }
+    }
+    set(kv, s.key("block_count"), value::u32(static_cast<std::uint32_t>(s.n_layer())));
+    auto write_count = [&](std::string_view suffix, auto member) {
+      if (s.uniform()) {
+        set(kv, s.key(suffix), value::u32(static_cast<std::uint32_t>(s.layers.front().*member)));
+      } else {
+        std::vector<std::int64_t> counts;
+        for (const auto& l : s.layers) counts.push_back(l.*member);
+        set(kv, s.key(suffix), value::int_array(value_type::int32, counts));
+      }
+    };
+    write_count("attention.head_count", &layer_shape::n_head);
+    write_count("attention.head_count_kv", &layer_shape::n_head_kv);
+    write_count("feed_forward_length", &layer_shape::n_ff);
+    set(kv, s.key("attention.key_length"), value::u32(static_cast<std::uint32_t>(s.head_dim_k)));
+    set(kv, s.key("attention.value_length"), value::u32(static_cast<std::uint32_t>(s.head_dim_v)));
+  }
+
+  void add(tensor_spec spec, tensor_source source) {
+    out_.tensors.push_back(std::move(spec));
+    out_.sources.push_back(std::move(source));
+  }
+
+  // A slice of `t` keeping `ranges` along rows (dims[1]) or within each row (dims[0]).
+  void add_slice(const tensor_view& t, std::string name, tensor_source::kind how, std::vector<index_range> ranges,
+                 std::string_view suffix, const nashprune::attention_geometry* g) {
+    tensor_spec spec{std::move(name), t.dims, t.type};
+    std::int64_t kept = 0;
+    for (const auto& r : ranges) kept += r.size;
+    const auto& traits = nashprune::traits_of(t.type);
+    if (how == tensor_source::kind::columns) {
+      for (const auto& r : ranges) {
+        if (r.begin % traits.block_size != 0 || r.size % traits.block_size != 0) {
+          throw std::invalid_argument(
+              "tensor '" + t.name + "' is " + std::string(traits.name) + " (blocks of " + std::to_string(traits.block_size) +
+              " columns): keeping columns [" + std::to_string(r.begin) + ", " + std::to_string(r.end()) +
+              ") is not block-aligned; " + avoiding_structures(suffix, g, traits.block_size));
+        }
+      }
+      spec.dims[0] = kept;
+    } else {
+      if (t.dims.size() != 2) throw std::invalid_argument("tensor '" + t.name + "' is not a matrix");
+      spec.dims[1] = kept;
+    }
+    const std::int64_t full = how == tensor_source::kind::columns ? t.dims[0] : t.dims[1];
+    if (ranges.size() == 1 && ranges.front() == index_range{0, full}) how = tensor_source::kind::copy;
+    add(std::move(spec), {how, &t, std::move(ranges)});
+  }
+
+  void add_tensor(const tensor_view& t) {
+    const auto split = split_layer_name(t.name);
+    if (!split) {
+      add({t.name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+      return;
+    }
+    const auto layer = static_cast<std::size_t>(split->layer);
+    const std::int64_t out_layer = new_index_[layer];
+    if (out_layer < 0) return;
+    const auto& p = plan_.layers[layer];
+    const auto& suffix = split->suffix;
+    const std::string name = layer_tensor(out_layer, suffix);
+    const auto o = static_cast<std::size_t>(out_layer);
+    const auto& l = in_.layers[layer];
+
+    const bool attention_tensor = suffix.starts_with("attn_");
+    if (attention_tensor) {
+      if (!l.has_attention()) {
+        add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+        return;
+      }
+      nashprune::head_keep_plan heads = p.heads;
+      if (zero_attention_[o]) heads = {{0}, {0}};
+      if (heads.q_heads.empty()) return;  // attention-free layer: no attention tensors at all
+      const auto g = geometry(layer);
+      if (out_.shape.architecture == "deci" && suffix.ends_with(".bias") && suffix != "attn_output.bias") {
+        throw std::invalid_argument("tensor '" + t.name +
+                                    "': llama.cpp's deci loader sizes attention biases from n_embd, so a model with "
+                                    "attention biases cannot take per-layer head counts; prune uniformly");
+      }
+      auto head_rows = [&](tensor_role role) { return g.kept_ranges(heads, role); };
+      const auto rows = tensor_source::kind::rows;
+      const auto columns = tensor_source::kind::columns;
+      if (suffix == "attn_q.weight") return add_slice(t, name, rows, head_rows(tensor_role::q), suffix, &g);
+      if (suffix == "attn_k.weight") return add_slice(t, name, rows, head_rows(tensor_role::k), suffix, &g);
+      if (suffix == "attn_v.weight") return add_slice(t, name, rows, head_rows(tensor_role::v), suffix, &g);
+      if (suffix == "attn_q.bias") return add_slice(t, name, columns, head_rows(tensor_role::q), suffix, &g);
+      if (suffix == "attn_k.bias") return add_slice(t, name, columns, head_rows(tensor_role::k), suffix, &g);
+      if (suffix == "attn_v.bias") return add_slice(t, name, columns, head_rows(tensor_role::v), suffix, &g);
+      if (suffix == "attn_output.weight") {
+        if (zero_attention_[o]) {
+          add({name, {g.head_dim_v(), t.dims[1]}, t.type}, {tensor_source::kind::zeros, nullptr, {}});
+          return;
+        }
+        return add_slice(t, name, columns, head_rows(tensor_role::o), suffix, &g);
+      }
+      // Per-head q/k norms hold one weight vector per head; a shared one is head_dim long.
+      if (suffix == "attn_q_norm.weight" && t.dims[0] == g.extent(tensor_role::q)) {
+        return add_slice(t, name, columns, head_rows(tensor_role::q), suffix, &g);
+      }
+      if (suffix == "attn_k_norm.weight" && t.dims[0] == g.extent(tensor_role::k)) {
+        return add_slice(t, name, columns, head_rows(tensor_role::k), suffix, &g);
+      }
+      add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+      return;
+    }
+
+    const bool ffn_tensor = suffix.starts_with("ffn_gate") || suffix.starts_with("ffn_up") || suffix.starts_with("ffn_down");
+    if (ffn_tensor && suffix != "ffn_down.bias") {
+      if (stub_width_[o] > 0) {
+        tensor_spec spec{name, t.dims, t.type};
+        spec.dims[suffix.starts_with("ffn_down") || spec.dims.size() == 1 ? 0 : 1] = stub_width_[o];
+        add(std::move(spec), {tensor_source::kind::zeros, nullptr, {}});
+        return;
+      }
+      auto kept = nashprune::unit_ranges(p.channels, 1);
+      const bool matrix_rows = !suffix.starts_with("ffn_down") && t.dims.size() == 2;
+      add_slice(t, name, matrix_rows ? tensor_source::kind::rows : tensor_source::kind::columns, std::move(kept), suffix, nullptr);
+      return;
+    }
+    add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+  }
+};
+
+}  // namespace
+
+prune_plan keep_all(const llama_shape& shape) {
+  prune_plan plan;
+  for (const auto& l : shape.layers) {
+    layer_plan p;
+    for (std::int64_t h = 0; h < l.n_head; ++h) p.heads.q_heads.push_back(h);
+    for (std::int64_t h = 0; h < l.n_head_kv; ++h) p.heads.kv_heads.push_back(h);
+    for (std::int64_t c = 0; c < l.n_ff; ++c) p.channels.push_back(c);
+    plan.layers.push_back(std::move(p));
+  }
+  return plan;
+}
+
+tensor_totals totals(std::span<const tensor_spec> tensors) {
+  tensor_totals t;
+  for (const auto& spec : tensors) {
+    t.parameters += spec.elements();
+    t.bytes += spec.bytes();
+  }
+  return t;
+}
+
+tensor_totals totals(std::span<const tensor_view> tensors) {
+  tensor_totals t;
+  for (const auto& spec : tensors) {
+    t.parameters += spec.elements();
+    t.bytes += spec.bytes();
+  }
+  return t;
+}
+
+pruned_model plan_output(const reader& model, const llama_shape& shape, const prune_plan& plan, const metadata& provenance) {
+  return output_builder(model, shape, plan).build(provenance);
+}
+
+void write_tensors(const pruned_model& result, writer& out, const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+  const std::uint64_t total = totals(result.tensors).bytes;
+  std::uint64_t done = 0;
+  for (std::size_t i = 0; i < result.tensors.size(); ++i) {
+    const auto& spec = result.tensors[i];
+    const auto& source = result.sources[i];
+    switch (source.how) {
+      case tensor_source::kind::copy:
+        out.write(source.from->data);
+        break;
+      case tensor_source::kind::zeros:
+        out.write_zeros(spec.bytes());
+        break;
+      case tensor_source::kind::rows: {
+        const std::uint64_t row = source.from->row_bytes();
+        for (const auto& r : source.ranges) {
+          out.write(source.from->data.subspan(static_cast<std::size_t>(r.begin) * row, static_cast<std::size_t>(r.size) * row));
+        }
+        break;
+      }
+      case tensor_source::kind::columns: {
+        const auto& traits = nashprune::traits_of(spec.type);
+        const std::uint64_t row = source.from->row_bytes();
+        const auto rows = static_cast<std::uint64_t>(source.from->rows());
+        for (std::uint64_t r = 0; r < rows; ++r) {
+          const auto line = source.from->data.subspan(r * row, row);
+          for (const auto& range : source.ranges) {
+            const auto begin = static_cast<std::size_t>(range.begin / traits.block_size * traits.type_size);
+            const auto size = static_cast<std::size_t>(range.size / traits.block_size * traits.type_size);
+            out.write(line.subspan(begin, size));
+          }
+        }
+        break;
+      }
+    }
+    done += spec.bytes();
+    if (progress) progress(done, total);
+  }
+}
+
+}  // namespace gguf

@@ -1,0 +1,242 @@
+// nashprune/detail/gram_kernel.hpp — the Gram accumulation kernel behind
+// head_redundancy.hpp: G_ij += Σ x_i · x_j and s_i += Σ x_i over strided head vectors.
+//
+// Not part of the public API. A batch of activations is described by a
+// gram_layout: head i's values sit in `slices` contiguous runs of `slice_length`
+// elements, run a of head i starting at base + a·slice_stride + i·head_stride.
+// A token-major (row-major) tokens × (n·d) block is slices = tokens, run = one
+// head's d values; a column-major block is slices = d, run = one column's tokens.
+// Both storage orders therefore reach the same kernel without a copy.
+//
+// Targets. float batches run on AVX-512, AVX2+FMA or a portable loop, chosen at
+// run time; double batches always run on the portable loop (they are rare and
+// already accurate). Why compiler target regions rather than Highway or xsimd:
+// the library is header-only and depends on Eigen alone, and the kernel needs
+// only five vector operations (load, masked tail load, FMA, add, reduce to
+// double). gram_kernel_simd.inl holds the kernel once; it is included inside a
+// "#pragma GCC target" (or "#pragma clang attribute") region per instruction set,
+// so the build needs no -march flag and a binary built anywhere runs anywhere:
+// an AVX-512 function is only called after the CPU reported AVX-512. The CPU
+// check runs once (a function-local static: an immutable fact about the
+// hardware, initialised thread-safely), not per batch.
+//
+// Numerics. Products are summed in float vector registers for at most
+// gram_steps_per_flush vector steps (≤ 64 products per lane), then converted to
+// double and added to the double Gram; rounding therefore stays that of a
+// 64-term float sum however long the reduction (10^8 and beyond), instead of
+// growing with it as a plain float accumulator does.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "../config.hpp"
+
+#if !defined(NASHPRUNE_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define NASHPRUNE_GRAM_X86 1
+#include <immintrin.h>
+#endif
+
+NASHPRUNE_BEGIN_NAMESPACE
+
+/// The instruction set the Gram accumulation runs on. `automatic` picks the
+/// widest one the CPU supports; the others force a target (tests, benchmarks)
+/// and fall back to `portable` when the CPU or compiler lacks it.
+enum class simd_target { automatic, portable, avx2_fma, avx512 };
+
+namespace detail {
+
+template <typename Scalar>
+struct gram_layout {
+  const Scalar* base = nullptr;
+  Eigen::Index heads = 0;
+  Eigen::Index head_stride = 0;
+  Eigen::Index slices = 0;
+  Eigen::Index slice_stride = 0;
+  Eigen::Index slice_length = 0;
+
+  [[nodiscard]] const Scalar* run(Eigen::Index head, Eigen::Index slice) const {
+    return base + slice * slice_stride + head * head_stride;
+  }
+};
+
+/// Portable kernel: products formed and summed in double, so it is the most
+/// accurate target and the fallback on every machine. Adds the lower triangle
+/// (i >= j) of the batch Gram into `gram` (column-major n × n) and the head sums
+/// into `sums`.
+template <typename Scalar>
+void accumulate_gram_portable(const gram_layout<Scalar>& x, double* gram, double* sums) {
+  const Eigen::Index n = x.heads;
+  for (Eigen::Index a = 0; a < x.slices; ++a) {
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const Scalar* xi = x.run(i, a);
+      double sum_i = 0;
+      for (Eigen::Index k = 0; k < x.slice_length; ++k) sum_i += static_cast<double>(xi[k]);
+      sums[i] += sum_i;
+      for (Eigen::Index j = 0; j <= i; ++j) {
+        const Scalar* xj = x.run(j, a);
+        double dot = 0;
+        for (Eigen::Index k = 0; k < x.slice_length; ++k) {
+          dot += static_cast<double>(xi[k]) * static_cast<double>(xj[k]);
+        }
+        gram[i + j * n] += dot;
+      }
+    }
+  }
+}
+
+/// Float vector steps a register accumulator takes before it is reduced into double.
+inline constexpr Eigen::Index gram_steps_per_flush = 64;
+
+struct cpu_features {
+  bool avx2_fma = false;
+  bool avx512 = false;
+};
+
+/// What this CPU (and operating system: the builtins check XCR0) supports, probed once.
+[[nodiscard]] inline const cpu_features& detected_cpu_features() {
+  static const cpu_features features = [] {
+    cpu_features f;
+#if defined(NASHPRUNE_GRAM_X86)
+    __builtin_cpu_init();
+    f.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    f.avx512 = f.avx2_fma && __builtin_cpu_supports("avx512f");
+#endif
+    return f;
+  }();
+  return features;
+}
+
+/// The target `requested` resolves to on this CPU for this scalar type: the
+/// widest supported one for `automatic`, the requested one if supported, else portable.
+template <typename Scalar>
+[[nodiscard]] simd_target resolve_simd_target(simd_target requested) {
+  if constexpr (!std::is_same_v<Scalar, float>) {
+    return simd_target::portable;
+  } else {
+    const cpu_features& cpu = detected_cpu_features();
+    switch (requested) {
+      case simd_target::automatic:
+        return cpu.avx512 ? simd_target::avx512
+                          : (cpu.avx2_fma ? simd_target::avx2_fma : simd_target::portable);
+      case simd_target::avx512:
+        return cpu.avx512 ? requested : simd_target::portable;
+      case simd_target::avx2_fma:
+        return cpu.avx2_fma ? requested : simd_target::portable;
+      case simd_target::portable:
+        break;
+    }
+    return simd_target::portable;
+  }
+}
+
+}  // namespace detail
+NASHPRUNE_END_NAMESPACE
+
+#if defined(NASHPRUNE_GRAM_X86)
+
+// Every function declared between BEGIN and END is compiled for `targets`.
+#define NASHPRUNE_PRAGMA(text) _Pragma(#text)
+#if defined(__clang__)
+#define NASHPRUNE_TARGET_REGION_BEGIN(targets) \
+  NASHPRUNE_PRAGMA(clang attribute push(__attribute__((target(targets))), apply_to = function))
+#define NASHPRUNE_TARGET_REGION_END NASHPRUNE_PRAGMA(clang attribute pop)
+#else
+#define NASHPRUNE_TARGET_REGION_BEGIN(targets) \
+  NASHPRUNE_PRAGMA(GCC push_options) NASHPRUNE_PRAGMA(GCC target(targets))
+#define NASHPRUNE_TARGET_REGION_END NASHPRUNE_PRAGMA(GCC pop_options)
+#endif
+
+// ---- AVX2 + FMA: 8 lanes, 3 × 3 tiles (9 accumulators + 3 rows + 1 column +
+// 3 sums = 16 ymm registers).
+NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
+NASHPRUNE_BEGIN_NAMESPACE
+namespace detail::gram_avx2 {
+struct simd_ops {
+  using vec = __m256;
+  static constexpr Eigen::Index lanes = 8;
+  static constexpr Eigen::Index tile = 3;
+  static vec zero() { return _mm256_setzero_ps(); }
+  static vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static vec load_first(const float* p, Eigen::Index count) {
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), index);
+    return _mm256_maskload_ps(p, mask);
+  }
+  static vec fma(vec a, vec b, vec acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
+  static double reduce_to_double(vec v) {
+    const __m256d d = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                                    _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+  }
+};
+#include "gram_kernel_simd.inl"
+}  // namespace detail::gram_avx2
+NASHPRUNE_END_NAMESPACE
+NASHPRUNE_TARGET_REGION_END
+
+// ---- AVX-512: 16 lanes, 4 × 4 tiles (16 accumulators + 4 rows + 1 column +
+// 4 sums = 25 of 32 zmm registers).
+NASHPRUNE_TARGET_REGION_BEGIN("avx512f,avx2,fma")
+NASHPRUNE_BEGIN_NAMESPACE
+namespace detail::gram_avx512 {
+struct simd_ops {
+  using vec = __m512;
+  static constexpr Eigen::Index lanes = 16;
+  static constexpr Eigen::Index tile = 4;
+  static vec zero() { return _mm512_setzero_ps(); }
+  static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec load_first(const float* p, Eigen::Index count) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
+  }
+  static vec fma(vec a, vec b, vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  // Only maskz forms: GCC 12 implements the unmasked conversions, extracts and even
+  // _mm512_cast*512_*256 on an "undefined" register that -Wuninitialized flags.
+  static __m256d half_pd(__m512d v, int upper) {
+    return upper ? _mm512_maskz_extractf64x4_pd(0xf, v, 1) : _mm512_maskz_extractf64x4_pd(0xf, v, 0);
+  }
+  static double reduce_to_double(vec v) {
+    const __m512d v_pd = _mm512_castps_pd(v);
+    const __m512d d = _mm512_add_pd(_mm512_maskz_cvtps_pd(0xff, _mm256_castpd_ps(half_pd(v_pd, 0))),
+                                    _mm512_maskz_cvtps_pd(0xff, _mm256_castpd_ps(half_pd(v_pd, 1))));
+    const __m256d q = _mm256_add_pd(half_pd(d, 0), half_pd(d, 1));
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+  }
+};
+#include "gram_kernel_simd.inl"
+}  // namespace detail::gram_avx512
+NASHPRUNE_END_NAMESPACE
+NASHPRUNE_TARGET_REGION_END
+
+#undef NASHPRUNE_TARGET_REGION_BEGIN
+#undef NASHPRUNE_TARGET_REGION_END
+#undef NASHPRUNE_PRAGMA
+#endif  // NASHPRUNE_GRAM_X86
+
+NASHPRUNE_BEGIN_NAMESPACE
+namespace detail {
+
+/// Adds the batch's lower-triangle Gram and head sums, on `target` (already resolved).
+template <typename Scalar>
+void accumulate_gram(simd_target target, const gram_layout<Scalar>& x, double* gram,
+                     double* sums) {
+#if defined(NASHPRUNE_GRAM_X86)
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (target == simd_target::avx512) return gram_avx512::accumulate_gram_simd(x, gram, sums);
+    if (target == simd_target::avx2_fma) return gram_avx2::accumulate_gram_simd(x, gram, sums);
+  }
+#endif
+  (void)target;
+  accumulate_gram_portable(x, gram, sums);
+}
+
+}  // namespace detail
+NASHPRUNE_END_NAMESPACE

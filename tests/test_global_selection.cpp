@@ -1,0 +1,421 @@
+#include <nashprune/global_selection.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <limits>
+#include <random>
+#include <string>
+#include <stdexcept>
+#include <vector>
+
+namespace np = nashprune;
+using np::item_kind;
+
+namespace {
+
+template <typename Scalar>
+using items_t = std::vector<np::selection_item<Scalar>>;
+
+/// A random table: up to `layers` layers with MLP channels and attention groups.
+template <typename Scalar>
+items_t<Scalar> random_items(std::mt19937& rng, int n, int layers, bool ties) {
+  std::uniform_int_distribution<int> layer(0, layers - 1), kind(0, 1), cost(1, 9), coarse(0, 3);
+  std::uniform_real_distribution<double> importance(0.0, 10.0);
+  items_t<Scalar> items;
+  std::vector<std::int64_t> next(static_cast<std::size_t>(layers) * 2, 0);
+  for (int i = 0; i < n; ++i) {
+    const int l = layer(rng), k = kind(rng);
+    const item_kind kd = k == 0 ? item_kind::mlp_channel : item_kind::attention_group;
+    const double imp = ties ? coarse(rng) : importance(rng);
+    items.push_back({l, kd, next[static_cast<std::size_t>(l * 2 + k)]++, static_cast<Scalar>(imp), cost(rng)});
+  }
+  return items;
+}
+
+np::selection_constraints random_constraints(std::mt19937& rng, int layers) {
+  np::selection_constraints c;
+  c.n_layers = layers;
+  std::uniform_int_distribution<int> freeze(0, 1), pick(0, 3);
+  std::uniform_real_distribution<double> ratio(0.2, 1.0);
+  c.freeze_first_layers = freeze(rng);
+  c.freeze_last_layers = freeze(rng);
+  if (pick(rng) == 0) c.max_layer_prune_ratio = ratio(rng);
+  if (pick(rng) == 1) {
+    for (int l = 0; l < layers; ++l) c.layer_max_prune_ratio.push_back(ratio(rng));
+  }
+  if (pick(rng) != 3) c.min_kept.push_back({item_kind::mlp_channel, 1, -1});
+  return c;
+}
+
+/// Plain-loop check of every constraint: the first one a selection breaks, or "".
+template <typename Scalar>
+std::string first_violation(const items_t<Scalar>& items, const std::vector<std::int64_t>& pruned,
+                            const np::selection_constraints& c, std::int64_t budget) {
+  const auto n_layers = static_cast<std::size_t>(c.n_layers);
+  std::vector<std::int64_t> layer_cost(n_layers, 0), removed(n_layers, 0);
+  std::vector<std::int64_t> count(n_layers * 6, 0), removed_count(count.size(), 0);
+  for (const auto& it : items) {
+    layer_cost[static_cast<std::size_t>(it.layer)] += it.cost;
+    ++count[static_cast<std::size_t>(it.layer * 6 + static_cast<int>(it.kind))];
+  }
+  std::int64_t total = 0;
+  for (std::size_t k = 0; k < pruned.size(); ++k) {
+    if (k > 0 && pruned[k - 1] >= pruned[k]) return "positions not ascending";
+    const auto& it = items[static_cast<std::size_t>(pruned[k])];
+    if (it.layer < c.freeze_first_layers || it.layer >= c.n_layers - c.freeze_last_layers) return "frozen layer";
+    removed[static_cast<std::size_t>(it.layer)] += it.cost;
+    ++removed_count[static_cast<std::size_t>(it.layer * 6 + static_cast<int>(it.kind))];
+    total += it.cost;
+  }
+  if (total > budget) return "over budget";
+  for (std::size_t l = 0; l < n_layers; ++l) {
+    const double ratio = c.layer_max_prune_ratio.empty() ? c.max_layer_prune_ratio : c.layer_max_prune_ratio[l];
+    if (static_cast<double>(removed[l]) > ratio * static_cast<double>(layer_cost[l]) + 1e-9) return "layer ratio";
+    for (const auto& rule : c.min_kept) {
+      if (rule.layer >= 0 && rule.layer != static_cast<std::int64_t>(l)) continue;
+      const auto s = l * 6 + static_cast<std::size_t>(rule.kind);
+      if (count[s] > 0 && count[s] - removed_count[s] < rule.count) return "min kept";
+    }
+  }
+  return "";
+}
+
+template <typename Scalar>
+std::int64_t removed_cost(const items_t<Scalar>& items, const std::vector<std::int64_t>& pruned) {
+  std::int64_t total = 0;
+  for (const auto p : pruned) total += items[static_cast<std::size_t>(p)].cost;
+  return total;
+}
+
+/// Brute force: least removed importance among constrained selections removing [low, high].
+template <typename Scalar>
+double brute_force(const items_t<Scalar>& items, const np::selection_constraints& c, std::int64_t low, std::int64_t high) {
+  const int n = static_cast<int>(items.size());
+  double best = std::numeric_limits<double>::infinity();
+  for (std::uint32_t mask = 0; mask < (1U << n); ++mask) {
+    std::vector<std::int64_t> layer_cost(static_cast<std::size_t>(c.n_layers), 0), removed(layer_cost.size(), 0);
+    std::vector<std::int64_t> count(layer_cost.size() * 6, 0), kept(count.size(), 0);
+    std::int64_t cost = 0;
+    double importance = 0;
+    bool ok = true;
+    for (int i = 0; i < n; ++i) {
+      const auto& it = items[static_cast<std::size_t>(i)];
+      const auto l = static_cast<std::size_t>(it.layer);
+      const auto s = l * 6 + static_cast<std::size_t>(it.kind);
+      layer_cost[l] += it.cost;
+      ++count[s];
+      if ((mask >> i) & 1U) {
+        if (it.layer < c.freeze_first_layers || it.layer >= c.n_layers - c.freeze_last_layers) {
+          ok = false;
+        }
+        removed[l] += it.cost;
+        cost += it.cost;
+        importance += static_cast<double>(it.importance);
+      } else {
+        ++kept[s];
+      }
+    }
+    if (!ok || cost < low || cost > high) continue;
+    for (std::size_t l = 0; l < layer_cost.size() && ok; ++l) {
+      const double ratio = c.layer_max_prune_ratio.empty() ? c.max_layer_prune_ratio : c.layer_max_prune_ratio[l];
+      if (static_cast<long double>(removed[l]) > std::floor(static_cast<long double>(ratio) * layer_cost[l])) ok = false;
+      for (const auto& rule : c.min_kept) {
+        const auto s = l * 6 + static_cast<std::size_t>(rule.kind);
+        if ((rule.layer < 0 || rule.layer == static_cast<std::int64_t>(l)) && count[s] > 0 && kept[s] < rule.count) {
+          ok = false;
+        }
+      }
+    }
+    if (ok) best = std::min(best, importance);
+  }
+  return best;
+}
+
+template <typename T>
+class GlobalSelectionTyped : public ::testing::Test {};
+using scalar_types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(GlobalSelectionTyped, scalar_types);
+
+TYPED_TEST(GlobalSelectionTyped, ExactEqualsBruteForceAndGreedyStaysWithinItsCertificate) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int layers = 2 + trial % 3;
+    const auto items = random_items<Scalar>(rng, 4 + trial % 9, layers, trial % 4 == 0);
+    const auto c = random_constraints(rng, layers);
+    std::int64_t total = 0;
+    for (const auto& it : items) total += it.cost;
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(0, total)(rng);
+    const auto greedy = np::select_greedy<Scalar>(items, budget, c);
+    const auto exact = np::solve_exact<Scalar>(items, budget, c);
+    ASSERT_TRUE(exact.proven_optimal);
+    const double reference = brute_force(items, c, greedy.achieved, budget);
+    const double tolerance = 1e-4 * std::max(1.0, reference);
+    EXPECT_NEAR(static_cast<double>(exact.objective), reference, tolerance) << "trial " << trial;
+    EXPECT_GE(exact.achieved, greedy.achieved);
+    EXPECT_LE(static_cast<double>(exact.objective), static_cast<double>(greedy.objective) + tolerance);
+    // The greedy's certificate: nothing that removes at least as much removes less than lower_bound.
+    EXPECT_GE(reference + tolerance, static_cast<double>(greedy.lower_bound)) << "trial " << trial;
+    EXPECT_EQ(first_violation(items, exact.pruned, c, budget), "");
+    EXPECT_EQ(removed_cost(items, exact.pruned), exact.achieved);
+  }
+}
+
+TYPED_TEST(GlobalSelectionTyped, UnconstrainedGreedyGapWithinCriticalItemBound) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    const auto items = random_items<Scalar>(rng, 5 + trial % 8, 2, false);
+    std::int64_t total = 0;
+    for (const auto& it : items) total += it.cost;
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(0, total)(rng);
+    const auto greedy = np::select_greedy<Scalar>(items, budget);
+    np::selection_constraints none;
+    none.n_layers = 2;
+    const double optimum = brute_force(items, none, greedy.achieved, budget);
+    // Documented a-priori bound: gap <= I(Q) - s_k c(Q), Q = items taken after the first misfit k.
+    std::vector<std::size_t> order(items.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return static_cast<double>(items[a].importance) / static_cast<double>(items[a].cost) <
+             static_cast<double>(items[b].importance) / static_cast<double>(items[b].cost);
+    });
+    std::int64_t remaining = budget;
+    double critical = -1, fill_importance = 0;
+    std::int64_t fill_cost = 0;
+    for (const auto i : order) {
+      if (items[i].cost > remaining) {
+        if (critical < 0) critical = static_cast<double>(items[i].importance) / static_cast<double>(items[i].cost);
+        continue;
+      }
+      remaining -= items[i].cost;
+      if (critical >= 0) {
+        fill_importance += static_cast<double>(items[i].importance);
+        fill_cost += items[i].cost;
+      }
+    }
+    EXPECT_EQ(budget - remaining, greedy.achieved);
+    const double bound = critical < 0 ? 0.0 : fill_importance - critical * static_cast<double>(fill_cost);
+    EXPECT_LE(static_cast<double>(greedy.objective) - optimum, bound + 1e-4 * std::max(1.0, optimum)) << "trial " << trial;
+  }
+}
+
+TYPED_TEST(GlobalSelectionTyped, ConstraintsHoldAndFillIsMaximalOverThousandsOfInstances) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int layers = 1 + trial % 6;
+    const auto items = random_items<Scalar>(rng, 1 + trial % 60, layers, trial % 3 == 0);
+    const auto c = random_constraints(rng, layers);
+    std::int64_t total = 0;
+    for (const auto& it : items) total += it.cost;
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(0, total)(rng);
+    const auto fill = np::select_greedy<Scalar>(items, budget, c);
+    np::selection_options reference_rule;
+    reference_rule.rule = np::greedy_rule::stop_at_first_misfit;
+    const auto stop = np::select_greedy<Scalar>(items, budget, c, reference_rule);
+    EXPECT_EQ(first_violation(items, fill.pruned, c, budget), "") << "trial " << trial;
+    EXPECT_EQ(first_violation(items, stop.pruned, c, budget), "") << "trial " << trial;
+    EXPECT_EQ(removed_cost(items, fill.pruned), fill.achieved);
+    EXPECT_EQ(removed_cost(items, stop.pruned), stop.achieved);
+    EXPECT_GE(fill.achieved, stop.achieved);
+    EXPECT_EQ(fill.total_cost, total);
+    // Maximality: adding any kept item breaks the budget or a constraint.
+    std::vector<bool> taken(items.size(), false);
+    for (const auto p : fill.pruned) taken[static_cast<std::size_t>(p)] = true;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (taken[i] || items[i].cost > budget - fill.achieved) continue;
+      auto more = fill.pruned;
+      more.push_back(static_cast<std::int64_t>(i));
+      std::sort(more.begin(), more.end());
+      EXPECT_NE(first_violation(items, more, c, budget), "") << "trial " << trial << ": item " << i << " still fits";
+    }
+  }
+}
+
+TYPED_TEST(GlobalSelectionTyped, TiesBreakByTablePosition) {
+  using Scalar = TypeParam;
+  items_t<Scalar> items;
+  for (int i = 0; i < 6; ++i) items.push_back({0, item_kind::mlp_channel, 5 - i, Scalar(2), 2});
+  const auto r = np::select_greedy<Scalar>(items, 6);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(0, 1, 2));
+  EXPECT_EQ(r.achieved, 6);
+  EXPECT_TRUE(r.proven_optimal);
+}
+
+TYPED_TEST(GlobalSelectionTyped, FillKeepsGoingWhereTheReferenceStops) {
+  using Scalar = TypeParam;
+  // Scores 1, 2, 3: the second item does not fit the remaining 3, the third does.
+  const items_t<Scalar> items{{0, item_kind::mlp_channel, 0, Scalar(5), 5},
+                              {0, item_kind::mlp_channel, 1, Scalar(10), 5},
+                              {0, item_kind::mlp_channel, 2, Scalar(9), 3}};
+  np::selection_options reference;
+  reference.rule = np::greedy_rule::stop_at_first_misfit;
+  const auto stop = np::select_greedy<Scalar>(items, 8, {}, reference);
+  const auto fill = np::select_greedy<Scalar>(items, 8);
+  EXPECT_THAT(stop.pruned, ::testing::ElementsAre(0));
+  EXPECT_EQ(stop.achieved, 5);
+  EXPECT_THAT(fill.pruned, ::testing::ElementsAre(0, 2));
+  EXPECT_EQ(fill.achieved, 8);
+  EXPECT_NEAR(static_cast<double>(fill.objective), 14.0, 1e-6);
+  EXPECT_NEAR(fill.achieved_fraction(), 8.0 / 13.0, 1e-12);
+  // F(8) = 5 + 3 * (10 / 5) = 11 < 14.
+  EXPECT_NEAR(static_cast<double>(fill.lower_bound), 11.0, 1e-6);
+  EXPECT_FALSE(fill.proven_optimal);
+}
+
+TYPED_TEST(GlobalSelectionTyped, ExactBeatsGreedyOnClassicTrap) {
+  using Scalar = TypeParam;
+  // Greedy removes the cheap low-score item and then cannot use the budget well.
+  const items_t<Scalar> items{{0, item_kind::mlp_channel, 0, Scalar(1), 1},
+                              {0, item_kind::mlp_channel, 1, Scalar(20), 10},
+                              {0, item_kind::mlp_channel, 2, Scalar(30), 10}};
+  np::selection_options ask;
+  ask.exact_min_removed = 10;
+  const auto exact = np::solve_exact<Scalar>(items, 10, {}, ask);
+  EXPECT_THAT(exact.pruned, ::testing::ElementsAre(1));
+  EXPECT_EQ(exact.achieved, 10);
+  EXPECT_TRUE(exact.proven_optimal);
+  ask.exact_min_removed = 11;
+  EXPECT_THROW((void)np::solve_exact<Scalar>(items, 10, {}, ask), std::invalid_argument);
+}
+
+TEST(GlobalSelection, NodeLimitIsReportedNotThrown) {
+  std::mt19937 rng(3);
+  auto items = random_items<double>(rng, 60, 1, false);
+  std::uniform_real_distribution<double> noise(1.0, 1.01);
+  for (auto& it : items) it.importance = static_cast<double>(it.cost) * noise(rng);  // weak bounds
+  std::int64_t total = 0;
+  for (const auto& it : items) total += it.cost;
+  np::selection_options o;
+  o.max_nodes = 50;
+  // With the greedy as incumbent the answer is feasible, bounded, and not proven.
+  const auto r = np::solve_exact<double>(items, total / 2, {}, o);
+  EXPECT_FALSE(r.proven_optimal);
+  EXPECT_TRUE(r.feasible);
+  EXPECT_EQ(r.nodes, 51);
+  EXPECT_LE(static_cast<double>(r.lower_bound), static_cast<double>(r.objective) + 1e-9);
+  EXPECT_GE(r.achieved, np::select_greedy<double>(items, total / 2).achieved);
+  // Asking for an exact sum without an incumbent: nothing found yet is a field, not a throw.
+  o.exact_min_removed = total / 2;
+  const auto none = np::solve_exact<double>(items, total / 2, {}, o);
+  EXPECT_FALSE(none.proven_optimal);
+  EXPECT_FALSE(none.feasible);
+  EXPECT_TRUE(none.pruned.empty());
+}
+
+// llama-pruning-toolkit.en.md, dimension example: LLaMA-3-8B with 50 % of the attention
+// groups and 30 % of the MLP channels removed.
+TEST(GlobalSelection, Llama3DimensionExample) {
+  constexpr std::int64_t n_embd = 4096, head_dim = 128, gqa = 4, n_kv = 8, n_ff = 14336, layers = 32;
+  constexpr std::int64_t group_cost = n_embd * head_dim * (gqa + 1 + 1 + gqa);  // q, k, v rows + o columns
+  constexpr std::int64_t channel_cost = 3 * n_embd;                              // gate row, up row, down column
+  items_t<double> items;
+  for (std::int64_t l = 0; l < layers; ++l) {
+    for (std::int64_t g = 0; g < n_kv; ++g) items.push_back({l, item_kind::attention_group, g, g < 4 ? 1.0 * group_cost : 3.0 * group_cost, group_cost});
+    for (std::int64_t c = 0; c < n_ff; ++c) items.push_back({l, item_kind::mlp_channel, c, c < 4301 ? 2.0 * channel_cost : 4.0 * channel_cost, channel_cost});
+  }
+  const std::int64_t budget = layers * (4 * group_cost + 4301 * channel_cost);
+  const auto r = np::select_greedy<double>(items, budget);
+  EXPECT_EQ(r.achieved, budget);
+  std::vector<std::int64_t> groups(layers, 0), channels(layers, 0);
+  for (const auto p : r.pruned) {
+    const auto& it = items[static_cast<std::size_t>(p)];
+    ++(it.kind == item_kind::attention_group ? groups : channels)[static_cast<std::size_t>(it.layer)];
+  }
+  for (std::int64_t l = 0; l < layers; ++l) {
+    const std::int64_t kept_groups = n_kv - groups[static_cast<std::size_t>(l)];
+    EXPECT_EQ(kept_groups * gqa * head_dim, 2048);  // q_proj rows, o_proj columns
+    EXPECT_EQ(kept_groups * head_dim, 512);         // k_proj / v_proj rows
+    EXPECT_EQ(n_ff - channels[static_cast<std::size_t>(l)], 10035);  // gate/up rows, down columns
+  }
+  // The same plan from constraints alone: uniform scores, remove everything allowed.
+  for (auto& it : items) it.importance = 1.0;
+  np::selection_constraints c;
+  c.min_kept = {{item_kind::attention_group, 4, -1}, {item_kind::mlp_channel, 10035, -1}};
+  std::int64_t total = 0;
+  for (const auto& it : items) total += it.cost;
+  const auto constrained = np::select_greedy<double>(items, total, c);
+  EXPECT_EQ(constrained.achieved, budget);
+}
+
+TEST(GlobalSelection, BudgetFromFraction) {
+  EXPECT_EQ(np::budget_from_fraction(0.3, 10), 3);
+  EXPECT_EQ(np::budget_from_fraction(1.0, 7), 7);
+  EXPECT_EQ(np::budget_from_fraction(0.0, 7), 0);
+  EXPECT_THROW((void)np::budget_from_fraction(1.5, 7), std::invalid_argument);
+  EXPECT_THROW((void)np::budget_from_fraction(-0.1, 7), std::invalid_argument);
+  EXPECT_THROW((void)np::budget_from_fraction(std::nan(""), 7), std::invalid_argument);
+}
+
+template <typename Exception>
+void expect_error(const items_t<double>& items, std::int64_t budget, const np::selection_constraints& c,
+                  const std::string& fragment) {
+  try {
+    (void)np::select_greedy<double>(items, budget, c);
+    ADD_FAILURE() << "no error, expected: " << fragment;
+  } catch (const Exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(fragment));
+  }
+}
+
+TEST(GlobalSelection, BadInputNamesTheItemOrLayer) {
+  const items_t<double> good{{0, item_kind::mlp_channel, 0, 1.0, 2}, {1, item_kind::mlp_channel, 0, 1.0, 2}};
+  auto with = [&](auto edit) {
+    auto items = good;
+    edit(items[1]);
+    return items;
+  };
+  expect_error<std::domain_error>(with([](auto& it) { it.importance = -1; }), 1, {}, "importance -1");
+  expect_error<std::domain_error>(with([](auto& it) { it.importance = std::nan(""); }), 1, {}, "at index 1");
+  expect_error<std::domain_error>(with([](auto& it) { it.importance = INFINITY; }), 1, {}, "+Inf");
+  expect_error<std::domain_error>(with([](auto& it) { it.cost = 0; }), 1, {}, "cost 0 is not positive at index 1");
+  expect_error<std::domain_error>(with([](auto& it) { it.cost = -3; }), 1, {}, "cost -3");
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = -1; }), 1, {}, "negative layer");
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; }), 1, {}, "item 1 repeats layer 0");
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; it.kind = item_kind::mlp_block; }), 1, {}, "layer 0 mixes");
+  expect_error<std::invalid_argument>(good, 5, {}, "budget");
+  expect_error<std::invalid_argument>(good, -1, {}, "budget");
+  expect_error<std::invalid_argument>({}, 0, {}, "empty");
+  np::selection_constraints c;
+  c.min_kept = {{item_kind::mlp_channel, 2, -1}};
+  expect_error<std::invalid_argument>(good, 1, c, "layer 0 has 1 mlp_channel items, cannot keep 2");
+  c = {};
+  c.max_layer_prune_ratio = 1.5;
+  expect_error<std::invalid_argument>(good, 1, c, "max_layer_prune_ratio");
+  c = {};
+  c.layer_max_prune_ratio = {0.5};
+  expect_error<std::invalid_argument>(good, 1, c, "layer_max_prune_ratio");
+  c.layer_max_prune_ratio = {0.5, NAN};
+  expect_error<std::invalid_argument>(good, 1, c, "at layer 1");
+  c = {};
+  c.n_layers = 1;
+  expect_error<std::invalid_argument>(good, 1, c, "not below n_layers");
+  c = {};
+  c.freeze_first_layers = -1;
+  expect_error<std::invalid_argument>(good, 1, c, "freeze_first_layers");
+  // Sparse indices take the sorting path of the duplicate check.
+  items_t<double> sparse{{0, item_kind::mlp_channel, 1'000'000'000, 1.0, 1}, {0, item_kind::mlp_channel, 5, 1.0, 1},
+                         {0, item_kind::mlp_channel, 1'000'000'000, 1.0, 1}};
+  expect_error<std::invalid_argument>(sparse, 1, {}, "item 2 repeats");
+}
+
+TEST(GlobalSelection, FrozenLayersAndKindNames) {
+  items_t<double> items;
+  for (int l = 0; l < 4; ++l) items.push_back({l, item_kind::whole_layer, 0, 0.0, 1});
+  np::selection_constraints c;
+  c.freeze_first_layers = 1;
+  c.freeze_last_layers = 2;
+  const auto r = np::select_greedy<double>(items, 4, c);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(1));
+  EXPECT_EQ(r.refused_by_constraints, 3);
+  for (std::size_t k = 0; k < np::item_kind_count; ++k) {
+    const auto kind = static_cast<item_kind>(k);
+    EXPECT_EQ(np::find_item_kind(np::name_of(kind)), kind);
+  }
+  EXPECT_FALSE(np::find_item_kind("head").has_value());
+}
+
+}  // namespace

@@ -1,0 +1,439 @@
+// Tests for include/nashprune/head_redundancy.hpp (and its kernel, detail/gram_kernel.hpp).
+#include <nashprune/head_redundancy.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace nashprune;
+using Eigen::Index;
+
+namespace {
+
+template <typename Scalar>
+using RowBlock = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename Scalar>
+using ColBlock = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+
+template <typename Scalar>
+RowBlock<Scalar> random_block(Index tokens, Index columns, std::uint32_t seed, double mean = 0.0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(mean, 1.0);
+  RowBlock<Scalar> x(tokens, columns);
+  for (Index t = 0; t < tokens; ++t) {
+    for (Index c = 0; c < columns; ++c) x(t, c) = static_cast<Scalar>(normal(rng));
+  }
+  return x;
+}
+
+/// Plain-loop double reference for the Gram matrix and head sums of a block.
+struct reference_stats {
+  Eigen::MatrixXd gram;
+  Eigen::VectorXd sums;
+  double entries = 0;  // reduction length N
+
+  reference_stats(Index n_head, Index head_dim) : gram(Eigen::MatrixXd::Zero(n_head, n_head)),
+                                                  sums(Eigen::VectorXd::Zero(n_head)),
+                                                  head_dim_(head_dim) {}
+
+  template <typename Derived>
+  void add(const Eigen::DenseBase<Derived>& x) {
+    const Index n = gram.rows();
+    for (Index t = 0; t < x.rows(); ++t) {
+      for (Index i = 0; i < n; ++i) {
+        for (Index k = 0; k < head_dim_; ++k) sums(i) += static_cast<double>(x(t, i * head_dim_ + k));
+        for (Index j = 0; j < n; ++j) {
+          double dot = 0;
+          for (Index k = 0; k < head_dim_; ++k) {
+            dot += static_cast<double>(x(t, i * head_dim_ + k)) *
+                   static_cast<double>(x(t, j * head_dim_ + k));
+          }
+          gram(i, j) += dot;
+        }
+      }
+      entries += static_cast<double>(head_dim_);
+    }
+  }
+
+  [[nodiscard]] Eigen::MatrixXd cosine() const {
+    const Index n = gram.rows();
+    Eigen::MatrixXd c(n, n);
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < n; ++j) c(i, j) = gram(i, j) / std::sqrt(gram(i, i) * gram(j, j));
+    }
+    return c;
+  }
+
+  [[nodiscard]] Eigen::MatrixXd correlation() const {
+    const Index n = gram.rows();
+    Eigen::MatrixXd cov(n, n);
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < n; ++j) {
+        cov(i, j) = gram(i, j) / entries - (sums(i) / entries) * (sums(j) / entries);
+      }
+    }
+    Eigen::MatrixXd r(n, n);
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < n; ++j) r(i, j) = cov(i, j) / std::sqrt(cov(i, i) * cov(j, j));
+    }
+    return r;
+  }
+
+ private:
+  Index head_dim_;
+};
+
+/// max_ij |G_ij − R_ij| / sqrt(R_ii R_jj): the error relative to the entries'
+/// natural scale (an off-diagonal entry may be near zero, its heads are not).
+double gram_error(const Eigen::MatrixXd& g, const Eigen::MatrixXd& r) {
+  double worst = 0;
+  for (Index i = 0; i < r.rows(); ++i) {
+    for (Index j = 0; j < r.cols(); ++j) {
+      worst = std::max(worst, std::abs(g(i, j) - r(i, j)) / std::sqrt(r(i, i) * r(j, j)));
+    }
+  }
+  return worst;
+}
+
+/// Every target this machine runs: forcing an unsupported one falls back to portable.
+template <typename Scalar>
+std::vector<simd_target> supported_targets() {
+  std::vector<simd_target> out{simd_target::portable};
+  for (simd_target t : {simd_target::avx2_fma, simd_target::avx512}) {
+    if (head_redundancy<Scalar>(1, 1, {.target = t}).target() == t) out.push_back(t);
+  }
+  return out;
+}
+
+std::string name_of(simd_target t) {
+  switch (t) {
+    case simd_target::automatic: return "automatic";
+    case simd_target::portable: return "portable";
+    case simd_target::avx2_fma: return "avx2_fma";
+    case simd_target::avx512: return "avx512";
+  }
+  return "?";
+}
+
+template <typename Scalar>
+double tolerance() {
+  return std::is_same_v<Scalar, float> ? 1e-6 : 1e-12;
+}
+
+}  // namespace
+
+template <typename Scalar>
+class HeadRedundancy : public ::testing::Test {};
+using Scalars = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(HeadRedundancy, Scalars);
+
+TYPED_TEST(HeadRedundancy, MatchesDoubleReferenceOnRandomDataOnEveryTarget) {
+  using S = TypeParam;
+  // Head counts and widths that are and are not multiples of the register tiles
+  // and vector widths, so every tail path runs.
+  const std::vector<std::pair<Index, Index>> shapes{{1, 1}, {3, 5}, {4, 16}, {5, 17},
+                                                    {8, 64}, {9, 33}, {13, 128}};
+  for (simd_target target : supported_targets<S>()) {
+    for (auto [n, d] : shapes) {
+      const auto x = random_block<S>(37, n * d, static_cast<std::uint32_t>(n * 100 + d), 0.3);
+      head_redundancy<S> acc(n, d, {.target = target});
+      acc.add_batch(x);
+      reference_stats ref(n, d);
+      ref.add(x);
+      SCOPED_TRACE(name_of(target) + " n=" + std::to_string(n) + " d=" + std::to_string(d));
+      EXPECT_EQ(acc.target(), target);
+      EXPECT_EQ(acc.tokens(), 37);
+      EXPECT_EQ(acc.reduction_length(), 37 * d);
+      EXPECT_LT(gram_error(acc.gram(), ref.gram), tolerance<S>());
+      EXPECT_LT((acc.sums() - ref.sums).cwiseAbs().maxCoeff(),
+                tolerance<S>() * std::sqrt(ref.gram.diagonal().maxCoeff() * ref.entries));
+      EXPECT_LT((acc.cosine() - ref.cosine()).cwiseAbs().maxCoeff(), 1e-6);
+      EXPECT_LT((acc.correlation() - ref.correlation()).cwiseAbs().maxCoeff(), 1e-6);
+      EXPECT_LT((acc.norms() - ref.gram.diagonal().cwiseSqrt()).cwiseAbs().maxCoeff(),
+                tolerance<S>() * acc.norms().maxCoeff());
+      EXPECT_TRUE(acc.gram().isApprox(acc.gram().transpose(), 0.0));
+      EXPECT_FALSE(acc.dead_heads().any());
+    }
+  }
+}
+
+TYPED_TEST(HeadRedundancy, AutomaticTargetIsTheWidestSupported) {
+  using S = TypeParam;
+  EXPECT_EQ(head_redundancy<S>(2, 2).target(), supported_targets<S>().back());
+}
+
+TYPED_TEST(HeadRedundancy, SplitBatchesAndMergedAccumulatorsEqualOneBatch) {
+  using S = TypeParam;
+  const Index n = 6, d = 24, tokens = 101;
+  const auto x = random_block<S>(tokens, n * d, 7);
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_redundancy<S> whole(n, d, {.target = target});
+    whole.add_batch(x);
+    head_redundancy<S> split(n, d, {.target = target});
+    head_redundancy<S> first(n, d, {.target = target});
+    head_redundancy<S> second(n, d, {.target = target});
+    const std::vector<Index> cuts{0, 1, 2, 40, 40, 77, tokens};
+    for (std::size_t c = 0; c + 1 < cuts.size(); ++c) {
+      const auto part = x.middleRows(cuts[c], cuts[c + 1] - cuts[c]);
+      split.add_batch(part);
+      (c % 2 == 0 ? first : second).add_batch(part);
+    }
+    first.merge(second);
+    for (const auto* other : {&split, &first}) {
+      EXPECT_EQ(other->tokens(), tokens);
+      EXPECT_LT(gram_error(other->gram(), whole.gram()), tolerance<S>());
+      EXPECT_LT((other->cosine() - whole.cosine()).cwiseAbs().maxCoeff(), 1e-6);
+      EXPECT_LT((other->sums() - whole.sums()).cwiseAbs().maxCoeff(), 1e-3);
+    }
+  }
+}
+
+TYPED_TEST(HeadRedundancy, StridedAndColumnMajorLayoutsReadInPlace) {
+  using S = TypeParam;
+  const Index n = 5, d = 12, tokens = 29;
+  // A wider buffer: the block is a window of it (outer stride > columns).
+  const auto wide = random_block<S>(tokens + 3, n * d + 7, 11);
+  const auto window = wide.block(2, 3, tokens, n * d);
+  const RowBlock<S> packed = window;
+  const ColBlock<S> col_major = window;
+  ColBlock<S> wide_col = ColBlock<S>::Zero(tokens + 9, n * d + 1);
+  wide_col.block(4, 1, tokens, n * d) = window;
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_redundancy<S> expected(n, d, {.target = target});
+    expected.add_batch(packed);
+    const auto check = [&](const auto& block) {
+      head_redundancy<S> acc(n, d, {.target = target});
+      acc.add_batch(block);
+      EXPECT_LT(gram_error(acc.gram(), expected.gram()), tolerance<S>());
+      EXPECT_LT((acc.sums() - expected.sums()).cwiseAbs().maxCoeff(), 1e-3);
+    };
+    check(window);                                         // row-major, outer stride
+    check(col_major);                                      // column-major, packed
+    check(wide_col.block(4, 1, tokens, n * d));            // column-major, outer stride
+    check(Eigen::Map<const RowBlock<S>, 0, Eigen::OuterStride<>>(
+        window.data(), tokens, n * d, Eigen::OuterStride<>(wide.outerStride())));
+    // Inner stride 2 (every other column of a doubled buffer) and an expression.
+    RowBlock<S> doubled(tokens, 2 * n * d);
+    for (Index c = 0; c < n * d; ++c) doubled.col(2 * c) = packed.col(c);
+    check(Eigen::Map<const RowBlock<S>, 0, Eigen::Stride<Eigen::Dynamic, 2>>(
+        doubled.data(), tokens, n * d, Eigen::Stride<Eigen::Dynamic, 2>(2 * n * d, 2)));
+    check(packed * S(1));
+  }
+}
+
+TYPED_TEST(HeadRedundancy, DeadHeadsHaveZeroCosineAndCorrelationAndAreFlagged) {
+  using S = TypeParam;
+  const Index n = 7, d = 9;
+  auto x = random_block<S>(20, n * d, 3);
+  x.middleCols(2 * d, d).setZero();           // head 2: dead
+  x.middleCols(5 * d, d).setConstant(S(3));   // head 5: alive, constant (zero variance)
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_redundancy<S> acc(n, d, {.target = target});
+    acc.add_batch(x);
+    const auto dead = acc.dead_heads();
+    for (Index i = 0; i < n; ++i) EXPECT_EQ(dead(i), i == 2) << i;
+    const Eigen::MatrixXd cos = acc.cosine();
+    const Eigen::MatrixXd cor = acc.correlation();
+    EXPECT_TRUE(cos.allFinite());
+    EXPECT_TRUE(cor.allFinite());
+    for (Index j = 0; j < n; ++j) {
+      EXPECT_EQ(cos(2, j), 0.0);
+      EXPECT_EQ(cos(j, 2), 0.0);
+      EXPECT_EQ(cor(2, j), 0.0);
+      EXPECT_EQ(cor(5, j), 0.0);
+      EXPECT_EQ(cor(j, 5), 0.0);
+    }
+    EXPECT_EQ(cos(5, 5), 1.0);
+    EXPECT_EQ(cos(0, 0), 1.0);
+    EXPECT_EQ(cor(0, 0), 1.0);
+    EXPECT_LE(cos.cwiseAbs().maxCoeff(), 1.0);
+  }
+  // No batch at all: every head is dead, nothing is NaN.
+  head_redundancy<S> empty(3, 4);
+  EXPECT_TRUE(empty.dead_heads().all());
+  EXPECT_TRUE(empty.cosine().isZero(0.0));
+  EXPECT_TRUE(empty.correlation().isZero(0.0));
+  empty.add_batch(RowBlock<S>(0, 12));
+  EXPECT_EQ(empty.tokens(), 0);
+}
+
+TYPED_TEST(HeadRedundancy, NonFiniteActivationsThrowNamingTokenAndColumn) {
+  using S = TypeParam;
+  const Index n = 3, d = 8;
+  for (S bad : {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(),
+                -std::numeric_limits<S>::infinity()}) {
+    auto x = random_block<S>(10, n * d, 5);
+    x(6, 19) = bad;
+    x(8, 1) = bad;
+    head_redundancy<S> acc(n, d);
+    acc.add_batch(x.topRows(6));
+    const Eigen::MatrixXd before = acc.gram();
+    try {
+      acc.add_batch(x);
+      ADD_FAILURE() << "no exception";
+    } catch (const std::domain_error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("'activations'"), std::string::npos) << what;
+      EXPECT_NE(what.find("token 6, column 19"), std::string::npos) << what;
+      EXPECT_NE(what.find("head 2"), std::string::npos) << what;
+    }
+    // The failed batch left no trace.
+    EXPECT_EQ(acc.tokens(), 6);
+    EXPECT_TRUE(acc.gram().isApprox(before, 0.0));
+    // Column-major storage reports the same position.
+    const ColBlock<S> col = x;
+    EXPECT_THROW(acc.add_batch(col), std::domain_error);
+  }
+}
+
+TYPED_TEST(HeadRedundancy, NonFiniteTokensAreSkippedAndCountedByOption) {
+  using S = TypeParam;
+  const Index n = 4, d = 16, tokens = 50;
+  auto x = random_block<S>(tokens, n * d, 9);
+  const std::vector<Index> bad_tokens{0, 17, 18, 49};
+  RowBlock<S> good(tokens - static_cast<Index>(bad_tokens.size()), n * d);
+  for (Index t = 0, g = 0; t < tokens; ++t) {
+    if (std::find(bad_tokens.begin(), bad_tokens.end(), t) != bad_tokens.end()) {
+      x(t, (t * 7) % (n * d)) = t % 2 ? std::numeric_limits<S>::infinity()
+                                      : std::numeric_limits<S>::quiet_NaN();
+    } else {
+      good.row(g++) = x.row(t);
+    }
+  }
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_redundancy<S> skipping(n, d, {.on_non_finite = non_finite_policy::skip_token,
+                                       .target = target});
+    skipping.add_batch(x);
+    const ColBlock<S> col = x;
+    skipping.add_batch(col);
+    head_redundancy<S> clean(n, d, {.target = target});
+    clean.add_batch(good);
+    clean.add_batch(good);
+    EXPECT_EQ(skipping.skipped_tokens(), 8);
+    EXPECT_EQ(skipping.tokens(), clean.tokens());
+    EXPECT_LT(gram_error(skipping.gram(), clean.gram()), tolerance<S>());
+    EXPECT_TRUE(skipping.gram().allFinite());
+  }
+}
+
+TYPED_TEST(HeadRedundancy, BadShapesAndOptionsThrowInvalidArgument) {
+  using S = TypeParam;
+  EXPECT_THROW(head_redundancy<S>(0, 4), std::invalid_argument);
+  EXPECT_THROW(head_redundancy<S>(4, 0), std::invalid_argument);
+  EXPECT_THROW(head_redundancy<S>(-1, 4), std::invalid_argument);
+  head_redundancy<S> acc(3, 4);
+  try {
+    acc.add_batch(RowBlock<S>::Zero(5, 13));
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'activations'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("13"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(acc.merge(head_redundancy<S>(4, 4)), std::invalid_argument);
+  EXPECT_THROW(acc.merge(head_redundancy<S>(3, 5)), std::invalid_argument);
+}
+
+TYPED_TEST(HeadRedundancy, ResetForgetsEverything) {
+  using S = TypeParam;
+  head_redundancy<S> acc(2, 3, {.on_non_finite = non_finite_policy::skip_token});
+  auto x = random_block<S>(4, 6, 1);
+  x(0, 0) = std::numeric_limits<S>::quiet_NaN();
+  acc.add_batch(x);
+  EXPECT_EQ(acc.skipped_tokens(), 1);
+  acc.reset();
+  EXPECT_EQ(acc.tokens(), 0);
+  EXPECT_EQ(acc.skipped_tokens(), 0);
+  EXPECT_TRUE(acc.gram().isZero(0.0));
+  EXPECT_TRUE(acc.sums().isZero(0.0));
+}
+
+namespace {
+
+/// splitmix64: fast enough to draw 3 · 10^8 floats in a unit test.
+struct fast_uniform {
+  std::uint64_t state;
+  float operator()() {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
+  }
+};
+
+}  // namespace
+
+// Reduction length 10^8 on random data: every target stays within 1e-6 of the
+// double reference, where a plain float running sum is far off (checked too, so
+// the test can fail). Values have a positive mean, the hard case for float sums.
+TEST(HeadRedundancyNumerics, ReductionLengthOneHundredMillionWithinOneMillionth) {
+  const Index n = 2, d = 64, tokens = 16384, batches = 96;  // N = 100,663,296
+  std::vector<head_redundancy<float>> accs;
+  for (simd_target t : supported_targets<float>()) accs.emplace_back(n, d, head_redundancy_options{.target = t});
+  Eigen::MatrixXd ref_gram = Eigen::MatrixXd::Zero(n, n);
+  float naive_g00 = 0;
+  fast_uniform rng{42};
+  RowBlock<float> x(tokens, n * d);
+  for (Index b = 0; b < batches; ++b) {
+    for (Index t = 0; t < tokens; ++t) {
+      for (Index c = 0; c < n * d; ++c) x(t, c) = rng() + 0.25f * static_cast<float>(c / d);
+    }
+    for (auto& acc : accs) acc.add_batch(x);
+    // Double reference with the heads as columns of a (tokens·d) × n view.
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j <= i; ++j) {
+        double dot = 0;
+        for (Index t = 0; t < tokens; ++t) {
+          const float* xi = &x(t, i * d);
+          const float* xj = &x(t, j * d);
+          for (Index k = 0; k < d; ++k) dot += static_cast<double>(xi[k]) * xj[k];
+        }
+        ref_gram(i, j) += dot;
+        ref_gram(j, i) = ref_gram(i, j);
+      }
+    }
+    for (Index t = 0; t < tokens; ++t) {
+      for (Index k = 0; k < d; ++k) naive_g00 += x(t, k) * x(t, k);
+    }
+  }
+  const double naive_error = std::abs(naive_g00 - ref_gram(0, 0)) / ref_gram(0, 0);
+  EXPECT_GT(naive_error, 1e-3) << "a plain float sum should fail here";
+  for (const auto& acc : accs) {
+    SCOPED_TRACE(name_of(acc.target()));
+    EXPECT_EQ(acc.reduction_length(), 100663296);
+    EXPECT_LT(gram_error(acc.gram(), ref_gram), 1e-6);
+  }
+}
+
+// One single batch of 10^8 entries per head (1,562,500 tokens that all alias one
+// row through an outer stride of 0): the exact Gram is tokens × the row's Gram,
+// so the check is cheap, and one add_batch must not lose precision inside itself.
+TEST(HeadRedundancyNumerics, OneBatchOfOneHundredMillionEntriesPerHead) {
+  const Index n = 4, d = 64, tokens = 1562500;
+  const auto row = random_block<float>(1, n * d, 123, 1.0);
+  reference_stats one(n, d);
+  one.add(row);
+  const Eigen::MatrixXd exact = one.gram * static_cast<double>(tokens);
+  const Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>> repeated(
+      row.data(), tokens, n * d, Eigen::OuterStride<>(0));
+  for (simd_target t : supported_targets<float>()) {
+    SCOPED_TRACE(name_of(t));
+    head_redundancy<float> acc(n, d, {.target = t});
+    acc.add_batch(repeated);
+    EXPECT_EQ(acc.reduction_length(), 100000000);
+    EXPECT_LT(gram_error(acc.gram(), exact), 1e-6);
+    EXPECT_LT((acc.sums() - one.sums * static_cast<double>(tokens)).cwiseAbs().maxCoeff() /
+                  (one.sums.cwiseAbs().maxCoeff() * tokens),
+              1e-6);
+  }
+}
