@@ -9,7 +9,9 @@
 // attention output, so last-level-cache resident as here), re-read until L
 // entries per head are accumulated, as a calibration run feeds batch after batch.
 //  - simd:     head_redundancy<float>::add_batch on the token-major
-//              tokens × (n·d) batch, the layout an engine produces.
+//              tokens × (n·d) batch, the layout an engine produces (automatic
+//              target: AVX-512 where present); simd_avx2 and portable force
+//              the other targets of the same kernel.
 //  - naive:    plain loops over the same token-major batch, double sums.
 //  - eigen:    G += A·Aᵀ, A the n × (tokens·d) head-major copy of the batch
 //              (the layout most favourable to a GEMM; the copy is not timed).
@@ -80,10 +82,12 @@ struct gram_problem {
 
 /// One accumulator per implementation; add(tokens) accumulates the first
 /// `tokens` tokens of the buffer.
+template <nashprune::simd_target Target>
 struct simd_impl {
   nashprune::head_redundancy<float> acc;
   const gram_problem* p;
-  explicit simd_impl(const gram_problem& problem) : acc(problem.n, problem.d), p(&problem) {}
+  explicit simd_impl(const gram_problem& problem)
+      : acc(problem.n, problem.d, {.target = Target}), p(&problem) {}
   void add(Index tokens) { acc.add_batch(p->token_major.topRows(tokens)); }
   void merge(const simd_impl& other) { acc.merge(other.acc); }
   [[nodiscard]] double checksum() const { return acc.gram().sum(); }
@@ -218,12 +222,18 @@ int register_all() {
         for (Index length : lengths) {
           using runner = std::function<void(benchmark::State&, const gram_problem&, int)>;
           std::vector<std::pair<std::string, runner>> impls{
-              {"simd", run_gram<simd_impl>}, {"eigen", run_gram<eigen_impl>}};
+              {"simd", run_gram<simd_impl<nashprune::simd_target::automatic>>},
+              {"simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>},
+              {"eigen", run_gram<eigen_impl>}};
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
           impls.emplace_back("openblas", run_openblas_ssyrk);
 #endif
           // Naive loops take minutes at the long lengths; one length shows the gap.
-          if (length == (Index{1} << 16)) impls.emplace_back("naive", run_gram<naive_impl>);
+          if (length == (Index{1} << 16)) {
+            impls.emplace_back("naive", run_gram<naive_impl>);
+            impls.emplace_back("portable",
+                               run_gram<simd_impl<nashprune::simd_target::portable>>);
+          }
           for (const auto& [name, run] : impls) {
             const std::string label = "Gram/" + name + "/" + std::to_string(n) + "/" +
                                       std::to_string(length) + "/head_dim:" + std::to_string(d) +

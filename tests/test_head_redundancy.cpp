@@ -163,6 +163,25 @@ TYPED_TEST(HeadRedundancy, MatchesDoubleReferenceOnRandomDataOnEveryTarget) {
   }
 }
 
+// A CPU without AVX-512 (or without AVX2) never gets a kernel it cannot run.
+TEST(GramDispatch, ForcedTargetsFallBackToTheWidestTheCpuSupports) {
+  using detail::choose_simd_target;
+  const detail::cpu_features full{.avx2_fma = true, .avx512 = true};
+  const detail::cpu_features no_avx512{.avx2_fma = true, .avx512 = false};
+  const detail::cpu_features scalar_only{};
+  EXPECT_EQ(choose_simd_target(simd_target::automatic, full), simd_target::avx512);
+  EXPECT_EQ(choose_simd_target(simd_target::avx2_fma, full), simd_target::avx2_fma);
+  EXPECT_EQ(choose_simd_target(simd_target::portable, full), simd_target::portable);
+  EXPECT_EQ(choose_simd_target(simd_target::automatic, no_avx512), simd_target::avx2_fma);
+  EXPECT_EQ(choose_simd_target(simd_target::avx512, no_avx512), simd_target::avx2_fma);
+  for (simd_target t : {simd_target::automatic, simd_target::portable, simd_target::avx2_fma,
+                        simd_target::avx512}) {
+    EXPECT_EQ(choose_simd_target(t, scalar_only), simd_target::portable);
+  }
+  EXPECT_EQ(head_redundancy<double>(2, 2, {.target = simd_target::avx512}).target(),
+            simd_target::portable);
+}
+
 TYPED_TEST(HeadRedundancy, AutomaticTargetIsTheWidestSupported) {
   using S = TypeParam;
   EXPECT_EQ(head_redundancy<S>(2, 2).target(), supported_targets<S>().back());
