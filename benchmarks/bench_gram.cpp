@@ -234,8 +234,9 @@ int register_all() {
             impls.emplace_back("portable",
                                run_gram<simd_impl<nashprune::simd_target::portable>>);
           }
-          for (const auto& [name, run] : impls) {
-            const std::string label = "Gram/" + name + "/" + std::to_string(n) + "/" +
+          for (const auto& impl : impls) {
+            const runner run = impl.second;  // a copy: lambdas cannot capture bindings in clang 14
+            const std::string label = "Gram/" + impl.first + "/" + std::to_string(n) + "/" +
                                       std::to_string(length) + "/head_dim:" + std::to_string(d) +
                                       "/threads:" + std::to_string(threads);
             benchmark::RegisterBenchmark(label.c_str(), [=](benchmark::State& s) {
