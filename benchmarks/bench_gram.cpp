@@ -3,11 +3,12 @@
 // practical peak, all in one binary so results are read as same-run ratios.
 //
 // Names: Gram/<impl>/<n_head>/<reduction length>/head_dim:<d>/threads:<t>.
-// Shape: n heads, each a vector of L = tokens · head_dim floats. The activations
-// stream through a batch buffer of at most 4 Mi floats (16 MiB: 512 tokens of a
-// 7B model's 32 × 128 heads, which an engine hands over straight from its
-// attention output, so last-level-cache resident as here), re-read until L
-// entries per head are accumulated, as a calibration run feeds batch after batch.
+// Shape: n heads, each a vector of L = tokens · head_dim floats, streamed in
+// batches of 512 tokens (llama.cpp's default ubatch: what an engine hands over
+// per forward step, straight from its attention output) through one batch
+// buffer that is re-read until L entries per head are accumulated. Set
+// NASHPRUNE_BENCH_BATCH_TOKENS to another count to see other cache regimes
+// (e.g. 8192: a 16 MiB batch at n = 8, last-level-cache bound for every impl).
 //  - simd:     head_redundancy<float>::add_batch on the token-major
 //              tokens × (n·d) batch, the layout an engine produces (automatic
 //              target: AVX-512 where present); simd_avx2 and portable force
@@ -29,6 +30,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -45,7 +47,16 @@ namespace {
 
 using Eigen::Index;
 using RowMatrixf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr Index batch_buffer_floats = Index{1} << 22;
+
+/// Tokens per batch: 512, or NASHPRUNE_BENCH_BATCH_TOKENS from the environment.
+Index batch_token_count() {
+  static const Index count = [] {
+    const char* text = std::getenv("NASHPRUNE_BENCH_BATCH_TOKENS");
+    const long long parsed = text != nullptr ? std::atoll(text) : 0;
+    return parsed > 0 ? static_cast<Index>(parsed) : Index{512};
+  }();
+  return count;
+}
 
 struct gram_problem {
   Index n = 0;
@@ -57,7 +68,7 @@ struct gram_problem {
 
   gram_problem(Index n_head, Index head_dim, Index reduction_length)
       : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim) {
-    batch_tokens = std::min(total_tokens, std::max<Index>(1, batch_buffer_floats / (n * d)));
+    batch_tokens = std::min(total_tokens, batch_token_count());
     token_major.resize(batch_tokens, n * d);
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.1f, 1.0f);
@@ -189,7 +200,7 @@ void run_openblas_sgemm(benchmark::State& state, int threads) {
 #endif
 
 /// The problem of the last benchmark: consecutive benchmarks share a shape, and
-/// building the 128 MiB of buffers each time the library re-runs one costs seconds.
+/// rebuilding the buffers each time the library re-runs one costs seconds.
 const gram_problem& problem_of(Index n, Index d, Index length) {
   static std::unique_ptr<gram_problem> last;
   if (!last || last->n != n || last->d != d || last->total_tokens != length / d) {
