@@ -26,7 +26,7 @@ std::vector<np::selection_item<float>> llama_table(std::int64_t n) {
   items.reserve(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t layer = std::min(layers - 1, i / per_layer), within = i - layer * per_layer;
-    const bool attention = within % 64 == 0;  // one attention group per 64 channels
+    const bool attention = within < 8;  // 8 attention groups, then MLP channels
     items.push_back({layer, attention ? np::item_kind::attention_group : np::item_kind::mlp_channel, within,
                      importance(rng), attention ? 5'242'880 : 12'288});
   }
