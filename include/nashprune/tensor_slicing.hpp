@@ -53,14 +53,33 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   require_size("destination", destination.rows(), rows ? kept : source.rows(), "row count");
   require_size("destination", destination.cols(), rows ? source.cols() : kept, "column count");
   auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
-  Eigen::Index at = 0;
-  for (const auto& r : keep) {
-    if (rows) {
-      out.middleRows(at, r.size) = source.middleRows(r.begin, r.size);
-    } else {
-      out.middleCols(at, r.size) = source.middleCols(r.begin, r.size);
+  constexpr bool row_major = DIn::IsRowMajor;
+  if (rows == row_major) {
+    // The kept units are whole storage lines of the source: copy each range as a block.
+    Eigen::Index at = 0;
+    for (const auto& r : keep) {
+      if (rows) {
+        out.middleRows(at, r.size) = source.middleRows(r.begin, r.size);
+      } else {
+        out.middleCols(at, r.size) = source.middleCols(r.begin, r.size);
+      }
+      at += r.size;
     }
-    at += r.size;
+    return;
+  }
+  // The kept units lie along the source's storage lines: walk each line once,
+  // copying its kept segments, so the source streams through memory in order.
+  const Eigen::Index outer = row_major ? source.rows() : source.cols();
+  for (Eigen::Index o = 0; o < outer; ++o) {
+    Eigen::Index at = 0;
+    for (const auto& r : keep) {
+      if constexpr (row_major) {
+        out.row(o).segment(at, r.size) = source.row(o).segment(r.begin, r.size);
+      } else {
+        out.col(o).segment(at, r.size) = source.col(o).segment(r.begin, r.size);
+      }
+      at += r.size;
+    }
   }
 }
 
@@ -276,13 +295,22 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
                              const ggml_matrix_span& destination) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::cols, destination);
   const auto& t = traits_of(source.type);
-  std::int64_t at = 0;
-  for (const auto& r : keep) {
-    const std::int64_t offset = r.begin / t.block_size * t.type_size;
-    const std::int64_t length = r.size / t.block_size * t.type_size;
-    detail::copy_rows(source.bytes.data() + offset, in.row_stride, destination.bytes.data() + at, out.row_stride,
-                      source.n_rows, length);
-    at += length;
+  // Byte spans of the kept ranges within a row, computed once; then each row is
+  // walked once, in memory order.
+  struct byte_span {
+    std::int64_t offset, length;
+  };
+  std::vector<byte_span> spans;
+  spans.reserve(keep.size());
+  for (const auto& r : keep)
+    spans.push_back({r.begin / t.block_size * t.type_size, r.size / t.block_size * t.type_size});
+  for (std::int64_t row = 0; row < source.n_rows; ++row) {
+    const std::byte* from = source.bytes.data() + row * in.row_stride;
+    std::byte* to = destination.bytes.data() + row * out.row_stride;
+    for (const auto& span : spans) {
+      std::memcpy(to, from + span.offset, static_cast<std::size_t>(span.length));
+      to += span.length;
+    }
   }
 }
 
