@@ -23,6 +23,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +36,7 @@
 
 #include "attention_geometry.hpp"
 #include "config.hpp"
+#include "detail/byte_copy.hpp"
 #include "detail/index_ranges.hpp"
 #include "detail/validate.hpp"
 #include "ggml_types.hpp"
@@ -42,6 +44,84 @@
 NASHPRUNE_BEGIN_NAMESPACE
 
 namespace detail {
+
+/// Typed segments shorter than this on average are copied element by element.
+inline constexpr std::int64_t short_segment_bytes = 64;
+
+/// A run of bytes within a line: [offset, offset + length).
+struct byte_span {
+  std::int64_t offset;
+  std::int64_t length;
+};
+
+/// Spans at least this long are worth non-temporal stores; shorter ones would
+/// leave partly written cache lines behind, which costs more than it saves.
+inline constexpr std::int64_t streaming_min_span_bytes = 256;
+
+/// Whether a gather writing `lines` lines of `spans` should stream its stores:
+/// a large output made of long pieces.
+[[nodiscard]] inline bool should_stream(std::int64_t lines, std::span<const byte_span> spans) {
+  std::int64_t line_bytes = 0;
+  for (const auto& span : spans) line_bytes += span.length;
+  const auto count = static_cast<std::int64_t>(spans.size());
+  return lines * line_bytes >= streaming_threshold_bytes && line_bytes >= streaming_min_span_bytes * count;
+}
+
+/// For each of `lines` lines, copies the spans of the source line back to back
+/// to the start of the destination line; when `streaming`, the long spans with
+/// non-temporal stores (the caller calls finish_copies() once).
+inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                            std::int64_t lines, std::span<const byte_span> spans, bool streaming) {
+  for (std::int64_t line = 0; line < lines; ++line) {
+    const std::byte* source_line = from + line * from_stride;
+    std::byte* out = to + line * to_stride;
+    for (const auto& span : spans) {
+      copy_bytes(out, source_line + span.offset, static_cast<std::size_t>(span.length),
+                 streaming && span.length >= streaming_min_span_bytes);
+      out += span.length;
+    }
+  }
+}
+
+/// The inner-axis gather on raw storage, when both matrices store their lines
+/// contiguously in the same order: byte copies of the kept segments, or an
+/// element loop when the segments are short (a call per few elements costs
+/// more than the copy). False (nothing done) for other layouts.
+template <typename DIn, typename DOut>
+bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
+                            Eigen::MatrixBase<DOut>& out) {
+  constexpr bool direct = (static_cast<unsigned>(DIn::Flags) & Eigen::DirectAccessBit) != 0 &&
+                          (static_cast<unsigned>(DOut::Flags) & Eigen::DirectAccessBit) != 0 &&
+                          static_cast<bool>(DIn::IsRowMajor) == static_cast<bool>(DOut::IsRowMajor);
+  if constexpr (direct) {
+    using Scalar = typename DIn::Scalar;
+    if (source.innerStride() != 1 || out.innerStride() != 1) return false;
+    const Scalar* from = source.derived().data();
+    Scalar* to = out.derived().data();
+    const Eigen::Index lines = DIn::IsRowMajor ? source.rows() : source.cols();
+    constexpr auto scalar_bytes = static_cast<std::int64_t>(sizeof(Scalar));
+    std::vector<byte_span> spans;
+    spans.reserve(keep.size());
+    for (const auto& r : keep) spans.push_back({r.begin * scalar_bytes, r.size * scalar_bytes});
+    if (total_size(keep) * scalar_bytes >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
+      const bool streaming = should_stream(lines, spans);
+      copy_line_spans(reinterpret_cast<const std::byte*>(from), source.outerStride() * scalar_bytes,
+                      reinterpret_cast<std::byte*>(to), out.outerStride() * scalar_bytes, lines, spans, streaming);
+      finish_copies();
+      return true;
+    }
+    for (Eigen::Index line = 0; line < lines; ++line) {
+      const Scalar* source_line = from + line * source.outerStride();
+      Scalar* destination = to + line * out.outerStride();
+      for (const auto& r : keep) {
+        for (std::int64_t k = 0; k < r.size; ++k) *destination++ = source_line[r.begin + k];
+      }
+    }
+    return true;
+  } else {
+    return false;
+  }
+}
 
 template <typename DIn, typename DOut>
 void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::span<const index_range> keep,
@@ -69,6 +149,7 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   }
   // The kept units lie along the source's storage lines: walk each line once,
   // copying its kept segments, so the source streams through memory in order.
+  if (copy_segments_directly(source, keep, out)) return;
   const Eigen::Index outer = row_major ? source.rows() : source.cols();
   for (Eigen::Index o = 0; o < outer; ++o) {
     Eigen::Index at = 0;
@@ -221,18 +302,6 @@ inline void require_same_type(ggml_type source, ggml_type destination) {
   }
 }
 
-/// Copies `rows` rows of `bytes_per_row` bytes; one memcpy when both sides are packed.
-inline void copy_rows(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
-                      std::int64_t rows, std::int64_t bytes_per_row) {
-  if (from_stride == bytes_per_row && to_stride == bytes_per_row) {
-    std::memcpy(to, from, static_cast<std::size_t>(rows * bytes_per_row));
-    return;
-  }
-  for (std::int64_t r = 0; r < rows; ++r) {
-    std::memcpy(to + r * to_stride, from + r * from_stride, static_cast<std::size_t>(bytes_per_row));
-  }
-}
-
 }  // namespace detail
 
 namespace detail {
@@ -279,12 +348,21 @@ inline checked_ggml_gather check_ggml_gather(const ggml_matrix_view& source, std
 inline void gather_ggml_rows(const ggml_matrix_view& source, std::span<const index_range> keep,
                              const ggml_matrix_span& destination) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::rows, destination);
+  const bool packed = in.row_stride == in.row_bytes && out.row_stride == out.row_bytes;
+  const detail::byte_span whole_row[] = {{0, in.row_bytes}};
+  const bool streaming = detail::should_stream(destination.n_rows, whole_row);
   std::int64_t at = 0;
   for (const auto& r : keep) {
-    detail::copy_rows(source.bytes.data() + r.begin * in.row_stride, in.row_stride,
-                      destination.bytes.data() + at * out.row_stride, out.row_stride, r.size, in.row_bytes);
+    const std::byte* from = source.bytes.data() + r.begin * in.row_stride;
+    std::byte* to = destination.bytes.data() + at * out.row_stride;
+    if (packed) {
+      detail::copy_bytes(to, from, static_cast<std::size_t>(r.size * in.row_bytes), streaming);
+    } else {
+      detail::copy_line_spans(from, in.row_stride, to, out.row_stride, r.size, whole_row, streaming);
+    }
     at += r.size;
   }
+  detail::finish_copies();
 }
 
 /// Copies the kept column ranges of every row of `source` into `destination`
@@ -297,21 +375,14 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
   const auto& t = traits_of(source.type);
   // Byte spans of the kept ranges within a row, computed once; then each row is
   // walked once, in memory order.
-  struct byte_span {
-    std::int64_t offset, length;
-  };
-  std::vector<byte_span> spans;
+  std::vector<detail::byte_span> spans;
   spans.reserve(keep.size());
   for (const auto& r : keep)
     spans.push_back({r.begin / t.block_size * t.type_size, r.size / t.block_size * t.type_size});
-  for (std::int64_t row = 0; row < source.n_rows; ++row) {
-    const std::byte* from = source.bytes.data() + row * in.row_stride;
-    std::byte* to = destination.bytes.data() + row * out.row_stride;
-    for (const auto& span : spans) {
-      std::memcpy(to, from + span.offset, static_cast<std::size_t>(span.length));
-      to += span.length;
-    }
-  }
+  const bool streaming = detail::should_stream(source.n_rows, spans);
+  detail::copy_line_spans(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride, source.n_rows,
+                          spans, streaming);
+  detail::finish_copies();
 }
 
 /// The kept rows of `source`, packed (row_stride = row_bytes), as a new buffer.
