@@ -6,6 +6,8 @@
 // BM_read_baseline with the same number of input matrices. Read the ratios of
 // bytes_per_second from one run, e.g.
 //   bench_scoring --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true
+// bytes_per_second is computed from CPU time, so time spent waiting for a core
+// on a shared machine does not distort the ratios.
 #include <nashprune/importance.hpp>
 
 #include <benchmark/benchmark.h>
@@ -129,12 +131,12 @@ void BM_taylor_second_hessian(benchmark::State& state) {
 }
 
 // Args: {shape, matrices read} for the baseline; {shape, 0 = row totals / 1 = column totals}.
-BENCHMARK(BM_read_baseline)->ArgsProduct({{wq, gate}, {1, 2, 3}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_magnitude_l1)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_magnitude_l2)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_wanda)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_taylor_first)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_taylor_second_fisher)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_taylor_second_hessian)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_read_baseline)->ArgsProduct({{wq, gate}, {1, 2, 3}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_magnitude_l1)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_magnitude_l2)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_wanda)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_taylor_first)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_taylor_second_fisher)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_taylor_second_hessian)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
 
 }  // namespace

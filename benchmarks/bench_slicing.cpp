@@ -5,6 +5,8 @@
 // Goal (issue 2): every gather reaches ≥ 80 % of the bytes/s of BM_memcpy with
 // the same case argument. Read the ratios from one run, e.g.
 //   bench_slicing --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true
+// bytes_per_second is computed from CPU time, so time spent waiting for a core
+// on a shared machine does not distort the ratios.
 #include <nashprune/tensor_slicing.hpp>
 
 #include <benchmark/benchmark.h>

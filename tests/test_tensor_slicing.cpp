@@ -203,6 +203,13 @@ TYPED_TEST(SlicingTyped, BadKeepListsAndOutputsAreRejected) {
         gather_entries(source, std::vector<index_range>{{0, 2}}, entries);
       },
       {"'source'", "must be a vector"});
+  M shared = M::Zero(6, 5);
+  expect_error<std::invalid_argument>(
+      [&] { gather_rows(shared, std::vector<index_range>{{0, 2}}, shared.bottomRows(2)); },
+      {"'destination'", "overlaps the source"});
+  expect_error<std::invalid_argument>(
+      [&] { gather_entries(shared.col(0), std::vector<index_range>{{1, 3}}, shared.col(0).head(3)); },
+      {"'destination'", "overlaps the source"});
 }
 
 // ---------------------------------------------------------------------------
@@ -304,13 +311,12 @@ TEST(SlicingBytes, LargeGathersWithNonTemporalStoresStayExactAtAnyAlignment) {
   const auto expected_rows = reference_gather(source, rows, true);
   EXPECT_TRUE(std::equal(expected_rows.begin(), expected_rows.end(), out.begin() + 7));
 
-  const std::vector<std::int64_t> heads{0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-                                        26, 27, 28, 29, 30, 31};
+  const std::vector<std::int64_t> heads{0,  1,  2,  3,  4,  5,  6,  7,  10, 11, 12, 13, 14, 15, 17,
+                                        18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
   const auto cols = unit_ranges(heads, 128);
   const auto expected_cols = reference_gather(source, cols, false);
   std::vector<std::byte> col_out(expected_cols.size() + 3);
-  gather_ggml_cols(source, cols,
-                   ggml_matrix_span{ggml_type::q8_0, 29 * 128, n_rows, 0, std::span(col_out).subspan(3)});
+  gather_ggml_cols(source, cols, ggml_matrix_span{ggml_type::q8_0, 29 * 128, n_rows, 0, std::span(col_out).subspan(3)});
   EXPECT_TRUE(std::equal(expected_cols.begin(), expected_cols.end(), col_out.begin() + 3));
 }
 

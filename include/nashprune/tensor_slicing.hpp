@@ -20,6 +20,10 @@
 //    block-quantized type only when every kept range, hence every removed range,
 //    starts and ends on a block boundary (a block's bytes cannot be split).
 //    A column range of a ggml row occupies bytes [begin/bs·ts, end/bs·ts).
+//
+// Every gather reads the source once, line by line in memory order. Large
+// outputs made of long runs are written with non-temporal stores (see
+// detail/byte_copy.hpp); short runs of typed columns use an element loop.
 #pragma once
 
 #include <Eigen/Core>
@@ -44,6 +48,33 @@
 NASHPRUNE_BEGIN_NAMESPACE
 
 namespace detail {
+
+inline void require_disjoint(std::span<const std::byte> source, std::span<const std::byte> destination) {
+  const auto* s = source.data();
+  const auto* d = destination.data();
+  const bool overlap = !source.empty() && !destination.empty() && std::less<>()(s, d + destination.size()) &&
+                       std::less<>()(d, s + source.size());
+  require(!overlap, "destination", "overlaps the source bytes");
+}
+
+/// The bytes a direct-access matrix or vector spans in memory.
+template <typename Derived>
+[[nodiscard]] std::span<const std::byte> storage_of(const Eigen::MatrixBase<Derived>& m) {
+  if (m.size() == 0) return {};
+  const Eigen::Index last = (m.outerSize() - 1) * m.outerStride() + (m.innerSize() - 1) * m.innerStride();
+  return {reinterpret_cast<const std::byte*>(m.derived().data()),
+          static_cast<std::size_t>(last + 1) * sizeof(typename Derived::Scalar)};
+}
+
+/// A gather into memory that overlaps its source would read what it already
+/// wrote: rejected whenever both sides expose their storage.
+template <typename DIn, typename DOut>
+void require_no_alias(const Eigen::MatrixBase<DIn>& source, const Eigen::MatrixBase<DOut>& destination) {
+  if constexpr ((static_cast<unsigned>(DIn::Flags) & Eigen::DirectAccessBit) != 0 &&
+                (static_cast<unsigned>(DOut::Flags) & Eigen::DirectAccessBit) != 0) {
+    require_disjoint(storage_of(source), storage_of(destination));
+  }
+}
 
 /// Typed segments shorter than this on average are copied element by element.
 inline constexpr std::int64_t short_segment_bytes = 64;
@@ -132,6 +163,7 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   const std::int64_t kept = total_size(keep);
   require_size("destination", destination.rows(), rows ? kept : source.rows(), "row count");
   require_size("destination", destination.cols(), rows ? source.cols() : kept, "column count");
+  require_no_alias(source, destination);
   auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
   constexpr bool row_major = DIn::IsRowMajor;
   if (rows == row_major) {
@@ -218,6 +250,7 @@ void gather_entries(const Eigen::MatrixBase<DIn>& source, std::span<const index_
   detail::require(destination.cols() == 1 || destination.rows() == 1, "destination", "must be a vector");
   detail::validate_ranges("keep", keep, source.size(), true);
   detail::require_size("destination", destination.size(), detail::total_size(keep));
+  detail::require_no_alias(source, destination);
   auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
   Eigen::Index at = 0;
   for (const auto& r : keep) {
@@ -285,14 +318,6 @@ template <typename Byte>
                   "holds " + std::to_string(m.bytes.size()) + " bytes, the rows need " + std::to_string(needed));
   }
   return {bytes_per_row, stride};
-}
-
-inline void require_disjoint(std::span<const std::byte> source, std::span<const std::byte> destination) {
-  const auto* s = source.data();
-  const auto* d = destination.data();
-  const bool overlap = !source.empty() && !destination.empty() && std::less<>()(s, d + destination.size()) &&
-                       std::less<>()(d, s + source.size());
-  require(!overlap, "destination", "overlaps the source bytes");
 }
 
 inline void require_same_type(ggml_type source, ggml_type destination) {
