@@ -282,7 +282,8 @@ pruned_model plan_output(const reader& model, const llama_shape& shape, const pr
   return output_builder(model, shape, plan).build(provenance);
 }
 
-void write_tensors(const pruned_model& result, writer& out, const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+void write_tensors(const reader& model, const pruned_model& result, writer& out,
+                   const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   const std::uint64_t total = totals(result.tensors).bytes;
   std::uint64_t done = 0;
   for (std::size_t i = 0; i < result.tensors.size(); ++i) {
@@ -317,6 +318,7 @@ void write_tensors(const pruned_model& result, writer& out, const std::function<
         break;
       }
     }
+    if (source.from != nullptr) model.release(source.from->data);
     done += spec.bytes();
     if (progress) progress(done, total);
   }
