@@ -195,6 +195,8 @@ class writer {
   bool begun_ = false;
 
   void put(std::span<const std::byte> bytes);
+  // How many of `wanted` bytes still fit the current tensor (throws past the last one).
+  std::size_t room_in_current_tensor(std::size_t wanted) const;
   void flush();
   void pad_to_alignment();
   void advance_completed_tensors();
