@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One integration case against real llama.cpp (ctest label `llama`):
 #   1. the model: MODEL, or one `nashprune generate` writes (--generate "ARGS");
-#   2. optionally `nashprune prune MODEL OUT PRUNE-ARGS...` (arguments after --);
+#      --text-bytes N evaluates on the text's first N bytes only;
+#   2. optionally the command after -- writes OUT from MODEL ({in} and {out} in it
+#      are replaced by their paths), e.g. `nashprune prune {in} {out} --force ...`;
 #   3. the independent reader (gguf_check.mjs) checks OUT, against MODEL when pruned;
 #   4. `nashprune eval MODEL OUT` runs llama-perplexity on both (output captured to
 #      files, never a pipe) and must report finite perplexities; the table is
@@ -11,7 +13,7 @@ set -euo pipefail
 
 usage() {
   echo "usage: run_case.sh --nashprune BIN --llama-bin DIR --node-modules DIR --text FILE --work DIR" \
-       "--name NAME (--model FILE | --generate ARGS) [--ctx N] [--chunks N] [-- PRUNE-ARGS...]" >&2
+       "--name NAME (--model FILE | --generate ARGS) [--ctx N] [--chunks N] [--text-bytes N] [-- COMMAND {in} {out}...]" >&2
   exit 2
 }
 ctx=128
@@ -29,6 +31,7 @@ while (($#)); do
     --generate) generate=$2; shift 2 ;;
     --ctx) ctx=$2; shift 2 ;;
     --chunks) chunks=$2; shift 2 ;;
+    --text-bytes) text_bytes=$2; shift 2 ;;
     --) shift; break ;;
     *) usage ;;
   esac
@@ -42,6 +45,13 @@ if [[ ! -f $text ]]; then
   exit 77
 fi
 mkdir -p "$work"
+exec > >(tee "$work/$name.log") 2>&1  # kept for a look after a failure
+if [[ -n ${text_bytes:-} ]]; then
+  # A byte-level vocabulary (the generated model's) makes llama.cpp's tokenizer
+  # slow on long text: give it only the prefix the chunks need.
+  head -c "$text_bytes" "$text" >"$work/$name.text.txt"
+  text=$work/$name.text.txt
+fi
 if [[ -n $generate ]]; then
   model=$work/$name.original.gguf
   # shellcheck disable=SC2086 # the generator's options are one string on purpose
@@ -55,8 +65,15 @@ out=$model
 check_against=()
 if (($#)); then
   out=$work/$name.gguf
-  echo "== nashprune prune $(basename "$model") $* "
-  "$nashprune" prune "$model" "$out" --force "$@"
+  rm -f "$out"
+  command=()
+  for word in "$@"; do
+    word=${word//\{in\}/$model}
+    command+=("${word//\{out\}/$out}")
+  done
+  echo "== $(basename "${command[0]}") ${command[*]:1}"
+  "${command[@]}"
+  [[ -f $out ]] || { echo "FAIL: the command wrote no $out"; exit 1; }
   check_against=(--original "$model")
 fi
 
