@@ -329,6 +329,23 @@ using projected_gradient = nash_solver<Scalar, projected_gradient_policy<Scalar>
 // Best-response (Gauss–Seidel) sweeps.
 
 namespace detail {
+/// g_to = c − Q·to given g_from = c − Q·from: through the columns that changed
+/// when they are few (a Newton step moves the free set only), else one product.
+template <typename Scalar>
+void gradient_at(const quadratic_game<Scalar>& game, const nash_vector<Scalar>& from, const nash_vector<Scalar>& g_from,
+                 const nash_vector<Scalar>& to, nash_vector<Scalar>& g_to) {
+  const Eigen::Index n = game.size();
+  const Eigen::Index changed = (to.array() != from.array()).count();
+  if (2 * changed >= n) {
+    g_to.noalias() = game.c - game.q * to;
+    return;
+  }
+  g_to = g_from;
+  for (Eigen::Index j = 0; j < n; ++j) {
+    if (to(j) != from(j)) g_to.noalias() -= (to(j) - from(j)) * game.q.col(j);
+  }
+}
+
 /// One Gauss–Seidel sweep of best responses; keeps g = c − Q·s current.
 template <typename Scalar>
 void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g) {
@@ -472,7 +489,7 @@ struct active_set_newton_policy {
           trial = (s + alpha * d).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
           const Scalar predicted = g.dot(trial - s);
           if (!(predicted > 0)) continue;
-          g_trial.noalias() = game.c - game.q * trial;
+          detail::gradient_at(game, s, g, trial, g_trial);
           accepted = game.potential(trial, g_trial, game.c) - phi >= Scalar(1e-4) * predicted;
           full_newton_step = accepted && attempt == 0;
         }
@@ -480,7 +497,7 @@ struct active_set_newton_policy {
       if (!accepted) {  // projected-gradient step: ascends Φ for any symmetric Q
         if (step == 0) step = Scalar(1) / game.lipschitz_bound();
         trial = (s + step * g).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
-        g_trial.noalias() = game.c - game.q * trial;
+        detail::gradient_at(game, s, g, trial, g_trial);
         if (trial == s) {  // stationary to rounding: nothing more to gain
           ++k;
           break;
