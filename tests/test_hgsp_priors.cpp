@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "scalar_test_support.hpp"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -16,11 +18,10 @@ namespace {
 
 template <typename T>
 class HgspTyped : public ::testing::Test {};
-using scalar_types = ::testing::Types<float, double>;
+using nashprune_test::scalar_types;
 TYPED_TEST_SUITE(HgspTyped, scalar_types);
 
-template <typename Scalar>
-using vec = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+using nashprune_test::vec;
 
 template <typename Scalar>
 std::vector<np::selection_item<Scalar>> one_of_each(int layers) {
@@ -132,18 +133,12 @@ TEST(Hgsp, StridedAndRowMajorInputs) {
 TEST(Hgsp, BadInput) {
   Eigen::VectorXd L(2), A(2), P(2), short_one(1);
   L << 0.1, 0.2;
+  short_one << 0.5;
   A = L;
   P = L;
   const auto items = one_of_each<double>(2);
   np::hgsp_options o;
-  auto expect = [&](auto&& call, const char* fragment) {
-    try {
-      call();
-      ADD_FAILURE() << "no error: " << fragment;
-    } catch (const std::exception& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr(fragment));
-    }
-  };
+  const auto expect = [](auto&& call, const char* fragment) { nashprune_test::expect_error_containing(call, fragment); };
   expect([&] { (void)np::hgsp_multipliers<double>(items, L, short_one, P, o); }, "attention_block_importance");
   Eigen::VectorXd bad = L;
   bad[1] = -1;

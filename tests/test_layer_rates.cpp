@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "scalar_test_support.hpp"
+
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -14,11 +16,10 @@ namespace {
 
 template <typename T>
 class LayerRatesTyped : public ::testing::Test {};
-using scalar_types = ::testing::Types<float, double>;
+using nashprune_test::scalar_types;
 TYPED_TEST_SUITE(LayerRatesTyped, scalar_types);
 
-template <typename Scalar>
-using vec = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+using nashprune_test::vec;
 
 TYPED_TEST(LayerRatesTyped, WeightedMeanHitsTargetAndOrderFollowsStrategy) {
   using Scalar = TypeParam;
@@ -117,14 +118,7 @@ TEST(LayerRates, ZeroImportanceAndUnreachableTargets) {
 TEST(LayerRates, BadInput) {
   Eigen::VectorXd s(2), none, p(3);
   s << 1.0, 2.0;
-  auto expect = [&](auto&& call, const char* fragment) {
-    try {
-      call();
-      ADD_FAILURE() << "no error: " << fragment;
-    } catch (const std::exception& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr(fragment));
-    }
-  };
+  const auto expect = [](auto&& call, const char* fragment) { nashprune_test::expect_error_containing(call, fragment); };
   expect([&] { (void)np::layer_pruning_rates<double>(s, p, {}); }, "parameters");
   np::layer_rate_options o;
   o.min_rate = 0.6;

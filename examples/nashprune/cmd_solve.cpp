@@ -26,26 +26,41 @@ struct owned_game {
   double lambda = 0;
 };
 
-owned_game read_game(const nlohmann::json& value, const std::string& path) {
+namespace json_io = nashprune_tool::json_io;
+
+owned_game read_game(const json_io::json& value, const std::string& path) {
   owned_game game;
-  game.importance = nashprune_tool::read_vector(nashprune_tool::require_field(value, path, "importance"),
-                                                nashprune_tool::field_path(path, "importance"));
-  const auto n = static_cast<std::size_t>(game.importance.size());
-  game.redundancy = nashprune_tool::read_matrix(nashprune_tool::require_field(value, path, "redundancy"),
-                                                nashprune_tool::field_path(path, "redundancy"), n, n);
-  game.lambda = nashprune_tool::read_number(nashprune_tool::require_field(value, path, "lambda"),
-                                            nashprune_tool::field_path(path, "lambda"));
+  const auto importance =
+      json_io::as_numbers(json_io::field(value, path, "importance"), json_io::child(path, "importance"));
+  game.importance = Eigen::Map<const Eigen::VectorXd>(importance.data(), Eigen::Index(importance.size()));
+  const auto n = importance.size();
+  const std::string redundancy_path = json_io::child(path, "redundancy");
+  const auto& rows = json_io::require_array(json_io::field(value, path, "redundancy"), redundancy_path);
+  if (rows.size() != n) {
+    json_io::fail(redundancy_path, "has " + std::to_string(rows.size()) + " rows, expected " + std::to_string(n));
+  }
+  game.redundancy.resize(Eigen::Index(n), Eigen::Index(n));
+  for (std::size_t r = 0; r < n; ++r) {
+    const std::string row_path = json_io::element(redundancy_path, r);
+    const auto row = json_io::as_numbers(rows[r], row_path);
+    if (row.size() != n) {
+      json_io::fail(row_path, "has " + std::to_string(row.size()) + " entries, expected " + std::to_string(n));
+    }
+    for (std::size_t c = 0; c < n; ++c) game.redundancy(Eigen::Index(r), Eigen::Index(c)) = row[c];
+  }
+  game.lambda = json_io::as_number(json_io::field(value, path, "lambda"), json_io::child(path, "lambda"));
   return game;
 }
 
 /// The games of a document: one game, or the members of "layers".
-std::vector<owned_game> read_games(const nlohmann::json& document) {
+std::vector<owned_game> read_games(const json_io::json& document) {
   std::vector<owned_game> games;
-  if (document.is_object() && document.contains("layers")) {
-    const auto& layers = nashprune_tool::require_array(document["layers"], "layers");
-    if (layers.empty()) nashprune_tool::fail_field("layers", "is empty");
-    for (std::size_t l = 0; l < layers.size(); ++l)
-      games.push_back(read_game(layers[l], nashprune_tool::index_path("layers", l)));
+  if (const auto* layers = document.is_object() ? json_io::optional_field(document, "", "layers") : nullptr) {
+    json_io::require_array(*layers, "layers");
+    if (layers->empty()) json_io::fail("layers", "is empty");
+    for (std::size_t l = 0; l < layers->size(); ++l) {
+      games.push_back(read_game((*layers)[l], json_io::element("layers", l)));
+    }
   } else {
     games.push_back(read_game(document, ""));
   }
@@ -61,15 +76,15 @@ struct solve_options {
 
 int run_solve(const solve_options& options) {
   const auto kind = nashprune::parse_nash_solver_kind(options.solver);
-  const auto games = read_games(nashprune_tool::read_json_input(options.input));
+  const auto games = read_games(json_io::read_document(options.input));
   const bool batch = games.size() > 1;
   std::vector<nashprune::nash_game<double>> views;
   for (std::size_t l = 0; l < games.size(); ++l) {
     views.push_back(nashprune::make_nash_game(games[l].importance, games[l].redundancy, games[l].lambda));
     // Validate all layers before solving any, naming the layer as the input does.
-    nashprune::validate_nash_game(views.back(), {}, batch ? nashprune_tool::index_path("layers", l) + "." : "");
+    nashprune::validate_nash_game(views.back(), {}, batch ? json_io::element("layers", l) + "." : "");
   }
-  nlohmann::json layers = nlohmann::json::array();
+  json_io::json layers = json_io::json::array();
   for (const auto& view : views) {
     const auto start = std::chrono::steady_clock::now();
     const auto solution =
@@ -84,7 +99,7 @@ int run_solve(const solve_options& options) {
                       {"potential", solution.potential},
                       {"seconds", seconds.count()}});
   }
-  std::cout << nlohmann::json{{"solver", options.solver}, {"layers", layers}}.dump(1) << '\n';
+  std::cout << json_io::json{{"solver", options.solver}, {"layers", layers}}.dump(1) << '\n';
   return 0;
 }
 

@@ -1,96 +1,131 @@
-// JSON input for the nashprune subcommands: read a document from a file or
-// stdin, and read typed fields with errors that name the field's path
-// ("layers[2].redundancy[3][1]: expected a number, got string"), so a user can
-// find the bad value. Every error is a usage_error (exit code 2).
+// Shared JSON reading helpers of the nashprune tool: every malformed field becomes a
+// usage_error (exit code 2) whose one-line message names the field by its path,
+// e.g. "items[3].cost: expected an integer, got \"12\"".
 #pragma once
 
-#include <Eigen/Core>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
+#include <iterator>
+#include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "command.hpp"
 
-namespace nashprune_tool {
+namespace nashprune_tool::json_io {
 
-/// Parses the JSON document at `path` ("-" or empty: stdin).
-[[nodiscard]] inline nlohmann::json read_json_input(const std::string& path) {
-  const bool from_stdin = path.empty() || path == "-";
-  const std::string name = from_stdin ? std::string("<stdin>") : path;
-  std::ifstream file;
-  if (!from_stdin) {
-    file.open(path, std::ios::binary);
-    if (!file) throw usage_error(name + ": cannot open file");
+using json = nlohmann::json;
+
+/// Parses a JSON document from a file, or from standard input when `path` is "-".
+inline json read_document(const std::string& path) {
+  std::string text;
+  if (path == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw usage_error("input: cannot open '" + path + "'");
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   try {
-    return nlohmann::json::parse(from_stdin ? std::cin : file);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw usage_error(name + ": malformed JSON (" + e.what() + ")");
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw usage_error("input: not valid JSON (" + std::string(e.what()) + ")");
   }
 }
 
-/// "layers[2]" + "redundancy" -> "layers[2].redundancy"; "" + "lambda" -> "lambda".
-[[nodiscard]] inline std::string field_path(const std::string& parent, std::string_view key) {
-  return parent.empty() ? std::string(key) : parent + "." + std::string(key);
+/// "budget.fraction", "items[3]": the path of a child field.
+inline std::string child(std::string_view parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : std::string(parent) + "." + std::string(key);
+}
+inline std::string element(std::string_view parent, std::size_t i) { return std::string(parent) + "[" + std::to_string(i) + "]"; }
+
+[[noreturn]] inline void fail(std::string_view path, std::string_view problem) {
+  throw usage_error(std::string(path) + ": " + std::string(problem));
 }
 
-[[nodiscard]] inline std::string index_path(const std::string& parent, std::size_t index) {
-  return parent + "[" + std::to_string(index) + "]";
+inline std::string shown(const json& value) {
+  std::string s = value.dump();
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return s;
 }
 
-[[noreturn]] inline void fail_field(const std::string& path, const std::string& problem) {
-  throw usage_error("field '" + path + "': " + problem);
-}
-
-/// The member `key` of the object `value` (at `parent`), which must exist.
-[[nodiscard]] inline const nlohmann::json& require_field(const nlohmann::json& value, const std::string& parent,
-                                                         std::string_view key) {
-  if (!value.is_object()) fail_field(parent.empty() ? "<document>" : parent, "expected an object");
-  const auto it = value.find(key);
-  if (it == value.end()) fail_field(field_path(parent, key), "is missing");
-  return *it;
-}
-
-[[nodiscard]] inline double read_number(const nlohmann::json& value, const std::string& path) {
-  if (!value.is_number()) fail_field(path, std::string("expected a number, got ") + value.type_name());
-  return value.get<double>();
-}
-
-[[nodiscard]] inline const nlohmann::json& require_array(const nlohmann::json& value, const std::string& path) {
-  if (!value.is_array()) fail_field(path, std::string("expected an array, got ") + value.type_name());
+inline const json& require_object(const json& value, std::string_view path) {
+  if (!value.is_object()) fail(path.empty() ? "input" : path, "expected an object, got " + shown(value));
   return value;
 }
 
+inline const json& require_array(const json& value, std::string_view path) {
+  if (!value.is_array()) fail(path, "expected an array, got " + shown(value));
+  return value;
+}
+
+/// The member `key` of an object; a missing member fails naming it.
+inline const json& field(const json& object, std::string_view parent, std::string_view key) {
+  require_object(object, parent);
+  const auto it = object.find(std::string(key));
+  if (it == object.end()) fail(child(parent, key), "missing");
+  return *it;
+}
+
+inline const json* optional_field(const json& object, std::string_view parent, std::string_view key) {
+  require_object(object, parent);
+  const auto it = object.find(std::string(key));
+  return it == object.end() ? nullptr : &*it;
+}
+
+/// Fails on members not in `known` (a typo would otherwise be ignored silently).
+inline void require_known_fields(const json& object, std::string_view parent, std::initializer_list<std::string_view> known) {
+  require_object(object, parent);
+  for (const auto& [key, value] : object.items()) {
+    bool found = false;
+    for (const auto k : known) found = found || k == key;
+    if (!found) fail(child(parent, key), "unknown field");
+  }
+}
+
+inline double as_number(const json& value, std::string_view path) {
+  if (!value.is_number()) fail(path, "expected a number, got " + shown(value));
+  return value.get<double>();
+}
+
+/// An integer (a JSON number with no fractional part, within int64).
+inline std::int64_t as_integer(const json& value, std::string_view path) {
+  if (value.is_number_integer()) {
+    if (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      fail(path, "integer out of range");
+    }
+    return value.get<std::int64_t>();
+  }
+  if (value.is_number_float()) {
+    const double v = value.get<double>();
+    if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.0e18) return static_cast<std::int64_t>(v);
+  }
+  fail(path, "expected an integer, got " + shown(value));
+}
+
 /// An array of numbers.
-[[nodiscard]] inline Eigen::VectorXd read_vector(const nlohmann::json& value, const std::string& path) {
-  const auto& array = require_array(value, path);
-  Eigen::VectorXd out(static_cast<Eigen::Index>(array.size()));
-  for (std::size_t i = 0; i < array.size(); ++i) out(Eigen::Index(i)) = read_number(array[i], index_path(path, i));
+inline std::vector<double> as_numbers(const json& value, std::string_view path) {
+  require_array(value, path);
+  std::vector<double> out;
+  out.reserve(value.size());
+  for (std::size_t i = 0; i < value.size(); ++i) out.push_back(as_number(value[i], element(path, i)));
   return out;
 }
 
-/// An array of `rows` arrays of `cols` numbers each (row by row).
-[[nodiscard]] inline Eigen::MatrixXd read_matrix(const nlohmann::json& value, const std::string& path, std::size_t rows,
-                                                 std::size_t cols) {
-  const auto& array = require_array(value, path);
-  if (array.size() != rows) {
-    fail_field(path, "has " + std::to_string(array.size()) + " rows, expected " + std::to_string(rows));
-  }
-  Eigen::MatrixXd out(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
-  for (std::size_t r = 0; r < rows; ++r) {
-    const std::string row_path = index_path(path, r);
-    const auto& row = require_array(array[r], row_path);
-    if (row.size() != cols) {
-      fail_field(row_path, "has " + std::to_string(row.size()) + " entries, expected " + std::to_string(cols));
-    }
-    for (std::size_t c = 0; c < cols; ++c) {
-      out(Eigen::Index(r), Eigen::Index(c)) = read_number(row[c], index_path(row_path, c));
-    }
-  }
-  return out;
+inline bool as_bool(const json& value, std::string_view path) {
+  if (!value.is_boolean()) fail(path, "expected true or false, got " + shown(value));
+  return value.get<bool>();
 }
 
-}  // namespace nashprune_tool
+inline std::string as_string(const json& value, std::string_view path) {
+  if (!value.is_string()) fail(path, "expected a string, got " + shown(value));
+  return value.get<std::string>();
+}
+
+}  // namespace nashprune_tool::json_io

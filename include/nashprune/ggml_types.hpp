@@ -6,7 +6,9 @@
 // be a multiple of block_size(T). The ids are the values GGUF stores in its
 // tensor table (ggml.h, enum ggml_type); the sizes are those of the block
 // structs in ggml-common.h (e.g. block_q8_0 = fp16 scale + 32 int8 = 34 bytes,
-// block_q4_K = 2 fp16 + 12 scale bytes + 128 nibble bytes = 144 bytes per 256).
+// block_q4_K = 2 fp16 + 12 scale bytes + 128 nibble bytes = 144 bytes per 256),
+// as of the llama.cpp that the integration tests pin (tests/llama checks this
+// table against ggml's own ggml_blck_size / ggml_type_size).
 // Ids that ggml has retired (4, 5, 31–33, 36–38) are not types.
 #pragma once
 
@@ -26,7 +28,7 @@ enum class ggml_type : std::uint32_t {
   q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, q8_k = 15,
   iq2_xxs = 16, iq2_xs = 17, iq3_xxs = 18, iq1_s = 19, iq4_nl = 20, iq3_s = 21,
   iq2_s = 22, iq4_xs = 23, i8 = 24, i16 = 25, i32 = 26, i64 = 27, f64 = 28,
-  iq1_m = 29, bf16 = 30, tq1_0 = 34, tq2_0 = 35, mxfp4 = 39,
+  iq1_m = 29, bf16 = 30, tq1_0 = 34, tq2_0 = 35, mxfp4 = 39, nvfp4 = 40, q1_0 = 41, q2_0 = 42,
 };
 
 struct ggml_type_traits {
@@ -42,7 +44,7 @@ struct ggml_type_traits {
   }
 };
 
-inline constexpr std::array<ggml_type_traits, 32> ggml_type_table{{
+inline constexpr std::array<ggml_type_traits, 35> ggml_type_table{{
     {ggml_type::f32, "f32", 1, 4, false},
     {ggml_type::f16, "f16", 1, 2, false},
     {ggml_type::q4_0, "q4_0", 32, 18, true},
@@ -75,6 +77,9 @@ inline constexpr std::array<ggml_type_traits, 32> ggml_type_table{{
     {ggml_type::tq1_0, "tq1_0", 256, 54, true},
     {ggml_type::tq2_0, "tq2_0", 256, 66, true},
     {ggml_type::mxfp4, "mxfp4", 32, 17, true},
+    {ggml_type::nvfp4, "nvfp4", 64, 36, true},
+    {ggml_type::q1_0, "q1_0", 128, 18, true},
+    {ggml_type::q2_0, "q2_0", 64, 18, true},
 }};
 
 /// The traits of a raw GGUF type id, or nothing for an unknown or retired id.

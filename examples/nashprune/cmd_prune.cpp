@@ -1,0 +1,208 @@
+// `nashprune prune [MODEL.gguf OUT.gguf] [options]`: removes attention heads,
+// GQA groups, MLP channels, whole blocks or layers and writes a GGUF that stock
+// llama.cpp runs. With no model it runs the embedded default: it generates the
+// synthetic model with planted duplicate and near-zero heads, prunes it, and
+// checks that exactly the planted heads went and that the output re-reads.
+#include <gguf/llama_model.hpp>
+#include <gguf/prune_plan.hpp>
+#include <gguf/synthetic.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <set>
+
+#include "command.hpp"
+#include "progress.hpp"
+#include "report.hpp"
+#include "selection.hpp"
+
+namespace {
+
+using nashprune_tool::selection_options;
+using nashprune_tool::usage_error;
+
+struct prune_args {
+  std::string model;
+  std::string output;
+  std::string imatrix;
+  std::string stats;
+  std::string plan_in;
+  std::string plan_out;
+  std::string unit = "params";
+  std::vector<std::string> structures;
+  bool dry_run = false;
+  bool force = false;
+  selection_options select;
+};
+
+gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, const gguf::pruned_model& result,
+                          const gguf::reader& model, std::uint64_t calibration_tokens, bool from_plan_file) {
+  std::int64_t heads_before = 0;
+  std::int64_t heads_after = 0;
+  for (const auto& l : shape.layers) heads_before += l.n_head;
+  for (const auto& l : result.shape.layers) heads_after += l.n_head;
+  const auto before = gguf::totals(model.tensors()).parameters;
+  const auto after = gguf::totals(result.tensors).parameters;
+  std::string structures;
+  for (const auto& s : a.select.structures) structures += (structures.empty() ? "" : ",") + s;
+  gguf::metadata kv;
+  auto add = [&](const char* key, gguf::value v) { kv.emplace_back(std::string("general.pruning.") + key, std::move(v)); };
+  add("method", gguf::value::string(from_plan_file ? "plan_file" : a.select.method));
+  add("version", gguf::value::u32(1));
+  add("tool_version", gguf::value::string(std::string("nashprune ") + nashprune::version_string));
+  add("structures", gguf::value::string(structures));
+  add("score", gguf::value::string(a.select.score));
+  add("original_head_count", gguf::value::u32(static_cast<std::uint32_t>(heads_before)));
+  add("total_heads_pruned", gguf::value::u32(static_cast<std::uint32_t>(heads_before - heads_after)));
+  add("prune_ratio", gguf::value::f32(heads_before == 0 ? 0.0F : static_cast<float>(heads_before - heads_after) / static_cast<float>(heads_before)));
+  add("parameter_ratio", gguf::value::f32(static_cast<float>(before - after) / static_cast<float>(before)));
+  add("original_block_count", gguf::value::u32(static_cast<std::uint32_t>(shape.n_layer())));
+  add("lambda", gguf::value::f32(static_cast<float>(a.select.lambda)));
+  add("threshold", gguf::value::f32(static_cast<float>(a.select.threshold)));
+  add("calibration_tokens", gguf::value::u32(static_cast<std::uint32_t>(calibration_tokens)));
+  return kv;
+}
+
+void write_stats(const std::string& path, const std::vector<nashprune_tool::head_stat>& stats) {
+  nlohmann::json heads = nlohmann::json::array();
+  for (const auto& s : stats) {
+    heads.push_back({{"layer", s.layer}, {"head", s.head}, {"importance", s.importance}, {"participation", s.participation},
+                     {"redundancy_sum", s.redundancy_sum}, {"pruned", s.pruned}});
+  }
+  std::ofstream out(path);
+  if (!out) throw usage_error("cannot write the stats file " + path);
+  out << nlohmann::json{{"heads", heads}}.dump(1) << '\n';
+}
+
+struct prune_outcome {
+  gguf::prune_plan plan;
+  gguf::llama_shape output_shape;
+};
+
+prune_outcome prune_file(const prune_args& a) {
+  if (a.output.empty() && !a.dry_run) throw usage_error("give an output file (or --dry-run)");
+  const auto model = gguf::reader::open(a.model);
+  const auto shape = gguf::llama_shape::read(model);
+  std::unique_ptr<gguf::imatrix> im;
+  if (!a.imatrix.empty()) im = std::make_unique<gguf::imatrix>(a.imatrix);
+  nashprune_tool::check_options(a.select, im != nullptr);
+
+  nashprune_tool::selection chosen;
+  if (!a.plan_in.empty()) {
+    chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
+  } else {
+    chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select);
+  }
+  const auto result = gguf::plan_output(model, shape, chosen.plan, {});
+  const auto kv = provenance(a, shape, result, model, im ? im->tokens() : 0, !a.plan_in.empty());
+  auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
+
+  std::cout << "model:  " << a.model << '\n';
+  nashprune_tool::print_shape(std::cout, shape);
+  std::cout << "plan:\n";
+  nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
+  if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads);
+  if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan);
+  if (a.dry_run) {
+    std::cout << "dry run: nothing written\n";
+    return {chosen.plan, final_result.shape};
+  }
+  gguf::writer out(a.output, {.force = a.force, .protect = {a.model}});
+  out.begin(final_result.metadata, final_result.tensors);
+  nashprune_tool::progress_bar bar("writing " + a.output);
+  gguf::write_tensors(final_result, out, [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
+  out.commit();
+  std::cout << "wrote " << a.output << " (" << out.bytes_written() << " bytes, architecture " << final_result.shape.architecture << ")\n";
+  return {chosen.plan, final_result.shape};
+}
+
+// The embedded default: generate, prune, check the planted heads went.
+int run_embedded_default(prune_args a) {
+  char pattern[] = "/tmp/nashprune-default-XXXXXX";
+  if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("cannot create a temporary directory");
+  const std::filesystem::path dir = pattern;
+  struct cleanup {
+    std::filesystem::path dir;
+    ~cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } remove_dir{dir};
+
+  const gguf::synthetic_options synthetic;
+  a.model = (dir / "synthetic.gguf").string();
+  std::cout << "No model given: generating the embedded default " << a.model << '\n';
+  const auto planted = gguf::generate_synthetic(a.model, synthetic, {});
+  for (const auto& p : planted) {
+    std::cout << "  planted: layer " << p.layer << " head " << p.head
+              << (p.duplicate ? " duplicates head " + std::to_string(p.twin) : std::string(" is near zero")) << '\n';
+  }
+  if (a.output.empty()) a.output = (dir / "pruned.gguf").string();
+  std::int64_t total_heads = synthetic.n_layer * synthetic.n_head;
+  a.select.unit_heads = true;
+  a.select.target = static_cast<double>(planted.size()) / static_cast<double>(total_heads);
+  std::cout << "Pruning " << planted.size() << " of " << total_heads << " heads (--unit heads --target " << a.select.target << ")\n\n";
+  const auto outcome = prune_file(a);
+
+  std::set<std::pair<std::int64_t, std::int64_t>> removed;
+  std::set<std::pair<std::int64_t, std::int64_t>> expected;
+  for (std::size_t l = 0; l < outcome.plan.layers.size(); ++l) {
+    const auto& p = outcome.plan.layers[l];
+    for (auto h : nashprune::complement_units(p.heads.q_heads, synthetic.n_head)) removed.insert({static_cast<std::int64_t>(l), h});
+  }
+  // A duplicate pair loses one of its two heads: either twin is a correct answer.
+  bool exact = removed.size() == planted.size();
+  for (const auto& p : planted) {
+    const bool hit = removed.contains({p.layer, p.head}) || (p.duplicate && removed.contains({p.layer, p.twin}));
+    if (!hit) exact = false;
+    expected.insert({p.layer, p.head});
+  }
+  const auto reread = gguf::reader::open(a.output);
+  const auto shape = gguf::llama_shape::read(reread);
+  const bool loads = shape.layers == outcome.output_shape.layers;
+  std::cout << "\nremoved exactly the planted heads: " << (exact ? "yes" : "NO") << '\n'
+            << "pruned model re-reads with the planned shape: " << (loads ? "yes" : "NO") << '\n';
+  return exact && loads ? 0 : 1;
+}
+
+const nashprune_tool::register_command prune_command{{
+    "prune", "Prune heads, groups, MLP channels, blocks or layers of a GGUF model",
+    [](CLI::App& app) -> std::function<int()> {
+      auto a = std::make_shared<prune_args>();
+      auto& s = a->select;
+      app.add_option("model", a->model, "input GGUF (omit to run the embedded default)");
+      app.add_option("output", a->output, "output GGUF");
+      app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
+      app.add_option("--unit", a->unit, "what --target counts: params | heads")->capture_default_str();
+      app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads)")->delimiter(',');
+      app.add_option("--score", s.score, "importance: magnitude | wanda | activation")->capture_default_str();
+      app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
+      app.add_option("--method", s.method, "nash | knapsack | both")->capture_default_str();
+      app.add_option("--lambda", s.lambda, "redundancy penalty weight")->capture_default_str();
+      app.add_option("--threshold", s.threshold, "participation below which a head is pruned")->capture_default_str();
+      app.add_option("--iterations", s.iterations, "Nash iterations")->capture_default_str();
+      app.add_option("--min-heads", s.min_heads, "never keep fewer heads in a layer")->capture_default_str();
+      app.add_option("--max-prune", s.max_prune, "largest fraction of a layer's heads removed")->capture_default_str();
+      app.add_option("--freeze-first", s.freeze_first, "leave the first N layers untouched")->capture_default_str();
+      app.add_option("--freeze-last", s.freeze_last, "leave the last N layers untouched")->capture_default_str();
+      app.add_option("--temperature", s.temperature, "H-GSP prior temperature")->capture_default_str();
+      app.add_option("--tau", s.tau, "H-GSP prior gate")->capture_default_str();
+      app.add_option("--stats", a->stats, "write per-head statistics (JSON)");
+      app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
+      app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
+      app.add_flag("--dry-run", a->dry_run, "choose and report, write no model");
+      app.add_flag("--force", a->force, "replace an existing output");
+      return [a] {
+        if (a->unit != "params" && a->unit != "heads") throw usage_error("--unit must be params or heads, got '" + a->unit + "'");
+        a->select.unit_heads = a->unit == "heads";
+        if (!a->structures.empty()) a->select.structures = {a->structures.begin(), a->structures.end()};
+        if (a->model.empty()) return run_embedded_default(*a);
+        (void)prune_file(*a);
+        return 0;
+      };
+    }}};
+
+}  // namespace

@@ -1,0 +1,54 @@
+// From a model (and optionally an imatrix) to a pruning plan: per-head and
+// per-channel importance, then the removals that reach the target.
+#pragma once
+
+#include <gguf/imatrix.hpp>
+#include <gguf/llama_model.hpp>
+#include <gguf/prune_plan.hpp>
+
+#include <set>
+#include <string>
+
+namespace nashprune_tool {
+
+struct selection_options {
+  double target = 0.25;     // fraction of parameters (or of heads with unit_heads)
+  bool unit_heads = false;
+  std::set<std::string> structures{"heads"};  // heads, groups, mlp, attn-blocks, mlp-blocks, layers
+  std::string score = "magnitude";            // magnitude | wanda | activation
+  std::string method = "nash";                // nash | knapsack | both
+  // The seed's options (nash-head-pruning-llama-cpp.md §3.1, §7.2).
+  double lambda = 0.5;
+  double threshold = 0.1;
+  int iterations = 100;
+  int min_heads = 1;
+  double max_prune = 0.7;
+  int freeze_first = 0;
+  int freeze_last = 0;
+  double temperature = 1.0;
+  double tau = 0.0;
+};
+
+/// The seed's llama_head_stats (§3.3).
+struct head_stat {
+  std::int64_t layer = 0;
+  std::int64_t head = 0;
+  double importance = 0;
+  double participation = 1;
+  double redundancy_sum = 0;
+  bool pruned = false;
+};
+
+struct selection {
+  gguf::prune_plan plan;
+  std::vector<head_stat> heads;
+};
+
+/// Throws usage_error for unknown structures, scores or methods, a target out of
+/// [0, 1), or wanda/activation without an imatrix.
+void check_options(const selection_options& options, bool have_imatrix);
+
+[[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
+                                    const gguf::imatrix* imatrix, const selection_options& options);
+
+}  // namespace nashprune_tool

@@ -1,0 +1,480 @@
+// nashprune/importance.hpp — importance of weights and of the structures they form.
+//
+// Seeds: llama-pruning-toolkit.en.md ("Importance metrics", "Importance of a
+// group"), gqa-aware-prune.md ("Taylor Importance"), nash-head-pruning-llama-cpp.md
+// §4.1 (head importance from the imatrix / from activations).
+//
+// Per-weight scores s_ij of a weight matrix W (gradient G, Hessian diagonal H):
+//   magnitude L1    s = |w|
+//   magnitude L2    s = w²             (a structure's L2 norm is sqrt of its Σ s)
+//   Taylor 1st      s = |w·g|
+//   Taylor 2nd      s = |w·g| + ½|w²·h|, with h = g² (Fisher) when H is not given
+//   Wanda           s = |w_ij|·‖x_j‖₂, j the input unit of the weight
+// A structure (head, GQA group, MLP channel, whole matrix, block) scores Σ s
+// over its weights: I(group) = I(Q heads) + I(K head) + I(V head) + I(O columns),
+// I(channel) = I(gate row) + I(up row) + I(down column).
+//
+// Scoring makes one pass over the weights: the *_line_scores functions reduce
+// each matrix to one total per row or per column (the axis that holds the
+// structures), and range_scores, mlp_channel_scores, q_head_scores and
+// group_scores (with attention_geometry's spans) sum those totals. Inputs are any Eigen dense expressions (Map/Ref with
+// strides, either storage order); nothing is copied. Totals accumulate in double.
+//
+// Activation statistics come as llama.cpp's imatrix stores them: per input
+// column j the sum over tokens of x_j² (in_sum2) and the token count.
+// ‖x_j‖₂ = sqrt(in_sum2_j); activation_norms returns the per-token RMS
+// sqrt(in_sum2_j / count), the same ranking within a matrix and comparable
+// across matrices seen by different numbers of tokens. The activation energy of
+// a head is Σ_{j in head} in_sum2_j / count (mean squared output per token).
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "attention_geometry.hpp"
+#include "config.hpp"
+#include "detail/index_ranges.hpp"
+#include "detail/validate.hpp"
+
+NASHPRUNE_BEGIN_NAMESPACE
+
+template <typename Scalar>
+using score_vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+
+enum class magnitude_norm { l1, l2 };
+
+namespace detail {
+
+template <typename First, typename... Rest>
+constexpr void require_same_floating_scalar() {
+  using Scalar = typename First::Scalar;
+  static_assert(std::is_floating_point_v<Scalar>, "nashprune: scores need a floating-point scalar");
+  static_assert((std::is_same_v<Scalar, typename Rest::Scalar> && ...),
+                "nashprune: all inputs of one score must share the scalar type");
+}
+
+template <typename Derived, typename Reference>
+void require_same_shape(std::string_view argument, const Eigen::MatrixBase<Derived>& m,
+                        const Eigen::MatrixBase<Reference>& reference) {
+  require_size(argument, m.rows(), reference.rows(), "row count");
+  require_size(argument, m.cols(), reference.cols(), "column count");
+}
+
+[[nodiscard]] inline std::int64_t extent_of(matrix_axis axis, std::int64_t rows, std::int64_t cols) {
+  return axis == matrix_axis::rows ? rows : cols;
+}
+
+// Rows of a matrix are processed in chunks this long when the totals run across
+// the storage order: a chunk sums in the scalar type (vectorised, in cache), then
+// is added into double totals, so float error does not grow with the row count.
+inline constexpr Eigen::Index accumulation_chunk = 256;
+
+/// One pass over `scores` (a lazy array expression over a whole matrix): the sum
+/// of each row (lines == rows) or of each column (lines == cols). Calls
+/// `on_non_finite(line)` for the first non-finite total; it must throw.
+template <typename Expr, typename OnNonFinite>
+[[nodiscard]] score_vector<typename Expr::Scalar> line_totals(const Expr& scores, matrix_axis lines,
+                                                              OnNonFinite&& on_non_finite) {
+  using Scalar = typename Expr::Scalar;
+  constexpr bool row_major = Expr::IsRowMajor;
+  const Eigen::Index outer = row_major ? scores.rows() : scores.cols();
+  const Eigen::Index inner = row_major ? scores.cols() : scores.rows();
+  const auto outer_line = [&scores](Eigen::Index o) {
+    if constexpr (row_major) {
+      return scores.row(o).transpose();
+    } else {
+      return scores.col(o);
+    }
+  };
+  Eigen::ArrayXd totals;
+  if ((lines == matrix_axis::rows) == row_major) {
+    // One total per contiguous line: a vectorised reduction each.
+    totals.resize(outer);
+    for (Eigen::Index o = 0; o < outer; ++o) totals[o] = static_cast<double>(outer_line(o).sum());
+  } else {
+    totals = Eigen::ArrayXd::Zero(inner);
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> chunk(inner);
+    for (Eigen::Index first = 0; first < outer; first += accumulation_chunk) {
+      chunk.setZero();
+      const Eigen::Index last = std::min(outer, first + accumulation_chunk);
+      for (Eigen::Index o = first; o < last; ++o) chunk += outer_line(o);
+      totals += chunk.template cast<double>();
+    }
+  }
+  score_vector<Scalar> result = totals.cast<Scalar>().matrix();
+  if (!result.allFinite()) {
+    Eigen::Index line = 0;
+    while (std::isfinite(result[line])) ++line;
+    on_non_finite(line);
+  }
+  return result;
+}
+
+/// Evaluates per-weight `scores` into `out` (same shape), then checks them.
+template <typename Expr, typename DerivedOut, typename OnNonFinite>
+void assign_scores(const Expr& scores, const Eigen::MatrixBase<DerivedOut>& out, OnNonFinite&& on_non_finite) {
+  auto& target = const_cast<Eigen::MatrixBase<DerivedOut>&>(out);
+  target.array() = scores;
+  if (!target.allFinite()) on_non_finite(0);
+}
+
+/// The error path of a score that came out non-finite: names the first NaN/Inf
+/// input entry, or else reports that finite inputs overflowed the scalar type.
+template <typename... Named>
+[[noreturn]] void explain_non_finite_score(const Named&... inputs) {
+  (require_finite(inputs.first, inputs.second), ...);
+  fail_domain("weights", "finite inputs give a score that overflows the scalar type; use double");
+}
+
+/// line_totals of `scores`, explaining a non-finite total by the named inputs.
+template <typename Expr, typename... Named>
+[[nodiscard]] auto score_lines(const Expr& scores, matrix_axis lines, const Named&... inputs) {
+  return line_totals(scores, lines, [&](Eigen::Index) { explain_non_finite_score(inputs...); });
+}
+
+/// assign_scores of `scores` into `out`, explaining a non-finite score by the named inputs.
+template <typename Expr, typename DerivedOut, typename... Named>
+void score_weights(const Expr& scores, const Eigen::MatrixBase<DerivedOut>& out, const Named&... inputs) {
+  assign_scores(scores, out, [&](Eigen::Index) { explain_non_finite_score(inputs...); });
+}
+
+template <typename Derived>
+[[nodiscard]] auto named(std::string_view name, const Eigen::MatrixBase<Derived>& m) {
+  return std::pair<std::string_view, const Derived&>(name, m.derived());
+}
+
+template <typename DerivedWeights, typename DerivedOut>
+void require_output_shape(const Eigen::MatrixBase<DerivedOut>& out, const Eigen::MatrixBase<DerivedWeights>& w) {
+  require_same_shape("out", out, w);
+}
+
+template <typename DerivedNorms>
+void validate_input_norms(const Eigen::MatrixBase<DerivedNorms>& norms, std::int64_t expected) {
+  require(norms.cols() == 1 || norms.rows() == 1, "input_norms", "must be a vector");
+  require_size("input_norms", norms.size(), expected, "size (one norm per input unit)");
+  require_finite_nonnegative("input_norms", norms);
+}
+
+inline void validate_token_count(double token_count) {
+  if (!std::isfinite(token_count) || token_count <= 0) {
+    fail_domain("token_count", "must be a positive finite number of tokens, got " + describe_value(token_count));
+  }
+}
+
+// The per-weight score expressions, shared by the line and per-weight entry
+// points. Those whose type depends on a run-time choice are handed to `use`.
+template <typename DW, typename Use>
+decltype(auto) with_magnitude_expression(const Eigen::MatrixBase<DW>& w, magnitude_norm norm, Use&& use) {
+  if (norm == magnitude_norm::l2) return use(w.array().abs2());
+  return use(w.array().abs());
+}
+
+template <typename DW, typename DG>
+auto taylor_first_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DG>& g) {
+  return (w.array() * g.array()).abs();
+}
+
+template <typename DW, typename DG>
+auto taylor_fisher_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DG>& g) {
+  using Scalar = typename DW::Scalar;
+  // ½|w²·g²| = ½(w·g)².
+  return (w.array() * g.array()).abs() + Scalar(0.5) * (w.array() * g.array()).abs2();
+}
+
+template <typename DW, typename DG, typename DH>
+auto taylor_second_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DG>& g,
+                              const Eigen::MatrixBase<DH>& h) {
+  using Scalar = typename DW::Scalar;
+  return (w.array() * g.array()).abs() + Scalar(0.5) * (w.array().abs2() * h.array().abs());
+}
+
+template <typename DW, typename DA, typename Use>
+decltype(auto) with_wanda_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DA>& norms,
+                                     matrix_axis input_axis, Use&& use) {
+  // The norms are one value per input unit: evaluating them once is cheap and
+  // lets any vector expression (e.g. sqrt of an imatrix row) be passed in.
+  const Eigen::Array<typename DW::Scalar, Eigen::Dynamic, 1> column = norms.derived().reshaped();
+  if (input_axis == matrix_axis::cols) return use(w.array().abs().rowwise() * column.transpose());
+  return use(w.array().abs().colwise() * column);
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// Line scores: one total per row (lines == rows) or per column (lines == cols).
+// Choose the axis that holds the structures (structure_axis(role, orientation) in attention_geometry.hpp).
+
+/// Σ|w| (L1) or Σw² (L2) of every row or column of `weights`.
+template <typename DW>
+[[nodiscard]] score_vector<typename DW::Scalar> magnitude_line_scores(const Eigen::MatrixBase<DW>& weights,
+                                                                      matrix_axis lines,
+                                                                      magnitude_norm norm = magnitude_norm::l1) {
+  detail::require_same_floating_scalar<DW>();
+  return detail::with_magnitude_expression(weights, norm, [&](const auto& scores) {
+    return detail::score_lines(scores, lines, detail::named("weights", weights));
+  });
+}
+
+/// Σ|w·g| of every row or column.
+template <typename DW, typename DG>
+[[nodiscard]] score_vector<typename DW::Scalar> taylor_first_line_scores(const Eigen::MatrixBase<DW>& weights,
+                                                                         const Eigen::MatrixBase<DG>& gradients,
+                                                                         matrix_axis lines) {
+  detail::require_same_floating_scalar<DW, DG>();
+  detail::require_same_shape("gradients", gradients, weights);
+  return detail::score_lines(detail::taylor_first_expression(weights, gradients), lines,
+                             detail::named("weights", weights), detail::named("gradients", gradients));
+}
+
+/// Σ(|w·g| + ½(w·g)²) of every row or column: second order with the Fisher
+/// approximation h = g² of the Hessian diagonal.
+template <typename DW, typename DG>
+[[nodiscard]] score_vector<typename DW::Scalar> taylor_second_line_scores(const Eigen::MatrixBase<DW>& weights,
+                                                                          const Eigen::MatrixBase<DG>& gradients,
+                                                                          matrix_axis lines) {
+  detail::require_same_floating_scalar<DW, DG>();
+  detail::require_same_shape("gradients", gradients, weights);
+  return detail::score_lines(detail::taylor_fisher_expression(weights, gradients), lines,
+                             detail::named("weights", weights), detail::named("gradients", gradients));
+}
+
+/// Σ(|w·g| + ½|w²·h|) of every row or column, h the given Hessian diagonal.
+template <typename DW, typename DG, typename DH>
+[[nodiscard]] score_vector<typename DW::Scalar> taylor_second_line_scores(const Eigen::MatrixBase<DW>& weights,
+                                                                          const Eigen::MatrixBase<DG>& gradients,
+                                                                          const Eigen::MatrixBase<DH>& hessian_diagonal,
+                                                                          matrix_axis lines) {
+  detail::require_same_floating_scalar<DW, DG, DH>();
+  detail::require_same_shape("gradients", gradients, weights);
+  detail::require_same_shape("hessian_diagonal", hessian_diagonal, weights);
+  return detail::score_lines(detail::taylor_second_expression(weights, gradients, hessian_diagonal), lines,
+                             detail::named("weights", weights), detail::named("gradients", gradients),
+                             detail::named("hessian_diagonal", hessian_diagonal));
+}
+
+/// Σ|w_ij|·‖x_j‖₂ of every row or column. `input_norms` holds one activation norm
+/// per input unit, which lie along `input_axis` (cols for the out × in
+/// orientation of ggml and Hugging Face, rows for in × out).
+template <typename DW, typename DA>
+[[nodiscard]] score_vector<typename DW::Scalar> wanda_line_scores(const Eigen::MatrixBase<DW>& weights,
+                                                                  const Eigen::MatrixBase<DA>& input_norms,
+                                                                  matrix_axis input_axis, matrix_axis lines) {
+  detail::require_same_floating_scalar<DW, DA>();
+  detail::validate_input_norms(input_norms, detail::extent_of(input_axis, weights.rows(), weights.cols()));
+  return detail::with_wanda_expression(weights, input_norms, input_axis, [&](const auto& scores) {
+    return detail::score_lines(scores, lines, detail::named("weights", weights));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Per-weight scores, written into a caller-provided matrix of the weights' shape.
+
+template <typename DW, typename DO>
+void magnitude_weight_scores(const Eigen::MatrixBase<DW>& weights, magnitude_norm norm,
+                             const Eigen::MatrixBase<DO>& out) {
+  detail::require_same_floating_scalar<DW, DO>();
+  detail::require_output_shape(out, weights);
+  detail::with_magnitude_expression(weights, norm, [&](const auto& scores) {
+    detail::score_weights(scores, out, detail::named("weights", weights));
+  });
+}
+
+template <typename DW, typename DG, typename DO>
+void taylor_first_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
+                                const Eigen::MatrixBase<DO>& out) {
+  detail::require_same_floating_scalar<DW, DG, DO>();
+  detail::require_same_shape("gradients", gradients, weights);
+  detail::require_output_shape(out, weights);
+  detail::score_weights(detail::taylor_first_expression(weights, gradients), out, detail::named("weights", weights),
+                        detail::named("gradients", gradients));
+}
+
+/// Fisher form: h = g².
+template <typename DW, typename DG, typename DO>
+void taylor_second_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
+                                 const Eigen::MatrixBase<DO>& out) {
+  detail::require_same_floating_scalar<DW, DG, DO>();
+  detail::require_same_shape("gradients", gradients, weights);
+  detail::require_output_shape(out, weights);
+  detail::score_weights(detail::taylor_fisher_expression(weights, gradients), out, detail::named("weights", weights),
+                        detail::named("gradients", gradients));
+}
+
+template <typename DW, typename DG, typename DH, typename DO>
+void taylor_second_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
+                                 const Eigen::MatrixBase<DH>& hessian_diagonal, const Eigen::MatrixBase<DO>& out) {
+  detail::require_same_floating_scalar<DW, DG, DH, DO>();
+  detail::require_same_shape("gradients", gradients, weights);
+  detail::require_same_shape("hessian_diagonal", hessian_diagonal, weights);
+  detail::require_output_shape(out, weights);
+  detail::score_weights(detail::taylor_second_expression(weights, gradients, hessian_diagonal), out,
+                        detail::named("weights", weights), detail::named("gradients", gradients),
+                        detail::named("hessian_diagonal", hessian_diagonal));
+}
+
+template <typename DW, typename DA, typename DO>
+void wanda_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DA>& input_norms,
+                         matrix_axis input_axis, const Eigen::MatrixBase<DO>& out) {
+  detail::require_same_floating_scalar<DW, DA, DO>();
+  detail::validate_input_norms(input_norms, detail::extent_of(input_axis, weights.rows(), weights.cols()));
+  detail::require_output_shape(out, weights);
+  detail::with_wanda_expression(weights, input_norms, input_axis, [&](const auto& scores) {
+    detail::score_weights(scores, out, detail::named("weights", weights));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Activation statistics (llama.cpp imatrix form).
+
+/// Per-token RMS activation of each input unit, sqrt(sum_squares_j / token_count),
+/// for wanda_*_scores. Throws std::domain_error for a negative or non-finite sum
+/// (naming its index) or a token count that is not positive.
+template <typename DS>
+[[nodiscard]] score_vector<typename DS::Scalar> activation_norms(const Eigen::MatrixBase<DS>& sum_squares,
+                                                                 double token_count) {
+  detail::require_same_floating_scalar<DS>();
+  detail::require(sum_squares.cols() == 1 || sum_squares.rows() == 1, "sum_squares", "must be a vector");
+  detail::require_finite_nonnegative("sum_squares", sum_squares);
+  detail::validate_token_count(token_count);
+  using Scalar = typename DS::Scalar;
+  score_vector<Scalar> norms(sum_squares.size());
+  for (Eigen::Index j = 0; j < sum_squares.size(); ++j) {
+    norms[j] = static_cast<Scalar>(std::sqrt(static_cast<double>(sum_squares.derived().coeff(j)) / token_count));
+  }
+  return norms;
+}
+
+/// Σ over each range of `line_scores` (one score per structure). Throws
+/// std::invalid_argument for an empty list or a range that is empty or out of
+/// bounds, std::domain_error for a non-finite line score (naming the index).
+template <typename DL>
+[[nodiscard]] score_vector<typename DL::Scalar> range_scores(const Eigen::MatrixBase<DL>& line_scores,
+                                                             std::span<const index_range> ranges) {
+  detail::require_same_floating_scalar<DL>();
+  detail::require(line_scores.cols() == 1 || line_scores.rows() == 1, "line_scores", "must be a vector");
+  detail::require_finite("line_scores", line_scores);
+  detail::validate_ranges("ranges", ranges, line_scores.size(), false);
+  using Scalar = typename DL::Scalar;
+  score_vector<Scalar> scores(static_cast<Eigen::Index>(ranges.size()));
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    double total = 0;
+    for (std::int64_t j = ranges[i].begin; j < ranges[i].begin + ranges[i].size; ++j) {
+      total += static_cast<double>(line_scores.derived().coeff(j));
+    }
+    scores[static_cast<Eigen::Index>(i)] = static_cast<Scalar>(total);
+  }
+  return scores;
+}
+
+/// Mean squared activation per token of each structure: Σ_{j in range}
+/// sum_squares_j / token_count (for attn_output's imatrix, a range is a head's
+/// columns and this is the head's output energy).
+template <typename DS>
+[[nodiscard]] score_vector<typename DS::Scalar> activation_energy(const Eigen::MatrixBase<DS>& sum_squares,
+                                                                  double token_count,
+                                                                  std::span<const index_range> ranges) {
+  detail::require_same_floating_scalar<DS>();
+  detail::require(sum_squares.cols() == 1 || sum_squares.rows() == 1, "sum_squares", "must be a vector");
+  detail::require_finite_nonnegative("sum_squares", sum_squares);
+  detail::validate_token_count(token_count);
+  using Scalar = typename DS::Scalar;
+  score_vector<Scalar> energy = range_scores(sum_squares, ranges);
+  return (energy.template cast<double>() / token_count).template cast<Scalar>();
+}
+
+/// I(channel i) = I(gate row i) + I(up row i) + I(down column i) of a SwiGLU MLP,
+/// from the three matrices' line scores along their channel axis.
+template <typename DG, typename DU, typename DD>
+[[nodiscard]] score_vector<typename DG::Scalar> mlp_channel_scores(const Eigen::MatrixBase<DG>& gate_lines,
+                                                                   const Eigen::MatrixBase<DU>& up_lines,
+                                                                   const Eigen::MatrixBase<DD>& down_lines) {
+  detail::require_same_floating_scalar<DG, DU, DD>();
+  detail::require(gate_lines.cols() == 1 || gate_lines.rows() == 1, "gate_lines", "must be a vector");
+  detail::require_size("up_lines", up_lines.size(), gate_lines.size());
+  detail::require_size("down_lines", down_lines.size(), gate_lines.size());
+  detail::require_finite("gate_lines", gate_lines);
+  detail::require_finite("up_lines", up_lines);
+  detail::require_finite("down_lines", down_lines);
+  using Scalar = typename DG::Scalar;
+  score_vector<Scalar> scores(gate_lines.size());
+  for (Eigen::Index i = 0; i < scores.size(); ++i) {
+    scores[i] = static_cast<Scalar>(static_cast<double>(gate_lines.derived().coeff(i)) +
+                                    static_cast<double>(up_lines.derived().coeff(i)) +
+                                    static_cast<double>(down_lines.derived().coeff(i)));
+  }
+  return scores;
+}
+
+/// Line scores of a layer's attention projections, each along its head axis
+/// (structure_axis(role, orientation)). An empty vector leaves that projection
+/// out of the sums; a non-empty one must have geometry.extent(role) entries.
+template <typename Scalar>
+struct attention_line_scores {
+  score_vector<Scalar> q, k, v, o;
+};
+
+namespace detail {
+
+template <typename Scalar>
+void validate_attention_lines(const attention_geometry& geometry, const attention_line_scores<Scalar>& lines) {
+  const auto check = [&](const char* name, const score_vector<Scalar>& role_lines, tensor_role role) {
+    if (role_lines.size() == 0) return;
+    require_size(name, role_lines.size(), geometry.extent(role), "size (the projection's head axis)");
+    require_finite(name, role_lines);
+  };
+  check("lines.q", lines.q, tensor_role::q);
+  check("lines.k", lines.k, tensor_role::k);
+  check("lines.v", lines.v, tensor_role::v);
+  check("lines.o", lines.o, tensor_role::o);
+}
+
+/// Σ of `role_lines` over `span`, or 0 when the projection is left out.
+template <typename Scalar>
+[[nodiscard]] double span_sum(const score_vector<Scalar>& role_lines, const index_range& span) {
+  if (role_lines.size() == 0) return 0;
+  return role_lines.segment(span.begin, span.size).template cast<double>().sum();
+}
+
+}  // namespace detail
+
+/// Score of every query head: its rows/columns of q and o (k and v are shared by
+/// the group, so they enter group_scores, not head scores).
+template <typename Scalar>
+[[nodiscard]] score_vector<Scalar> q_head_scores(const attention_geometry& geometry,
+                                                 const attention_line_scores<Scalar>& lines) {
+  detail::validate_attention_lines(geometry, lines);
+  score_vector<Scalar> scores(geometry.n_head());
+  for (std::int64_t h = 0; h < geometry.n_head(); ++h) {
+    scores[h] = static_cast<Scalar>(detail::span_sum(lines.q, geometry.head_span(tensor_role::q, h)) +
+                                    detail::span_sum(lines.o, geometry.head_span(tensor_role::o, h)));
+  }
+  return scores;
+}
+
+/// Score of every GQA group (kv head j with its query heads):
+/// I(Q heads) + I(K head) + I(V head) + I(O columns). With multi-head attention
+/// a group is one head, so these are the scores of single heads with their k and v.
+template <typename Scalar>
+[[nodiscard]] score_vector<Scalar> group_scores(const attention_geometry& geometry,
+                                                const attention_line_scores<Scalar>& lines) {
+  detail::validate_attention_lines(geometry, lines);
+  score_vector<Scalar> scores(geometry.n_head_kv());
+  for (std::int64_t g = 0; g < geometry.n_head_kv(); ++g) {
+    double total = 0;
+    for (const auto& [role_lines, role] : {std::pair{&lines.q, tensor_role::q}, std::pair{&lines.k, tensor_role::k},
+                                           std::pair{&lines.v, tensor_role::v}, std::pair{&lines.o, tensor_role::o}}) {
+      total += detail::span_sum(*role_lines, geometry.group_span(role, g));
+    }
+    scores[g] = static_cast<Scalar>(total);
+  }
+  return scores;
+}
+
+NASHPRUNE_END_NAMESPACE

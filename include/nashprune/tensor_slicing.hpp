@@ -1,0 +1,313 @@
+// nashprune/tensor_slicing.hpp — gather the kept rows or columns of a tensor.
+//
+// Seed: nash-head-pruning-llama-cpp.md §4.5 ("Slice Attention Tensors": copy only
+// the kept heads; wq loses rows, wo loses columns), llama-pruning-toolkit.en.md
+// (q/k/v/gate/up lose output rows, o/down lose input columns, all kept together).
+//
+// A keep-list is a list of index ranges, disjoint and ascending, so the pruned
+// tensor keeps the original order of its heads or channels. attention_geometry's
+// kept_ranges(plan, role) gives them for a head plan; for MLP channels or other
+// units, validate_keep_list + unit_ranges (attention_geometry.hpp) merge kept
+// units into maximal runs, each copied in one go.
+//
+// Two forms:
+//  * typed: any Eigen dense matrix or vector (Map/Ref with strides, either
+//    storage order) into a caller-provided output of the kept size, or into a
+//    new matrix of the source's storage order. Vectors (biases, per-head norm
+//    weights) use gather_entries.
+//  * raw bytes of a 2-D ggml tensor (ne0 = n_cols elements per row, ne1 = n_rows
+//    rows, row_stride = nb1 bytes): whole rows of any type; column ranges of a
+//    block-quantized type only when every kept range, hence every removed range,
+//    starts and ends on a block boundary (a block's bytes cannot be split).
+//    A column range of a ggml row occupies bytes [begin/bs·ts, end/bs·ts).
+#pragma once
+
+#include <Eigen/Core>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "attention_geometry.hpp"
+#include "config.hpp"
+#include "detail/index_ranges.hpp"
+#include "detail/validate.hpp"
+#include "ggml_types.hpp"
+
+NASHPRUNE_BEGIN_NAMESPACE
+
+namespace detail {
+
+template <typename DIn, typename DOut>
+void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::span<const index_range> keep,
+                  const Eigen::MatrixBase<DOut>& destination) {
+  static_assert(std::is_same_v<typename DIn::Scalar, typename DOut::Scalar>, "nashprune: gather keeps the scalar type");
+  const bool rows = axis == matrix_axis::rows;
+  validate_ranges("keep", keep, rows ? source.rows() : source.cols(), true);
+  const std::int64_t kept = total_size(keep);
+  require_size("destination", destination.rows(), rows ? kept : source.rows(), "row count");
+  require_size("destination", destination.cols(), rows ? source.cols() : kept, "column count");
+  auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
+  Eigen::Index at = 0;
+  for (const auto& r : keep) {
+    if (rows) {
+      out.middleRows(at, r.size) = source.middleRows(r.begin, r.size);
+    } else {
+      out.middleCols(at, r.size) = source.middleCols(r.begin, r.size);
+    }
+    at += r.size;
+  }
+}
+
+template <typename Derived>
+using gathered_matrix = Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, Eigen::Dynamic,
+                                      Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>;
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// Typed gathers.
+
+/// destination = the kept rows of source, in order. destination must have
+/// Σ sizes rows and source's column count; it must not alias source.
+template <typename DIn, typename DOut>
+void gather_rows(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
+                 const Eigen::MatrixBase<DOut>& destination) {
+  detail::gather_along(source, matrix_axis::rows, keep, destination);
+}
+
+/// destination = the kept columns of source, in order.
+template <typename DIn, typename DOut>
+void gather_cols(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
+                 const Eigen::MatrixBase<DOut>& destination) {
+  detail::gather_along(source, matrix_axis::cols, keep, destination);
+}
+
+/// The kept rows of source as a new matrix of the source's storage order.
+template <typename DIn>
+[[nodiscard]] detail::gathered_matrix<DIn> gather_rows(const Eigen::MatrixBase<DIn>& source,
+                                                       std::span<const index_range> keep) {
+  detail::validate_ranges("keep", keep, source.rows(), true);
+  detail::gathered_matrix<DIn> out(detail::total_size(keep), source.cols());
+  gather_rows(source, keep, out);
+  return out;
+}
+
+/// The kept columns of source as a new matrix of the source's storage order.
+template <typename DIn>
+[[nodiscard]] detail::gathered_matrix<DIn> gather_cols(const Eigen::MatrixBase<DIn>& source,
+                                                       std::span<const index_range> keep) {
+  detail::validate_ranges("keep", keep, source.cols(), true);
+  detail::gathered_matrix<DIn> out(source.rows(), detail::total_size(keep));
+  gather_cols(source, keep, out);
+  return out;
+}
+
+/// The kept entries of a vector (a bias, per-head norm weights, per-head gates)
+/// into destination, a vector of Σ sizes entries.
+template <typename DIn, typename DOut>
+void gather_entries(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
+                    const Eigen::MatrixBase<DOut>& destination) {
+  static_assert(std::is_same_v<typename DIn::Scalar, typename DOut::Scalar>, "nashprune: gather keeps the scalar type");
+  detail::require(source.cols() == 1 || source.rows() == 1, "source", "must be a vector");
+  detail::require(destination.cols() == 1 || destination.rows() == 1, "destination", "must be a vector");
+  detail::validate_ranges("keep", keep, source.size(), true);
+  detail::require_size("destination", destination.size(), detail::total_size(keep));
+  auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
+  Eigen::Index at = 0;
+  for (const auto& r : keep) {
+    // reshaped(): the entries in order, whether the vector is a row or a column.
+    out.reshaped().segment(at, r.size) = source.reshaped().segment(r.begin, r.size);
+    at += r.size;
+  }
+}
+
+/// The kept entries of a vector as a new column vector.
+template <typename DIn>
+[[nodiscard]] Eigen::Matrix<typename DIn::Scalar, Eigen::Dynamic, 1> gather_entries(
+    const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep) {
+  detail::validate_ranges("keep", keep, source.size(), true);
+  Eigen::Matrix<typename DIn::Scalar, Eigen::Dynamic, 1> out(detail::total_size(keep));
+  gather_entries(source, keep, out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Raw bytes of ggml tensors (for example mmapped GGUF tensor data).
+
+/// A 2-D ggml tensor in memory: n_rows rows (ne1) of n_cols elements (ne0) of
+/// `type`, consecutive rows row_stride bytes apart (nb1; 0 means packed, i.e.
+/// row_bytes(type, n_cols)). `Byte` is const std::byte for a source.
+template <typename Byte>
+struct basic_ggml_matrix {
+  ggml_type type = ggml_type::f32;
+  std::int64_t n_cols = 0;
+  std::int64_t n_rows = 0;
+  std::int64_t row_stride = 0;
+  std::span<Byte> bytes;
+};
+using ggml_matrix_view = basic_ggml_matrix<const std::byte>;
+using ggml_matrix_span = basic_ggml_matrix<std::byte>;
+
+namespace detail {
+
+struct checked_ggml_layout {
+  std::int64_t row_bytes;
+  std::int64_t row_stride;
+};
+
+/// Validates a ggml matrix description against its buffer: a known type, whole
+/// blocks per row, a stride that holds a row, and a buffer that holds every row.
+template <typename Byte>
+[[nodiscard]] checked_ggml_layout check_ggml_matrix(std::string_view argument, const basic_ggml_matrix<Byte>& m) {
+  const std::string what(argument);
+  require(m.n_rows >= 0, what + ".n_rows", "must not be negative, got " + std::to_string(m.n_rows));
+  require(m.n_cols >= 0, what + ".n_cols", "must not be negative, got " + std::to_string(m.n_cols));
+  const auto& t = traits_of(m.type);
+  if (m.n_cols % t.block_size != 0) {
+    fail_argument(what + ".n_cols", "row length " + std::to_string(m.n_cols) + " is not a multiple of the " +
+                                        std::string(t.name) + " block size " + std::to_string(t.block_size));
+  }
+  const std::int64_t bytes_per_row = row_bytes(m.type, m.n_cols);
+  const std::int64_t stride = m.row_stride == 0 ? bytes_per_row : m.row_stride;
+  if (stride < bytes_per_row) {
+    fail_argument(what + ".row_stride", std::to_string(stride) + " bytes is shorter than a row of " +
+                                            std::to_string(bytes_per_row) + " bytes");
+  }
+  const std::int64_t needed = m.n_rows == 0 ? 0 : (m.n_rows - 1) * stride + bytes_per_row;
+  if (static_cast<std::int64_t>(m.bytes.size()) < needed) {
+    fail_argument(what + ".bytes",
+                  "holds " + std::to_string(m.bytes.size()) + " bytes, the rows need " + std::to_string(needed));
+  }
+  return {bytes_per_row, stride};
+}
+
+inline void require_disjoint(std::span<const std::byte> source, std::span<const std::byte> destination) {
+  const auto* s = source.data();
+  const auto* d = destination.data();
+  const bool overlap = !source.empty() && !destination.empty() && std::less<>()(s, d + destination.size()) &&
+                       std::less<>()(d, s + source.size());
+  require(!overlap, "destination", "overlaps the source bytes");
+}
+
+inline void require_same_type(ggml_type source, ggml_type destination) {
+  if (source != destination) {
+    fail_argument("destination.type", std::string(traits_of(destination).name) + " differs from the source type " +
+                                          std::string(traits_of(source).name));
+  }
+}
+
+/// Copies `rows` rows of `bytes_per_row` bytes; one memcpy when both sides are packed.
+inline void copy_rows(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                      std::int64_t rows, std::int64_t bytes_per_row) {
+  if (from_stride == bytes_per_row && to_stride == bytes_per_row) {
+    std::memcpy(to, from, static_cast<std::size_t>(rows * bytes_per_row));
+    return;
+  }
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::memcpy(to + r * to_stride, from + r * from_stride, static_cast<std::size_t>(bytes_per_row));
+  }
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// Every kept column range of a block-quantized type must start and end on a block boundary.
+inline void require_block_aligned(ggml_type type, std::span<const index_range> keep) {
+  const auto& t = traits_of(type);
+  for (std::size_t i = 0; i < keep.size(); ++i) {
+    if (keep[i].begin % t.block_size != 0 || keep[i].size % t.block_size != 0) {
+      fail_argument("keep", "column range " + describe_range(keep[i]) + " at " +
+                                at_index(static_cast<std::int64_t>(i)) + " does not start and end on a " +
+                                std::string(t.name) + " block boundary (" + std::to_string(t.block_size) +
+                                " columns): the removed columns must be whole blocks");
+    }
+  }
+}
+
+struct checked_ggml_gather {
+  checked_ggml_layout source;
+  checked_ggml_layout destination;
+};
+
+/// All checks of a raw gather along `axis`: both layouts, the keep-list, block
+/// alignment of column ranges, matching type and kept shape, disjoint buffers.
+inline checked_ggml_gather check_ggml_gather(const ggml_matrix_view& source, std::span<const index_range> keep,
+                                             matrix_axis axis, const ggml_matrix_span& destination) {
+  const bool rows = axis == matrix_axis::rows;
+  const auto in = check_ggml_matrix("source", source);
+  validate_ranges("keep", keep, rows ? source.n_rows : source.n_cols, true);
+  if (!rows) require_block_aligned(source.type, keep);
+  require_same_type(source.type, destination.type);
+  const std::int64_t kept = total_size(keep);
+  require_size("destination.n_rows", destination.n_rows, rows ? kept : source.n_rows, "row count");
+  require_size("destination.n_cols", destination.n_cols, rows ? source.n_cols : kept, "row length");
+  const auto out = check_ggml_matrix("destination", destination);
+  require_disjoint(source.bytes, destination.bytes);
+  return {in, out};
+}
+
+}  // namespace detail
+
+/// Copies the kept rows of `source` into `destination` (same type and n_cols,
+/// n_rows = Σ sizes, its own row_stride). Any ggml type: a row is whole blocks.
+inline void gather_ggml_rows(const ggml_matrix_view& source, std::span<const index_range> keep,
+                             const ggml_matrix_span& destination) {
+  const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::rows, destination);
+  std::int64_t at = 0;
+  for (const auto& r : keep) {
+    detail::copy_rows(source.bytes.data() + r.begin * in.row_stride, in.row_stride,
+                      destination.bytes.data() + at * out.row_stride, out.row_stride, r.size, in.row_bytes);
+    at += r.size;
+  }
+}
+
+/// Copies the kept column ranges of every row of `source` into `destination`
+/// (same type and n_rows, n_cols = Σ sizes). For a block-quantized type every
+/// kept range must start and end on a multiple of the block size; otherwise
+/// std::invalid_argument names the range and the block size.
+inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const index_range> keep,
+                             const ggml_matrix_span& destination) {
+  const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::cols, destination);
+  const auto& t = traits_of(source.type);
+  std::int64_t at = 0;
+  for (const auto& r : keep) {
+    const std::int64_t offset = r.begin / t.block_size * t.type_size;
+    const std::int64_t length = r.size / t.block_size * t.type_size;
+    detail::copy_rows(source.bytes.data() + offset, in.row_stride, destination.bytes.data() + at, out.row_stride,
+                      source.n_rows, length);
+    at += length;
+  }
+}
+
+/// The kept rows of `source`, packed (row_stride = row_bytes), as a new buffer.
+[[nodiscard]] inline std::vector<std::byte> gather_ggml_rows(const ggml_matrix_view& source,
+                                                             std::span<const index_range> keep) {
+  detail::validate_ranges("keep", keep, source.n_rows, true);
+  const std::int64_t rows = detail::total_size(keep);
+  std::vector<std::byte> bytes(static_cast<std::size_t>(rows * detail::check_ggml_matrix("source", source).row_bytes));
+  gather_ggml_rows(source, keep, ggml_matrix_span{source.type, source.n_cols, rows, 0, bytes});
+  return bytes;
+}
+
+/// The kept columns of `source`, packed, as a new buffer.
+[[nodiscard]] inline std::vector<std::byte> gather_ggml_cols(const ggml_matrix_view& source,
+                                                             std::span<const index_range> keep) {
+  (void)detail::check_ggml_matrix("source", source);
+  detail::validate_ranges("keep", keep, source.n_cols, true);
+  const std::int64_t cols = detail::total_size(keep);
+  const auto& t = traits_of(source.type);
+  // A misaligned range is reported by gather_ggml_cols; size the buffer by whole blocks meanwhile.
+  const std::int64_t bytes_per_row = (cols + t.block_size - 1) / t.block_size * t.type_size;
+  std::vector<std::byte> bytes(static_cast<std::size_t>(source.n_rows * bytes_per_row));
+  gather_ggml_cols(source, keep, ggml_matrix_span{source.type, cols, source.n_rows, bytes_per_row, bytes});
+  return bytes;
+}
+
+NASHPRUNE_END_NAMESPACE

@@ -1,0 +1,169 @@
+#include <nashprune/bit_allocation.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "scalar_test_support.hpp"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+namespace np = nashprune;
+using np::ggml_type;
+
+namespace {
+
+template <typename T>
+class BitAllocationTyped : public ::testing::Test {};
+using nashprune_test::scalar_types;
+TYPED_TEST_SUITE(BitAllocationTyped, scalar_types);
+
+using nashprune_test::vec;
+
+double plain_error(double importance, const np::quant_tensor& t, ggml_type type) {
+  return importance * static_cast<double>(t.row_length * t.rows) * std::pow(2.0, -2.0 * np::traits_of(type).bits_per_weight());
+}
+
+TYPED_TEST(BitAllocationTyped, OptimalAllocatorAgainstBruteForce) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(21);
+  std::uniform_int_distribution<int> count(1, 4), rows(1, 6), kind(0, 3);
+  std::lognormal_distribution<double> imp(0.0, 2.0);
+  const std::vector<std::int64_t> lengths{256, 512, 96, 1024};
+  const auto& menu = np::default_quant_menu;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n = count(rng);
+    std::vector<np::quant_tensor> tensors;
+    vec<Scalar> importance(n);
+    for (int t = 0; t < n; ++t) {
+      tensors.push_back({"t" + std::to_string(t), lengths[static_cast<std::size_t>(kind(rng))], rows(rng)});
+      importance[t] = static_cast<Scalar>(trial % 5 == 0 && t == 0 ? 0.0 : imp(rng));
+    }
+    std::int64_t least = 0, most = 0;
+    for (const auto& t : tensors) {
+      std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+      for (const auto type : menu) {
+        if (t.row_length % np::traits_of(type).block_size != 0) continue;
+        lo = std::min(lo, np::row_bytes(type, t.row_length) * t.rows);
+        hi = std::max(hi, np::row_bytes(type, t.row_length) * t.rows);
+      }
+      least += lo;
+      most += hi;
+    }
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(least, most)(rng);
+    const auto a = np::allocate_bits<Scalar>(tensors, importance, budget);
+    // Brute force over every combination.
+    double optimum = std::numeric_limits<double>::infinity();
+    std::vector<std::size_t> pick(static_cast<std::size_t>(n), 0);
+    for (;;) {
+      std::int64_t bytes = 0;
+      double error = 0;
+      bool ok = true;
+      for (int t = 0; t < n; ++t) {
+        const auto type = menu[pick[static_cast<std::size_t>(t)]];
+        const auto& tt = tensors[static_cast<std::size_t>(t)];
+        if (tt.row_length % np::traits_of(type).block_size != 0) ok = false;
+        if (!ok) break;
+        bytes += np::row_bytes(type, tt.row_length) * tt.rows;
+        error += plain_error(static_cast<double>(importance[t]), tt, type);
+      }
+      if (ok && bytes <= budget) optimum = std::min(optimum, error);
+      std::size_t k = 0;
+      while (k < pick.size() && ++pick[k] == menu.size()) pick[k++] = 0;
+      if (k == pick.size()) break;
+    }
+    const double tol = 1e-9 * std::max(1.0, optimum);
+    EXPECT_LE(a.bytes, budget);
+    EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
+    EXPECT_LE(a.error - optimum, a.gap_bound + tol) << "trial " << trial;
+    EXPECT_LE(a.lower_bound, optimum + tol) << "trial " << trial;
+    // Meets the budget: no single upgrade still fits.
+    for (int t = 0; t < n; ++t) {
+      const auto& tt = tensors[static_cast<std::size_t>(t)];
+      const auto now = np::row_bytes(a.types[static_cast<std::size_t>(t)], tt.row_length) * tt.rows;
+      for (const auto type : menu) {
+        if (tt.row_length % np::traits_of(type).block_size != 0) continue;
+        const auto extra = np::row_bytes(type, tt.row_length) * tt.rows - now;
+        if (extra > 0 && plain_error(static_cast<double>(importance[t]), tt, type) < plain_error(static_cast<double>(importance[t]), tt, a.types[static_cast<std::size_t>(t)])) {
+          EXPECT_GT(a.bytes + extra, budget) << "trial " << trial;
+        }
+      }
+    }
+  }
+}
+
+TYPED_TEST(BitAllocationTyped, SeedQuantileRuleAndItsAverageBits) {
+  using Scalar = TypeParam;
+  std::vector<np::quant_tensor> tensors;
+  vec<Scalar> importance(10);
+  for (int t = 0; t < 10; ++t) {
+    tensors.push_back({"blk." + std::to_string(t) + ".ffn_up.weight", 4096, 64});
+    importance[t] = static_cast<Scalar>(t + 1);
+  }
+  const auto base = np::quantile_baseline<Scalar>(tensors, importance);
+  // q90 = 9.1: tensor 10 -> q8_0; q70 = 7.3: tensors 8, 9 -> q4_K; the rest -> q2_K.
+  EXPECT_EQ(base.types[9], ggml_type::q8_0);
+  EXPECT_EQ(base.types[8], ggml_type::q4_k);
+  EXPECT_EQ(base.types[7], ggml_type::q4_k);
+  EXPECT_EQ(base.types[6], ggml_type::q2_k);
+  EXPECT_EQ(base.types[0], ggml_type::q2_k);
+  // The seed's "~3 bits" counts 8/4/2 nominal bits; real ggml blocks give 3.5875.
+  EXPECT_DOUBLE_EQ(base.average_bits(), 0.1 * 8.5 + 0.2 * 4.5 + 0.7 * 2.625);
+  // At the same bytes the optimal allocator does no worse.
+  const auto best = np::allocate_bits<Scalar>(tensors, importance, base.bytes);
+  EXPECT_LE(best.bytes, base.bytes);
+  EXPECT_LE(best.error, base.error);
+  // An average-bits budget.
+  const std::int64_t three_bits = np::bytes_for_average_bits(tensors, 3.0);
+  EXPECT_EQ(three_bits, 10 * 4096 * 64 * 3 / 8);
+  EXPECT_LE(np::allocate_bits<Scalar>(tensors, importance, three_bits).average_bits(), 3.0);
+}
+
+TEST(BitAllocation, RowsThatKQuantsCannotHoldFallBack) {
+  const std::vector<np::quant_tensor> tensors{{"a", 96, 4}, {"b", 96, 4}, {"c", 256, 4}};
+  Eigen::VectorXd importance(3);
+  importance << 0.0, 1.0, 2.0;
+  const auto base = np::quantile_baseline<double>(tensors, importance);
+  EXPECT_EQ(base.types[0], ggml_type::q8_0);  // wanted q2_K: 96 is not a multiple of 256
+  EXPECT_EQ(base.types[2], ggml_type::q8_0);
+  const auto a = np::allocate_bits<double>(tensors, importance, 100000);
+  EXPECT_EQ(a.types[0], ggml_type::q8_0);  // zero importance: the cheapest type that fits
+  EXPECT_EQ(a.types[1], ggml_type::f16);
+  EXPECT_EQ(a.types[2], ggml_type::f16);
+}
+
+TEST(BitAllocation, TensorTypeOverrides) {
+  const std::vector<np::quant_tensor> tensors{{"blk.0.attn_q.weight", 256, 1}, {"blk.10.ffn_up.weight", 256, 1}};
+  const std::vector<ggml_type> types{ggml_type::q4_k, ggml_type::q8_0};
+  EXPECT_THAT(np::tensor_type_overrides(tensors, types),
+              ::testing::ElementsAre("^blk\\.0\\.attn_q\\.weight$=q4_K", "^blk\\.10\\.ffn_up\\.weight$=q8_0"));
+  EXPECT_THAT(np::tensor_type_overrides(tensors, types, ggml_type::q4_k), ::testing::ElementsAre("^blk\\.10\\.ffn_up\\.weight$=q8_0"));
+  EXPECT_THROW((void)np::tensor_type_overrides(tensors, std::vector<ggml_type>{ggml_type::f16}), std::invalid_argument);
+}
+
+TEST(BitAllocation, BadInput) {
+  const std::vector<np::quant_tensor> tensors{{"a", 256, 4}, {"b", 256, 4}};
+  Eigen::VectorXd importance(2), wrong(3);
+  importance << 1.0, 2.0;
+  const auto expect = [](auto&& call, const char* fragment) { nashprune_test::expect_error_containing(call, fragment); };
+  expect([&] { (void)np::allocate_bits<double>(tensors, importance, 10); }, "below the smallest plan, 672 bytes");
+  expect([&] { (void)np::allocate_bits<double>(tensors, wrong, 1000); }, "importance");
+  Eigen::VectorXd negative = importance;
+  negative[1] = -1;
+  expect([&] { (void)np::quantile_baseline<double>(tensors, negative); }, "index 1");
+  const std::vector<np::quant_tensor> odd{{"a", 256, 4}, {"odd", 10, 4}};
+  const std::vector<ggml_type> quantized{ggml_type::q4_k, ggml_type::q8_0};
+  expect([&] { (void)np::allocate_bits<double>(odd, importance, 100000, quantized); }, "fits no menu type at index 1 ('odd')");
+  const std::vector<np::quant_tensor> empty_shape{{"z", 0, 4}};
+  expect([&] { (void)np::bytes_for_average_bits(empty_shape, 3.0); }, "non-positive shape at index 0 ('z')");
+  expect([&] { (void)np::bytes_for_average_bits(tensors, -3.0); }, "bits_per_weight");
+  const std::vector<ggml_type> twice{ggml_type::q4_k, ggml_type::q4_k};
+  expect([&] { (void)np::allocate_bits<double>(tensors, importance, 100000, twice); }, "repeats a type at index 1");
+  expect([&] { (void)np::allocate_bits<double>(tensors, importance, 100000, std::span<const ggml_type>{}); }, "menu");
+  expect([&] { (void)np::allocate_bits<double>(std::span<const np::quant_tensor>{}, importance, 1); }, "tensors");
+}
+
+}  // namespace

@@ -1,0 +1,361 @@
+// Tests for include/nashprune/tensor_slicing.hpp: typed gathers against plain
+// loops on random strided matrices of both storage orders, raw-byte gathers of
+// ggml tensors (whole rows of any type, block-aligned column ranges), and every
+// bad input the issue names.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <nashprune/tensor_slicing.hpp>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "expect_error.hpp"
+#include "strided_matrix.hpp"
+
+using namespace nashprune;
+using nashprune_test::expect_error;
+using nashprune_test::strided_matrix;
+
+namespace {
+
+/// A random non-empty ascending subset of [0, count).
+std::vector<std::int64_t> random_keep(std::mt19937& rng, std::int64_t count) {
+  std::vector<std::int64_t> keep;
+  std::bernoulli_distribution coin(0.6);
+  for (std::int64_t u = 0; u < count; ++u)
+    if (coin(rng)) keep.push_back(u);
+  if (keep.empty()) keep.push_back(std::uniform_int_distribution<std::int64_t>(0, count - 1)(rng));
+  return keep;
+}
+
+/// The kept indices, one by one, of ascending ranges.
+std::vector<std::int64_t> expand(const std::vector<index_range>& ranges) {
+  std::vector<std::int64_t> indices;
+  for (const auto& r : ranges)
+    for (std::int64_t i = r.begin; i < r.end(); ++i) indices.push_back(i);
+  return indices;
+}
+
+template <typename Scalar>
+class SlicingTyped : public ::testing::Test {};
+using scalar_types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(SlicingTyped, scalar_types);
+
+template <typename Scalar, int SourceOrder, int DestinationOrder>
+void check_random_gathers(std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> units(1, 9), width(1, 7), extent(1, 40), stride(1, 2), padding(0, 3);
+  for (int trial = 0; trial < 20; ++trial) {
+    const std::int64_t unit_count = units(rng), unit_width = width(rng);
+    const auto keep = random_keep(rng, unit_count);
+    validate_keep_list("keep", keep, unit_count);
+    const auto ranges = unit_ranges(keep, unit_width);
+    const auto kept = expand(ranges);
+    const auto n_kept = static_cast<Eigen::Index>(kept.size());
+    const Eigen::Index other = extent(rng), along = unit_count * unit_width;
+
+    // Rows.
+    strided_matrix<Scalar, SourceOrder> by_rows(along, other, stride(rng), padding(rng));
+    by_rows.fill_uniform(rng, -5, 5);
+    strided_matrix<Scalar, DestinationOrder> rows_out(n_kept, other, stride(rng), padding(rng));
+    gather_rows(by_rows.view(), ranges, rows_out.view());
+    const auto rows_new = gather_rows(by_rows.view(), ranges);
+    ASSERT_EQ(rows_new.rows(), n_kept);
+    for (Eigen::Index i = 0; i < n_kept; ++i)
+      for (Eigen::Index c = 0; c < other; ++c) {
+        ASSERT_EQ(rows_out.view()(i, c), by_rows.view()(kept[static_cast<std::size_t>(i)], c));
+        ASSERT_EQ(rows_new(i, c), by_rows.view()(kept[static_cast<std::size_t>(i)], c));
+      }
+
+    // Columns.
+    strided_matrix<Scalar, SourceOrder> by_cols(other, along, stride(rng), padding(rng));
+    by_cols.fill_uniform(rng, -5, 5);
+    strided_matrix<Scalar, DestinationOrder> cols_out(other, n_kept, stride(rng), padding(rng));
+    gather_cols(by_cols.view(), ranges, cols_out.view());
+    const auto cols_new = gather_cols(by_cols.view(), ranges);
+    static_assert(decltype(cols_new)::IsRowMajor == (SourceOrder == Eigen::RowMajor));
+    for (Eigen::Index r = 0; r < other; ++r)
+      for (Eigen::Index j = 0; j < n_kept; ++j) {
+        ASSERT_EQ(cols_out.view()(r, j), by_cols.view()(r, kept[static_cast<std::size_t>(j)]));
+        ASSERT_EQ(cols_new(r, j), by_cols.view()(r, kept[static_cast<std::size_t>(j)]));
+      }
+
+    // Entries of a strided vector (a column of a matrix) into a row of another.
+    Eigen::Matrix<Scalar, Eigen::Dynamic, 1> entries(n_kept);
+    gather_entries(by_rows.view().col(0), ranges, entries);
+    for (Eigen::Index i = 0; i < n_kept; ++i)
+      ASSERT_EQ(entries[i], by_rows.view()(kept[static_cast<std::size_t>(i)], 0));
+  }
+}
+
+TYPED_TEST(SlicingTyped, GathersMatchPlainLoopsOnStridedMatricesOfBothOrders) {
+  check_random_gathers<TypeParam, Eigen::RowMajor, Eigen::RowMajor>(1);
+  check_random_gathers<TypeParam, Eigen::ColMajor, Eigen::ColMajor>(2);
+  check_random_gathers<TypeParam, Eigen::RowMajor, Eigen::ColMajor>(3);
+  check_random_gathers<TypeParam, Eigen::ColMajor, Eigen::RowMajor>(4);
+}
+
+struct layer_shape {
+  const char* name;
+  std::int64_t n_head, n_head_kv, head_dim;
+  head_granularity granularity;
+  std::vector<std::int64_t> removed;
+};
+
+TYPED_TEST(SlicingTyped, HeadPlansSliceEveryAttentionTensorBiasAndNormWeight) {
+  using Scalar = TypeParam;
+  using row_major = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const std::vector<layer_shape> shapes{{"mha", 6, 6, 8, head_granularity::single_heads, {1, 4}},
+                                        {"llama3 4:1", 32, 8, 4, head_granularity::whole_groups, {0, 5, 6}},
+                                        {"qwen2.5 7:1", 28, 4, 4, head_granularity::heads_per_group, {0, 8, 20, 27}},
+                                        {"head_dim 20", 4, 2, 20, head_granularity::whole_groups, {1}}};
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<double> dist(-1, 1);
+  const std::int64_t n_embd = 16;
+  for (const auto& shape : shapes) {
+    const attention_geometry geometry(shape.n_head, shape.n_head_kv, shape.head_dim);
+    const auto plan = geometry.plan_removing(shape.granularity, shape.removed);
+    const auto random_matrix = [&](std::int64_t rows, std::int64_t cols) {
+      row_major m(rows, cols);
+      for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(dist(rng));
+      return m;
+    };
+    // ggml / Hugging Face orientation (out_by_in): q, k, v lose rows, o loses columns.
+    const row_major wq = random_matrix(geometry.extent(tensor_role::q), n_embd);
+    const row_major wk = random_matrix(geometry.extent(tensor_role::k), n_embd);
+    const row_major wo = random_matrix(n_embd, geometry.extent(tensor_role::o));
+    const Eigen::Matrix<Scalar, Eigen::Dynamic, 1> bq = random_matrix(geometry.extent(tensor_role::q), 1);
+    const auto q_keep = geometry.kept_ranges(plan, tensor_role::q);
+    const auto kv_keep = geometry.kept_ranges(plan, tensor_role::k);
+    const auto new_q = gather_rows(wq, q_keep);
+    const auto new_k = gather_rows(wk, kv_keep);
+    const auto new_o = gather_cols(wo, geometry.kept_ranges(plan, tensor_role::o));
+    const auto new_bq = gather_entries(bq, q_keep);
+    const auto d = shape.head_dim;
+    ASSERT_EQ(new_q.rows(), static_cast<Eigen::Index>(plan.q_heads.size()) * d) << shape.name;
+    ASSERT_EQ(new_k.rows(), static_cast<Eigen::Index>(plan.kv_heads.size()) * d) << shape.name;
+    ASSERT_EQ(new_o.cols(), static_cast<Eigen::Index>(plan.q_heads.size()) * d) << shape.name;
+    for (std::size_t i = 0; i < plan.q_heads.size(); ++i) {
+      const auto h = plan.q_heads[i];
+      const auto at = static_cast<Eigen::Index>(i) * d;
+      EXPECT_EQ(new_q.middleRows(at, d), wq.middleRows(h * d, d)) << shape.name << " head " << h;
+      EXPECT_EQ(new_o.middleCols(at, d), wo.middleCols(h * d, d)) << shape.name << " head " << h;
+      EXPECT_EQ(new_bq.segment(at, d), bq.segment(h * d, d)) << shape.name << " head " << h;
+    }
+    for (std::size_t i = 0; i < plan.kv_heads.size(); ++i) {
+      const auto g = plan.kv_heads[i];
+      EXPECT_EQ(new_k.middleRows(static_cast<Eigen::Index>(i) * d, d), wk.middleRows(g * d, d)) << shape.name;
+    }
+    // Per-head norm weights stored one block of head_dim per head (OLMo-style).
+    const Eigen::Matrix<Scalar, 1, Eigen::Dynamic> q_norm = random_matrix(1, geometry.extent(tensor_role::q));
+    Eigen::Matrix<Scalar, 1, Eigen::Dynamic> new_norm(new_q.rows());
+    gather_entries(q_norm, q_keep, new_norm);
+    EXPECT_EQ(new_norm.head(d), q_norm.segment(plan.q_heads[0] * d, d)) << shape.name;
+  }
+}
+
+TYPED_TEST(SlicingTyped, BadKeepListsAndOutputsAreRejected) {
+  using M = Eigen::Matrix<TypeParam, Eigen::Dynamic, Eigen::Dynamic>;
+  const M source = M::Ones(6, 5);
+  M out(2, 5);
+  expect_error<std::invalid_argument>([&] { gather_rows(source, std::vector<index_range>{}, out); },
+                                      {"'keep'", "empty list"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_rows(source, std::vector<index_range>{{5, 2}}, out);
+      },
+      {"'keep'", "[5, 7) at index 0 is outside [0, 6)"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_rows(source, std::vector<index_range>{{1, 1}, {1, 1}}, out);
+      },
+      {"'keep'", "at index 1 overlaps", "duplicate"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_rows(source, std::vector<index_range>{{3, 1}, {1, 1}}, out);
+      },
+      {"'keep'", "[1, 2) at index 1", "unsorted"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_cols(source, std::vector<index_range>{{0, 2}, {3, 0}}, out);
+      },
+      {"'keep'", "empty range [3, 3) at index 1"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_rows(source, std::vector<index_range>{{0, 3}}, out);
+      },
+      {"'destination'", "row count is 2, expected 3"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_cols(source, std::vector<index_range>{{0, 2}}, out);
+      },
+      {"'destination'", "row count is 2, expected 6"});
+  Eigen::Matrix<TypeParam, Eigen::Dynamic, 1> entries(3);
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_entries(source.col(0), std::vector<index_range>{{0, 2}}, entries);
+      },
+      {"'destination'", "size is 3, expected 2"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_entries(source, std::vector<index_range>{{0, 2}}, entries);
+      },
+      {"'source'", "must be a vector"});
+}
+
+// ---------------------------------------------------------------------------
+// Raw bytes.
+
+std::vector<std::byte> random_bytes(std::mt19937& rng, std::size_t n) {
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::vector<std::byte> bytes(n);
+  for (auto& b : bytes) b = static_cast<std::byte>(byte(rng));
+  return bytes;
+}
+
+/// Reference: the bytes of the kept rows / block-column ranges, packed, byte by byte.
+std::vector<std::byte> reference_gather(const ggml_matrix_view& m, const std::vector<index_range>& keep, bool rows) {
+  const auto& t = traits_of(m.type);
+  const std::int64_t row = m.n_cols / t.block_size * t.type_size;
+  const std::int64_t stride = m.row_stride == 0 ? row : m.row_stride;
+  std::vector<std::byte> out;
+  if (rows) {
+    for (const auto& r : keep)
+      for (std::int64_t i = r.begin; i < r.end(); ++i)
+        for (std::int64_t b = 0; b < row; ++b) out.push_back(m.bytes[static_cast<std::size_t>(i * stride + b)]);
+  } else {
+    for (std::int64_t i = 0; i < m.n_rows; ++i)
+      for (const auto& r : keep)
+        for (std::int64_t b = r.begin / t.block_size * t.type_size; b < r.end() / t.block_size * t.type_size; ++b)
+          out.push_back(m.bytes[static_cast<std::size_t>(i * stride + b)]);
+  }
+  return out;
+}
+
+TEST(SlicingBytes, WholeRowsOfEveryTypeWithPaddedStrides) {
+  std::mt19937 rng(21);
+  for (const auto& t : ggml_type_table) {
+    const std::int64_t n_cols = 2 * t.block_size, n_rows = 9;
+    const std::int64_t row = row_bytes(t.type, n_cols);
+    for (const std::int64_t stride : {std::int64_t{0}, row + 13}) {
+      const auto bytes = random_bytes(rng, static_cast<std::size_t>((n_rows - 1) * (stride ? stride : row) + row));
+      const ggml_matrix_view source{t.type, n_cols, n_rows, stride, bytes};
+      const std::vector<index_range> keep{{0, 2}, {4, 1}, {6, 3}};
+      const auto packed = gather_ggml_rows(source, keep);
+      EXPECT_EQ(packed, reference_gather(source, keep, true)) << t.name;
+      // Into a padded destination.
+      std::vector<std::byte> padded(static_cast<std::size_t>(6 * (row + 3)), std::byte{0xAB});
+      gather_ggml_rows(source, keep, ggml_matrix_span{t.type, n_cols, 6, row + 3, padded});
+      for (std::int64_t i = 0; i < 6; ++i) {
+        EXPECT_TRUE(
+            std::equal(padded.begin() + i * (row + 3), padded.begin() + i * (row + 3) + row, packed.begin() + i * row))
+            << t.name << " row " << i;
+        EXPECT_EQ(padded[static_cast<std::size_t>(i * (row + 3) + row)], std::byte{0xAB}) << "padding overwritten";
+      }
+    }
+  }
+}
+
+TEST(SlicingBytes, BlockAlignedColumnRangesOfQuantizedTypes) {
+  std::mt19937 rng(22);
+  for (const auto& t : ggml_type_table) {
+    const std::int64_t n_cols = 6 * t.block_size, n_rows = 5;
+    const std::int64_t row = row_bytes(t.type, n_cols);
+    const auto bytes = random_bytes(rng, static_cast<std::size_t>(n_rows * (row + 7)));
+    const ggml_matrix_view source{t.type, n_cols, n_rows, row + 7, bytes};
+    const std::int64_t bs = t.block_size;
+    const std::vector<index_range> keep{{0, bs}, {2 * bs, 3 * bs}};
+    EXPECT_EQ(gather_ggml_cols(source, keep), reference_gather(source, keep, false)) << t.name;
+  }
+  // f32 / f16 columns are free: any range.
+  const auto bytes = random_bytes(rng, 4 * 10 * 3);
+  const ggml_matrix_view f32{ggml_type::f32, 10, 3, 0, bytes};
+  const std::vector<index_range> odd{{1, 3}, {7, 2}};
+  EXPECT_EQ(gather_ggml_cols(f32, odd), reference_gather(f32, odd, false));
+}
+
+TEST(SlicingBytes, HeadsOfDim128InQ4KGoInAlignedPairs) {
+  // wo with 4 heads of head_dim 128 in q4_K (block 256): removing head 1 alone
+  // would split a block, removing heads 2 and 3 does not.
+  std::mt19937 rng(23);
+  const std::int64_t n_cols = 512, n_rows = 4;
+  const auto bytes = random_bytes(rng, static_cast<std::size_t>(n_rows * row_bytes(ggml_type::q4_k, n_cols)));
+  const ggml_matrix_view wo{ggml_type::q4_k, n_cols, n_rows, 0, bytes};
+  const std::vector<std::int64_t> pair{0, 1}, split{0, 2, 3};
+  const auto kept = gather_ggml_cols(wo, unit_ranges(pair, 128));
+  EXPECT_EQ(kept.size(), static_cast<std::size_t>(n_rows * 144));
+  expect_error<std::invalid_argument>([&] { (void)gather_ggml_cols(wo, unit_ranges(split, 128)); },
+                                      {"'keep'", "column range [0, 128) at index 0", "q4_K block boundary (256"});
+}
+
+TEST(SlicingBytes, BadLayoutsBuffersAndKeepListsAreRejected) {
+  std::vector<std::byte> src(34 * 4), dst(34 * 4);
+  const ggml_matrix_view q8{ggml_type::q8_0, 32, 4, 0, src};
+  const std::vector<index_range> two{{1, 2}};
+  expect_error<std::invalid_argument>([&] { (void)gather_ggml_rows(q8, std::vector<index_range>{}); },
+                                      {"'keep'", "empty list"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_rows(q8, std::vector<index_range>{{3, 2}});
+      },
+      {"'keep'", "outside [0, 4)"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_rows(q8, std::vector<index_range>{{0, 2}, {1, 1}});
+      },
+      {"'keep'", "at index 1 overlaps"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_rows(ggml_matrix_view{ggml_type::q8_0, 48, 4, 0, src}, two);
+      },
+      {"'source.n_cols'", "48 is not a multiple of the q8_0 block size 32"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_rows(ggml_matrix_view{ggml_type::q8_0, 32, 4, 30, src}, two);
+      },
+      {"'source.row_stride'", "30 bytes is shorter than a row of 34 bytes"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_rows(ggml_matrix_view{ggml_type::q8_0, 32, 5, 0, src}, two);
+      },
+      {"'source.bytes'", "holds 136 bytes, the rows need 170"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_rows(ggml_matrix_view{static_cast<ggml_type>(4), 32, 4, 0, src}, two);
+      },
+      {"'type'", "not a ggml type id: 4"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_ggml_rows(q8, two, ggml_matrix_span{ggml_type::q4_0, 32, 2, 0, dst});
+      },
+      {"'destination.type'", "q4_0 differs from the source type q8_0"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_ggml_rows(q8, two, ggml_matrix_span{ggml_type::q8_0, 32, 3, 0, dst});
+      },
+      {"'destination.n_rows'", "row count is 3, expected 2"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_ggml_rows(q8, two, ggml_matrix_span{ggml_type::q8_0, 32, 2, 0, std::span(dst).first(40)});
+      },
+      {"'destination.bytes'", "holds 40 bytes, the rows need 68"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_ggml_rows(q8, two, ggml_matrix_span{ggml_type::q8_0, 32, 2, 0, std::span(src).subspan(34)});
+      },
+      {"'destination'", "overlaps the source"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        gather_ggml_cols(q8, std::vector<index_range>{{0, 32}}, ggml_matrix_span{ggml_type::q8_0, 32, 3, 0, dst});
+      },
+      {"'destination.n_rows'", "row count is 3, expected 4"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        (void)gather_ggml_cols(q8, std::vector<index_range>{{16, 16}});
+      },
+      {"column range [16, 32) at index 0", "q8_0 block boundary"});
+}
+
+}  // namespace
