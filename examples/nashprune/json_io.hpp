@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "command.hpp"
 
@@ -106,6 +107,15 @@ inline std::int64_t as_integer(const json& value, std::string_view path) {
     if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.0e18) return static_cast<std::int64_t>(v);
   }
   fail(path, "expected an integer, got " + shown(value));
+}
+
+/// An array of numbers.
+inline std::vector<double> as_numbers(const json& value, std::string_view path) {
+  require_array(value, path);
+  std::vector<double> out;
+  out.reserve(value.size());
+  for (std::size_t i = 0; i < value.size(); ++i) out.push_back(as_number(value[i], element(path, i)));
+  return out;
 }
 
 inline bool as_bool(const json& value, std::string_view path) {

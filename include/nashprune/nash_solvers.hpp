@@ -14,7 +14,7 @@
 //   seed_gradient_ascent    the seed's rule unchanged: s = 1, sequential in-place
 //                           s_i ← clamp(s_i + lr·(c_i − λ·Σ_j r_ij·s_j)), stop when
 //                           max|Δs| < threshold; `converged` is that rule firing.
-//   projected_gradient      s ← Π(s + g/L), L = λ·min(‖M‖_∞, ‖M‖_F) ≥ ‖Q‖₂.
+//   projected_gradient      s ← Π(s + g/L), L = min(‖Q‖_F, √(‖Q‖₁·‖Q‖_∞)) ≥ ‖Q‖₂.
 //   best_response_sweeps    Gauss–Seidel: s_i ← BR_i(s_−i) = clamp(s_i + g_i/Q_ii)
 //                           (exact coordinate ascent on Φ); g kept up to date.
 //   accelerated_projected_gradient  FISTA with gradient-based adaptive restart
@@ -130,13 +130,6 @@ struct quadratic_game {
     return Scalar(0.5) * s.dot(c + g);
   }
 
-  /// The player-by-player best response to nobody playing: clamp(c_i / (2λ·r_ii)).
-  [[nodiscard]] nash_vector<Scalar> isolated_best_response() const {
-    nash_vector<Scalar> s(size());
-    for (Eigen::Index i = 0; i < size(); ++i) s(i) = best_response_from(c(i), half_diagonal(i));
-    return s;
-  }
-
   [[nodiscard]] nash_solution<Scalar> finish(nash_vector<Scalar> s, std::int64_t iterations, Scalar tolerance) const {
     nash_solution<Scalar> out;
     const nash_vector<Scalar> g = c - q * s;
@@ -185,11 +178,11 @@ class nash_solver {
   explicit nash_solver(options_type options = {}) : options_(options) { detail::validate_solver_options(options_); }
   [[nodiscard]] const options_type& options() const { return options_; }
 
-  /// Solves one layer from the isolated best responses clamp(c_i / (2λ·r_ii)).
+  /// Solves one layer starting from nobody playing (s = 0).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game) const {
     validate_nash_game(game);
     const detail::quadratic_game<Scalar> quadratic(game);
-    return Policy::run(options_, quadratic, quadratic.isolated_best_response());
+    return Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size()));
   }
 
   /// Warm start from `start` ∈ [0,1]ⁿ (e.g. the equilibrium at a nearby λ).
@@ -206,7 +199,7 @@ class nash_solver {
     out.reserve(layers.size());
     for (const auto& layer : layers) {
       const detail::quadratic_game<Scalar> quadratic(layer);
-      out.push_back(Policy::run(options_, quadratic, quadratic.isolated_best_response()));
+      out.push_back(Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size())));
     }
     return out;
   }
@@ -329,6 +322,23 @@ using projected_gradient = nash_solver<Scalar, projected_gradient_policy<Scalar>
 // Best-response (Gauss–Seidel) sweeps.
 
 namespace detail {
+/// g_to = c − Q·to given g_from = c − Q·from: through the columns that changed
+/// when they are few (a Newton step moves the free set only), else one product.
+template <typename Scalar>
+void gradient_at(const quadratic_game<Scalar>& game, const nash_vector<Scalar>& from, const nash_vector<Scalar>& g_from,
+                 const nash_vector<Scalar>& to, nash_vector<Scalar>& g_to) {
+  const Eigen::Index n = game.size();
+  const Eigen::Index changed = (to.array() != from.array()).count();
+  if (2 * changed >= n) {
+    g_to.noalias() = game.c - game.q * to;
+    return;
+  }
+  g_to = g_from;
+  for (Eigen::Index j = 0; j < n; ++j) {
+    if (to(j) != from(j)) g_to.noalias() -= (to(j) - from(j)) * game.q.col(j);
+  }
+}
+
 /// One Gauss–Seidel sweep of best responses; keeps g = c − Q·s current.
 template <typename Scalar>
 void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g) {
@@ -472,7 +482,7 @@ struct active_set_newton_policy {
           trial = (s + alpha * d).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
           const Scalar predicted = g.dot(trial - s);
           if (!(predicted > 0)) continue;
-          g_trial.noalias() = game.c - game.q * trial;
+          detail::gradient_at(game, s, g, trial, g_trial);
           accepted = game.potential(trial, g_trial, game.c) - phi >= Scalar(1e-4) * predicted;
           full_newton_step = accepted && attempt == 0;
         }
@@ -480,7 +490,7 @@ struct active_set_newton_policy {
       if (!accepted) {  // projected-gradient step: ascends Φ for any symmetric Q
         if (step == 0) step = Scalar(1) / game.lipschitz_bound();
         trial = (s + step * g).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
-        g_trial.noalias() = game.c - game.q * trial;
+        detail::gradient_at(game, s, g, trial, g_trial);
         if (trial == s) {  // stationary to rounding: nothing more to gain
           ++k;
           break;

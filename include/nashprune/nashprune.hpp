@@ -10,6 +10,8 @@
 #include "global_selection.hpp"
 #include "hgsp_priors.hpp"
 #include "head_redundancy.hpp"
+#include "lambda_calibration.hpp"
+#include "nash_decisions.hpp"
 #include "nash_game.hpp"
 #include "nash_solvers.hpp"
 #include "layer_rates.hpp"

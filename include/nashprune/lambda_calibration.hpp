@@ -1,0 +1,191 @@
+// nashprune/lambda_calibration.hpp — choosing the redundancy weight λ so the
+// equilibrium prunes a requested number (or fraction) of heads.
+//
+// Seed: nash-head-pruning-llama-cpp.md §3.1 (λ "[0.1-1.0], default 0.5") and §4.4.
+// The equilibrium of max cᵀs − ½λ·sᵀMs is that of max (c/λ)ᵀs − ½·sᵀMs: raising λ
+// shrinks every head's own incentive, so along the equilibrium path s*(λ) heads
+// fall below the prune threshold as λ grows (λ → 0: every head with c_i > 0 plays 1;
+// λ → ∞: every head plays 0). The count the seed's rule prunes (nash_decisions.hpp,
+// caps included) is searched over λ: bracket by doubling/halving from the games' own
+// λ, then bisect in log λ, each solve warm-started from the nearest equilibrium.
+// The count is monotone in λ for typical games but not in every game (and it moves
+// in steps), so the result reports the count achieved and whether it is the target;
+// a target beyond the caps (n − min_keep) or below what the smallest λ already
+// prunes (heads with c_i ≤ 0) is reported unreachable, with the nearest count found.
+// Per layer: one λ per layer. Over all layers: one λ shared by every layer, the
+// target being the total count.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "detail/validate.hpp"
+#include "nash_decisions.hpp"
+#include "nash_game.hpp"
+#include "nash_solvers.hpp"
+
+NASHPRUNE_BEGIN_NAMESPACE
+
+/// How many heads to prune: an absolute count, or a fraction of the heads in
+/// scope (rounded to the nearest count).
+struct prune_target {
+  enum class kind { count, fraction };
+  kind unit = kind::count;
+  double value = 0;
+
+  [[nodiscard]] static prune_target heads(std::int64_t count) { return {kind::count, static_cast<double>(count)}; }
+  [[nodiscard]] static prune_target fraction_of_heads(double fraction) { return {kind::fraction, fraction}; }
+
+  /// The count for `n` heads; throws std::invalid_argument for a negative or
+  /// non-finite value, or a fraction above 1.
+  [[nodiscard]] std::int64_t heads_of(std::int64_t n) const {
+    if (!(std::isfinite(value) && value >= 0)) {
+      detail::fail_argument("target", "must be finite and >= 0, got " + detail::describe_value(value));
+    }
+    if (unit == kind::fraction) {
+      detail::require(value <= 1, "target", "a fraction must lie in [0, 1], got " + detail::describe_value(value));
+      return std::llround(value * static_cast<double>(n));
+    }
+    return static_cast<std::int64_t>(value);
+  }
+};
+
+template <typename Scalar>
+struct lambda_calibration_options {
+  nash_decision_options<Scalar> decisions{};  ///< the rule that counts pruned heads
+  Scalar lambda_min = Scalar(1e-6);           ///< the search never leaves [lambda_min, lambda_max]
+  Scalar lambda_max = Scalar(1e6);
+  std::int64_t max_solves = 200;  ///< equilibrium solves (of the whole scope) at most
+};
+
+template <typename Scalar>
+struct lambda_calibration_result {
+  Scalar lambda = 0;           ///< the λ chosen
+  std::int64_t requested = 0;  ///< heads the target asked for
+  std::int64_t achieved = 0;   ///< heads the seed's rule prunes at λ
+  bool reached = false;        ///< achieved == requested
+  bool reachable = true;       ///< false: the target lies beyond the caps or below the smallest count
+  std::int64_t solves = 0;     ///< equilibrium solves spent
+  std::vector<nash_solution<Scalar>> equilibria;  ///< per layer, at λ
+};
+
+namespace detail {
+
+/// The search on one scope (a set of layers sharing λ), count(λ) = Σ pruned.
+template <typename Scalar, typename Solver>
+lambda_calibration_result<Scalar> calibrate_scope(std::span<const nash_game<Scalar>> layers, std::int64_t requested,
+                                                  const lambda_calibration_options<Scalar>& options,
+                                                  const Solver& solver) {
+  struct point {
+    Scalar lambda;
+    std::int64_t count;
+    std::vector<nash_solution<Scalar>> equilibria;
+  };
+  std::int64_t solves = 0;
+  const auto evaluate = [&](Scalar lambda, const point* warm) {
+    point p{lambda, 0, {}};
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const nash_game<Scalar> game{layers[l].importance, layers[l].redundancy, lambda};
+      p.equilibria.push_back(warm ? solver.solve(game, warm->equilibria[l].s) : solver.solve(game));
+      p.count += static_cast<std::int64_t>(seed_pruned_heads(p.equilibria.back().s, options.decisions).size());
+    }
+    ++solves;
+    return p;
+  };
+
+  std::int64_t cap = 0;
+  for (const auto& layer : layers)
+    cap += std::max<std::int64_t>(0, layer.size() - seed_min_keep(layer.size(), options.decisions));
+  const Scalar start = std::clamp(layers.front().lambda, options.lambda_min, options.lambda_max);
+  point lo = evaluate(start, nullptr);
+  point hi = lo;
+  // Bracket: lo.count < requested <= hi.count (or an end of the λ range).
+  while (hi.count < requested && hi.lambda < options.lambda_max && solves < options.max_solves) {
+    lo = std::move(hi);
+    hi = evaluate(std::min(options.lambda_max, lo.lambda * Scalar(2)), &lo);
+  }
+  if (hi.count >= requested) {
+    while (lo.count > requested && lo.lambda > options.lambda_min && solves < options.max_solves) {
+      hi = std::move(lo);
+      lo = evaluate(std::max(options.lambda_min, hi.lambda / Scalar(2)), &hi);
+    }
+  }
+  // Bisect in log λ until the count is hit or the bracket closes.
+  while (lo.count < requested && hi.count > requested && solves < options.max_solves &&
+         hi.lambda > lo.lambda * (Scalar(1) + Scalar(64) * std::numeric_limits<Scalar>::epsilon())) {
+    point mid = evaluate(std::sqrt(lo.lambda * hi.lambda), &lo);
+    if (mid.count < requested) {
+      lo = std::move(mid);
+    } else {
+      hi = std::move(mid);
+    }
+  }
+  point* best = &hi;
+  if (lo.count == requested) {
+    best = &lo;
+  } else if (hi.count != requested) {
+    // Not hit: the nearer count, ties to the smaller (pruning less).
+    best = (requested - lo.count <= std::abs(hi.count - requested)) ? &lo : &hi;
+  }
+  lambda_calibration_result<Scalar> out;
+  out.lambda = best->lambda;
+  out.requested = requested;
+  out.achieved = best->count;
+  out.reached = best->count == requested;
+  const bool below_smallest = lo.lambda <= options.lambda_min && lo.count > requested;
+  const bool beyond_largest = hi.lambda >= options.lambda_max && hi.count < requested;
+  out.reachable = requested <= cap && !below_smallest && !beyond_largest;
+  out.solves = solves;
+  out.equilibria = std::move(best->equilibria);
+  return out;
+}
+
+template <typename Scalar>
+void validate_calibration(std::span<const nash_game<Scalar>> layers,
+                          const lambda_calibration_options<Scalar>& options) {
+  require(!layers.empty(), "layers", "is empty");
+  for (std::size_t l = 0; l < layers.size(); ++l) validate_nash_game(layers[l], {}, layer_prefix(l));
+  validate_decision_options(options.decisions);
+  if (!(options.lambda_min > 0 && options.lambda_max >= options.lambda_min && std::isfinite(options.lambda_max))) {
+    fail_argument("lambda_min", "need 0 < lambda_min <= lambda_max < inf");
+  }
+  require(options.max_solves > 0, "max_solves", "must be > 0");
+}
+
+}  // namespace detail
+
+/// One λ per layer, each pruning `target` of that layer's heads. The games'
+/// own λ are where each search starts.
+template <typename Scalar, typename Solver = active_set_newton<Scalar>>
+[[nodiscard]] std::vector<lambda_calibration_result<Scalar>> calibrate_lambda_per_layer(
+    std::span<const nash_game<Scalar>> layers, prune_target target,
+    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver()) {
+  detail::validate_calibration(layers, options);
+  std::vector<lambda_calibration_result<Scalar>> out;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const std::int64_t requested = target.heads_of(layers[l].size());
+    out.push_back(detail::calibrate_scope(layers.subspan(l, 1), requested, options, solver));
+  }
+  return out;
+}
+
+/// One λ shared by every layer, pruning `target` of all heads together. The
+/// first game's λ is where the search starts.
+template <typename Scalar, typename Solver = active_set_newton<Scalar>>
+[[nodiscard]] lambda_calibration_result<Scalar> calibrate_lambda_over_layers(
+    std::span<const nash_game<Scalar>> layers, prune_target target,
+    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver()) {
+  detail::validate_calibration(layers, options);
+  std::int64_t total = 0;
+  for (const auto& layer : layers) total += layer.size();
+  return detail::calibrate_scope(layers, target.heads_of(total), options, solver);
+}
+
+NASHPRUNE_END_NAMESPACE
