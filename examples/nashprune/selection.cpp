@@ -4,6 +4,8 @@
 #include "selection.hpp"
 
 #include <gguf/tensor_floats.hpp>
+#include <nashprune/nash_game.hpp>
+#include <nashprune/nash_solvers.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -22,16 +24,50 @@ const std::set<std::string> known_structures = {"heads", "groups", "mlp", "attn-
 struct layer_scores {
   std::vector<double> heads;     // per query head
   std::vector<double> channels;  // per FFN channel
+  std::vector<double> participation;   // Nash equilibrium per head (1 without a game)
+  std::vector<double> redundancy_sum;  // Σ_j≠i r_ij per head (0 without calibration)
 };
 
-std::vector<float> energy_or_fail(const gguf::imatrix& im, const std::string& name) {
-  auto e = im.column_energy(name);
+// Per-input-column activation energy Σ_tokens x_j² of a layer weight, from the
+// calibration statistics when given, else from the imatrix.
+struct activation_source {
+  const gguf::imatrix* imatrix = nullptr;
+  const calibrate::calibration_stats* calibration = nullptr;
+};
+
+std::vector<float> energy_or_fail(const activation_source& src, const std::string& name) {
+  if (src.calibration != nullptr) {
+    const auto parts = gguf::split_layer_name(name);
+    const auto& l = src.calibration->layers.at(static_cast<std::size_t>(parts->layer));
+    const Eigen::VectorXd& e = parts->suffix == "attn_output.weight" ? l.attn_in_sum2 : l.ffn_in_sum2;
+    return {e.data(), e.data() + e.size()};
+  }
+  auto e = src.imatrix->column_energy(name);
   if (!e) throw usage_error("the imatrix has no entry for " + name + " (was it computed on this model?)");
   return *e;
 }
 
+// The Nash head game of one layer with measured redundancy (see choose_plan).
+void play_head_game(layer_scores& s, const Eigen::MatrixXd& cosine, double lambda, int iterations) {
+  const auto n = static_cast<Eigen::Index>(s.heads.size());
+  Eigen::VectorXd c = Eigen::Map<const Eigen::VectorXd>(s.heads.data(), n);
+  const double top = c.maxCoeff();
+  if (!(top > 0)) return;
+  c /= top;
+  Eigen::MatrixXd r = cosine.cwiseMax(0.0);
+  r.diagonal().setOnes();
+  nashprune::active_set_newton_options<double> options;
+  options.max_iterations = std::max(iterations, 1);
+  const auto solution = nashprune::active_set_newton<double>(options).solve(nashprune::make_nash_game(c, r, lambda));
+  for (Eigen::Index i = 0; i < n; ++i) {
+    s.participation[static_cast<std::size_t>(i)] = solution.s(i);
+    s.redundancy_sum[static_cast<std::size_t>(i)] = r.row(i).sum() - 1.0;
+    s.heads[static_cast<std::size_t>(i)] *= solution.s(i);
+  }
+}
+
 layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer,
-                         const gguf::imatrix* im, const std::string& score) {
+                         const activation_source& im, const std::string& score) {
   const auto& l = shape.layers[static_cast<std::size_t>(layer)];
   layer_scores s;
   const auto name = [&](const char* suffix) { return gguf::layer_tensor(layer, suffix); };
@@ -39,7 +75,7 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
   if (l.has_attention()) {
     s.heads.assign(static_cast<std::size_t>(l.n_head), 0.0);
     if (score == "activation") {
-      const auto e = energy_or_fail(*im, name("attn_output.weight"));
+      const auto e = energy_or_fail(im, name("attn_output.weight"));
       for (std::int64_t h = 0; h < l.n_head; ++h) {
         for (std::int64_t j = h * hd; j < (h + 1) * hd; ++j) s.heads[static_cast<std::size_t>(h)] += e[static_cast<std::size_t>(j)];
       }
@@ -47,7 +83,7 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
       const float_matrix o(model.tensor(name("attn_output.weight")));
       const auto wo = o.map();
       if (score == "wanda") {
-        const auto e = energy_or_fail(*im, name("attn_output.weight"));
+        const auto e = energy_or_fail(im, name("attn_output.weight"));
         for (std::int64_t h = 0; h < l.n_head; ++h) {
           for (std::int64_t j = h * hd; j < (h + 1) * hd; ++j) {
             s.heads[static_cast<std::size_t>(h)] += std::sqrt(e[static_cast<std::size_t>(j)]) * wo.col(j).cwiseAbs().sum();
@@ -65,13 +101,13 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
   }
   s.channels.assign(static_cast<std::size_t>(l.n_ff), 0.0);
   if (score == "activation") {
-    const auto e = energy_or_fail(*im, name("ffn_down.weight"));
+    const auto e = energy_or_fail(im, name("ffn_down.weight"));
     for (std::int64_t c = 0; c < l.n_ff; ++c) s.channels[static_cast<std::size_t>(c)] = e[static_cast<std::size_t>(c)];
   } else {
     const float_matrix down(model.tensor(name("ffn_down.weight")));
     const auto wd = down.map();
     if (score == "wanda") {
-      const auto e = energy_or_fail(*im, name("ffn_down.weight"));
+      const auto e = energy_or_fail(im, name("ffn_down.weight"));
       for (std::int64_t c = 0; c < l.n_ff; ++c) {
         s.channels[static_cast<std::size_t>(c)] = std::sqrt(e[static_cast<std::size_t>(c)]) * wd.col(c).cwiseAbs().sum();
       }
@@ -100,9 +136,17 @@ enum kind_id { k_heads, k_groups, k_mlp, k_attn_block, k_mlp_block, k_layer };
 
 class planner {
  public:
-  planner(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* im, const selection_options& o)
+  planner(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im, const selection_options& o)
       : model_(model), shape_(shape), o_(o), plan_(gguf::keep_all(shape)) {
-    for (std::int64_t i = 0; i < shape.n_layer(); ++i) scores_.push_back(score_layer(model, shape, i, im, o.score));
+    for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
+      auto s = score_layer(model, shape, i, im, o.score);
+      s.participation.assign(s.heads.size(), 1.0);
+      s.redundancy_sum.assign(s.heads.size(), 0.0);
+      if (im.calibration != nullptr && o.method != "knapsack" && !s.heads.empty()) {
+        play_head_game(s, im.calibration->layers[static_cast<std::size_t>(i)].head_cosine, o.lambda, o.iterations);
+      }
+      scores_.push_back(std::move(s));
+    }
   }
 
   selection run() {
@@ -289,10 +333,11 @@ class planner {
     selection out;
     for (std::int64_t i = 0; i < shape_.n_layer(); ++i) {
       const auto& p = plan_.layers[static_cast<std::size_t>(i)];
-      const auto& sc = scores_[static_cast<std::size_t>(i)].heads;
+      const auto& layer = scores_[static_cast<std::size_t>(i)];
+      const auto& sc = layer.heads;
       for (std::size_t h = 0; h < sc.size(); ++h) {
         const bool kept = p.keep_layer && std::binary_search(p.heads.q_heads.begin(), p.heads.q_heads.end(), static_cast<std::int64_t>(h));
-        out.heads.push_back({i, static_cast<std::int64_t>(h), sc[h], kept ? 1.0 : 0.0, 0.0, !kept});
+        out.heads.push_back({i, static_cast<std::int64_t>(h), sc[h], layer.participation[h], layer.redundancy_sum[h], !kept});
       }
     }
     out.plan = std::move(plan_);
@@ -302,7 +347,7 @@ class planner {
 
 }  // namespace
 
-void check_options(const selection_options& o, bool have_imatrix) {
+void check_options(const selection_options& o, bool have_activations) {
   if (!(o.target >= 0.0 && o.target < 1.0)) throw usage_error("--target must be in [0, 1), got " + std::to_string(o.target));
   if (o.structures.empty()) throw usage_error("--structures needs at least one of heads, groups, mlp, attn-blocks, mlp-blocks, layers");
   for (const auto& s : o.structures) {
@@ -311,7 +356,9 @@ void check_options(const selection_options& o, bool have_imatrix) {
   if (o.score != "magnitude" && o.score != "wanda" && o.score != "activation") {
     throw usage_error("--score must be magnitude, wanda or activation, got '" + o.score + "'");
   }
-  if (o.score != "magnitude" && !have_imatrix) throw usage_error("--score " + o.score + " reads activations: pass --imatrix FILE (written by llama-imatrix)");
+  if (o.score != "magnitude" && !have_activations) {
+    throw usage_error("--score " + o.score + " reads activations: pass --calibration FILE (nashprune calibrate) or --imatrix FILE (llama-imatrix)");
+  }
   if (o.method != "nash" && o.method != "knapsack" && o.method != "both") {
     throw usage_error("--method must be nash, knapsack or both, got '" + o.method + "'");
   }
@@ -322,8 +369,8 @@ void check_options(const selection_options& o, bool have_imatrix) {
 }
 
 selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
-                      const selection_options& options) {
-  return planner(model, shape, imatrix, options).run();
+                      const selection_options& options, const calibrate::calibration_stats* calibration) {
+  return planner(model, shape, {imatrix, calibration}, options).run();
 }
 
 }  // namespace nashprune_tool
