@@ -29,7 +29,10 @@ ppl() {  # model -> perplexity (fails the script when llama-perplexity fails)
 }
 mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v):.3f}")' "$@"; }
 
-"$tool" calibrate "$model" --text "$cal" --tokens "$cal_tokens" --ctx 128 -o "$out/stats.gguf" --force > "$out/calibrate.log"
+# Calibration is reused when OUT_DIR already holds it (it takes minutes on 2 cores).
+if [[ ! -f $out/stats.gguf || ! -f $out/calibrate.log ]]; then
+  "$tool" calibrate "$model" --text "$cal" --tokens "$cal_tokens" --ctx 128 -o "$out/stats.gguf" --force > "$out/calibrate.log"
+fi
 "$tool" prune "$model" --dry-run --unit heads --target 0 --plan-out "$out/full_plan.json" > /dev/null
 
 base=$(ppl "$model")
