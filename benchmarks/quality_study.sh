@@ -3,7 +3,7 @@
 # llama-perplexity of the original and of pruned models on text that
 # calibration never saw (issue 7).
 #
-#   benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS] [CAL_TOKENS]
+#   [SEEDS=5] benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS] [CAL_TOKENS]
 #
 # TOOL: the nashprune binary (built with NASHPRUNE_LLAMA_CPP_DIR); LLAMA_BIN_DIR:
 # llama-perplexity and llama-quantize; SHARED_DIR: holds models/stories260K.gguf
@@ -16,7 +16,7 @@
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
 #   llama-quantize --prune-layers.
 set -euo pipefail
-tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-100}; cal_tokens=${6:-16384}
+tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-100}; cal_tokens=${6:-16384}; seeds=${SEEDS:-5}
 model=$shared/models/stories260K.gguf
 cal=$shared/data/tinystories-calibration.txt
 eval_text=$shared/data/tinystories-evaluation.txt
@@ -27,7 +27,7 @@ ppl() {  # model -> perplexity (fails the script when llama-perplexity fails)
   "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1
   grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $5}'
 }
-mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v):.3f}")' "$@"; }
+mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v) if len(v) > 1 else 0:.3f}")' "$@"; }
 
 # Calibration is reused when OUT_DIR already holds it (it takes minutes on 2 cores).
 if [[ ! -f $out/stats.gguf || ! -f $out/calibrate.log ]]; then
@@ -48,8 +48,17 @@ row() { echo "| $1 | $2 | $3 | $(python3 -c "print(f'{float(\"${3%% *}\")/$base:
 
 for target in 0.25 0.5; do
   label="$(python3 -c "print(int($target*100))") % heads"
+  for spec in "magnitude:--score magnitude --method knapsack" \
+              "activation:--score activation --method knapsack --calibration $out/stats.gguf" \
+              "wanda:--score wanda --method knapsack --calibration $out/stats.gguf" \
+              "nash:--score wanda --method nash --calibration $out/stats.gguf"; do
+    name=${spec%%:*}
+    # shellcheck disable=SC2086
+    "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"
+    row "$label" "$name" "$(ppl "$out/${name}_$target.gguf")"
+  done
   values=()
-  for seed in 1 2 3 4 5; do
+  for seed in $(seq "$seeds"); do
     python3 - "$out/full_plan.json" "$out/random_${target}_${seed}.json" "$target" "$seed" <<'PY'
 import json, random, sys
 # Random choice under the same constraint as the tool's removal steps: a step
@@ -71,16 +80,7 @@ PY
     "$tool" prune "$model" "$out/random_${target}_$seed.gguf" --plan "$out/random_${target}_${seed}.json" --force > /dev/null
     values+=("$(ppl "$out/random_${target}_$seed.gguf")")
   done
-  row "$label" "random (5 seeds)" "$(mean_sd "${values[@]}")"
-  for spec in "magnitude:--score magnitude --method knapsack" \
-              "activation:--score activation --method knapsack --calibration $out/stats.gguf" \
-              "wanda:--score wanda --method knapsack --calibration $out/stats.gguf" \
-              "nash:--score wanda --method nash --calibration $out/stats.gguf"; do
-    name=${spec%%:*}
-    # shellcheck disable=SC2086
-    "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"
-    row "$label" "$name" "$(ppl "$out/${name}_$target.gguf")"
-  done
+  row "$label" "random ($seeds seeds)" "$(mean_sd "${values[@]}")"
 done
 
 n_layer=$(python3 -c "import json; print(len(json.load(open('$out/full_plan.json'))['layers']))")
@@ -91,11 +91,11 @@ for k in 1 2; do
   "$bin/llama-quantize" --prune-layers "$chosen" "$model" "$out/bi_$k.gguf" COPY > "$out/bi_$k.log" 2>&1
   row "$k layer(s)" "block influence (layers $chosen)" "$(ppl "$out/bi_$k.gguf")"
   values=()
-  for seed in 1 2 3 4 5; do
+  for seed in $(seq "$seeds"); do
     layers=$(python3 -c "import random; r=random.Random($seed); print(','.join(map(str, sorted(r.sample(range($n_layer), $k)))))")
     "$bin/llama-quantize" --prune-layers "$layers" "$model" "$out/rl_${k}_$seed.gguf" COPY > "$out/rl_${k}_$seed.log" 2>&1
     values+=("$(ppl "$out/rl_${k}_$seed.gguf")")
   done
-  row "$k layer(s)" "random (5 seeds)" "$(mean_sd "${values[@]}")"
+  row "$k layer(s)" "random ($seeds seeds)" "$(mean_sd "${values[@]}")"
 done
 cat "$out/table.md"
