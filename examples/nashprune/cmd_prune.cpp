@@ -28,6 +28,7 @@ struct prune_args {
   std::string model;
   std::string output;
   std::string imatrix;
+  std::string calibration;
   std::string stats;
   std::string plan_in;
   std::string plan_out;
@@ -88,16 +89,22 @@ prune_outcome prune_file(const prune_args& a) {
   const auto shape = gguf::llama_shape::read(model);
   std::unique_ptr<gguf::imatrix> im;
   if (!a.imatrix.empty()) im = std::make_unique<gguf::imatrix>(a.imatrix);
-  nashprune_tool::check_options(a.select, im != nullptr);
+  std::unique_ptr<calibrate::calibration_stats> calibration;
+  if (!a.calibration.empty()) {
+    calibration = std::make_unique<calibrate::calibration_stats>(calibrate::read_stats(a.calibration));
+    calibrate::check_matches(*calibration, shape, a.calibration);
+  }
+  nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr);
 
   nashprune_tool::selection chosen;
   if (!a.plan_in.empty()) {
     chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
   } else {
-    chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select);
+    chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select, calibration.get());
   }
   const auto result = gguf::plan_output(model, shape, chosen.plan, {});
-  const auto kv = provenance(a, shape, result, model, im ? im->tokens() : 0, !a.plan_in.empty());
+  const auto tokens = calibration ? calibration->tokens : im ? im->tokens() : 0;
+  const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty());
   auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
 
   std::cout << "model:  " << a.model << '\n';
@@ -180,6 +187,8 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads)")->delimiter(',');
       app.add_option("--score", s.score, "importance: magnitude | wanda | activation")->capture_default_str();
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
+      app.add_option("--calibration", a->calibration,
+                     "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash");
       app.add_option("--method", s.method, "nash | knapsack | both")->capture_default_str();
       app.add_option("--lambda", s.lambda, "redundancy penalty weight")->capture_default_str();
       app.add_option("--threshold", s.threshold, "participation below which a head is pruned")->capture_default_str();

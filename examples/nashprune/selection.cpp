@@ -1,11 +1,15 @@
 // Choosing what to prune, with the library doing every step:
 //  1. importance (importance.hpp): per-line magnitude or Wanda scores of each
 //     projection, summed per query head (q_head_scores) and per MLP channel
-//     (mlp_channel_scores), or the imatrix's activation energy per head/channel;
+//     (mlp_channel_scores), or the activation energy per head/channel, read from
+//     `nashprune calibrate` statistics (--calibration) or an imatrix (--imatrix);
 //  2. Nash (nash_game.hpp, nash_solvers.hpp; --method nash or both): per layer,
 //     the game with c = head importance / max and R = cosine redundancy of the
-//     heads (head_redundancy.hpp over the heads' attn_output columns, the
-//     directions they write into the residual stream); participation s_i scales
+//     heads: measured on calibration activations when --calibration is given,
+//     else head_redundancy.hpp over the heads' attn_output columns (the
+//     directions they write into the residual stream). Negative cosines are
+//     clipped to 0 (an anti-correlated head does not substitute for another) and
+//     the diagonal is 1, also for a dead head. Participation s_i scales
 //     each head's importance, and s_i < --threshold counts as importance 0;
 //  3. global selection (global_selection.hpp): items from attention_items.hpp,
 //     MLP channels (in chunks of the quantization block), blocks and layers, under
@@ -43,20 +47,38 @@ struct layer_scores {
 
 vector_d to_double(const np::score_vector<float>& v) { return v.cast<double>(); }
 
-Eigen::VectorXf energy_or_fail(const gguf::imatrix& im, const std::string& name) {
-  auto e = im.column_energy(name);
-  if (!e) throw usage_error("the imatrix has no entry for " + name + " (was it computed on this model?)");
-  return Eigen::Map<const Eigen::VectorXf>(e->data(), static_cast<Eigen::Index>(e->size()));
-}
+// Per-input-column activation energy Σ_tokens x_j² of a layer's weights, from the
+// calibration statistics when given, else from the imatrix.
+struct activation_source {
+  const gguf::imatrix* imatrix = nullptr;
+  const calibrate::calibration_stats* calibration = nullptr;
+
+  [[nodiscard]] double tokens() const {
+    const auto n = calibration != nullptr ? calibration->tokens : imatrix != nullptr ? imatrix->tokens() : 0;
+    return static_cast<double>(std::max<std::uint64_t>(n, 1));
+  }
+
+  [[nodiscard]] Eigen::VectorXf energy(const std::string& name) const {
+    if (calibration != nullptr) {
+      const auto parts = gguf::split_layer_name(name);
+      const auto& l = calibration->layers.at(static_cast<std::size_t>(parts->layer));
+      const Eigen::VectorXd& e = parts->suffix == "attn_output.weight" ? l.attn_in_sum2 : l.ffn_in_sum2;
+      return e.cast<float>();
+    }
+    auto e = imatrix->column_energy(name);
+    if (!e) throw usage_error("the imatrix has no entry for " + name + " (was it computed on this model?)");
+    return Eigen::Map<const Eigen::VectorXf>(e->data(), static_cast<Eigen::Index>(e->size()));
+  }
+};
 
 // Per-line scores of one projection along its structure axis.
 np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
-                                    const gguf::imatrix* im, const std::string& score) {
+                                    const activation_source& im, const std::string& score) {
   const gguf::float_matrix w(model.tensor(tensor));
   const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
   np::score_vector<float> lines;
   if (score == "wanda") {
-    const auto norms = np::activation_norms(energy_or_fail(*im, tensor), static_cast<double>(std::max<std::uint64_t>(im->tokens(), 1)));
+    const auto norms = np::activation_norms(im.energy(tensor), im.tokens());
     lines = np::wanda_line_scores(w.map(), norms, np::matrix_axis::cols, axis);
   } else {
     lines = np::magnitude_line_scores(w.map(), axis);
@@ -71,10 +93,10 @@ np::attention_geometry geometry_of(const gguf::llama_shape& shape, std::int64_t 
 }
 
 layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer,
-                         const gguf::imatrix* im, const selection_options& o) {
+                         const activation_source& im, const selection_options& o) {
   const auto& l = shape.layers[static_cast<std::size_t>(layer)];
   const auto name = [&](const char* suffix) { return gguf::layer_tensor(layer, suffix); };
-  const double tokens = im != nullptr ? static_cast<double>(std::max<std::uint64_t>(im->tokens(), 1)) : 1.0;
+  const double tokens = im.tokens();
   layer_scores s;
   if (l.has_attention()) {
     const auto g = geometry_of(shape, layer);
@@ -84,7 +106,7 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
         std::iota(all.begin(), all.end(), 0);
         return all;
       }()), shape.head_dim_v);
-      s.heads = to_double(np::activation_energy(energy_or_fail(*im, name("attn_output.weight")), tokens, ranges));
+      s.heads = to_double(np::activation_energy(im.energy(name("attn_output.weight")), tokens, ranges));
     } else {
       np::attention_line_scores<float> lines;
       lines.q = line_scores(model, name("attn_q.weight"), np::tensor_role::q, im, o.score);
@@ -96,7 +118,7 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
   if (o.score == "activation") {
     std::vector<np::index_range> ranges;
     for (std::int64_t c = 0; c < l.n_ff; ++c) ranges.push_back({c, 1});
-    s.channels = to_double(np::activation_energy(energy_or_fail(*im, name("ffn_down.weight")), tokens, ranges));
+    s.channels = to_double(np::activation_energy(im.energy(name("ffn_down.weight")), tokens, ranges));
   } else {
     s.channels = to_double(np::mlp_channel_scores(line_scores(model, name("ffn_gate.weight"), np::tensor_role::gate, im, o.score),
                                                   line_scores(model, name("ffn_up.weight"), np::tensor_role::up, im, o.score),
@@ -114,6 +136,13 @@ Eigen::MatrixXd weight_redundancy(const gguf::reader& model, const gguf::llama_s
   acc.add_batch(wo.map());
   model.release(tensor.data);
   return acc.cosine();
+}
+
+// Cosine similarity -> the game's redundancy (see the comment at the top).
+Eigen::MatrixXd redundancy_from_cosine(const Eigen::MatrixXd& cosine) {
+  Eigen::MatrixXd r = cosine.cwiseMax(0.0);
+  r.diagonal().setOnes();
+  return r;
 }
 
 // The Nash step: participation of every head scales its importance.
@@ -134,19 +163,23 @@ void apply_nash(layer_scores& s, const Eigen::MatrixXd& redundancy, const select
 
 class planner {
  public:
-  planner(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* im, const selection_options& o)
+  planner(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im, const selection_options& o)
       : model_(model), shape_(shape), o_(o) {
     for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
       auto s = score_layer(model, shape, i, im, o);
       const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
       if (o.method != "knapsack" && heads_wanted && s.heads.size() > 1) {
-        Eigen::MatrixXd redundancy;
-        try {
-          redundancy = weight_redundancy(model, shape, i);
-        } catch (const std::invalid_argument& e) {
-          throw usage_error(std::string(e.what()) + "; the Nash redundancy reads attn_output weights: use --method knapsack");
+        Eigen::MatrixXd cosine;
+        if (im.calibration != nullptr) {
+          cosine = im.calibration->layers[static_cast<std::size_t>(i)].head_cosine;
+        } else {
+          try {
+            cosine = weight_redundancy(model, shape, i);
+          } catch (const std::invalid_argument& e) {
+            throw usage_error(std::string(e.what()) + "; the Nash redundancy reads attn_output weights: use --method knapsack or --calibration");
+          }
         }
-        apply_nash(s, redundancy, o);
+        apply_nash(s, redundancy_from_cosine(cosine), o);
       }
       scores_.push_back(std::move(s));
     }
@@ -294,7 +327,7 @@ class planner {
 
 }  // namespace
 
-void check_options(const selection_options& o, bool have_imatrix) {
+void check_options(const selection_options& o, bool have_activations) {
   if (!(o.target >= 0.0 && o.target < 1.0)) throw usage_error("--target must be in [0, 1), got " + std::to_string(o.target));
   if (o.structures.empty()) throw usage_error("--structures needs at least one of heads, groups, mlp, attn-blocks, mlp-blocks, layers");
   for (const auto& s : o.structures) {
@@ -315,7 +348,10 @@ void check_options(const selection_options& o, bool have_imatrix) {
   if (o.score != "magnitude" && o.score != "wanda" && o.score != "activation") {
     throw usage_error("--score must be magnitude, wanda or activation, got '" + o.score + "'");
   }
-  if (o.score != "magnitude" && !have_imatrix) throw usage_error("--score " + o.score + " reads activations: pass --imatrix FILE (written by llama-imatrix)");
+  if (o.score != "magnitude" && !have_activations) {
+    throw usage_error("--score " + o.score +
+                      " reads activations: pass --calibration FILE (nashprune calibrate) or --imatrix FILE (llama-imatrix)");
+  }
   if (o.method != "nash" && o.method != "knapsack" && o.method != "both") {
     throw usage_error("--method must be nash, knapsack or both, got '" + o.method + "'");
   }
@@ -327,8 +363,8 @@ void check_options(const selection_options& o, bool have_imatrix) {
 }
 
 selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
-                      const selection_options& options) {
-  return planner(model, shape, imatrix, options).run();
+                      const selection_options& options, const calibrate::calibration_stats* calibration) {
+  return planner(model, shape, {imatrix, calibration}, options).run();
 }
 
 }  // namespace nashprune_tool

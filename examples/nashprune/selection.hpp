@@ -2,6 +2,7 @@
 // per-channel importance, then the removals that reach the target.
 #pragma once
 
+#include <calibrate/calibration_stats.hpp>
 #include <gguf/imatrix.hpp>
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
@@ -45,10 +46,14 @@ struct selection {
 };
 
 /// Throws usage_error for unknown structures, scores or methods, a target out of
-/// [0, 1), or wanda/activation without an imatrix.
-void check_options(const selection_options& options, bool have_imatrix);
+/// [0, 1), or wanda/activation without activation statistics (imatrix or calibration).
+void check_options(const selection_options& options, bool have_activations);
 
+/// With `calibration` (nashprune calibrate): wanda/activation read its per-column
+/// energies instead of the imatrix, and the nash method plays each layer's head
+/// game with the measured cosine matrix instead of the weight-space one.
 [[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
-                                    const gguf::imatrix* imatrix, const selection_options& options);
+                                    const gguf::imatrix* imatrix, const selection_options& options,
+                                    const calibrate::calibration_stats* calibration = nullptr);
 
 }  // namespace nashprune_tool

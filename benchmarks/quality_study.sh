@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Pruning quality on a real model, measured the way the seed's §8.3 does:
+# llama-perplexity of the original and of pruned models on text that
+# calibration never saw (issue 7).
+#
+#   [SEEDS=5] benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS] [CAL_TOKENS]
+#
+# TOOL: the nashprune binary (built with NASHPRUNE_LLAMA_CPP_DIR); LLAMA_BIN_DIR:
+# llama-perplexity and llama-quantize; SHARED_DIR: holds models/stories260K.gguf
+# and data/tinystories-{calibration,evaluation}.txt. Perplexity: -c 128 -b 128 on
+# the first CHUNKS (default 100) chunks of the evaluation text, output captured
+# to a file (it loses its last lines in a pipe). Rows of OUT_DIR/table.md:
+#   heads 25 % / 50 %: random (mean ± sd over 5 seeds), magnitude (weights),
+#   activation (calibration energy), wanda (calibration energy × |W_O|),
+#   nash (wanda importance, measured cosine redundancy), knapsack (wanda);
+#   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
+#   llama-quantize --prune-layers.
+set -euo pipefail
+tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-100}; cal_tokens=${6:-16384}; seeds=${SEEDS:-5}
+model=$shared/models/stories260K.gguf
+cal=$shared/data/tinystories-calibration.txt
+eval_text=$shared/data/tinystories-evaluation.txt
+mkdir -p "$out"
+
+ppl() {  # model -> perplexity (fails the script when llama-perplexity fails)
+  local log=$out/$(basename "$1" .gguf).ppl.log
+  "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1
+  grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $5}'
+}
+mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v) if len(v) > 1 else 0:.3f}")' "$@"; }
+
+# Calibration is reused when OUT_DIR already holds it (it takes minutes on 2 cores).
+if [[ ! -f $out/stats.gguf || ! -f $out/calibrate.log ]]; then
+  "$tool" calibrate "$model" --text "$cal" --tokens "$cal_tokens" --ctx 128 -o "$out/stats.gguf" --force > "$out/calibrate.log"
+fi
+"$tool" prune "$model" --dry-run --unit heads --target 0 --plan-out "$out/full_plan.json" > /dev/null
+
+base=$(ppl "$model")
+{
+  echo "stories260K, llama-perplexity -c 128 -b 128 --chunks $chunks on tinystories-evaluation.txt;"
+  echo "calibration: $cal_tokens tokens of tinystories-calibration.txt."
+  echo
+  echo "| removed | method | perplexity | ratio to original |"
+  echo "|---|---|---|---|"
+  echo "| nothing | original | $base | 1.000 |"
+} > "$out/table.md"
+row() { echo "| $1 | $2 | $3 | $(python3 -c "print(f'{float(\"${3%% *}\")/$base:.3f}')") |" >> "$out/table.md"; }
+
+for target in 0.25 0.5; do
+  label="$(python3 -c "print(int($target*100))") % heads"
+  for spec in "magnitude:--score magnitude --method knapsack" \
+              "activation:--score activation --method knapsack --calibration $out/stats.gguf" \
+              "wanda:--score wanda --method knapsack --calibration $out/stats.gguf" \
+              "nash:--score wanda --method nash --calibration $out/stats.gguf"; do
+    name=${spec%%:*}
+    # shellcheck disable=SC2086
+    "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"
+    row "$label" "$name" "$(ppl "$out/${name}_$target.gguf")"
+  done
+  values=()
+  for seed in $(seq "$seeds"); do
+    python3 - "$out/full_plan.json" "$out/random_${target}_${seed}.json" "$target" "$seed" <<'PY'
+import json, random, sys
+# Random choice under the same constraint as the tool's removal steps: a step
+# removes one random query head from every KV group of a random layer (each
+# kept group keeps the same count: llama.cpp needs an integer Q:KV ratio); as
+# many heads as the informed methods remove (whole steps reaching the target).
+plan = json.load(open(sys.argv[1])); target = float(sys.argv[3]); rng = random.Random(int(sys.argv[4]))
+groups = [len(l["q_heads"]) // len(l["kv_heads"]) for l in plan["layers"]]
+def members(i, kv):
+    return [h for h in plan["layers"][i]["q_heads"] if h // groups[i] == kv]
+total = sum(len(layer["q_heads"]) for layer in plan["layers"]); removed = 0
+while removed < target * total:
+    open_layers = [i for i, l in enumerate(plan["layers"]) if all(len(members(i, kv)) > 1 for kv in l["kv_heads"])]
+    i = rng.choice(open_layers)
+    for kv in plan["layers"][i]["kv_heads"]:
+        plan["layers"][i]["q_heads"].remove(rng.choice(members(i, kv))); removed += 1
+json.dump(plan, open(sys.argv[2], "w"))
+PY
+    "$tool" prune "$model" "$out/random_${target}_$seed.gguf" --plan "$out/random_${target}_${seed}.json" --force > /dev/null
+    values+=("$(ppl "$out/random_${target}_$seed.gguf")")
+  done
+  row "$label" "random ($seeds seeds)" "$(mean_sd "${values[@]}")"
+done
+
+n_layer=$(python3 -c "import json; print(len(json.load(open('$out/full_plan.json'))['layers']))")
+order=$(grep -o 'layer [0-9]*: block influence .*, layer [0-9.e-]*' "$out/calibrate.log" |
+        awk '{print $NF, $2}' | tr -d ':' | sort -g | awk '{print $2}')
+for k in 1 2; do
+  chosen=$(echo "$order" | head -n "$k" | sort -n | paste -sd,)
+  "$bin/llama-quantize" --prune-layers "$chosen" "$model" "$out/bi_$k.gguf" COPY > "$out/bi_$k.log" 2>&1
+  row "$k layer(s)" "block influence (layers $chosen)" "$(ppl "$out/bi_$k.gguf")"
+  values=()
+  for seed in $(seq "$seeds"); do
+    layers=$(python3 -c "import random; r=random.Random($seed); print(','.join(map(str, sorted(r.sample(range($n_layer), $k)))))")
+    "$bin/llama-quantize" --prune-layers "$layers" "$model" "$out/rl_${k}_$seed.gguf" COPY > "$out/rl_${k}_$seed.log" 2>&1
+    values+=("$(ppl "$out/rl_${k}_$seed.gguf")")
+  done
+  row "$k layer(s)" "random ($seeds seeds)" "$(mean_sd "${values[@]}")"
+done
+cat "$out/table.md"

@@ -1,0 +1,196 @@
+// Reading and writing calibration statistics (format in calibration_stats.hpp).
+#include "calibrate/calibration_stats.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace calibrate {
+namespace {
+
+std::string blk(std::int64_t layer, std::string_view what) { return "calib.blk." + std::to_string(layer) + "." + std::string(what); }
+constexpr std::string_view influence_tensor = "calib.block_influence";
+
+std::vector<float> to_floats(const Eigen::MatrixXd& m) {
+  std::vector<float> out(static_cast<std::size_t>(m.size()));
+  for (Eigen::Index i = 0; i < m.size(); ++i) out[static_cast<std::size_t>(i)] = static_cast<float>(m.data()[i]);
+  return out;
+}
+
+struct pending_tensor {
+  gguf::tensor_spec spec;
+  std::vector<float> data;
+};
+
+void add(std::vector<pending_tensor>& out, std::string name, std::vector<std::int64_t> dims, std::vector<float> data) {
+  out.push_back({{std::move(name), std::move(dims), nashprune::ggml_type::f32}, std::move(data)});
+}
+
+std::vector<std::int64_t> per_layer(const fingerprint& f, std::int64_t gguf::layer_shape::*field) {
+  std::vector<std::int64_t> v;
+  for (const auto& l : f.layers) v.push_back(l.*field);
+  return v;
+}
+
+class stats_file {
+ public:
+  explicit stats_file(const std::filesystem::path& path) : file_(gguf::reader::open(path)) {}
+
+  const gguf::value& key(std::string_view k) const {
+    const gguf::value* v = file_.find(k);
+    if (v == nullptr) fail("missing key " + std::string(k));
+    return *v;
+  }
+  std::int64_t integer(std::string_view k) const {
+    const auto& v = key(k);
+    if (!gguf::is_integer(v.type)) fail("key " + std::string(k) + " is not an integer");
+    return v.as_int();
+  }
+  std::vector<std::int64_t> integers(std::string_view k, std::size_t n) const {
+    const auto& v = key(k);
+    if (!v.is_array() || v.as_array().size() != n) fail("key " + std::string(k) + " is not an array of " + std::to_string(n) + " integers");
+    std::vector<std::int64_t> out;
+    for (const auto& e : v.as_array()) {
+      if (!gguf::is_integer(e.type)) fail("key " + std::string(k) + " holds a non-integer");
+      out.push_back(e.as_int());
+    }
+    return out;
+  }
+  std::string text(std::string_view k) const {
+    const auto& v = key(k);
+    if (v.type != gguf::value_type::string) fail("key " + std::string(k) + " is not a string");
+    return v.as_string();
+  }
+  /// The tensor's values (column-major for a 2-D tensor with dims {rows, cols}).
+  std::vector<double> floats(const std::string& name, std::vector<std::int64_t> dims) const {
+    const auto* t = file_.find_tensor(name);
+    if (t == nullptr) fail("missing tensor " + name);
+    if (t->type != nashprune::ggml_type::f32 || t->dims != dims) fail("tensor " + name + " has the wrong type or shape");
+    std::vector<float> f(static_cast<std::size_t>(t->elements()));
+    std::memcpy(f.data(), t->data.data(), f.size() * sizeof(float));
+    return {f.begin(), f.end()};
+  }
+  [[noreturn]] void fail(const std::string& what) const { throw gguf::format_error(file_.name() + ": " + what); }
+  const gguf::reader& reader() const { return file_; }
+
+ private:
+  gguf::reader file_;
+};
+
+}  // namespace
+
+fingerprint fingerprint::of(const gguf::llama_shape& shape) {
+  return {shape.architecture, shape.n_embd, shape.head_dim_v, shape.layers};
+}
+
+void write_stats(const std::filesystem::path& path, const calibration_stats& stats, bool force) {
+  const auto& f = stats.model;
+  if (stats.layers.size() != f.layers.size()) throw std::invalid_argument("calibration stats: one entry per layer expected");
+  gguf::metadata kv;
+  kv.emplace_back("general.type", gguf::value::string(std::string(stats_type)));
+  kv.emplace_back("calibration.version", gguf::value::u32(stats_version));
+  kv.emplace_back("calibration.architecture", gguf::value::string(f.architecture));
+  kv.emplace_back("calibration.block_count", gguf::value::u32(static_cast<std::uint32_t>(f.layers.size())));
+  kv.emplace_back("calibration.embedding_length", gguf::value::u32(static_cast<std::uint32_t>(f.n_embd)));
+  kv.emplace_back("calibration.head_dim", gguf::value::u32(static_cast<std::uint32_t>(f.head_dim)));
+  kv.emplace_back("calibration.head_count", gguf::value::int_array(gguf::value_type::int32, per_layer(f, &gguf::layer_shape::n_head)));
+  kv.emplace_back("calibration.head_count_kv", gguf::value::int_array(gguf::value_type::int32, per_layer(f, &gguf::layer_shape::n_head_kv)));
+  kv.emplace_back("calibration.feed_forward_length", gguf::value::int_array(gguf::value_type::int32, per_layer(f, &gguf::layer_shape::n_ff)));
+  kv.emplace_back("calibration.tokens", gguf::value::u64(stats.tokens));
+  kv.emplace_back("calibration.context", gguf::value::u32(stats.context));
+  kv.emplace_back("calibration.text", gguf::value::string(stats.text));
+
+  std::vector<pending_tensor> tensors;
+  std::vector<float> influence;
+  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
+    const auto& l = stats.layers[i];
+    const auto& shape = f.layers[i];
+    const auto layer = static_cast<std::int64_t>(i);
+    if (shape.n_head > 0) {
+      if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || l.attn_in_sum2.size() != shape.n_head * f.head_dim) {
+        throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has attention statistics of the wrong size");
+      }
+      add(tensors, blk(layer, "head_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_gram));
+      add(tensors, blk(layer, "head_cosine"), {shape.n_head, shape.n_head}, to_floats(l.head_cosine));
+      add(tensors, blk(layer, "attn_in_sum2"), {l.attn_in_sum2.size()}, to_floats(l.attn_in_sum2));
+    }
+    if (shape.n_ff > 0) {
+      if (l.ffn_in_sum2.size() != shape.n_ff) throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has FFN statistics of the wrong size");
+      add(tensors, blk(layer, "ffn_in_sum2"), {shape.n_ff}, to_floats(l.ffn_in_sum2));
+    }
+    influence.insert(influence.end(), {static_cast<float>(l.attn_influence), static_cast<float>(l.mlp_influence), static_cast<float>(l.layer_influence)});
+  }
+  add(tensors, std::string(influence_tensor), {3, static_cast<std::int64_t>(stats.layers.size())}, std::move(influence));
+
+  std::vector<gguf::tensor_spec> specs;
+  for (const auto& t : tensors) specs.push_back(t.spec);
+  gguf::writer out(path, {.force = force, .protect = {}});
+  out.begin(kv, specs);
+  for (const auto& t : tensors) out.write(std::as_bytes(std::span(t.data)));
+  out.commit();
+}
+
+calibration_stats read_stats(const std::filesystem::path& path) {
+  const stats_file file(path);
+  if (file.text("general.type") != stats_type) file.fail("not a calibration stats file (general.type is not \"nashprune.calibration\"); write one with nashprune calibrate");
+  if (file.integer("calibration.version") != stats_version) file.fail("unsupported calibration.version");
+  calibration_stats s;
+  auto& f = s.model;
+  f.architecture = file.text("calibration.architecture");
+  const std::int64_t n_layer = file.integer("calibration.block_count");
+  if (n_layer < 1 || n_layer > 100000) file.fail("calibration.block_count out of range");
+  f.n_embd = file.integer("calibration.embedding_length");
+  f.head_dim = file.integer("calibration.head_dim");
+  const auto n = static_cast<std::size_t>(n_layer);
+  const auto heads = file.integers("calibration.head_count", n);
+  const auto kv_heads = file.integers("calibration.head_count_kv", n);
+  const auto ffn = file.integers("calibration.feed_forward_length", n);
+  s.tokens = static_cast<std::uint64_t>(file.integer("calibration.tokens"));
+  s.context = static_cast<std::uint32_t>(file.integer("calibration.context"));
+  s.text = file.text("calibration.text");
+  const auto influence = file.floats(std::string(influence_tensor), {3, n_layer});
+  for (std::size_t i = 0; i < n; ++i) {
+    f.layers.push_back({heads[i], kv_heads[i], ffn[i]});
+    layer_stats l;
+    const auto layer = static_cast<std::int64_t>(i);
+    if (heads[i] > 0) {
+      const auto gram = file.floats(blk(layer, "head_gram"), {heads[i], heads[i]});
+      const auto cosine = file.floats(blk(layer, "head_cosine"), {heads[i], heads[i]});
+      const auto sum2 = file.floats(blk(layer, "attn_in_sum2"), {heads[i] * f.head_dim});
+      l.head_gram = Eigen::Map<const Eigen::MatrixXd>(gram.data(), heads[i], heads[i]);
+      l.head_cosine = Eigen::Map<const Eigen::MatrixXd>(cosine.data(), heads[i], heads[i]);
+      l.attn_in_sum2 = Eigen::Map<const Eigen::VectorXd>(sum2.data(), static_cast<Eigen::Index>(sum2.size()));
+    }
+    if (ffn[i] > 0) {
+      const auto sum2 = file.floats(blk(layer, "ffn_in_sum2"), {ffn[i]});
+      l.ffn_in_sum2 = Eigen::Map<const Eigen::VectorXd>(sum2.data(), static_cast<Eigen::Index>(sum2.size()));
+    }
+    l.attn_influence = influence[3 * i];
+    l.mlp_influence = influence[3 * i + 1];
+    l.layer_influence = influence[3 * i + 2];
+    s.layers.push_back(std::move(l));
+  }
+  return s;
+}
+
+void check_matches(const calibration_stats& stats, const gguf::llama_shape& shape, const std::string& stats_name) {
+  const auto model = fingerprint::of(shape);
+  const auto& f = stats.model;
+  auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(stats_name + " was measured on another model: " + what + " (run nashprune calibrate on this model)");
+  };
+  if (f.layers.size() != model.layers.size()) {
+    fail("the model has " + std::to_string(model.layers.size()) + " layers, the stats " + std::to_string(f.layers.size()));
+  }
+  if (f.n_embd != model.n_embd) fail("embedding length " + std::to_string(model.n_embd) + " in the model, " + std::to_string(f.n_embd) + " in the stats");
+  if (f.head_dim != model.head_dim) fail("head size " + std::to_string(model.head_dim) + " in the model, " + std::to_string(f.head_dim) + " in the stats");
+  for (std::size_t i = 0; i < f.layers.size(); ++i) {
+    const auto& a = model.layers[i];
+    const auto& b = f.layers[i];
+    const auto where = "layer " + std::to_string(i) + " has ";
+    if (a.n_head != b.n_head) fail(where + std::to_string(a.n_head) + " heads in the model, " + std::to_string(b.n_head) + " in the stats");
+    if (a.n_head_kv != b.n_head_kv) fail(where + std::to_string(a.n_head_kv) + " KV heads in the model, " + std::to_string(b.n_head_kv) + " in the stats");
+    if (a.n_ff != b.n_ff) fail(where + "FFN width " + std::to_string(a.n_ff) + " in the model, " + std::to_string(b.n_ff) + " in the stats");
+  }
+}
+
+}  // namespace calibrate

@@ -1,0 +1,91 @@
+// Calibration statistics: what `nashprune calibrate` measures by running text
+// through a model with llama.cpp, and what `nashprune prune --calibration` reads.
+//
+// File format: a GGUF v3 file (written by gguf::writer, so it appears atomically)
+// with general.type = "nashprune.calibration" and these keys:
+//   calibration.version              UINT32  format version (1)
+//   calibration.architecture         STRING  the model's general.architecture
+//   calibration.block_count          UINT32  n_layer of the model
+//   calibration.embedding_length     UINT32  n_embd
+//   calibration.head_dim             UINT32  per-head size of V (the attention output)
+//   calibration.head_count           INT32[n_layer]  query heads per layer
+//   calibration.head_count_kv        INT32[n_layer]  KV heads per layer
+//   calibration.feed_forward_length  INT32[n_layer]  FFN width per layer
+//   calibration.tokens               UINT64  tokens run through the model
+//   calibration.context              UINT32  tokens per evaluated chunk
+//   calibration.text                 STRING  name of the calibration text file
+// The first seven form the model fingerprint: prune refuses stats whose
+// fingerprint differs from the model's (check_matches).
+// Tensors (all F32; ggml order, dims[0] the contiguous one), for each layer N
+// with attention (n_head > 0):
+//   calib.blk.N.head_gram      [n_head, n_head]  G_ij = Σ_tokens <x_i, x_j> of the heads'
+//                                                outputs before attn_output (head_redundancy::gram)
+//   calib.blk.N.head_cosine    [n_head, n_head]  head_redundancy::cosine()
+//   calib.blk.N.attn_in_sum2   [n_head·head_dim] Σ_tokens x_j² per attn_output input column
+// for each layer N with an FFN (n_ff > 0):
+//   calib.blk.N.ffn_in_sum2    [n_ff]            Σ_tokens x_j² per ffn_down input channel
+// and for the whole model:
+//   calib.block_influence      [3, n_layer]      row N: mean over tokens of 1 − cos(in, out)
+//                                                of layer N's attention block, MLP block and
+//                                                whole layer (depth_pruning.hpp block_influence)
+#pragma once
+
+#include <Eigen/Core>
+
+#include "gguf/gguf.hpp"
+#include "gguf/llama_model.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace calibrate {
+
+inline constexpr std::uint32_t stats_version = 1;
+inline constexpr std::string_view stats_type = "nashprune.calibration";
+
+/// The model shape the statistics were measured on.
+struct fingerprint {
+  std::string architecture;
+  std::int64_t n_embd = 0;
+  std::int64_t head_dim = 0;
+  std::vector<gguf::layer_shape> layers;
+
+  [[nodiscard]] static fingerprint of(const gguf::llama_shape& shape);
+  friend bool operator==(const fingerprint&, const fingerprint&) = default;
+};
+
+struct layer_stats {
+  Eigen::MatrixXd head_gram;      // n_head × n_head (empty: attention-free layer)
+  Eigen::MatrixXd head_cosine;    // n_head × n_head
+  Eigen::VectorXd attn_in_sum2;   // n_head · head_dim
+  Eigen::VectorXd ffn_in_sum2;    // n_ff (empty: FFN-free layer)
+  double attn_influence = 0;      // 1 − cos over the attention block
+  double mlp_influence = 0;       // 1 − cos over the MLP block
+  double layer_influence = 0;     // 1 − cos over the whole layer
+
+  /// Σ_tokens ‖x_h‖² of each head's output (the Gram diagonal).
+  [[nodiscard]] Eigen::VectorXd head_energy() const { return head_gram.diagonal(); }
+};
+
+struct calibration_stats {
+  fingerprint model;
+  std::uint64_t tokens = 0;
+  std::uint32_t context = 0;
+  std::string text;
+  std::vector<layer_stats> layers;
+};
+
+/// Writes `stats` to `path` atomically (refusing an existing file unless force).
+void write_stats(const std::filesystem::path& path, const calibration_stats& stats, bool force);
+
+/// Reads a stats file; throws gguf::format_error naming the file and the key or
+/// tensor that is missing or malformed.
+[[nodiscard]] calibration_stats read_stats(const std::filesystem::path& path);
+
+/// Throws std::invalid_argument when `stats` were measured on a model of another
+/// shape, naming the first difference (e.g. "layer 2 has 8 heads in the model, 6 in STATS").
+void check_matches(const calibration_stats& stats, const gguf::llama_shape& shape, const std::string& stats_name);
+
+}  // namespace calibrate

@@ -1,0 +1,336 @@
+// Calibration through llama.cpp's evaluation callback (see llama_capture.hpp).
+#include "calibrate/llama_capture.hpp"
+
+#include <nashprune/depth_pruning.hpp>
+#include <nashprune/head_redundancy.hpp>
+
+#include <ggml-backend.h>
+#include <ggml.h>
+#include <llama.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace calibrate {
+namespace {
+
+/// "attn_norm-12" with prefix "attn_norm-" -> 12.
+std::optional<std::int64_t> suffix_number(std::string_view name, std::string_view prefix) {
+  if (!name.starts_with(prefix)) return std::nullopt;
+  std::int64_t n = 0;
+  const auto* first = name.data() + prefix.size();
+  const auto* last = name.data() + name.size();
+  const auto [end, ec] = std::from_chars(first, last, n);
+  if (ec != std::errc{} || end != last) return std::nullopt;
+  return n;
+}
+
+/// "blk.12.attn_output.weight" with suffix "attn_output.weight" -> 12.
+std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view suffix) {
+  const auto parts = gguf::split_layer_name(name);
+  if (!parts || parts->suffix != suffix) return std::nullopt;
+  return parts->layer;
+}
+
+class accumulators {
+ public:
+  accumulators(const gguf::llama_shape& shape, const capture_options& options) : shape_(shape), options_(options) {
+    for (const auto& l : shape.layers) {
+      layer_state s;
+      if (l.n_head > 0) {
+        s.redundancy.emplace(l.n_head, shape.head_dim_v);
+        s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
+      }
+      s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
+      layers_.push_back(std::move(s));
+    }
+  }
+
+  // ggml_backend_sched_eval_callback: `ask` selects the nodes to observe; the
+  // second call sees them computed. Errors cannot cross the C boundary: they are
+  // kept and the evaluation is stopped (return false).
+  static bool callback(ggml_tensor* t, bool ask, void* user) {
+    auto* self = static_cast<accumulators*>(user);
+    if (ask) return self->wanted(t).has_value();
+    try {
+      self->take(t);
+      return true;
+    } catch (...) {
+      self->error_ = std::current_exception();
+      return false;
+    }
+  }
+
+  void rethrow_if_failed() {
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+  calibration_stats finish(std::uint64_t tokens) const {
+    calibration_stats out;
+    out.model = fingerprint::of(shape_);
+    out.tokens = tokens;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const auto& s = layers_[i];
+      const auto& l = shape_.layers[i];
+      const auto missing = [&](const char* what) {
+        return std::runtime_error("layer " + std::to_string(i) + ": the evaluation never showed " + what +
+                                  " (llama.cpp's graph differs from what the capture expects)");
+      };
+      layer_stats r;
+      if (l.n_head > 0) {
+        if (static_cast<std::uint64_t>(s.redundancy->tokens()) != tokens) throw missing("the input of attn_output for every token");
+        r.head_gram = s.redundancy->gram();
+        r.head_cosine = s.redundancy->cosine();
+        r.attn_in_sum2 = s.attn_sum2;
+      }
+      if (l.n_ff > 0) {
+        if (s.ffn_tokens != tokens) throw missing("the input of ffn_down for every token");
+        r.ffn_in_sum2 = s.ffn_sum2;
+      }
+      if (s.influence_tokens != tokens) throw missing("the residual stream (attn_norm, ffn_norm, l_out) for every token");
+      const double n = static_cast<double>(tokens);
+      r.attn_influence = s.attn_influence / n;
+      r.mlp_influence = s.mlp_influence / n;
+      r.layer_influence = s.layer_influence / n;
+      out.layers.push_back(std::move(r));
+    }
+    return out;
+  }
+
+ private:
+  struct layer_state {
+    std::optional<nashprune::head_redundancy<float>> redundancy;
+    Eigen::VectorXd attn_sum2;
+    Eigen::VectorXd ffn_sum2;
+    std::uint64_t ffn_tokens = 0;
+    double attn_influence = 0, mlp_influence = 0, layer_influence = 0;
+    std::uint64_t influence_tokens = 0;
+  };
+  enum class node { head_outputs, ffn_inner, attn_norm, ffn_norm, layer_out };
+  struct target {
+    node what;
+    std::int64_t layer;
+  };
+
+  const gguf::llama_shape& shape_;
+  const capture_options& options_;
+  std::vector<layer_state> layers_;
+  std::exception_ptr error_;
+  // The residual stream of the layer being evaluated (one chunk).
+  row_major_block layer_in_, attn_out_;
+  std::int64_t layer_in_of_ = -1, attn_out_of_ = -1;
+  std::vector<float> scratch_;
+
+  std::optional<target> wanted(const ggml_tensor* t) const {
+    const std::string_view name = ggml_get_name(t);
+    std::optional<target> r;
+    if (t->op == GGML_OP_MUL_MAT && t->src[0] != nullptr) {
+      const std::string_view w = ggml_get_name(t->src[0]);
+      if (auto l = weight_layer(w, "attn_output.weight")) r = target{node::head_outputs, *l};
+      if (auto l = weight_layer(w, "ffn_down.weight")) r = target{node::ffn_inner, *l};
+    } else if (auto l = suffix_number(name, "attn_norm-")) {
+      r = target{node::attn_norm, *l};
+    } else if (auto l = suffix_number(name, "ffn_norm-")) {
+      r = target{node::ffn_norm, *l};
+    } else if (auto l = suffix_number(name, "l_out-")) {
+      r = target{node::layer_out, *l};
+    }
+    if (r && (r->layer < 0 || r->layer >= shape_.n_layer())) return std::nullopt;
+    return r;
+  }
+
+  /// A computed F32 activation block (tokens × width) as a row-major view.
+  activation_view view(const ggml_tensor* t) {
+    if (t->type != GGML_TYPE_F32 || t->nb[0] != sizeof(float) || t->ne[2] != 1 || t->ne[3] != 1) {
+      throw std::runtime_error(std::string("captured tensor ") + ggml_get_name(t) + " is not a 2-D F32 row-contiguous block");
+    }
+    const auto stride = static_cast<Eigen::Index>(t->nb[1] / sizeof(float));
+    if (t->buffer != nullptr && !ggml_backend_buffer_is_host(t->buffer)) {
+      scratch_.resize(static_cast<std::size_t>(ggml_nbytes(t) / sizeof(float)));
+      ggml_backend_tensor_get(t, scratch_.data(), 0, ggml_nbytes(t));
+      return {scratch_.data(), t->ne[1], t->ne[0], Eigen::OuterStride<>(stride)};
+    }
+    return {static_cast<const float*>(t->data), t->ne[1], t->ne[0], Eigen::OuterStride<>(stride)};
+  }
+
+  /// The residual stream entering an RMSNorm node (norm · weight <- rms_norm <- x).
+  static const ggml_tensor* norm_input(const ggml_tensor* t) {
+    const ggml_tensor* norm = t->src[0];
+    if (t->op == GGML_OP_MUL && norm != nullptr && norm->op == GGML_OP_RMS_NORM && norm->src[0] != nullptr) return norm->src[0];
+    throw std::runtime_error(std::string(ggml_get_name(t)) + " is not RMSNorm times a weight");
+  }
+
+  void observe(std::int64_t layer, activation kind, const activation_view& x) const {
+    if (options_.observe) options_.observe(layer, kind, x);
+  }
+
+  static void add_sum2(Eigen::VectorXd& sum2, const activation_view& x) {
+    sum2 += x.cast<double>().colwise().squaredNorm().transpose();
+  }
+
+  static double influence_total(const row_major_block& in, const activation_view& out) {
+    if (in.rows() != out.rows() || in.cols() != out.cols()) throw std::runtime_error("block input and output differ in shape");
+    return static_cast<double>(nashprune::block_influence(in, out)) * static_cast<double>(in.rows());
+  }
+
+  void take(const ggml_tensor* t) {
+    const auto which = wanted(t);
+    if (!which) return;
+    auto& s = layers_[static_cast<std::size_t>(which->layer)];
+    switch (which->what) {
+      case node::head_outputs: {
+        if (!s.redundancy) return;
+        const auto x = view(t->src[1]);
+        observe(which->layer, activation::head_outputs, x);
+        s.redundancy->add_batch(x);
+        add_sum2(s.attn_sum2, x);
+        break;
+      }
+      case node::ffn_inner: {
+        const auto x = view(t->src[1]);
+        if (x.cols() != s.ffn_sum2.size()) throw std::runtime_error("ffn_down input of layer " + std::to_string(which->layer) + " has the wrong width");
+        observe(which->layer, activation::ffn_inner, x);
+        add_sum2(s.ffn_sum2, x);
+        s.ffn_tokens += static_cast<std::uint64_t>(x.rows());
+        break;
+      }
+      case node::attn_norm: {
+        const auto x = view(norm_input(t));
+        observe(which->layer, activation::layer_in, x);
+        layer_in_ = x;
+        layer_in_of_ = which->layer;
+        break;
+      }
+      case node::ffn_norm: {
+        const auto x = view(norm_input(t));
+        observe(which->layer, activation::attn_block_out, x);
+        attn_out_ = x;
+        attn_out_of_ = which->layer;
+        if (layer_in_of_ == which->layer) s.attn_influence += influence_total(layer_in_, x);
+        else layer_in_ = x, layer_in_of_ = which->layer;  // attention-free layer: the block is the identity
+        break;
+      }
+      case node::layer_out: {
+        const auto x = view(t);
+        observe(which->layer, activation::layer_out, x);
+        if (attn_out_of_ != which->layer || layer_in_of_ != which->layer) {
+          throw std::runtime_error("layer " + std::to_string(which->layer) + " output seen before its norms");
+        }
+        s.mlp_influence += influence_total(attn_out_, x);
+        s.layer_influence += influence_total(layer_in_, x);
+        s.influence_tokens += static_cast<std::uint64_t>(x.rows());
+        break;
+      }
+    }
+  }
+};
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::invalid_argument("cannot read the text file " + path.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void quiet_log(ggml_log_level level, const char* text, void*) {
+  if (level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
+struct model_deleter {
+  void operator()(llama_model* m) const { llama_model_free(m); }
+};
+struct context_deleter {
+  void operator()(llama_context* c) const { llama_free(c); }
+};
+struct batch_holder {
+  llama_batch batch;
+  explicit batch_holder(std::int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
+  ~batch_holder() { llama_batch_free(batch); }
+  batch_holder(const batch_holder&) = delete;
+  batch_holder& operator=(const batch_holder&) = delete;
+};
+
+}  // namespace
+
+calibration_stats run_calibration(const capture_options& o) {
+  if (o.context < 8 || o.context > (1 << 20)) throw std::invalid_argument("--ctx must be in [8, 2^20], got " + std::to_string(o.context));
+  if (o.max_tokens < 0) throw std::invalid_argument("--tokens must not be negative");
+  if (o.max_tokens > 0 && o.max_tokens < o.context) {
+    throw std::invalid_argument("--tokens " + std::to_string(o.max_tokens) + " is less than one context (--ctx " + std::to_string(o.context) + ")");
+  }
+  // The shape (and the architecture check) come from our own reader, before llama.cpp runs.
+  const auto shape = [&] {
+    const auto file = gguf::reader::open(o.model);
+    return gguf::llama_shape::read(file);
+  }();
+  const std::string text = read_text(o.text);
+
+  llama_log_set(quiet_log, nullptr);
+  llama_backend_init();
+  auto mparams = llama_model_default_params();
+  std::unique_ptr<llama_model, model_deleter> model(llama_model_load_from_file(o.model.c_str(), mparams));
+  if (!model) throw std::runtime_error("llama.cpp could not load " + o.model.string());
+  const llama_vocab* vocab = llama_model_get_vocab(model.get());
+  const bool add_bos = llama_vocab_get_add_bos(vocab);
+  const auto n_needed = -llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), nullptr, 0, add_bos, false);
+  std::vector<llama_token> tokens(static_cast<std::size_t>(std::max<std::int32_t>(n_needed, 0)));
+  if (!tokens.empty() && llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), tokens.data(),
+                                        static_cast<std::int32_t>(tokens.size()), add_bos, false) < 0) {
+    throw std::runtime_error("llama.cpp could not tokenize " + o.text.string());
+  }
+  std::int64_t chunks = static_cast<std::int64_t>(tokens.size()) / o.context;
+  if (chunks == 0) {
+    throw std::invalid_argument("the text " + o.text.string() + " is shorter than one context: " + std::to_string(tokens.size()) +
+                                " tokens, --ctx " + std::to_string(o.context));
+  }
+  if (o.max_tokens > 0) chunks = std::min(chunks, o.max_tokens / o.context);
+  const auto total = static_cast<std::uint64_t>(chunks * o.context);
+
+  accumulators acc(shape, o);
+  auto cparams = llama_context_default_params();
+  cparams.n_ctx = static_cast<std::uint32_t>(o.context);
+  cparams.n_batch = static_cast<std::uint32_t>(o.context);
+  cparams.n_ubatch = static_cast<std::uint32_t>(o.context);
+  cparams.n_seq_max = 1;
+  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+  cparams.n_threads = threads;
+  cparams.n_threads_batch = threads;
+  cparams.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  cparams.cb_eval = &accumulators::callback;
+  cparams.cb_eval_user_data = &acc;
+  cparams.no_perf = true;
+  std::unique_ptr<llama_context, context_deleter> ctx(llama_init_from_model(model.get(), cparams));
+  if (!ctx) throw std::runtime_error("llama.cpp could not create a context of " + std::to_string(o.context) + " tokens");
+
+  batch_holder holder(static_cast<std::int32_t>(o.context));
+  auto& batch = holder.batch;
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    llama_memory_clear(llama_get_memory(ctx.get()), true);
+    batch.n_tokens = static_cast<std::int32_t>(o.context);
+    for (std::int64_t j = 0; j < o.context; ++j) {
+      batch.token[j] = tokens[static_cast<std::size_t>(c * o.context + j)];
+      batch.pos[j] = static_cast<llama_pos>(j);
+      batch.n_seq_id[j] = 1;
+      batch.seq_id[j][0] = 0;
+      batch.logits[j] = 1;  // every token is an output, so the last layer keeps every row
+    }
+    if (add_bos) batch.token[0] = llama_vocab_bos(vocab);  // each chunk starts a sequence, as llama-perplexity does
+    const auto status = llama_decode(ctx.get(), batch);
+    acc.rethrow_if_failed();
+    if (status != 0) throw std::runtime_error("llama_decode failed with status " + std::to_string(status));
+    if (o.progress) o.progress(static_cast<std::uint64_t>((c + 1) * o.context), total);
+  }
+  auto stats = acc.finish(total);
+  stats.context = static_cast<std::uint32_t>(o.context);
+  stats.text = o.text.filename().string();
+  return stats;
+}
+
+}  // namespace calibrate

@@ -1,0 +1,49 @@
+// Calibration through llama.cpp: runs text through a llama-family model (archs
+// "llama" and "deci") with llama.cpp's evaluation callback (cb_eval) and feeds
+// the activations, one evaluated chunk at a time, to nashprune's accumulators.
+//
+// What is captured in llama.cpp's graph (src/models/llama.cpp, deci.cpp,
+// src/llama-graph.cpp build_ffn / build_attn), per layer N:
+//   - the input of attn_output: the MUL_MAT node whose weight is
+//     blk.N.attn_output.weight reads the concatenated head outputs ("kqv_out-N",
+//     tokens × n_head·head_dim) -> head_redundancy (Gram, cosine) and Σ x_j²;
+//   - the input of ffn_down: the MUL_MAT node whose weight is blk.N.ffn_down.weight
+//     (the SwiGLU product "ffn_swiglu-N", tokens × n_ff) -> Σ x_j² per channel;
+//   - the residual stream: the input of "attn_norm-N" (the layer input), of
+//     "ffn_norm-N" (attention output + residual) and "l_out-N" (the layer output)
+//     -> block_influence of the attention block, the MLP block and the layer.
+// Memory is one chunk's activations plus n_head² + widths per layer, whatever
+// the number of tokens.
+#pragma once
+
+#include <Eigen/Core>
+
+#include "calibrate/calibration_stats.hpp"
+
+#include <functional>
+
+namespace calibrate {
+
+using row_major_block = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using activation_view = Eigen::Map<const row_major_block, 0, Eigen::OuterStride<>>;
+
+enum class activation { head_outputs, ffn_inner, layer_in, attn_block_out, layer_out };
+
+struct capture_options {
+  std::filesystem::path model;
+  std::filesystem::path text;
+  std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
+  std::int64_t context = 128;   // tokens per evaluated chunk
+  int threads = 0;              // 0: hardware concurrency
+  /// Called after each chunk with tokens done and total.
+  std::function<void(std::uint64_t, std::uint64_t)> progress;
+  /// Sees every captured block (tokens × width) before it is accumulated; for tests.
+  std::function<void(std::int64_t layer, activation kind, const activation_view&)> observe;
+};
+
+/// Runs the calibration. Throws std::invalid_argument before any evaluation for
+/// an unsupported architecture, a text shorter than one context or bad options;
+/// std::runtime_error when llama.cpp fails or its graph lacks a captured tensor.
+[[nodiscard]] calibration_stats run_calibration(const capture_options& options);
+
+}  // namespace calibrate

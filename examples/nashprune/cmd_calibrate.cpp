@@ -1,0 +1,76 @@
+// `nashprune calibrate MODEL.gguf --text FILE [--tokens N] [--ctx N] -o STATS.gguf`:
+// runs calibration text through the model with llama.cpp and writes the
+// activation statistics (head Gram/cosine matrices, activation energies, block
+// influence; format in calibrate/calibration_stats.hpp) that
+// `nashprune prune --calibration STATS.gguf` reads. Built with the llama.cpp the
+// project provisions (NASHPRUNE_LLAMA_CPP_DIR); without it the command says so.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "command.hpp"
+#include "progress.hpp"
+
+#ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
+#include <calibrate/llama_capture.hpp>
+#endif
+
+namespace {
+
+using nashprune_tool::usage_error;
+
+struct calibrate_args {
+  std::string model;
+  std::string text;
+  std::string output;
+  std::int64_t tokens = 0;
+  std::int64_t context = 128;
+  int threads = 0;
+  bool force = false;
+};
+
+int run(const calibrate_args& a) {
+#ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
+  namespace fs = std::filesystem;
+  if (fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
+  std::error_code ec;
+  if (fs::equivalent(a.output, a.model, ec)) throw usage_error("the output must not be the model");
+  calibrate::capture_options o;
+  o.model = a.model;
+  o.text = a.text;
+  o.max_tokens = a.tokens;
+  o.context = a.context;
+  o.threads = a.threads;
+  nashprune_tool::progress_bar bar("calibrating");
+  o.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
+  const auto stats = calibrate::run_calibration(o);
+  calibrate::write_stats(a.output, stats, a.force);
+  std::cout << "calibrated " << a.model << " on " << stats.tokens << " tokens of " << a.text << " (context " << stats.context
+            << ")\nwrote " << a.output << '\n';
+  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
+    const auto& l = stats.layers[i];
+    std::cout << "  layer " << i << ": block influence attention " << l.attn_influence << ", mlp " << l.mlp_influence
+              << ", layer " << l.layer_influence << '\n';
+  }
+  return 0;
+#else
+  (void)a;
+  throw usage_error("this nashprune was built without llama.cpp: configure with -DNASHPRUNE_LLAMA_CPP_DIR=<tree from cmake/provision-llama-cpp.sh> to use calibrate");
+#endif
+}
+
+const nashprune_tool::register_command calibrate_command{{
+    "calibrate", "Measure head redundancy, activation energy and block influence by running text through the model (llama.cpp)",
+    [](CLI::App& app) -> std::function<int()> {
+      auto a = std::make_shared<calibrate_args>();
+      app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
+      app.add_option("--text", a->text, "calibration text file")->required();
+      app.add_option("-o,--output", a->output, "statistics file to write (GGUF)")->required();
+      app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
+      app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
+      app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
+      app.add_flag("--force", a->force, "replace an existing output");
+      return [a] { return run(*a); };
+    }}};
+
+}  // namespace

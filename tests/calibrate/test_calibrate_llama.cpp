@@ -1,0 +1,191 @@
+// Calibration through real llama.cpp (label `llama`): the generated model's
+// planted duplicate heads come out as cosine ≈ 1 pairs, the accumulated
+// statistics equal a direct computation on the captured tensors, and bad
+// inputs fail before any evaluation.
+#include <gtest/gtest.h>
+
+#include <calibrate/llama_capture.hpp>
+#include <gguf/synthetic.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "gguf_test_files.hpp"
+
+namespace {
+
+std::string sample_text(std::size_t bytes) {
+  const std::string words[] = {"the ", "cat ", "sat ", "on ", "a ", "warm ", "mat. ", "Then ", "it ", "ran ", "away! "};
+  std::string s;
+  for (std::size_t i = 0; s.size() < bytes; ++i) s += words[(i * 7 + i / 3) % std::size(words)];
+  return s;
+}
+
+struct calibration_fixture : ::testing::Test {
+  gguf_test::scratch_dir dir;
+  std::filesystem::path model = dir / "synthetic.gguf";
+  std::filesystem::path text = dir / "text.txt";
+  std::vector<gguf::planted_head> planted;
+  void SetUp() override {
+    planted = gguf::generate_synthetic(model, {}, {});
+    std::ofstream(text) << sample_text(600);
+  }
+  calibrate::capture_options options() const {
+    calibrate::capture_options o;
+    o.model = model;
+    o.text = text;
+    o.context = 64;
+    o.threads = 2;
+    return o;
+  }
+};
+
+TEST_F(calibration_fixture, PlantedDuplicateHeadsHaveCosineOne) {
+  const auto stats = calibrate::run_calibration(options());
+  EXPECT_GE(stats.tokens, 128U);
+  int duplicates = 0;
+  for (const auto& p : planted) {
+    const auto& cos = stats.layers[static_cast<std::size_t>(p.layer)].head_cosine;
+    if (p.duplicate) {
+      ++duplicates;
+      EXPECT_NEAR(cos(p.head, p.twin), 1.0, 1e-4) << "layer " << p.layer << " head " << p.head;
+    }
+  }
+  EXPECT_GT(duplicates, 0);
+  // Unplanted pairs of distinct random heads are far from duplicates.
+  const auto& cos0 = stats.layers[0].head_cosine;
+  for (Eigen::Index i = 0; i < cos0.rows(); ++i) {
+    for (Eigen::Index j = 0; j < i; ++j) EXPECT_LT(cos0(i, j), 0.99) << i << "," << j;
+  }
+}
+
+TEST_F(calibration_fixture, StatisticsEqualADirectComputationOnTheCapturedTensors) {
+  struct direct {
+    Eigen::MatrixXd gram;
+    Eigen::VectorXd attn_sum2, ffn_sum2;
+    double attn_bi = 0, mlp_bi = 0, layer_bi = 0;
+    std::vector<std::vector<double>> layer_in, attn_out;  // rows of the current chunk
+  };
+  const auto shape = gguf::llama_shape::read(gguf::reader::open(model));
+  std::map<std::int64_t, direct> ref;
+  auto one_minus_cos = [](const std::vector<double>& a, const std::vector<double>& b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (std::size_t k = 0; k < a.size(); ++k) ab += a[k] * b[k], aa += a[k] * a[k], bb += b[k] * b[k];
+    return 1.0 - ab / std::sqrt(aa * bb);
+  };
+  auto o = options();
+  const std::int64_t hd = shape.head_dim_v;
+  o.observe = [&](std::int64_t layer, calibrate::activation kind, const calibrate::activation_view& x) {
+    auto& r = ref[layer];
+    std::vector<std::vector<double>> rows(static_cast<std::size_t>(x.rows()), std::vector<double>(static_cast<std::size_t>(x.cols())));
+    for (Eigen::Index t = 0; t < x.rows(); ++t) for (Eigen::Index c = 0; c < x.cols(); ++c) rows[t][c] = x(t, c);
+    switch (kind) {
+      case calibrate::activation::head_outputs: {
+        const auto n = x.cols() / hd;
+        if (r.gram.size() == 0) r.gram = Eigen::MatrixXd::Zero(n, n), r.attn_sum2 = Eigen::VectorXd::Zero(x.cols());
+        for (const auto& row : rows) {
+          for (Eigen::Index i = 0; i < n; ++i)
+            for (Eigen::Index j = 0; j < n; ++j)
+              for (Eigen::Index k = 0; k < hd; ++k) r.gram(i, j) += row[i * hd + k] * row[j * hd + k];
+          for (Eigen::Index c = 0; c < x.cols(); ++c) r.attn_sum2(c) += row[c] * row[c];
+        }
+        break;
+      }
+      case calibrate::activation::ffn_inner:
+        if (r.ffn_sum2.size() == 0) r.ffn_sum2 = Eigen::VectorXd::Zero(x.cols());
+        for (const auto& row : rows) for (Eigen::Index c = 0; c < x.cols(); ++c) r.ffn_sum2(c) += row[c] * row[c];
+        break;
+      case calibrate::activation::layer_in: r.layer_in = rows; break;
+      case calibrate::activation::attn_block_out:
+        r.attn_out = rows;
+        for (std::size_t t = 0; t < rows.size(); ++t) r.attn_bi += one_minus_cos(r.layer_in[t], rows[t]);
+        break;
+      case calibrate::activation::layer_out:
+        for (std::size_t t = 0; t < rows.size(); ++t) {
+          r.mlp_bi += one_minus_cos(r.attn_out[t], rows[t]);
+          r.layer_bi += one_minus_cos(r.layer_in[t], rows[t]);
+        }
+        break;
+    }
+  };
+  const auto stats = calibrate::run_calibration(o);
+  ASSERT_EQ(ref.size(), stats.layers.size());
+  const double n = static_cast<double>(stats.tokens);
+  for (std::size_t l = 0; l < stats.layers.size(); ++l) {
+    const auto& s = stats.layers[l];
+    const auto& r = ref[static_cast<std::int64_t>(l)];
+    EXPECT_LE((s.head_gram - r.gram).cwiseAbs().maxCoeff(), 1e-6 * (1 + r.gram.cwiseAbs().maxCoeff())) << "layer " << l;
+    EXPECT_LE((s.attn_in_sum2 - r.attn_sum2).cwiseAbs().maxCoeff(), 1e-9 * (1 + r.attn_sum2.maxCoeff())) << "layer " << l;
+    EXPECT_LE((s.ffn_in_sum2 - r.ffn_sum2).cwiseAbs().maxCoeff(), 1e-9 * (1 + r.ffn_sum2.maxCoeff())) << "layer " << l;
+    EXPECT_NEAR(s.attn_influence, r.attn_bi / n, 1e-5) << "layer " << l;
+    EXPECT_NEAR(s.mlp_influence, r.mlp_bi / n, 1e-5) << "layer " << l;
+    EXPECT_NEAR(s.layer_influence, r.layer_bi / n, 1e-5) << "layer " << l;
+    EXPECT_GT(s.layer_influence, 0.0);
+    // cosine is the normalised Gram.
+    for (Eigen::Index i = 0; i < r.gram.rows(); ++i)
+      for (Eigen::Index j = 0; j < r.gram.rows(); ++j)
+        EXPECT_NEAR(s.head_cosine(i, j), r.gram(i, j) / std::sqrt(r.gram(i, i) * r.gram(j, j)), 1e-6);  // the kernel sums a chunk in float
+  }
+}
+
+TEST_F(calibration_fixture, TextShorterThanOneContextIsRejected) {
+  std::ofstream(text, std::ios::trunc) << "too short";
+  try {
+    (void)calibrate::run_calibration(options());
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("shorter than one context"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(calibration_fixture, UnsupportedArchitectureIsRejected) {
+  const auto in = gguf::reader::open(model);
+  auto kv = in.metadata();
+  gguf::set(kv, "general.architecture", gguf::value::string("gpt2"));
+  const auto other = dir / "gpt2.gguf";
+  {
+    std::vector<gguf::tensor_spec> specs(in.tensors().begin(), in.tensors().end());
+    gguf::writer out(other, {});
+    out.begin(kv, specs);
+    for (const auto& t : in.tensors()) out.write(t.data);
+    out.commit();
+  }
+  auto o = options();
+  o.model = other;
+  try {
+    (void)calibrate::run_calibration(o);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("gpt2"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(calibration_fixture, TokensBelowOneContextIsRejected) {
+  auto o = options();
+  o.max_tokens = 10;
+  EXPECT_THROW((void)calibrate::run_calibration(o), std::invalid_argument);
+}
+
+TEST(CalibrationReal, Stories260KStatisticsAreFiniteAndInRange) {
+  const std::filesystem::path shared = NASHPRUNE_SHARED_DIR;
+  const auto model = shared / "models/stories260K.gguf";
+  const auto text = shared / "data/tinystories-calibration.txt";
+  if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
+  calibrate::capture_options o;
+  o.model = model;
+  o.text = text;
+  o.context = 128;
+  o.max_tokens = 1024;
+  o.threads = 2;
+  const auto stats = calibrate::run_calibration(o);
+  EXPECT_EQ(stats.tokens, 1024U);
+  for (const auto& l : stats.layers) {
+    EXPECT_TRUE(l.head_cosine.allFinite());
+    EXPECT_TRUE(std::isfinite(l.layer_influence));
+    EXPECT_GT(l.layer_influence, 0.0);
+    EXPECT_LT(l.layer_influence, 1.0);
+  }
+}
+
+}  // namespace

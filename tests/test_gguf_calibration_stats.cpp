@@ -1,0 +1,146 @@
+// Calibration statistics files (examples/calibrate/calibration_stats.hpp):
+// round trip, fingerprint checks against a model, malformed files.
+#include <gtest/gtest.h>
+
+#include <calibrate/calibration_stats.hpp>
+#include <gguf/synthetic.hpp>
+
+#include <random>
+
+#include "gguf_test_files.hpp"
+
+namespace {
+
+calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 10.0);
+  auto fill = [&](auto& m) { for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(u(rng)); };
+  calibrate::calibration_stats s;
+  s.model = calibrate::fingerprint::of(shape);
+  s.tokens = 4096;
+  s.context = 128;
+  s.text = "calibration.txt";
+  for (const auto& l : shape.layers) {
+    calibrate::layer_stats r;
+    if (l.n_head > 0) {
+      r.head_gram.resize(l.n_head, l.n_head);
+      r.head_cosine.resize(l.n_head, l.n_head);
+      r.attn_in_sum2.resize(l.n_head * shape.head_dim_v);
+      fill(r.head_gram);
+      fill(r.head_cosine);
+      fill(r.attn_in_sum2);
+    }
+    r.ffn_in_sum2.resize(l.n_ff);
+    fill(r.ffn_in_sum2);
+    r.attn_influence = static_cast<float>(u(rng));
+    r.mlp_influence = static_cast<float>(u(rng));
+    r.layer_influence = static_cast<float>(u(rng));
+    s.layers.push_back(std::move(r));
+  }
+  return s;
+}
+
+gguf::llama_shape synthetic_shape(const gguf_test::scratch_dir& dir, const gguf::synthetic_options& o, const std::string& name) {
+  gguf::generate_synthetic(dir / name, o, {});
+  return gguf::llama_shape::read(gguf::reader::open(dir / name));
+}
+
+TEST(CalibrationStats, RoundTripIsExactForFloatValues) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  const auto stats = random_stats(shape, 7);
+  calibrate::write_stats(dir / "stats.gguf", stats, false);
+  const auto back = calibrate::read_stats(dir / "stats.gguf");
+  EXPECT_EQ(back.model, stats.model);
+  EXPECT_EQ(back.tokens, stats.tokens);
+  EXPECT_EQ(back.context, stats.context);
+  EXPECT_EQ(back.text, stats.text);
+  ASSERT_EQ(back.layers.size(), stats.layers.size());
+  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
+    EXPECT_EQ(back.layers[i].head_gram, stats.layers[i].head_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_cosine, stats.layers[i].head_cosine) << "layer " << i;
+    EXPECT_EQ(back.layers[i].attn_in_sum2, stats.layers[i].attn_in_sum2) << "layer " << i;
+    EXPECT_EQ(back.layers[i].ffn_in_sum2, stats.layers[i].ffn_in_sum2) << "layer " << i;
+    EXPECT_EQ(back.layers[i].attn_influence, stats.layers[i].attn_influence);
+    EXPECT_EQ(back.layers[i].mlp_influence, stats.layers[i].mlp_influence);
+    EXPECT_EQ(back.layers[i].layer_influence, stats.layers[i].layer_influence);
+    EXPECT_EQ(back.layers[i].head_energy(), stats.layers[i].head_gram.diagonal());
+  }
+  EXPECT_NO_THROW(calibrate::check_matches(back, shape, "stats.gguf"));
+  // An existing output is refused unless forced.
+  EXPECT_THROW(calibrate::write_stats(dir / "stats.gguf", stats, false), std::exception);
+  EXPECT_NO_THROW(calibrate::write_stats(dir / "stats.gguf", stats, true));
+}
+
+TEST(CalibrationStats, MismatchedModelIsRejectedNamingTheDifference) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "a.gguf");
+  const auto stats = random_stats(shape, 1);
+  gguf::synthetic_options more_layers;
+  more_layers.n_layer = 5;
+  auto check = [&](const gguf::llama_shape& other, const std::string& expected) {
+    try {
+      calibrate::check_matches(stats, other, "S.gguf");
+      FAIL() << "no error, expected " << expected;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("S.gguf"), std::string::npos) << e.what();
+    }
+  };
+  check(synthetic_shape(dir, more_layers, "b.gguf"), "the model has 5 layers, the stats 4");
+  auto fewer_heads = shape;
+  fewer_heads.layers[2].n_head = 6;
+  check(fewer_heads, "layer 2 has 6 heads in the model, 8 in the stats");
+  auto fewer_kv = shape;
+  fewer_kv.layers[1].n_head_kv = 2;
+  check(fewer_kv, "layer 1 has 2 KV heads in the model, 4 in the stats");
+  auto narrower = shape;
+  narrower.layers[3].n_ff = 64;
+  check(narrower, "layer 3 has FFN width 64 in the model, 128 in the stats");
+}
+
+TEST(CalibrationStats, WrongSizesAreRejectedBeforeWriting) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  auto stats = random_stats(shape, 3);
+  stats.layers[1].head_cosine.resize(3, 3);
+  EXPECT_THROW(calibrate::write_stats(dir / "stats.gguf", stats, false), std::invalid_argument);
+  EXPECT_FALSE(std::filesystem::exists(dir / "stats.gguf"));
+}
+
+TEST(CalibrationStats, AModelIsNotAStatsFile) {
+  gguf_test::scratch_dir dir;
+  gguf::generate_synthetic(dir / "model.gguf", {}, {});
+  try {
+    (void)calibrate::read_stats(dir / "model.gguf");
+    FAIL() << "a model was read as stats";
+  } catch (const gguf::format_error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing key general.type"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CalibrationStats, MissingTensorIsNamed) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  calibrate::write_stats(dir / "stats.gguf", random_stats(shape, 5), false);
+  // Copy the file without its last layer's FFN statistics.
+  const auto full = gguf::reader::open(dir / "stats.gguf");
+  std::vector<gguf::tensor_spec> specs;
+  for (const auto& t : full.tensors()) {
+    if (t.name != "calib.blk.3.ffn_in_sum2") specs.push_back(t);
+  }
+  gguf::writer out(dir / "broken.gguf", {});
+  out.begin(full.metadata(), specs);
+  for (const auto& t : full.tensors()) {
+    if (t.name != "calib.blk.3.ffn_in_sum2") out.write(t.data);
+  }
+  out.commit();
+  try {
+    (void)calibrate::read_stats(dir / "broken.gguf");
+    FAIL() << "a broken file was read";
+  } catch (const gguf::format_error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing tensor calib.blk.3.ffn_in_sum2"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
