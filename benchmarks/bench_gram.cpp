@@ -3,13 +3,16 @@
 // practical peak, all in one binary so results are read as same-run ratios.
 //
 // Names: Gram/<impl>/<n_head>/<reduction length>/head_dim:<d>/threads:<t>.
-// Shape: n heads, each a vector of L = tokens · head_dim floats. The activations
-// stream through a batch buffer of at most 4 Mi floats (16 MiB: 512 tokens of a
-// 7B model's 32 × 128 heads, which an engine hands over straight from its
-// attention output, so last-level-cache resident as here), re-read until L
-// entries per head are accumulated, as a calibration run feeds batch after batch.
+// Shape: n heads, each a vector of L = tokens · head_dim floats, streamed in
+// batches of 512 tokens (llama.cpp's default ubatch: what an engine hands over
+// per forward step, straight from its attention output) through one batch
+// buffer that is re-read until L entries per head are accumulated. Set
+// NASHPRUNE_BENCH_BATCH_TOKENS to another count to see other cache regimes
+// (e.g. 8192: a 16 MiB batch at n = 8, last-level-cache bound for every impl).
 //  - simd:     head_redundancy<float>::add_batch on the token-major
-//              tokens × (n·d) batch, the layout an engine produces.
+//              tokens × (n·d) batch, the layout an engine produces (automatic
+//              target: AVX-512 where present); simd_avx2 and portable force
+//              the other targets of the same kernel.
 //  - naive:    plain loops over the same token-major batch, double sums.
 //  - eigen:    G += A·Aᵀ, A the n × (tokens·d) head-major copy of the batch
 //              (the layout most favourable to a GEMM; the copy is not timed).
@@ -27,6 +30,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,7 +47,16 @@ namespace {
 
 using Eigen::Index;
 using RowMatrixf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr Index batch_buffer_floats = Index{1} << 22;
+
+/// Tokens per batch: 512, or NASHPRUNE_BENCH_BATCH_TOKENS from the environment.
+Index batch_token_count() {
+  static const Index count = [] {
+    const char* text = std::getenv("NASHPRUNE_BENCH_BATCH_TOKENS");
+    const long long parsed = text != nullptr ? std::atoll(text) : 0;
+    return parsed > 0 ? static_cast<Index>(parsed) : Index{512};
+  }();
+  return count;
+}
 
 struct gram_problem {
   Index n = 0;
@@ -55,7 +68,7 @@ struct gram_problem {
 
   gram_problem(Index n_head, Index head_dim, Index reduction_length)
       : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim) {
-    batch_tokens = std::min(total_tokens, std::max<Index>(1, batch_buffer_floats / (n * d)));
+    batch_tokens = std::min(total_tokens, batch_token_count());
     token_major.resize(batch_tokens, n * d);
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.1f, 1.0f);
@@ -80,10 +93,12 @@ struct gram_problem {
 
 /// One accumulator per implementation; add(tokens) accumulates the first
 /// `tokens` tokens of the buffer.
+template <nashprune::simd_target Target>
 struct simd_impl {
   nashprune::head_redundancy<float> acc;
   const gram_problem* p;
-  explicit simd_impl(const gram_problem& problem) : acc(problem.n, problem.d), p(&problem) {}
+  explicit simd_impl(const gram_problem& problem)
+      : acc(problem.n, problem.d, {.target = Target}), p(&problem) {}
   void add(Index tokens) { acc.add_batch(p->token_major.topRows(tokens)); }
   void merge(const simd_impl& other) { acc.merge(other.acc); }
   [[nodiscard]] double checksum() const { return acc.gram().sum(); }
@@ -185,7 +200,7 @@ void run_openblas_sgemm(benchmark::State& state, int threads) {
 #endif
 
 /// The problem of the last benchmark: consecutive benchmarks share a shape, and
-/// building the 128 MiB of buffers each time the library re-runs one costs seconds.
+/// rebuilding the buffers each time the library re-runs one costs seconds.
 const gram_problem& problem_of(Index n, Index d, Index length) {
   static std::unique_ptr<gram_problem> last;
   if (!last || last->n != n || last->d != d || last->total_tokens != length / d) {
@@ -218,14 +233,21 @@ int register_all() {
         for (Index length : lengths) {
           using runner = std::function<void(benchmark::State&, const gram_problem&, int)>;
           std::vector<std::pair<std::string, runner>> impls{
-              {"simd", run_gram<simd_impl>}, {"eigen", run_gram<eigen_impl>}};
+              {"simd", run_gram<simd_impl<nashprune::simd_target::automatic>>},
+              {"simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>},
+              {"eigen", run_gram<eigen_impl>}};
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
           impls.emplace_back("openblas", run_openblas_ssyrk);
 #endif
           // Naive loops take minutes at the long lengths; one length shows the gap.
-          if (length == (Index{1} << 16)) impls.emplace_back("naive", run_gram<naive_impl>);
-          for (const auto& [name, run] : impls) {
-            const std::string label = "Gram/" + name + "/" + std::to_string(n) + "/" +
+          if (length == (Index{1} << 16)) {
+            impls.emplace_back("naive", run_gram<naive_impl>);
+            impls.emplace_back("portable",
+                               run_gram<simd_impl<nashprune::simd_target::portable>>);
+          }
+          for (const auto& impl : impls) {
+            const runner run = impl.second;  // a copy: lambdas cannot capture bindings in clang 14
+            const std::string label = "Gram/" + impl.first + "/" + std::to_string(n) + "/" +
                                       std::to_string(length) + "/head_dim:" + std::to_string(d) +
                                       "/threads:" + std::to_string(threads);
             benchmark::RegisterBenchmark(label.c_str(), [=](benchmark::State& s) {

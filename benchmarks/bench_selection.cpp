@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 namespace np = nashprune;
@@ -26,7 +27,7 @@ std::vector<np::selection_item<float>> llama_table(std::int64_t n) {
   items.reserve(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t layer = std::min(layers - 1, i / per_layer), within = i - layer * per_layer;
-    const bool attention = within % 64 == 0;  // one attention group per 64 channels
+    const bool attention = within < 8;  // 8 attention groups, then MLP channels
     items.push_back({layer, attention ? np::item_kind::attention_group : np::item_kind::mlp_channel, within,
                      importance(rng), attention ? 5'242'880 : 12'288});
   }
@@ -99,9 +100,13 @@ BENCHMARK(BM_fill_greedy_all_constraints)->SELECTION_SIZES;
 BENCHMARK(BM_reference_stop_at_first_misfit)->SELECTION_SIZES;
 BENCHMARK(BM_std_sort_scores)->SELECTION_SIZES;
 
-// Exact solver: uncorrelated scores (easy bounds) and near-equal scores (weak bounds,
-// the hard case); counters report nodes and whether the search finished.
-void exact_case(benchmark::State& state, bool hard) {
+// Exact solver: uncorrelated scores (easy bounds), near-equal scores, and the classic
+// hard case, strongly correlated importance (I = c + 100) with the removal pinned to
+// [B - 20, B]; counters report nodes and whether the search finished.
+enum class exact_instance { uncorrelated, near_equal, strongly_correlated_exact_sum };
+
+void exact_case(benchmark::State& state, exact_instance kind) {
+  const bool hard = kind != exact_instance::uncorrelated;
   const auto n = state.range(0);
   std::mt19937 rng(7);
   std::uniform_int_distribution<std::int64_t> cost(1, 1000);
@@ -109,14 +114,28 @@ void exact_case(benchmark::State& state, bool hard) {
   std::vector<np::selection_item<double>> items;
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t c = cost(rng);
-    items.push_back({i % 4, np::item_kind::mlp_channel, i / 4, hard ? static_cast<double>(c) * near(rng) : spread(rng), c});
+    const double importance = kind == exact_instance::strongly_correlated_exact_sum ? static_cast<double>(c + 100)
+                              : hard                                                  ? static_cast<double>(c) * near(rng)
+                                                                                      : spread(rng);
+    items.push_back({i % 4, np::item_kind::mlp_channel, i / 4, importance, c});
   }
   const std::int64_t budget = np::budget_from_fraction(0.3, total_of(items));
   np::selection_options o;
   o.max_nodes = 20'000'000;
+  o.algorithm = state.range(1) == 0 ? np::exact_algorithm::branch_and_bound : np::exact_algorithm::dynamic_programming;
+  if (kind == exact_instance::strongly_correlated_exact_sum) o.exact_min_removed = budget - 20;
   double nodes = 0, proven = 1;
   for (auto _ : state) {
-    const auto r = np::solve_exact<double>(items, budget, {}, o);
+    np::selection_result<double> r;
+    try {
+      r = np::solve_exact<double>(items, budget, {}, o);
+    } catch (const std::domain_error&) {
+      state.SkipWithError("no selection removes an amount in [B - 20, B]");
+      break;
+    } catch (const std::invalid_argument&) {
+      state.SkipWithError("beyond the solver's limits (dp_max_cells or exact_max_items)");
+      break;
+    }
     nodes = static_cast<double>(r.nodes);
     proven = r.proven_optimal ? 1 : 0;
     benchmark::DoNotOptimize(r.objective);
@@ -125,9 +144,15 @@ void exact_case(benchmark::State& state, bool hard) {
   state.counters["proven"] = proven;
 }
 
-void BM_exact_uncorrelated(benchmark::State& state) { exact_case(state, false); }
-void BM_exact_near_equal_scores(benchmark::State& state) { exact_case(state, true); }
-BENCHMARK(BM_exact_uncorrelated)->Arg(20)->Arg(100)->Arg(1000)->Arg(4000)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_exact_near_equal_scores)->Arg(20)->Arg(40)->Arg(80)->Arg(200)->Arg(1000)->Unit(benchmark::kMillisecond);
+void BM_exact_uncorrelated(benchmark::State& state) { exact_case(state, exact_instance::uncorrelated); }
+void BM_exact_near_equal_scores(benchmark::State& state) { exact_case(state, exact_instance::near_equal); }
+void BM_exact_strongly_correlated_exact_sum(benchmark::State& state) {
+  exact_case(state, exact_instance::strongly_correlated_exact_sum);
+}
+// Second argument: 0 = branch and bound, 1 = dynamic programming.
+BENCHMARK(BM_exact_uncorrelated)->ArgsProduct({{20, 100, 1000, 4000}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_exact_near_equal_scores)->ArgsProduct({{20, 80, 200, 1000}, {0, 1}})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_exact_strongly_correlated_exact_sum)->ArgsProduct({{10, 30, 100, 300, 1000, 4000}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace

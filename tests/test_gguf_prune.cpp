@@ -27,7 +27,7 @@ pruned_file apply(const gguf::reader& in, const gguf::prune_plan& plan, const st
   {
     gguf::writer w(out, {.force = true, .protect = {}});
     w.begin(result.metadata, result.tensors);
-    gguf::write_tensors(result, w);
+    gguf::write_tensors(in, result, w);
     w.commit();
   }
   auto r = gguf::reader::open(out);

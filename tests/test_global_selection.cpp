@@ -163,6 +163,48 @@ TYPED_TEST(GlobalSelectionTyped, ExactEqualsBruteForceAndGreedyStaysWithinItsCer
   }
 }
 
+TYPED_TEST(GlobalSelectionTyped, DynamicProgrammingAndBranchAndBoundAgree) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(17);
+  np::selection_options dp, bnb;
+  dp.algorithm = np::exact_algorithm::dynamic_programming;
+  bnb.algorithm = np::exact_algorithm::branch_and_bound;
+  for (int trial = 0; trial < 300; ++trial) {
+    auto items = random_items<Scalar>(rng, 3 + trial % 11, 3, trial % 3 == 0);
+    if (trial % 2 == 0) {
+      for (auto& it : items) it.cost *= 64;  // a common factor the DP divides out
+    }
+    np::selection_constraints c;
+    c.n_layers = 3;
+    c.freeze_first_layers = trial % 2;  // frozen layers never bind
+    std::int64_t total = 0;
+    for (const auto& it : items) total += it.cost;
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(0, total)(rng);
+    const auto a = np::solve_exact<Scalar>(items, budget, c, dp);
+    const auto b = np::solve_exact<Scalar>(items, budget, c, bnb);
+    const auto automatic = np::solve_exact<Scalar>(items, budget, c);
+    EXPECT_EQ(a.algorithm, np::exact_algorithm::dynamic_programming);
+    EXPECT_EQ(b.algorithm, np::exact_algorithm::branch_and_bound);
+    EXPECT_EQ(automatic.algorithm, np::exact_algorithm::dynamic_programming);
+    const double reference = brute_force(items, c, np::select_greedy<Scalar>(items, budget, c).achieved, budget);
+    const double tolerance = 1e-4 * std::max(1.0, reference);
+    EXPECT_NEAR(static_cast<double>(a.objective), reference, tolerance) << "trial " << trial;
+    EXPECT_NEAR(static_cast<double>(b.objective), reference, tolerance) << "trial " << trial;
+    EXPECT_EQ(first_violation(items, a.pruned, c, budget), "");
+    EXPECT_EQ(removed_cost(items, a.pruned), a.achieved);
+    EXPECT_TRUE(a.proven_optimal);
+  }
+  // Binding constraints: only branch and bound is exact.
+  const items_t<Scalar> items{{0, item_kind::mlp_channel, 0, Scalar(1), 2}, {0, item_kind::mlp_channel, 1, Scalar(1), 2}};
+  np::selection_constraints keep_one;
+  keep_one.min_kept = {{item_kind::mlp_channel, 1, -1}};
+  EXPECT_THROW((void)np::solve_exact<Scalar>(items, 4, keep_one, dp), std::invalid_argument);
+  EXPECT_EQ(np::solve_exact<Scalar>(items, 4, keep_one).algorithm, np::exact_algorithm::branch_and_bound);
+  np::selection_options tiny = dp;
+  tiny.dp_max_cells = 1;
+  EXPECT_THROW((void)np::solve_exact<Scalar>(items, 4, {}, tiny), std::invalid_argument);
+}
+
 TYPED_TEST(GlobalSelectionTyped, UnconstrainedGreedyGapWithinCriticalItemBound) {
   using Scalar = TypeParam;
   std::mt19937 rng(11);
@@ -290,6 +332,7 @@ TEST(GlobalSelection, NodeLimitIsReportedNotThrown) {
   std::int64_t total = 0;
   for (const auto& it : items) total += it.cost;
   np::selection_options o;
+  o.algorithm = np::exact_algorithm::branch_and_bound;  // the DP would solve this outright
   o.max_nodes = 50;
   // With the greedy as incumbent the answer is feasible, bounded, and not proven.
   const auto r = np::solve_exact<double>(items, total / 2, {}, o);

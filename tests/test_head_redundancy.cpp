@@ -163,6 +163,25 @@ TYPED_TEST(HeadRedundancy, MatchesDoubleReferenceOnRandomDataOnEveryTarget) {
   }
 }
 
+// A CPU without AVX-512 (or without AVX2) never gets a kernel it cannot run.
+TEST(GramDispatch, ForcedTargetsFallBackToTheWidestTheCpuSupports) {
+  using detail::choose_simd_target;
+  const detail::cpu_features full{.avx2_fma = true, .avx512 = true};
+  const detail::cpu_features no_avx512{.avx2_fma = true, .avx512 = false};
+  const detail::cpu_features scalar_only{};
+  EXPECT_EQ(choose_simd_target(simd_target::automatic, full), simd_target::avx512);
+  EXPECT_EQ(choose_simd_target(simd_target::avx2_fma, full), simd_target::avx2_fma);
+  EXPECT_EQ(choose_simd_target(simd_target::portable, full), simd_target::portable);
+  EXPECT_EQ(choose_simd_target(simd_target::automatic, no_avx512), simd_target::avx2_fma);
+  EXPECT_EQ(choose_simd_target(simd_target::avx512, no_avx512), simd_target::avx2_fma);
+  for (simd_target t : {simd_target::automatic, simd_target::portable, simd_target::avx2_fma,
+                        simd_target::avx512}) {
+    EXPECT_EQ(choose_simd_target(t, scalar_only), simd_target::portable);
+  }
+  EXPECT_EQ(head_redundancy<double>(2, 2, {.target = simd_target::avx512}).target(),
+            simd_target::portable);
+}
+
 TYPED_TEST(HeadRedundancy, AutomaticTargetIsTheWidestSupported) {
   using S = TypeParam;
   EXPECT_EQ(head_redundancy<S>(2, 2).target(), supported_targets<S>().back());
@@ -418,8 +437,11 @@ TEST(HeadRedundancyNumerics, ReductionLengthOneHundredMillionWithinOneMillionth)
 // One single batch of 10^8 entries per head (1,562,500 tokens that all alias one
 // row through an outer stride of 0): the exact Gram is tokens × the row's Gram,
 // so the check is cheap, and one add_batch must not lose precision inside itself.
+// Five heads: full and partial register tiles on both SIMD targets. The portable
+// target (double products and sums) is skipped here only to keep the sanitizer
+// run short; it runs the random 10^8 case above.
 TEST(HeadRedundancyNumerics, OneBatchOfOneHundredMillionEntriesPerHead) {
-  const Index n = 4, d = 64, tokens = 1562500;
+  const Index n = 5, d = 64, tokens = 1562500;
   const auto row = random_block<float>(1, n * d, 123, 1.0);
   reference_stats one(n, d);
   one.add(row);
@@ -427,6 +449,7 @@ TEST(HeadRedundancyNumerics, OneBatchOfOneHundredMillionEntriesPerHead) {
   const Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>> repeated(
       row.data(), tokens, n * d, Eigen::OuterStride<>(0));
   for (simd_target t : supported_targets<float>()) {
+    if (t == simd_target::portable) continue;
     SCOPED_TRACE(name_of(t));
     head_redundancy<float> acc(n, d, {.target = t});
     acc.add_batch(repeated);
@@ -435,5 +458,31 @@ TEST(HeadRedundancyNumerics, OneBatchOfOneHundredMillionEntriesPerHead) {
     EXPECT_LT((acc.sums() - one.sums * static_cast<double>(tokens)).cwiseAbs().maxCoeff() /
                   (one.sums.cwiseAbs().maxCoeff() * tokens),
               1e-6);
+  }
+}
+
+// Finite activations whose squares overflow float (|x| > ~1.8e19) still give the
+// right Gram on every target (the batch is redone with double products); squares
+// that overflow double are a domain_error, never a silent Inf.
+TYPED_TEST(HeadRedundancy, HugeFiniteActivationsNeverGiveInfOrNaN) {
+  using S = TypeParam;
+  const Index n = 3, d = 20;
+  const S scale = std::is_same_v<S, float> ? S(1e20) : S(1e100);
+  const RowBlock<S> x = random_block<S>(9, n * d, 77) * scale;
+  reference_stats ref(n, d);
+  ref.add(x);
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_redundancy<S> acc(n, d, {.target = target});
+    acc.add_batch(x);
+    ASSERT_TRUE(acc.gram().allFinite());
+    EXPECT_LT(gram_error(acc.gram(), ref.gram), tolerance<S>());
+    EXPECT_EQ(acc.tokens(), 9);
+  }
+  if constexpr (std::is_same_v<S, double>) {
+    head_redundancy<S> acc(n, d);
+    const RowBlock<S> too_large = x * S(1e100);
+    EXPECT_THROW(acc.add_batch(too_large), std::domain_error);
+    EXPECT_EQ(acc.tokens(), 0);
   }
 }

@@ -133,6 +133,7 @@ TEST(Hgsp, StridedAndRowMajorInputs) {
 TEST(Hgsp, BadInput) {
   Eigen::VectorXd L(2), A(2), P(2), short_one(1);
   L << 0.1, 0.2;
+  short_one << 0.5;
   A = L;
   P = L;
   const auto items = one_of_each<double>(2);

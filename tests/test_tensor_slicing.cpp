@@ -203,6 +203,13 @@ TYPED_TEST(SlicingTyped, BadKeepListsAndOutputsAreRejected) {
         gather_entries(source, std::vector<index_range>{{0, 2}}, entries);
       },
       {"'source'", "must be a vector"});
+  M shared = M::Zero(6, 5);
+  expect_error<std::invalid_argument>(
+      [&] { gather_rows(shared, std::vector<index_range>{{0, 2}}, shared.bottomRows(2)); },
+      {"'destination'", "overlaps the source"});
+  expect_error<std::invalid_argument>(
+      [&] { gather_entries(shared.col(0), std::vector<index_range>{{1, 3}}, shared.col(0).head(3)); },
+      {"'destination'", "overlaps the source"});
 }
 
 // ---------------------------------------------------------------------------
@@ -288,6 +295,45 @@ TEST(SlicingBytes, HeadsOfDim128InQ4KGoInAlignedPairs) {
   EXPECT_EQ(kept.size(), static_cast<std::size_t>(n_rows * 144));
   expect_error<std::invalid_argument>([&] { (void)gather_ggml_cols(wo, unit_ranges(split, 128)); },
                                       {"'keep'", "column range [0, 128) at index 0", "q4_K block boundary (256"});
+}
+
+TEST(SlicingBytes, LargeGathersWithNonTemporalStoresStayExactAtAnyAlignment) {
+  // Outputs above the streaming threshold take the non-temporal store path;
+  // destinations start off 16-byte alignment and spans end mid-vector.
+  std::mt19937 rng(24);
+  const std::int64_t n_cols = 4096, n_rows = 2400;
+  const std::int64_t row = row_bytes(ggml_type::q8_0, n_cols);
+  const auto bytes = random_bytes(rng, static_cast<std::size_t>(n_rows * row));
+  const ggml_matrix_view source{ggml_type::q8_0, n_cols, n_rows, 0, bytes};
+  const std::vector<index_range> rows{{0, 700}, {701, 3}, {1000, 1400}};
+  std::vector<std::byte> out(static_cast<std::size_t>(2103 * row + 7));
+  gather_ggml_rows(source, rows, ggml_matrix_span{ggml_type::q8_0, n_cols, 2103, 0, std::span(out).subspan(7)});
+  const auto expected_rows = reference_gather(source, rows, true);
+  EXPECT_TRUE(std::equal(expected_rows.begin(), expected_rows.end(), out.begin() + 7));
+
+  const std::vector<std::int64_t> heads{0,  1,  2,  3,  4,  5,  6,  7,  10, 11, 12, 13, 14, 15, 17,
+                                        18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+  const auto cols = unit_ranges(heads, 128);
+  const auto expected_cols = reference_gather(source, cols, false);
+  std::vector<std::byte> col_out(expected_cols.size() + 3);
+  gather_ggml_cols(source, cols, ggml_matrix_span{ggml_type::q8_0, 29 * 128, n_rows, 0, std::span(col_out).subspan(3)});
+  EXPECT_TRUE(std::equal(expected_cols.begin(), expected_cols.end(), col_out.begin() + 3));
+}
+
+TYPED_TEST(SlicingTyped, LargeTypedColumnGathersStreamAndStayExact) {
+  using Scalar = TypeParam;
+  using row_major = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Index rows = 1200, cols = 2048;
+  row_major source(rows, cols);
+  for (Eigen::Index i = 0; i < source.size(); ++i) source.data()[i] = static_cast<Scalar>(i % 100003);
+  const std::vector<index_range> keep{{3, 517}, {600, 300}, {1024, 1021}};
+  const Eigen::Index kept = 517 + 300 + 1021;
+  std::vector<Scalar> buffer(static_cast<std::size_t>(rows * kept + 1));
+  Eigen::Map<row_major> out(buffer.data() + 1, rows, kept);  // off 16-byte alignment
+  gather_cols(source, keep, out);
+  const auto indices = expand(keep);
+  for (Eigen::Index r = 0; r < rows; ++r)
+    for (Eigen::Index j = 0; j < kept; ++j) ASSERT_EQ(out(r, j), source(r, indices[static_cast<std::size_t>(j)]));
 }
 
 TEST(SlicingBytes, BadLayoutsBuffersAndKeepListsAreRejected) {

@@ -136,6 +136,10 @@ class reader {
   [[nodiscard]] const tensor_view* find_tensor(std::string_view name) const;
   /// Like find_tensor, but a missing tensor is a format_error naming it.
   [[nodiscard]] const tensor_view& tensor(std::string_view name) const;
+  /// Drops the mapped pages of `bytes` (a tensor already consumed) from this
+  /// process's resident set, so streaming a model never holds all of it; the
+  /// data stays readable (it is paged in again from the file if touched).
+  void release(std::span<const std::byte> bytes) const;
 
  private:
   std::shared_ptr<const void> mapping_;  // keeps an mmap alive (empty for `parse`)
@@ -191,6 +195,8 @@ class writer {
   bool begun_ = false;
 
   void put(std::span<const std::byte> bytes);
+  // How many of `wanted` bytes still fit the current tensor (throws past the last one).
+  std::size_t room_in_current_tensor(std::size_t wanted) const;
   void flush();
   void pad_to_alignment();
   void advance_completed_tensors();

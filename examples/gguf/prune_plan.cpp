@@ -1,6 +1,8 @@
 // Applying a pruning plan to a llama-family GGUF: metadata, tensor table, slices.
 #include "gguf/prune_plan.hpp"
 
+#include <nashprune/tensor_slicing.hpp>
+
 #include <algorithm>
 
 namespace gguf {
@@ -282,9 +284,11 @@ pruned_model plan_output(const reader& model, const llama_shape& shape, const pr
   return output_builder(model, shape, plan).build(provenance);
 }
 
-void write_tensors(const pruned_model& result, writer& out, const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+void write_tensors(const reader& model, const pruned_model& result, writer& out,
+                   const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   const std::uint64_t total = totals(result.tensors).bytes;
   std::uint64_t done = 0;
+  std::vector<std::byte> columns;  // one column-sliced tensor at a time
   for (std::size_t i = 0; i < result.tensors.size(); ++i) {
     const auto& spec = result.tensors[i];
     const auto& source = result.sources[i];
@@ -303,20 +307,15 @@ void write_tensors(const pruned_model& result, writer& out, const std::function<
         break;
       }
       case tensor_source::kind::columns: {
-        const auto& traits = nashprune::traits_of(spec.type);
-        const std::uint64_t row = source.from->row_bytes();
-        const auto rows = static_cast<std::uint64_t>(source.from->rows());
-        for (std::uint64_t r = 0; r < rows; ++r) {
-          const auto line = source.from->data.subspan(r * row, row);
-          for (const auto& range : source.ranges) {
-            const auto begin = static_cast<std::size_t>(range.begin / traits.block_size * traits.type_size);
-            const auto size = static_cast<std::size_t>(range.size / traits.block_size * traits.type_size);
-            out.write(line.subspan(begin, size));
-          }
-        }
+        const nashprune::ggml_matrix_view view{source.from->type, source.from->dims[0], source.from->rows(), 0, source.from->data};
+        columns.resize(static_cast<std::size_t>(spec.bytes()));
+        nashprune::gather_ggml_cols(view, source.ranges,
+                                    nashprune::ggml_matrix_span{spec.type, spec.dims[0], spec.rows(), 0, columns});
+        out.write(columns);
         break;
       }
     }
+    if (source.from != nullptr) model.release(source.from->data);
     done += spec.bytes();
     if (progress) progress(done, total);
   }

@@ -71,8 +71,9 @@ struct tensor_totals {
                                        const gguf::metadata& provenance);
 
 /// Streams the output tensors into `out` (after out.begin(result.metadata, result.tensors)).
-/// `progress(done, total)` is called after each tensor with byte counts.
-void write_tensors(const pruned_model& result, writer& out,
+/// `progress(done, total)` is called after each tensor with byte counts. Each
+/// source tensor's pages are released from `model` once copied (streaming).
+void write_tensors(const reader& model, const pruned_model& result, writer& out,
                    const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});
 
 }  // namespace gguf

@@ -316,6 +316,14 @@ const tensor_view* reader::find_tensor(std::string_view name) const {
   return nullptr;
 }
 
+void reader::release(std::span<const std::byte> bytes) const {
+  if (!mapping_ || bytes.empty()) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<std::uintptr_t>(bytes.data()) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<std::uintptr_t>(bytes.data()) + bytes.size()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 const tensor_view& reader::tensor(std::string_view name) const {
   const tensor_view* t = find_tensor(name);
   if (t == nullptr) throw format_error(name_ + ": missing tensor '" + std::string(name) + "'");

@@ -68,13 +68,17 @@ void writer::advance_completed_tensors() {
   }
 }
 
+std::size_t writer::room_in_current_tensor(std::size_t wanted) const {
+  if (!begun_ || current_ >= tensors_.size()) {
+    throw std::logic_error("gguf::writer: more tensor bytes than the tensor table declares");
+  }
+  const std::uint64_t room = tensors_[current_].bytes() - current_written_;
+  return static_cast<std::size_t>(std::min<std::uint64_t>(room, wanted));
+}
+
 void writer::write(std::span<const std::byte> bytes) {
   while (!bytes.empty()) {
-    if (!begun_ || current_ >= tensors_.size()) {
-      throw std::logic_error("gguf::writer: more tensor bytes than the tensor table declares");
-    }
-    const std::uint64_t room = tensors_[current_].bytes() - current_written_;
-    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(room, bytes.size()));
+    const std::size_t n = room_in_current_tensor(bytes.size());
     put(bytes.first(n));
     current_written_ += n;
     bytes = bytes.subspan(n);

@@ -113,7 +113,7 @@ prune_outcome prune_file(const prune_args& a) {
   gguf::writer out(a.output, {.force = a.force, .protect = {a.model}});
   out.begin(final_result.metadata, final_result.tensors);
   nashprune_tool::progress_bar bar("writing " + a.output);
-  gguf::write_tensors(final_result, out, [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
+  gguf::write_tensors(model, final_result, out, [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
   out.commit();
   std::cout << "wrote " << a.output << " (" << out.bytes_written() << " bytes, architecture " << final_result.shape.architecture << ")\n";
   return {chosen.plan, final_result.shape};

@@ -8,7 +8,7 @@
 //                    "min_kept": [{"kind", "count", "layer"}]},          (optional)
 //    "exact": false, "max_nodes": 20000000}                             (optional)
 // Output: {"pruned": [item positions], "achieved": {"parameters", "fraction"},
-//          "objective", "lower_bound", "proven_optimal", "budget", "method"}.
+//          "objective", "lower_bound", "proven_optimal", "budget", "method", "nodes"}.
 // A malformed field exits with code 2 and a one-line error naming it.
 #include <nashprune/global_selection.hpp>
 
@@ -129,7 +129,9 @@ int run_select(const std::string& input, const std::string& output) {
   out["lower_bound"] = r.lower_bound;
   out["proven_optimal"] = r.proven_optimal;
   out["budget"] = {{"parameters", budget}, {"total", r.total_cost}};
-  out["method"] = exact ? "exact" : "greedy";
+  out["method"] = !exact ? "greedy"
+                  : r.algorithm == np::exact_algorithm::dynamic_programming ? "exact (dynamic programming)"
+                                                                             : "exact (branch and bound)";
   if (exact) out["nodes"] = r.nodes;
   if (output.empty() || output == "-") {
     std::cout << out.dump() << '\n';

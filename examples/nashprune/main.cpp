@@ -5,8 +5,19 @@
 #include <exception>
 #include <iostream>
 #include <map>
+#include <string_view>
 
 #include "command.hpp"
+
+namespace {
+// One line on stderr. Library messages already start with "nashprune: ", so the
+// prefix is not repeated.
+void report_error(std::string_view kind, std::string_view what) {
+  constexpr std::string_view library_prefix = "nashprune: ";
+  if (what.starts_with(library_prefix)) what.remove_prefix(library_prefix.size());
+  std::cerr << "nashprune: " << kind << ": " << what << '\n';
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace nashprune_tool;
@@ -36,16 +47,16 @@ int main(int argc, char** argv) {
     }
     return 2;
   } catch (const usage_error& e) {
-    std::cerr << "nashprune: error: " << e.what() << '\n';
+    report_error("error", e.what());
     return 2;
   } catch (const std::invalid_argument& e) {
-    std::cerr << "nashprune: error: " << e.what() << '\n';
+    report_error("error", e.what());
     return 2;
   } catch (const std::domain_error& e) {
-    std::cerr << "nashprune: error: " << e.what() << '\n';
+    report_error("error", e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "nashprune: failed: " << e.what() << '\n';
+    report_error("failed", e.what());
     return 1;
   }
 }

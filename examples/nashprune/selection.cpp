@@ -1,301 +1,293 @@
-// Choosing what to prune: importance per head and per MLP channel (from the
-// weights, or from an imatrix), then removal steps taken in order of least
-// importance lost per unit saved until the target is met.
+// Choosing what to prune, with the library doing every step:
+//  1. importance (importance.hpp): per-line magnitude or Wanda scores of each
+//     projection, summed per query head (q_head_scores) and per MLP channel
+//     (mlp_channel_scores), or the imatrix's activation energy per head/channel;
+//  2. Nash (nash_game.hpp, nash_solvers.hpp; --method nash or both): per layer,
+//     the game with c = head importance / max and R = cosine redundancy of the
+//     heads (head_redundancy.hpp over the heads' attn_output columns, the
+//     directions they write into the residual stream); participation s_i scales
+//     each head's importance, and s_i < --threshold counts as importance 0;
+//  3. global selection (global_selection.hpp): items from attention_items.hpp,
+//     MLP channels (in chunks of the quantization block), blocks and layers, under
+//     the budget --target of parameters or heads; greedy (nash, knapsack) or the
+//     exact 0/1 solver (both), then mapped back to per-layer keep-lists.
 #include "selection.hpp"
 
 #include <gguf/tensor_floats.hpp>
+#include <nashprune/attention_items.hpp>
+#include <nashprune/global_selection.hpp>
+#include <nashprune/head_redundancy.hpp>
+#include <nashprune/importance.hpp>
+#include <nashprune/nash_solvers.hpp>
 
 #include <algorithm>
-#include <cmath>
 #include <numeric>
-#include <queue>
 
 #include "command.hpp"
 
 namespace nashprune_tool {
 namespace {
 
-using gguf::float_matrix;
+namespace np = nashprune;
+using vector_d = Eigen::VectorXd;
 
 const std::set<std::string> known_structures = {"heads", "groups", "mlp", "attn-blocks", "mlp-blocks", "layers"};
 
 struct layer_scores {
-  std::vector<double> heads;     // per query head
-  std::vector<double> channels;  // per FFN channel
+  vector_d heads;     // per query head (after Nash when enabled)
+  vector_d raw_heads;  // before Nash
+  vector_d channels;  // per FFN channel
+  vector_d participation;
+  vector_d redundancy_sum;
 };
 
-std::vector<float> energy_or_fail(const gguf::imatrix& im, const std::string& name) {
+vector_d to_double(const np::score_vector<float>& v) { return v.cast<double>(); }
+
+Eigen::VectorXf energy_or_fail(const gguf::imatrix& im, const std::string& name) {
   auto e = im.column_energy(name);
   if (!e) throw usage_error("the imatrix has no entry for " + name + " (was it computed on this model?)");
-  return *e;
+  return Eigen::Map<const Eigen::VectorXf>(e->data(), static_cast<Eigen::Index>(e->size()));
+}
+
+// Per-line scores of one projection along its structure axis.
+np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
+                                    const gguf::imatrix* im, const std::string& score) {
+  const gguf::float_matrix w(model.tensor(tensor));
+  const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
+  np::score_vector<float> lines;
+  if (score == "wanda") {
+    const auto norms = np::activation_norms(energy_or_fail(*im, tensor), static_cast<double>(std::max<std::uint64_t>(im->tokens(), 1)));
+    lines = np::wanda_line_scores(w.map(), norms, np::matrix_axis::cols, axis);
+  } else {
+    lines = np::magnitude_line_scores(w.map(), axis);
+  }
+  model.release(model.tensor(tensor).data);
+  return lines;
+}
+
+np::attention_geometry geometry_of(const gguf::llama_shape& shape, std::int64_t layer) {
+  const auto& l = shape.layers[static_cast<std::size_t>(layer)];
+  return {l.n_head, l.n_head_kv, shape.head_dim_k, shape.head_dim_v};
 }
 
 layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer,
-                         const gguf::imatrix* im, const std::string& score) {
+                         const gguf::imatrix* im, const selection_options& o) {
   const auto& l = shape.layers[static_cast<std::size_t>(layer)];
-  layer_scores s;
   const auto name = [&](const char* suffix) { return gguf::layer_tensor(layer, suffix); };
-  const std::int64_t hd = shape.head_dim_v;
+  const double tokens = im != nullptr ? static_cast<double>(std::max<std::uint64_t>(im->tokens(), 1)) : 1.0;
+  layer_scores s;
   if (l.has_attention()) {
-    s.heads.assign(static_cast<std::size_t>(l.n_head), 0.0);
-    if (score == "activation") {
-      const auto e = energy_or_fail(*im, name("attn_output.weight"));
-      for (std::int64_t h = 0; h < l.n_head; ++h) {
-        for (std::int64_t j = h * hd; j < (h + 1) * hd; ++j) s.heads[static_cast<std::size_t>(h)] += e[static_cast<std::size_t>(j)];
-      }
+    const auto g = geometry_of(shape, layer);
+    if (o.score == "activation") {
+      const auto ranges = np::unit_ranges(std::vector<std::int64_t>([&] {
+        std::vector<std::int64_t> all(static_cast<std::size_t>(l.n_head));
+        std::iota(all.begin(), all.end(), 0);
+        return all;
+      }()), shape.head_dim_v);
+      s.heads = to_double(np::activation_energy(energy_or_fail(*im, name("attn_output.weight")), tokens, ranges));
     } else {
-      const float_matrix o(model.tensor(name("attn_output.weight")));
-      const auto wo = o.map();
-      if (score == "wanda") {
-        const auto e = energy_or_fail(*im, name("attn_output.weight"));
-        for (std::int64_t h = 0; h < l.n_head; ++h) {
-          for (std::int64_t j = h * hd; j < (h + 1) * hd; ++j) {
-            s.heads[static_cast<std::size_t>(h)] += std::sqrt(e[static_cast<std::size_t>(j)]) * wo.col(j).cwiseAbs().sum();
-          }
-        }
-      } else {
-        const float_matrix q(model.tensor(name("attn_q.weight")));
-        const auto wq = q.map();
-        for (std::int64_t h = 0; h < l.n_head; ++h) {
-          s.heads[static_cast<std::size_t>(h)] = static_cast<double>(wq.middleRows(h * shape.head_dim_k, shape.head_dim_k).norm()) *
-                                                 static_cast<double>(wo.middleCols(h * hd, hd).norm());
-        }
-      }
+      np::attention_line_scores<float> lines;
+      lines.q = line_scores(model, name("attn_q.weight"), np::tensor_role::q, im, o.score);
+      lines.o = line_scores(model, name("attn_output.weight"), np::tensor_role::o, im, o.score);
+      s.heads = to_double(np::q_head_scores(g, lines));
     }
   }
-  s.channels.assign(static_cast<std::size_t>(l.n_ff), 0.0);
-  if (score == "activation") {
-    const auto e = energy_or_fail(*im, name("ffn_down.weight"));
-    for (std::int64_t c = 0; c < l.n_ff; ++c) s.channels[static_cast<std::size_t>(c)] = e[static_cast<std::size_t>(c)];
+  s.raw_heads = s.heads;
+  if (o.score == "activation") {
+    std::vector<np::index_range> ranges;
+    for (std::int64_t c = 0; c < l.n_ff; ++c) ranges.push_back({c, 1});
+    s.channels = to_double(np::activation_energy(energy_or_fail(*im, name("ffn_down.weight")), tokens, ranges));
   } else {
-    const float_matrix down(model.tensor(name("ffn_down.weight")));
-    const auto wd = down.map();
-    if (score == "wanda") {
-      const auto e = energy_or_fail(*im, name("ffn_down.weight"));
-      for (std::int64_t c = 0; c < l.n_ff; ++c) {
-        s.channels[static_cast<std::size_t>(c)] = std::sqrt(e[static_cast<std::size_t>(c)]) * wd.col(c).cwiseAbs().sum();
-      }
-    } else {
-      const float_matrix up(model.tensor(name("ffn_up.weight")));
-      const auto wu = up.map();
-      for (std::int64_t c = 0; c < l.n_ff; ++c) {
-        s.channels[static_cast<std::size_t>(c)] = static_cast<double>(wd.col(c).norm()) * static_cast<double>(wu.row(c).norm());
-      }
-    }
+    s.channels = to_double(np::mlp_channel_scores(line_scores(model, name("ffn_gate.weight"), np::tensor_role::gate, im, o.score),
+                                                  line_scores(model, name("ffn_up.weight"), np::tensor_role::up, im, o.score),
+                                                  line_scores(model, name("ffn_down.weight"), np::tensor_role::down, im, o.score)));
   }
   return s;
 }
 
-// One removal step available in a layer; steps of a kind are taken in order.
-struct step {
-  double cost = 0;  // importance lost, as a fraction of the layer's total
-  double gain = 0;  // parameters or heads removed
-  std::int64_t layer = 0;
-  int kind = 0;
-  std::int64_t index = 0;  // the how-many-th step of this kind
-  bool operator<(const step& other) const { return cost / gain > other.cost / other.gain; }  // min-heap
-};
+// Cosine redundancy of the heads' output directions (their attn_output columns).
+Eigen::MatrixXd weight_redundancy(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer) {
+  const auto& l = shape.layers[static_cast<std::size_t>(layer)];
+  const auto& tensor = model.tensor(gguf::layer_tensor(layer, "attn_output.weight"));
+  const gguf::float_matrix wo(tensor);
+  np::head_redundancy<float> acc(l.n_head, shape.head_dim_v);
+  acc.add_batch(wo.map());
+  model.release(tensor.data);
+  return acc.cosine();
+}
 
-enum kind_id { k_heads, k_groups, k_mlp, k_attn_block, k_mlp_block, k_layer };
+// The Nash step: participation of every head scales its importance.
+void apply_nash(layer_scores& s, const Eigen::MatrixXd& redundancy, const selection_options& o) {
+  const double top = s.heads.maxCoeff();
+  const vector_d c = top > 0 ? vector_d(s.heads / top) : s.heads;
+  const auto game = np::make_nash_game(c, redundancy, o.lambda);
+  const std::vector<np::nash_game<double>> games{game};
+  const auto solution = np::solve_nash_layers<double>(np::nash_solver_kind::active_set_newton, games, std::nullopt,
+                                                      static_cast<std::int64_t>(o.iterations))
+                            .front();
+  s.participation = solution.s;
+  s.redundancy_sum = redundancy.rowwise().sum() - redundancy.diagonal();
+  for (Eigen::Index h = 0; h < s.heads.size(); ++h) {
+    s.heads[h] = s.participation[h] < o.threshold ? 0.0 : s.heads[h] * s.participation[h];
+  }
+}
 
 class planner {
  public:
   planner(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* im, const selection_options& o)
-      : model_(model), shape_(shape), o_(o), plan_(gguf::keep_all(shape)) {
-    for (std::int64_t i = 0; i < shape.n_layer(); ++i) scores_.push_back(score_layer(model, shape, i, im, o.score));
+      : model_(model), shape_(shape), o_(o) {
+    for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
+      auto s = score_layer(model, shape, i, im, o);
+      const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
+      if (o.method != "knapsack" && heads_wanted && s.heads.size() > 1) {
+        Eigen::MatrixXd redundancy;
+        try {
+          redundancy = weight_redundancy(model, shape, i);
+        } catch (const std::invalid_argument& e) {
+          throw usage_error(std::string(e.what()) + "; the Nash redundancy reads attn_output weights: use --method knapsack");
+        }
+        apply_nash(s, redundancy, o);
+      }
+      scores_.push_back(std::move(s));
+    }
   }
 
   selection run() {
-    const auto before = gguf::totals(model_.tensors());
-    double total = 0;
-    for (const auto& l : shape_.layers) total += static_cast<double>(o_.unit_heads ? l.n_head : 0);
-    if (!o_.unit_heads) total = static_cast<double>(before.parameters);
-    double goal = o_.target * total;
-    std::priority_queue<step> queue;
-    for (std::int64_t i = 0; i < shape_.n_layer(); ++i) {
-      if (frozen(i)) continue;
-      for (int k = k_heads; k <= k_layer; ++k) push_next(queue, i, k, 0);
-    }
-    double removed = 0;
-    while (removed < goal && !queue.empty()) {
-      const step s = queue.top();
-      queue.pop();
-      if (!still_valid(s)) continue;
-      apply(s);
-      removed += s.gain;
-      push_next(queue, s.layer, s.kind, s.index + 1);
-    }
-    return finish();
+    build_items();
+    if (items_.empty()) throw usage_error("nothing to prune: --structures offers no removable structure in unfrozen layers");
+    const std::int64_t total = o_.unit_heads ? total_heads() : gguf::totals(model_.tensors()).parameters;
+    const std::int64_t budget = np::budget_from_fraction(o_.target, total);
+    np::selection_constraints constraints;
+    constraints.n_layers = shape_.n_layer();
+    constraints.freeze_first_layers = std::min<std::int64_t>(o_.freeze_first, shape_.n_layer());
+    constraints.freeze_last_layers = std::min<std::int64_t>(o_.freeze_last, shape_.n_layer() - constraints.freeze_first_layers);
+    constraints.min_kept = min_kept_;
+    const auto result = o_.method == "both" ? np::solve_exact<double>(items_, budget, constraints)
+                                            : np::select_greedy<double>(items_, budget, constraints);
+    std::vector<np::selection_item<double>> removed;
+    for (auto position : result.pruned) removed.push_back(items_[static_cast<std::size_t>(position)]);
+    return finish(removed);
   }
 
  private:
   const gguf::reader& model_;
   const gguf::llama_shape& shape_;
   const selection_options& o_;
-  gguf::prune_plan plan_;
   std::vector<layer_scores> scores_;
+  std::vector<np::selection_item<double>> items_;
+  std::vector<np::min_kept_rule> min_kept_;
 
-  bool frozen(std::int64_t layer) const {
-    return layer < o_.freeze_first || layer >= shape_.n_layer() - o_.freeze_last;
-  }
-  bool allowed(int kind) const {
-    static const char* names[] = {"heads", "groups", "mlp", "attn-blocks", "mlp-blocks", "layers"};
-    return o_.structures.contains(names[kind]);
-  }
-  nashprune::attention_geometry geometry(std::int64_t layer) const {
-    const auto& l = shape_.layers[static_cast<std::size_t>(layer)];
-    return {l.n_head, l.n_head_kv, shape_.head_dim_k, shape_.head_dim_v};
-  }
-  double head_params(std::int64_t layer) const {
-    const auto& l = shape_.layers[static_cast<std::size_t>(layer)];
-    return static_cast<double>(shape_.n_embd * (shape_.head_dim_k + shape_.head_dim_v)) +
-           (l.group_size() > 0 ? static_cast<double>(shape_.n_embd * (shape_.head_dim_k + shape_.head_dim_v)) / static_cast<double>(l.group_size()) : 0.0);
-  }
-  double channel_params() const { return 3.0 * static_cast<double>(shape_.n_embd); }
-  static double sum(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0); }
+  bool wants(const char* s) const { return o_.structures.contains(s); }
 
-  // Heads removed at step `index` of head pruning: the index-th lowest head of every
-  // group (heads_per_group), or of the layer when attention is multi-head.
-  std::vector<std::int64_t> heads_at(std::int64_t layer, int kind, std::int64_t index) const {
-    const auto g = geometry(layer);
-    const auto& sc = scores_[static_cast<std::size_t>(layer)].heads;
-    std::vector<std::int64_t> out;
-    if (kind == k_groups) {
-      std::vector<std::int64_t> groups(static_cast<std::size_t>(g.n_head_kv()));
-      std::iota(groups.begin(), groups.end(), 0);
-      auto group_score = [&](std::int64_t j) {
-        double s = 0;
-        for (std::int64_t h = j * g.group_size(); h < (j + 1) * g.group_size(); ++h) s += sc[static_cast<std::size_t>(h)];
-        return s;
-      };
-      std::stable_sort(groups.begin(), groups.end(), [&](auto a, auto b) { return group_score(a) < group_score(b); });
-      if (index >= g.n_head_kv()) return {};
-      for (std::int64_t h = groups[static_cast<std::size_t>(index)] * g.group_size(); h < (groups[static_cast<std::size_t>(index)] + 1) * g.group_size(); ++h) out.push_back(h);
-      return out;
-    }
-    const std::int64_t pools = g.is_multi_head() ? 1 : g.n_head_kv();
-    const std::int64_t pool = g.n_head() / pools;
-    if (index >= pool) return {};
-    for (std::int64_t p = 0; p < pools; ++p) {
-      std::vector<std::int64_t> heads(static_cast<std::size_t>(pool));
-      std::iota(heads.begin(), heads.end(), p * pool);
-      std::stable_sort(heads.begin(), heads.end(), [&](auto a, auto b) { return sc[static_cast<std::size_t>(a)] < sc[static_cast<std::size_t>(b)]; });
-      out.push_back(heads[static_cast<std::size_t>(index)]);
-      if (g.is_multi_head()) break;
-    }
-    return out;
+  std::int64_t total_heads() const {
+    std::int64_t n = 0;
+    for (const auto& l : shape_.layers) n += l.n_head;
+    return n;
+  }
+
+  np::head_granularity granularity(std::int64_t layer) const {
+    if (!wants("heads")) return np::head_granularity::whole_groups;
+    return geometry_of(shape_, layer).is_multi_head() ? np::head_granularity::single_heads : np::head_granularity::heads_per_group;
   }
 
   std::int64_t mlp_chunk(std::int64_t layer) const {
-    const auto block = nashprune::traits_of(model_.tensor(gguf::layer_tensor(layer, "ffn_down.weight")).type).block_size;
-    const auto n_ff = shape_.layers[static_cast<std::size_t>(layer)].n_ff;
-    return std::max<std::int64_t>(block, (n_ff / 32) / block * block);
+    return nashprune::traits_of(model_.tensor(gguf::layer_tensor(layer, "ffn_down.weight")).type).block_size;
   }
 
-  std::vector<std::int64_t> sorted_channels(std::int64_t layer) const {
+  // Channels of a layer, least important first (ties: lower index first).
+  std::vector<std::int64_t> channel_order(std::int64_t layer) const {
     const auto& sc = scores_[static_cast<std::size_t>(layer)].channels;
-    std::vector<std::int64_t> c(sc.size());
-    std::iota(c.begin(), c.end(), 0);
-    std::stable_sort(c.begin(), c.end(), [&](auto a, auto b) { return sc[static_cast<std::size_t>(a)] < sc[static_cast<std::size_t>(b)]; });
-    return c;
+    std::vector<std::int64_t> order(static_cast<std::size_t>(sc.size()));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sc[a] < sc[b]; });
+    return order;
   }
 
-  void push_next(std::priority_queue<step>& queue, std::int64_t layer, int kind, std::int64_t index) const {
-    if (!allowed(kind)) return;
-    const auto& l = shape_.layers[static_cast<std::size_t>(layer)];
-    const auto& sc = scores_[static_cast<std::size_t>(layer)];
-    const double head_total = std::max(sum(sc.heads), 1e-30);
-    const double channel_total = std::max(sum(sc.channels), 1e-30);
-    step s{0, 0, layer, kind, index};
-    if (kind == k_heads || kind == k_groups) {
-      if (!l.has_attention()) return;
-      const auto heads = heads_at(layer, kind, index);
-      if (heads.empty()) return;
-      for (auto h : heads) s.cost += sc.heads[static_cast<std::size_t>(h)] / head_total;
-      s.gain = o_.unit_heads ? static_cast<double>(heads.size()) : static_cast<double>(heads.size()) * head_params(layer);
-    } else if (kind == k_mlp) {
-      if (o_.unit_heads) return;
-      const auto order = sorted_channels(layer);
-      const std::int64_t chunk = mlp_chunk(layer);
-      const std::int64_t begin = index * chunk;
-      if (begin + chunk >= l.n_ff) return;  // the last chunk goes with mlp-blocks
-      for (std::int64_t i = begin; i < begin + chunk; ++i) s.cost += sc.channels[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])] / channel_total;
-      s.gain = static_cast<double>(chunk) * channel_params();
-    } else if (index == 0) {
-      const double heads = static_cast<double>(l.n_head);
-      const double attention = o_.unit_heads ? heads : heads * head_params(layer);
-      const double mlp = o_.unit_heads ? 0.0 : static_cast<double>(l.n_ff) * channel_params();
-      if (kind == k_attn_block) {
-        if (!l.has_attention()) return;
-        s.cost = 1.0;
-        s.gain = attention;
-      } else if (kind == k_mlp_block) {
-        if (o_.unit_heads) return;
-        s.cost = 1.0;
-        s.gain = mlp;
-      } else {
-        s.cost = 2.0;
-        s.gain = attention + mlp;
-      }
-    } else {
-      return;
-    }
-    if (s.gain > 0) queue.push(s);
-  }
-
-  bool still_valid(const step& s) const {
-    const auto& p = plan_.layers[static_cast<std::size_t>(s.layer)];
-    const auto& l = shape_.layers[static_cast<std::size_t>(s.layer)];
-    if (!p.keep_layer) return false;
-    if (s.kind == k_layer) return true;
-    if (s.kind == k_mlp || s.kind == k_mlp_block) return !p.channels.empty();
-    if (p.heads.q_heads.empty()) return false;
-    if (s.kind == k_attn_block) return true;
-    const auto heads = heads_at(s.layer, s.kind, s.index);
-    std::int64_t remaining = static_cast<std::int64_t>(p.heads.q_heads.size());
-    for (auto h : heads) remaining -= std::binary_search(p.heads.q_heads.begin(), p.heads.q_heads.end(), h) ? 1 : 0;
-    const double pruned_fraction = 1.0 - static_cast<double>(remaining) / static_cast<double>(l.n_head);
-    return remaining >= std::max(o_.min_heads, 1) && pruned_fraction <= o_.max_prune + 1e-12;
-  }
-
-  void apply(const step& s) {
-    auto& p = plan_.layers[static_cast<std::size_t>(s.layer)];
-    switch (s.kind) {
-      case k_layer: p.keep_layer = false; break;
-      case k_attn_block: p.heads = {}; break;
-      case k_mlp_block: p.channels.clear(); break;
-      case k_mlp: {
-        const auto order = sorted_channels(s.layer);
-        const std::int64_t chunk = mlp_chunk(s.layer);
-        std::vector<std::int64_t> drop(order.begin() + s.index * chunk, order.begin() + (s.index + 1) * chunk);
-        std::sort(drop.begin(), drop.end());
-        std::erase_if(p.channels, [&](auto c) { return std::binary_search(drop.begin(), drop.end(), c); });
-        break;
-      }
-      default: {
-        auto drop = heads_at(s.layer, s.kind, s.index);
-        std::sort(drop.begin(), drop.end());
-        std::erase_if(p.heads.q_heads, [&](auto h) { return std::binary_search(drop.begin(), drop.end(), h); });
-        // KV heads whose every query head went are removed with them.
-        const auto g = geometry(s.layer);
-        std::erase_if(p.heads.kv_heads, [&](auto kv) {
-          return std::none_of(p.heads.q_heads.begin(), p.heads.q_heads.end(), [&](auto h) { return h / g.group_size() == kv; });
-        });
-      }
-    }
-  }
-
-  selection finish() {
-    selection out;
+  void build_items() {
     for (std::int64_t i = 0; i < shape_.n_layer(); ++i) {
-      const auto& p = plan_.layers[static_cast<std::size_t>(i)];
-      const auto& sc = scores_[static_cast<std::size_t>(i)].heads;
-      for (std::size_t h = 0; h < sc.size(); ++h) {
-        const bool kept = p.keep_layer && std::binary_search(p.heads.q_heads.begin(), p.heads.q_heads.end(), static_cast<std::int64_t>(h));
-        out.heads.push_back({i, static_cast<std::int64_t>(h), sc[h], kept ? 1.0 : 0.0, 0.0, !kept});
+      const auto& l = shape_.layers[static_cast<std::size_t>(i)];
+      const auto& s = scores_[static_cast<std::size_t>(i)];
+      const std::int64_t attention_params = l.n_head * shape_.n_embd * (shape_.head_dim_k + shape_.head_dim_v) +
+                                            l.n_head_kv * shape_.n_embd * (shape_.head_dim_k + shape_.head_dim_v);
+      const std::int64_t mlp_params = l.n_ff * np::mlp_channel_cost(shape_.n_embd);
+      if (wants("layers")) {
+        items_.push_back({i, np::item_kind::whole_layer, 0, s.heads.sum() + s.channels.sum(),
+                          o_.unit_heads ? std::max<std::int64_t>(l.n_head, 1) : attention_params + mlp_params});
+        continue;
+      }
+      if (l.has_attention()) {
+        const auto g = geometry_of(shape_, i);
+        if (wants("heads") || wants("groups")) {
+          const auto gran = granularity(i);
+          auto layer_items = np::attention_items<double>(g, gran, i, s.heads, shape_.n_embd);
+          for (auto& it : layer_items) {
+            if (o_.unit_heads) {
+              it.cost = gran == np::head_granularity::whole_groups    ? g.group_size()
+                        : gran == np::head_granularity::heads_per_group ? g.n_head_kv()
+                                                                        : 1;
+            }
+          }
+          // --min-heads: cap how many heads each layer may lose.
+          const std::int64_t per_item = gran == np::head_granularity::whole_groups    ? g.group_size()
+                                        : gran == np::head_granularity::heads_per_group ? g.n_head_kv()
+                                                                                        : 1;
+          const auto offered = static_cast<std::int64_t>(layer_items.size());
+          const std::int64_t removable_by_min = (l.n_head - o_.min_heads) / per_item;
+          const std::int64_t removable_by_ratio = static_cast<std::int64_t>(o_.max_prune * static_cast<double>(l.n_head) + 1e-9) / per_item;
+          const std::int64_t removable = std::max<std::int64_t>(0, std::min({offered, removable_by_min, removable_by_ratio}));
+          const auto kind = gran == np::head_granularity::whole_groups ? np::item_kind::attention_group : np::item_kind::q_head;
+          if (offered - removable > 0) min_kept_.push_back({kind, offered - removable, i});
+          items_.insert(items_.end(), layer_items.begin(), layer_items.end());
+        } else if (wants("attn-blocks")) {
+          items_.push_back({i, np::item_kind::attention_block, 0, s.heads.sum(), o_.unit_heads ? l.n_head : attention_params});
+        }
+      }
+      if (o_.unit_heads) continue;
+      if (wants("mlp")) {
+        const auto order = channel_order(i);
+        const std::int64_t chunk = mlp_chunk(i);
+        for (std::int64_t c = 0; c + chunk <= l.n_ff; c += chunk) {
+          double importance = 0;
+          for (std::int64_t k = c; k < c + chunk; ++k) importance += s.channels[order[static_cast<std::size_t>(k)]];
+          items_.push_back({i, np::item_kind::mlp_channel, c / chunk, importance, chunk * np::mlp_channel_cost(shape_.n_embd)});
+        }
+      } else if (wants("mlp-blocks")) {
+        items_.push_back({i, np::item_kind::mlp_block, 0, s.channels.sum(), mlp_params});
       }
     }
-    out.plan = std::move(plan_);
+  }
+
+  selection finish(const std::vector<np::selection_item<double>>& removed) {
+    selection out;
+    out.plan = gguf::keep_all(shape_);
+    for (std::int64_t i = 0; i < shape_.n_layer(); ++i) {
+      auto& p = out.plan.layers[static_cast<std::size_t>(i)];
+      const auto& l = shape_.layers[static_cast<std::size_t>(i)];
+      std::int64_t chunks = 0;
+      for (const auto& it : removed) {
+        if (it.layer != i) continue;
+        if (it.kind == np::item_kind::whole_layer) p.keep_layer = false;
+        if (it.kind == np::item_kind::attention_block) p.heads = {};
+        if (it.kind == np::item_kind::mlp_block) p.channels.clear();
+        if (it.kind == np::item_kind::mlp_channel) ++chunks;
+      }
+      if (l.has_attention() && (wants("heads") || wants("groups")) && !wants("layers")) {
+        p.heads = np::attention_plan<double>(geometry_of(shape_, i), granularity(i), i, scores_[static_cast<std::size_t>(i)].heads, removed);
+      }
+      if (chunks > 0) {
+        const auto order = channel_order(i);
+        std::vector<std::int64_t> drop(order.begin(), order.begin() + chunks * mlp_chunk(i));
+        std::sort(drop.begin(), drop.end());
+        p.channels = np::complement_units(drop, l.n_ff);
+      }
+      const auto& s = scores_[static_cast<std::size_t>(i)];
+      for (Eigen::Index h = 0; h < s.raw_heads.size(); ++h) {
+        const bool kept = p.keep_layer && std::binary_search(p.heads.q_heads.begin(), p.heads.q_heads.end(), static_cast<std::int64_t>(h));
+        out.heads.push_back({i, static_cast<std::int64_t>(h), s.raw_heads[h],
+                             s.participation.size() > 0 ? s.participation[h] : 1.0,
+                             s.redundancy_sum.size() > 0 ? s.redundancy_sum[h] : 0.0, !kept});
+      }
+    }
     return out;
   }
 };
@@ -308,6 +300,18 @@ void check_options(const selection_options& o, bool have_imatrix) {
   for (const auto& s : o.structures) {
     if (!known_structures.contains(s)) throw usage_error("--structures: unknown structure '" + s + "' (heads, groups, mlp, attn-blocks, mlp-blocks, layers)");
   }
+  const auto has = [&](const char* s) { return o.structures.contains(s); };
+  if (has("layers") && o.structures.size() > 1) {
+    throw usage_error("--structures layers removes whole layers and cannot be mixed with finer structures in one run "
+                      "(a parameter would be counted twice); prune layers first, then run again on the output");
+  }
+  if (has("attn-blocks") && (has("heads") || has("groups"))) {
+    throw usage_error("--structures attn-blocks overlaps heads/groups (both remove attention heads); choose one");
+  }
+  if (has("mlp-blocks") && has("mlp")) throw usage_error("--structures mlp-blocks overlaps mlp; choose one");
+  if (o.unit_heads && !(has("heads") || has("groups") || has("attn-blocks") || has("layers"))) {
+    throw usage_error("--unit heads counts attention heads: add heads, groups, attn-blocks or layers to --structures");
+  }
   if (o.score != "magnitude" && o.score != "wanda" && o.score != "activation") {
     throw usage_error("--score must be magnitude, wanda or activation, got '" + o.score + "'");
   }
@@ -315,6 +319,7 @@ void check_options(const selection_options& o, bool have_imatrix) {
   if (o.method != "nash" && o.method != "knapsack" && o.method != "both") {
     throw usage_error("--method must be nash, knapsack or both, got '" + o.method + "'");
   }
+  if (!(o.lambda >= 0.0)) throw usage_error("--lambda must not be negative");
   if (o.min_heads < 1) throw usage_error("--min-heads must be at least 1");
   if (!(o.max_prune > 0.0 && o.max_prune <= 1.0)) throw usage_error("--max-prune must be in (0, 1]");
   if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");

@@ -199,24 +199,40 @@ class head_redundancy {
     return l;
   }
 
-  void accumulate_tokens(const detail::gram_layout<Scalar>& l) {
+  void accumulate_tokens(simd_target target, const detail::gram_layout<Scalar>& l) {
     if (l.slices == 0 || l.slice_length == 0) return;
-    detail::accumulate_gram(target_, l, batch_gram_.data(), batch_sums_.data());
+    detail::accumulate_gram(target, l, batch_gram_.data(), batch_sums_.data());
   }
 
   [[nodiscard]] bool batch_is_finite() const {
     return batch_sums_.allFinite() && batch_gram_.diagonal().allFinite();
   }
 
+  /// Redoes the batch over its runs of finite tokens; returns how many tokens
+  /// held NaN/Inf (or throws naming the first, by policy).
   template <int Order>
-  [[nodiscard]] bool token_is_finite(const block_map<Order>& x, Index t, Index* column) const {
-    for (Index c = 0; c < x.cols(); ++c) {
-      if (!std::isfinite(x(t, c))) {
-        if (column != nullptr) *column = c;
-        return false;
+  Index accumulate_finite_tokens(const block_map<Order>& x, simd_target target) {
+    batch_gram_.setZero();
+    batch_sums_.setZero();
+    Index skipped = 0;
+    Index run_start = 0;
+    for (Index t = 0; t < x.rows(); ++t) {
+      Index column = 0;
+      while (column < x.cols() && std::isfinite(x(t, column))) ++column;
+      if (column == x.cols()) continue;
+      if (options_.on_non_finite == non_finite_policy::throw_error) {
+        detail::fail_domain("activations", "non-finite value " +
+                                               detail::describe_value(x(t, column)) +
+                                               " at token " + std::to_string(t) + ", column " +
+                                               std::to_string(column) + " (head " +
+                                               std::to_string(column / head_dim_) + ")");
       }
+      accumulate_tokens(target, layout_of(x, run_start, t));
+      run_start = t + 1;
+      ++skipped;
     }
-    return true;
+    accumulate_tokens(target, layout_of(x, run_start, x.rows()));
+    return skipped;
   }
 
   template <int Order>
@@ -224,32 +240,19 @@ class head_redundancy {
     batch_gram_.setZero();
     batch_sums_.setZero();
     const Index tokens = x.rows();
-    accumulate_tokens(layout_of(x, 0, tokens));
+    accumulate_tokens(target_, layout_of(x, 0, tokens));
     Index skipped = 0;
     // NaN/Inf in the input always reach the batch sums, so the common finite
     // batch pays no separate scan; only a non-finite batch is searched.
     if (!batch_is_finite()) {
-      batch_gram_.setZero();
-      batch_sums_.setZero();
-      Index run_start = 0;
-      for (Index t = 0; t < tokens; ++t) {
-        Index column = 0;
-        if (token_is_finite(x, t, &column)) continue;
-        if (options_.on_non_finite == non_finite_policy::throw_error) {
-          detail::fail_domain("activations", "non-finite value " +
-                                                 detail::describe_value(x(t, column)) +
-                                                 " at token " + std::to_string(t) + ", column " +
-                                                 std::to_string(column) + " (head " +
-                                                 std::to_string(column / head_dim_) + ")");
-        }
-        accumulate_tokens(layout_of(x, run_start, t));
-        run_start = t + 1;
-        ++skipped;
+      skipped = accumulate_finite_tokens(x, target_);
+      // Finite inputs beyond ~1e19 overflow float products: form them in double.
+      if (!batch_is_finite() && target_ != simd_target::portable) {
+        skipped = accumulate_finite_tokens(x, simd_target::portable);
       }
-      accumulate_tokens(layout_of(x, run_start, tokens));
       if (!batch_is_finite()) {
         detail::fail_domain("activations",
-                            "products overflow the accumulation type (finite values too large)");
+                            "sums of squares overflow double (finite values too large)");
       }
     }
     // The kernel fills the lower triangle; mirror it into the symmetric total.

@@ -76,35 +76,55 @@ void require_same_shape(std::string_view argument, const Eigen::MatrixBase<Deriv
 // is added into double totals, so float error does not grow with the row count.
 inline constexpr Eigen::Index accumulation_chunk = 256;
 
-/// One pass over `scores` (a lazy array expression over a whole matrix): the sum
-/// of each row (lines == rows) or of each column (lines == cols). Calls
-/// `on_non_finite(line)` for the first non-finite total; it must throw.
-template <typename Expr, typename OnNonFinite>
-[[nodiscard]] score_vector<typename Expr::Scalar> line_totals(const Expr& scores, matrix_axis lines,
-                                                              OnNonFinite&& on_non_finite) {
-  using Scalar = typename Expr::Scalar;
-  constexpr bool row_major = Expr::IsRowMajor;
-  const Eigen::Index outer = row_major ? scores.rows() : scores.cols();
-  const Eigen::Index inner = row_major ? scores.cols() : scores.rows();
-  const auto outer_line = [&scores](Eigen::Index o) {
-    if constexpr (row_major) {
+/// The storage lines of a matrix: `outer` lines of `inner` entries, rows when
+/// `row_major`; line(o) is an array column expression of the scores of line o.
+template <typename LineFn>
+struct score_lines_view {
+  bool row_major;
+  Eigen::Index outer;
+  Eigen::Index inner;
+  LineFn line;
+};
+
+/// The storage lines of a lazy array expression over a whole matrix.
+template <typename Expr>
+[[nodiscard]] auto lines_of_expression(const Expr& scores) {
+  auto line = [&scores](Eigen::Index o) {
+    if constexpr (Expr::IsRowMajor) {
       return scores.row(o).transpose();
     } else {
       return scores.col(o);
     }
   };
+  const bool row_major = Expr::IsRowMajor;
+  return score_lines_view<decltype(line)>{row_major, row_major ? scores.rows() : scores.cols(),
+                                          row_major ? scores.cols() : scores.rows(), line};
+}
+
+/// One pass over the scores: the sum of each row (lines == rows) or of each
+/// column (lines == cols). Calls `on_non_finite(line)` for the first non-finite
+/// total; it must throw.
+template <typename LineFn, typename OnNonFinite>
+[[nodiscard]] auto line_totals(const score_lines_view<LineFn>& view, matrix_axis lines, OnNonFinite&& on_non_finite) {
+  using Scalar = typename std::decay_t<decltype(view.line(0))>::Scalar;
   Eigen::ArrayXd totals;
-  if ((lines == matrix_axis::rows) == row_major) {
-    // One total per contiguous line: a vectorised reduction each.
-    totals.resize(outer);
-    for (Eigen::Index o = 0; o < outer; ++o) totals[o] = static_cast<double>(outer_line(o).sum());
+  if ((lines == matrix_axis::rows) == view.row_major) {
+    // One total per storage line: a vectorised reduction each.
+    totals.resize(view.outer);
+    for (Eigen::Index o = 0; o < view.outer; ++o) totals[o] = static_cast<double>(view.line(o).sum());
   } else {
-    totals = Eigen::ArrayXd::Zero(inner);
-    Eigen::Array<Scalar, Eigen::Dynamic, 1> chunk(inner);
-    for (Eigen::Index first = 0; first < outer; first += accumulation_chunk) {
+    // A total per position across the lines: add lines four at a time into a
+    // cache-resident chunk (fewer loads and stores of the chunk per weight).
+    totals = Eigen::ArrayXd::Zero(view.inner);
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> chunk(view.inner);
+    for (Eigen::Index first = 0; first < view.outer; first += accumulation_chunk) {
       chunk.setZero();
-      const Eigen::Index last = std::min(outer, first + accumulation_chunk);
-      for (Eigen::Index o = first; o < last; ++o) chunk += outer_line(o);
+      const Eigen::Index last = std::min(view.outer, first + accumulation_chunk);
+      Eigen::Index o = first;
+      for (; o + 4 <= last; o += 4) {
+        chunk += (view.line(o) + view.line(o + 1)) + (view.line(o + 2) + view.line(o + 3));
+      }
+      for (; o < last; ++o) chunk += view.line(o);
       totals += chunk.template cast<double>();
     }
   }
@@ -133,10 +153,16 @@ template <typename... Named>
   fail_domain("weights", "finite inputs give a score that overflows the scalar type; use double");
 }
 
-/// line_totals of `scores`, explaining a non-finite total by the named inputs.
+/// line_totals of a scores view, explaining a non-finite total by the named inputs.
+template <typename LineFn, typename... Named>
+[[nodiscard]] auto score_lines(const score_lines_view<LineFn>& view, matrix_axis lines, const Named&... inputs) {
+  return line_totals(view, lines, [&](Eigen::Index) { explain_non_finite_score(inputs...); });
+}
+
+/// line_totals of a lazy score expression over the whole matrix.
 template <typename Expr, typename... Named>
-[[nodiscard]] auto score_lines(const Expr& scores, matrix_axis lines, const Named&... inputs) {
-  return line_totals(scores, lines, [&](Eigen::Index) { explain_non_finite_score(inputs...); });
+[[nodiscard]] auto score_lines(const Eigen::ArrayBase<Expr>& scores, matrix_axis lines, const Named&... inputs) {
+  return score_lines(lines_of_expression(scores.derived()), lines, inputs...);
 }
 
 /// assign_scores of `scores` into `out`, explaining a non-finite score by the named inputs.
@@ -195,14 +221,44 @@ auto taylor_second_expression(const Eigen::MatrixBase<DW>& w, const Eigen::Matri
   return (w.array() * g.array()).abs() + Scalar(0.5) * (w.array().abs2() * h.array().abs());
 }
 
+// The norms are one value per input unit: evaluating them once is cheap and
+// lets any vector expression (e.g. sqrt of an imatrix row) be passed in.
+template <typename DA>
+[[nodiscard]] Eigen::Array<typename DA::Scalar, Eigen::Dynamic, 1> norms_array(const Eigen::MatrixBase<DA>& norms) {
+  return norms.derived().reshaped();
+}
+
 template <typename DW, typename DA, typename Use>
 decltype(auto) with_wanda_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DA>& norms,
                                      matrix_axis input_axis, Use&& use) {
-  // The norms are one value per input unit: evaluating them once is cheap and
-  // lets any vector expression (e.g. sqrt of an imatrix row) be passed in.
-  const Eigen::Array<typename DW::Scalar, Eigen::Dynamic, 1> column = norms.derived().reshaped();
+  const auto column = norms_array(norms);
   if (input_axis == matrix_axis::cols) return use(w.array().abs().rowwise() * column.transpose());
   return use(w.array().abs().colwise() * column);
+}
+
+/// Wanda scores line by line: a broadcast expression evaluates poorly inside a
+/// line reduction, so each storage line of |W| is scaled by the norms (inputs
+/// along the line) or by its line's norm (inputs across the lines).
+template <typename DW, typename DA, typename Use>
+decltype(auto) with_wanda_lines(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DA>& norms,
+                                matrix_axis input_axis, Use&& use) {
+  const auto column = norms_array(norms);
+  constexpr bool row_major = DW::IsRowMajor;
+  const Eigen::Index outer = row_major ? w.rows() : w.cols();
+  const Eigen::Index inner = row_major ? w.cols() : w.rows();
+  const auto weight_line = [&w](Eigen::Index o) {
+    if constexpr (row_major) {
+      return w.row(o).transpose().array().abs();
+    } else {
+      return w.col(o).array().abs();
+    }
+  };
+  if ((input_axis == matrix_axis::cols) == row_major) {
+    auto line = [&](Eigen::Index o) { return weight_line(o) * column; };
+    return use(score_lines_view<decltype(line)>{row_major, outer, inner, line});
+  }
+  auto line = [&](Eigen::Index o) { return weight_line(o) * column[o]; };
+  return use(score_lines_view<decltype(line)>{row_major, outer, inner, line});
 }
 
 }  // namespace detail
@@ -268,8 +324,8 @@ template <typename DW, typename DA>
                                                                   matrix_axis input_axis, matrix_axis lines) {
   detail::require_same_floating_scalar<DW, DA>();
   detail::validate_input_norms(input_norms, detail::extent_of(input_axis, weights.rows(), weights.cols()));
-  return detail::with_wanda_expression(weights, input_norms, input_axis, [&](const auto& scores) {
-    return detail::score_lines(scores, lines, detail::named("weights", weights));
+  return detail::with_wanda_lines(weights, input_norms, input_axis, [&](const auto& view) {
+    return detail::score_lines(view, lines, detail::named("weights", weights));
   });
 }
 

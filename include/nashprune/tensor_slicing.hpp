@@ -20,9 +20,14 @@
 //    block-quantized type only when every kept range, hence every removed range,
 //    starts and ends on a block boundary (a block's bytes cannot be split).
 //    A column range of a ggml row occupies bytes [begin/bs·ts, end/bs·ts).
+//
+// Every gather reads the source once, line by line in memory order. Large
+// outputs made of long runs are written with non-temporal stores (see
+// detail/byte_copy.hpp); short runs of typed columns use an element loop.
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +40,7 @@
 
 #include "attention_geometry.hpp"
 #include "config.hpp"
+#include "detail/byte_copy.hpp"
 #include "detail/index_ranges.hpp"
 #include "detail/validate.hpp"
 #include "ggml_types.hpp"
@@ -42,6 +48,111 @@
 NASHPRUNE_BEGIN_NAMESPACE
 
 namespace detail {
+
+inline void require_disjoint(std::span<const std::byte> source, std::span<const std::byte> destination) {
+  const auto* s = source.data();
+  const auto* d = destination.data();
+  const bool overlap = !source.empty() && !destination.empty() && std::less<>()(s, d + destination.size()) &&
+                       std::less<>()(d, s + source.size());
+  require(!overlap, "destination", "overlaps the source bytes");
+}
+
+/// The bytes a direct-access matrix or vector spans in memory.
+template <typename Derived>
+[[nodiscard]] std::span<const std::byte> storage_of(const Eigen::MatrixBase<Derived>& m) {
+  if (m.size() == 0) return {};
+  const Eigen::Index last = (m.outerSize() - 1) * m.outerStride() + (m.innerSize() - 1) * m.innerStride();
+  return {reinterpret_cast<const std::byte*>(m.derived().data()),
+          static_cast<std::size_t>(last + 1) * sizeof(typename Derived::Scalar)};
+}
+
+/// A gather into memory that overlaps its source would read what it already
+/// wrote: rejected whenever both sides expose their storage.
+template <typename DIn, typename DOut>
+void require_no_alias(const Eigen::MatrixBase<DIn>& source, const Eigen::MatrixBase<DOut>& destination) {
+  if constexpr ((static_cast<unsigned>(DIn::Flags) & Eigen::DirectAccessBit) != 0 &&
+                (static_cast<unsigned>(DOut::Flags) & Eigen::DirectAccessBit) != 0) {
+    require_disjoint(storage_of(source), storage_of(destination));
+  }
+}
+
+/// Typed segments shorter than this on average are copied element by element.
+inline constexpr std::int64_t short_segment_bytes = 64;
+
+/// A run of bytes within a line: [offset, offset + length).
+struct byte_span {
+  std::int64_t offset;
+  std::int64_t length;
+};
+
+/// Spans at least this long are worth non-temporal stores; shorter ones would
+/// leave partly written cache lines behind, which costs more than it saves.
+inline constexpr std::int64_t streaming_min_span_bytes = 256;
+
+/// Whether a gather writing `lines` lines of `spans` should stream its stores:
+/// a large output made of long pieces.
+[[nodiscard]] inline bool should_stream(std::int64_t lines, std::span<const byte_span> spans) {
+  std::int64_t line_bytes = 0;
+  for (const auto& span : spans) line_bytes += span.length;
+  const auto count = static_cast<std::int64_t>(spans.size());
+  return lines * line_bytes >= streaming_threshold_bytes && line_bytes >= streaming_min_span_bytes * count;
+}
+
+/// For each of `lines` lines, copies the spans of the source line back to back
+/// to the start of the destination line; when `streaming`, the long spans with
+/// non-temporal stores (the caller calls finish_copies() once).
+inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                            std::int64_t lines, std::span<const byte_span> spans, bool streaming) {
+  for (std::int64_t line = 0; line < lines; ++line) {
+    const std::byte* source_line = from + line * from_stride;
+    std::byte* out = to + line * to_stride;
+    for (const auto& span : spans) {
+      copy_bytes(out, source_line + span.offset, static_cast<std::size_t>(span.length),
+                 streaming && span.length >= streaming_min_span_bytes);
+      out += span.length;
+    }
+  }
+}
+
+/// The inner-axis gather on raw storage, when both matrices store their lines
+/// contiguously in the same order: byte copies of the kept segments, or an
+/// element loop when the segments are short (a call per few elements costs
+/// more than the copy). False (nothing done) for other layouts.
+template <typename DIn, typename DOut>
+bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
+                            Eigen::MatrixBase<DOut>& out) {
+  constexpr bool direct = (static_cast<unsigned>(DIn::Flags) & Eigen::DirectAccessBit) != 0 &&
+                          (static_cast<unsigned>(DOut::Flags) & Eigen::DirectAccessBit) != 0 &&
+                          static_cast<bool>(DIn::IsRowMajor) == static_cast<bool>(DOut::IsRowMajor);
+  if constexpr (direct) {
+    using Scalar = typename DIn::Scalar;
+    if (source.innerStride() != 1 || out.innerStride() != 1) return false;
+    const Scalar* from = source.derived().data();
+    Scalar* to = out.derived().data();
+    const Eigen::Index lines = DIn::IsRowMajor ? source.rows() : source.cols();
+    constexpr auto scalar_bytes = static_cast<std::int64_t>(sizeof(Scalar));
+    std::vector<byte_span> spans;
+    spans.reserve(keep.size());
+    for (const auto& r : keep) spans.push_back({r.begin * scalar_bytes, r.size * scalar_bytes});
+    if (total_size(keep) * scalar_bytes >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
+      const bool streaming = should_stream(lines, spans);
+      copy_line_spans(reinterpret_cast<const std::byte*>(from), source.outerStride() * scalar_bytes,
+                      reinterpret_cast<std::byte*>(to), out.outerStride() * scalar_bytes, lines, spans, streaming);
+      finish_copies();
+      return true;
+    }
+    for (Eigen::Index line = 0; line < lines; ++line) {
+      const Scalar* source_line = from + line * source.outerStride();
+      Scalar* destination = to + line * out.outerStride();
+      for (const auto& r : keep) {
+        for (std::int64_t k = 0; k < r.size; ++k) *destination++ = source_line[r.begin + k];
+      }
+    }
+    return true;
+  } else {
+    return false;
+  }
+}
 
 template <typename DIn, typename DOut>
 void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::span<const index_range> keep,
@@ -52,15 +163,36 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   const std::int64_t kept = total_size(keep);
   require_size("destination", destination.rows(), rows ? kept : source.rows(), "row count");
   require_size("destination", destination.cols(), rows ? source.cols() : kept, "column count");
+  require_no_alias(source, destination);
   auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
-  Eigen::Index at = 0;
-  for (const auto& r : keep) {
-    if (rows) {
-      out.middleRows(at, r.size) = source.middleRows(r.begin, r.size);
-    } else {
-      out.middleCols(at, r.size) = source.middleCols(r.begin, r.size);
+  constexpr bool row_major = DIn::IsRowMajor;
+  if (rows == row_major) {
+    // The kept units are whole storage lines of the source: copy each range as a block.
+    Eigen::Index at = 0;
+    for (const auto& r : keep) {
+      if (rows) {
+        out.middleRows(at, r.size) = source.middleRows(r.begin, r.size);
+      } else {
+        out.middleCols(at, r.size) = source.middleCols(r.begin, r.size);
+      }
+      at += r.size;
     }
-    at += r.size;
+    return;
+  }
+  // The kept units lie along the source's storage lines: walk each line once,
+  // copying its kept segments, so the source streams through memory in order.
+  if (copy_segments_directly(source, keep, out)) return;
+  const Eigen::Index outer = row_major ? source.rows() : source.cols();
+  for (Eigen::Index o = 0; o < outer; ++o) {
+    Eigen::Index at = 0;
+    for (const auto& r : keep) {
+      if constexpr (row_major) {
+        out.row(o).segment(at, r.size) = source.row(o).segment(r.begin, r.size);
+      } else {
+        out.col(o).segment(at, r.size) = source.col(o).segment(r.begin, r.size);
+      }
+      at += r.size;
+    }
   }
 }
 
@@ -118,6 +250,7 @@ void gather_entries(const Eigen::MatrixBase<DIn>& source, std::span<const index_
   detail::require(destination.cols() == 1 || destination.rows() == 1, "destination", "must be a vector");
   detail::validate_ranges("keep", keep, source.size(), true);
   detail::require_size("destination", destination.size(), detail::total_size(keep));
+  detail::require_no_alias(source, destination);
   auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
   Eigen::Index at = 0;
   for (const auto& r : keep) {
@@ -187,30 +320,10 @@ template <typename Byte>
   return {bytes_per_row, stride};
 }
 
-inline void require_disjoint(std::span<const std::byte> source, std::span<const std::byte> destination) {
-  const auto* s = source.data();
-  const auto* d = destination.data();
-  const bool overlap = !source.empty() && !destination.empty() && std::less<>()(s, d + destination.size()) &&
-                       std::less<>()(d, s + source.size());
-  require(!overlap, "destination", "overlaps the source bytes");
-}
-
 inline void require_same_type(ggml_type source, ggml_type destination) {
   if (source != destination) {
     fail_argument("destination.type", std::string(traits_of(destination).name) + " differs from the source type " +
                                           std::string(traits_of(source).name));
-  }
-}
-
-/// Copies `rows` rows of `bytes_per_row` bytes; one memcpy when both sides are packed.
-inline void copy_rows(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
-                      std::int64_t rows, std::int64_t bytes_per_row) {
-  if (from_stride == bytes_per_row && to_stride == bytes_per_row) {
-    std::memcpy(to, from, static_cast<std::size_t>(rows * bytes_per_row));
-    return;
-  }
-  for (std::int64_t r = 0; r < rows; ++r) {
-    std::memcpy(to + r * to_stride, from + r * from_stride, static_cast<std::size_t>(bytes_per_row));
   }
 }
 
@@ -260,12 +373,21 @@ inline checked_ggml_gather check_ggml_gather(const ggml_matrix_view& source, std
 inline void gather_ggml_rows(const ggml_matrix_view& source, std::span<const index_range> keep,
                              const ggml_matrix_span& destination) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::rows, destination);
+  const bool packed = in.row_stride == in.row_bytes && out.row_stride == out.row_bytes;
+  const detail::byte_span whole_row[] = {{0, in.row_bytes}};
+  const bool streaming = detail::should_stream(destination.n_rows, whole_row);
   std::int64_t at = 0;
   for (const auto& r : keep) {
-    detail::copy_rows(source.bytes.data() + r.begin * in.row_stride, in.row_stride,
-                      destination.bytes.data() + at * out.row_stride, out.row_stride, r.size, in.row_bytes);
+    const std::byte* from = source.bytes.data() + r.begin * in.row_stride;
+    std::byte* to = destination.bytes.data() + at * out.row_stride;
+    if (packed) {
+      detail::copy_bytes(to, from, static_cast<std::size_t>(r.size * in.row_bytes), streaming);
+    } else {
+      detail::copy_line_spans(from, in.row_stride, to, out.row_stride, r.size, whole_row, streaming);
+    }
     at += r.size;
   }
+  detail::finish_copies();
 }
 
 /// Copies the kept column ranges of every row of `source` into `destination`
@@ -276,14 +398,16 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
                              const ggml_matrix_span& destination) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::cols, destination);
   const auto& t = traits_of(source.type);
-  std::int64_t at = 0;
-  for (const auto& r : keep) {
-    const std::int64_t offset = r.begin / t.block_size * t.type_size;
-    const std::int64_t length = r.size / t.block_size * t.type_size;
-    detail::copy_rows(source.bytes.data() + offset, in.row_stride, destination.bytes.data() + at, out.row_stride,
-                      source.n_rows, length);
-    at += length;
-  }
+  // Byte spans of the kept ranges within a row, computed once; then each row is
+  // walked once, in memory order.
+  std::vector<detail::byte_span> spans;
+  spans.reserve(keep.size());
+  for (const auto& r : keep)
+    spans.push_back({r.begin / t.block_size * t.type_size, r.size / t.block_size * t.type_size});
+  const bool streaming = detail::should_stream(source.n_rows, spans);
+  detail::copy_line_spans(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride, source.n_rows,
+                          spans, streaming);
+  detail::finish_copies();
 }
 
 /// The kept rows of `source`, packed (row_stride = row_bytes), as a new buffer.

@@ -18,7 +18,9 @@
 // so the build needs no -march flag and a binary built anywhere runs anywhere:
 // an AVX-512 function is only called after the CPU reported AVX-512. The CPU
 // check runs once (a function-local static: an immutable fact about the
-// hardware, initialised thread-safely), not per batch.
+// hardware, initialised thread-safely), not per batch. Defining NASHPRUNE_NO_SIMD
+// before the include compiles the portable loop alone (non-GNU compilers and
+// non-x86 machines get it anyway).
 //
 // Numerics. Products are summed in float vector registers for at most
 // gram_steps_per_flush vector steps (≤ 64 products per lane), then converted to
@@ -45,7 +47,8 @@ NASHPRUNE_BEGIN_NAMESPACE
 
 /// The instruction set the Gram accumulation runs on. `automatic` picks the
 /// widest one the CPU supports; the others force a target (tests, benchmarks)
-/// and fall back to `portable` when the CPU or compiler lacks it.
+/// and fall back to the widest supported narrower one when the CPU or compiler
+/// lacks it.
 enum class simd_target { automatic, portable, avx2_fma, avx512 };
 
 namespace detail {
@@ -111,26 +114,25 @@ struct cpu_features {
   return features;
 }
 
-/// The target `requested` resolves to on this CPU for this scalar type: the
-/// widest supported one for `automatic`, the requested one if supported, else portable.
+/// The target `requested` resolves to on a CPU with `cpu`: the widest supported
+/// target no wider than the request (`automatic`: the widest supported).
+[[nodiscard]] inline simd_target choose_simd_target(simd_target requested, const cpu_features& cpu) {
+  if (requested == simd_target::portable) return simd_target::portable;
+  if (cpu.avx512 && (requested == simd_target::automatic || requested == simd_target::avx512)) {
+    return simd_target::avx512;
+  }
+  return cpu.avx2_fma ? simd_target::avx2_fma : simd_target::portable;
+}
+
+/// The target `requested` resolves to on this CPU for this scalar type (double
+/// batches always run the portable loop).
 template <typename Scalar>
 [[nodiscard]] simd_target resolve_simd_target(simd_target requested) {
   if constexpr (!std::is_same_v<Scalar, float>) {
+    (void)requested;
     return simd_target::portable;
   } else {
-    const cpu_features& cpu = detected_cpu_features();
-    switch (requested) {
-      case simd_target::automatic:
-        return cpu.avx512 ? simd_target::avx512
-                          : (cpu.avx2_fma ? simd_target::avx2_fma : simd_target::portable);
-      case simd_target::avx512:
-        return cpu.avx512 ? requested : simd_target::portable;
-      case simd_target::avx2_fma:
-        return cpu.avx2_fma ? requested : simd_target::portable;
-      case simd_target::portable:
-        break;
-    }
-    return simd_target::portable;
+    return choose_simd_target(requested, detected_cpu_features());
   }
 }
 
@@ -240,3 +242,5 @@ void accumulate_gram(simd_target target, const gram_layout<Scalar>& x, double* g
 
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
+
+#undef NASHPRUNE_GRAM_X86
