@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
         gguf::plan_output(in, shape, plan, {{"general.pruning.method", gguf::value::string("explicit test plan")}});
     gguf::writer out(argv[2], {.force = true, .protect = {argv[1]}});
     out.begin(result.metadata, result.tensors);
-    gguf::write_tensors(result, out);
+    gguf::write_tensors(in, result, out);
     out.commit();
     std::cout << "llama_apply_plan: wrote " << argv[2] << " (" << result.shape.architecture << ", "
               << result.shape.n_layer() << " layers; heads";
