@@ -22,10 +22,18 @@ cal=$shared/data/tinystories-calibration.txt
 eval_text=$shared/data/tinystories-evaluation.txt
 mkdir -p "$out"
 
-ppl() {  # model -> perplexity (fails the script when llama-perplexity fails)
+ppl() {  # model -> perplexity; a run that ends without its estimate (seen here
+         # on a crowded machine) is retried twice, then the script fails
   local log=$out/$(basename "$1" .gguf).ppl.log
-  "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1
-  grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $5}'
+  for _ in 1 2 3; do
+    "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1 || true
+    if grep -q 'Final estimate: PPL = ' "$log"; then
+      grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $5}'
+      return 0
+    fi
+  done
+  echo "llama-perplexity gave no estimate for $1 (see $log)" >&2
+  return 1
 }
 mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v) if len(v) > 1 else 0:.3f}")' "$@"; }
 
