@@ -12,7 +12,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <optional>
 #include <set>
+#include <string>
 
 #include "command.hpp"
 #include "progress.hpp"
@@ -29,6 +32,7 @@ struct prune_args {
   std::string output;
   std::string imatrix;
   std::string calibration;
+  std::string tau_text = "auto";
   std::string stats;
   std::string plan_in;
   std::string plan_out;
@@ -94,7 +98,7 @@ prune_outcome prune_file(const prune_args& a) {
     calibration = std::make_unique<calibrate::calibration_stats>(calibrate::read_stats(a.calibration));
     calibrate::check_matches(*calibration, shape, a.calibration);
   }
-  nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr);
+  nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr, calibration != nullptr);
 
   nashprune_tool::selection chosen;
   if (!a.plan_in.empty()) {
@@ -175,6 +179,21 @@ int run_embedded_default(prune_args a) {
   return exact && loads ? 0 : 1;
 }
 
+// --tau: "auto" (25th percentile of layer influence), "inf", or a number >= 0.
+std::optional<double> parse_tau(const std::string& text) {
+  if (text == "auto") return std::nullopt;
+  if (text == "inf") return std::numeric_limits<double>::infinity();
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !(value >= 0)) throw usage_error("--tau must be auto, inf or a number >= 0, got '" + text + "'");
+  return value;
+}
+
 const nashprune_tool::register_command prune_command{{
     "prune", "Prune heads, groups, MLP channels, blocks or layers of a GGUF model",
     [](CLI::App& app) -> std::function<int()> {
@@ -197,8 +216,14 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--max-prune", s.max_prune, "largest fraction of a layer's heads removed")->capture_default_str();
       app.add_option("--freeze-first", s.freeze_first, "leave the first N layers untouched")->capture_default_str();
       app.add_option("--freeze-last", s.freeze_last, "leave the last N layers untouched")->capture_default_str();
-      app.add_option("--temperature", s.temperature, "H-GSP prior temperature")->capture_default_str();
-      app.add_option("--tau", s.tau, "H-GSP prior gate")->capture_default_str();
+      app.add_option("--temperature", s.temperature,
+                     "H-GSP prior temperature (needs --calibration; 0 = priors off)")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->select.priors_requested = true; });
+      app.add_option("--tau", a->tau_text,
+                     "H-GSP gate: layers whose influence is below tau use the layer prior (auto = 25th percentile, inf = all)")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->select.priors_requested = true; });
       app.add_option("--stats", a->stats, "write per-head statistics (JSON)");
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
@@ -207,6 +232,7 @@ const nashprune_tool::register_command prune_command{{
       return [a] {
         if (a->unit != "params" && a->unit != "heads") throw usage_error("--unit must be params or heads, got '" + a->unit + "'");
         a->select.unit_heads = a->unit == "heads";
+        a->select.tau = parse_tau(a->tau_text);
         if (!a->structures.empty()) a->select.structures = {a->structures.begin(), a->structures.end()};
         if (a->model.empty()) return run_embedded_default(*a);
         (void)prune_file(*a);

@@ -21,6 +21,7 @@
 #include <nashprune/attention_items.hpp>
 #include <nashprune/global_selection.hpp>
 #include <nashprune/head_redundancy.hpp>
+#include <nashprune/hgsp_priors.hpp>
 #include <nashprune/importance.hpp>
 #include <nashprune/nash_solvers.hpp>
 
@@ -58,8 +59,17 @@ struct activation_source {
     return static_cast<double>(std::max<std::uint64_t>(n, 1));
   }
 
+  /// Calibration statistics hold the input energies of attn_output and ffn_down only
+  /// (an imatrix's missing entry is an error in energy(), not a gap to work around).
+  [[nodiscard]] bool calibration_lacks_energy(const std::string& name) const {
+    if (calibration == nullptr) return false;
+    const auto parts = gguf::split_layer_name(name);
+    return !(parts && (parts->suffix == "attn_output.weight" || parts->suffix == "ffn_down.weight"));
+  }
+
   [[nodiscard]] Eigen::VectorXf energy(const std::string& name) const {
     if (calibration != nullptr) {
+      if (calibration_lacks_energy(name)) throw usage_error("the calibration statistics have no input energies for " + name);
       const auto parts = gguf::split_layer_name(name);
       const auto& l = calibration->layers.at(static_cast<std::size_t>(parts->layer));
       const Eigen::VectorXd& e = parts->suffix == "attn_output.weight" ? l.attn_in_sum2 : l.ffn_in_sum2;
@@ -77,7 +87,12 @@ np::score_vector<float> line_scores(const gguf::reader& model, const std::string
   const gguf::float_matrix w(model.tensor(tensor));
   const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
   np::score_vector<float> lines;
-  if (score == "wanda") {
+  if (score == "wanda" && im.calibration_lacks_energy(tensor)) {
+    // Calibration statistics measure only the inputs of attn_output and ffn_down, so
+    // Wanda then scores heads by their attn_output columns (q lines are left out) and
+    // channels by their ffn_down columns (gate/up lines count 0).
+    if (role != np::tensor_role::q) lines.setZero(axis == np::matrix_axis::rows ? w.map().rows() : w.map().cols());
+  } else if (score == "wanda") {
     const auto norms = np::activation_norms(im.energy(tensor), im.tokens());
     lines = np::wanda_line_scores(w.map(), norms, np::matrix_axis::cols, axis);
   } else {
@@ -164,7 +179,7 @@ void apply_nash(layer_scores& s, const Eigen::MatrixXd& redundancy, const select
 class planner {
  public:
   planner(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im, const selection_options& o)
-      : model_(model), shape_(shape), o_(o) {
+      : model_(model), shape_(shape), o_(o), calibration_(im.calibration) {
     for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
       auto s = score_layer(model, shape, i, im, o);
       const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
@@ -195,8 +210,9 @@ class planner {
     constraints.freeze_first_layers = std::min<std::int64_t>(o_.freeze_first, shape_.n_layer());
     constraints.freeze_last_layers = std::min<std::int64_t>(o_.freeze_last, shape_.n_layer() - constraints.freeze_first_layers);
     constraints.min_kept = min_kept_;
-    const auto result = o_.method == "both" ? np::solve_exact<double>(items_, budget, constraints)
-                                            : np::select_greedy<double>(items_, budget, constraints);
+    const auto weighted = prior_weighted_items();
+    const auto result = o_.method == "both" ? np::solve_exact<double>(weighted, budget, constraints)
+                                            : np::select_greedy<double>(weighted, budget, constraints);
     std::vector<np::selection_item<double>> removed;
     for (auto position : result.pruned) removed.push_back(items_[static_cast<std::size_t>(position)]);
     return finish(removed);
@@ -206,11 +222,29 @@ class planner {
   const gguf::reader& model_;
   const gguf::llama_shape& shape_;
   const selection_options& o_;
+  const calibrate::calibration_stats* calibration_;
   std::vector<layer_scores> scores_;
   std::vector<np::selection_item<double>> items_;
   std::vector<np::min_kept_rule> min_kept_;
 
   bool wants(const char* s) const { return o_.structures.contains(s); }
+
+  // H-GSP: each item's importance times ln(1 + prior)^T, the prior being its layer's
+  // or block's measured influence 1 - cos(x_in, x_out) (hgsp_priors.hpp for the gating).
+  std::vector<np::selection_item<double>> prior_weighted_items() const {
+    if (calibration_ == nullptr || o_.temperature == 0.0) return items_;
+    const auto n = static_cast<Eigen::Index>(calibration_->layers.size());
+    Eigen::VectorXd layer(n), attention(n), mlp(n);
+    for (Eigen::Index l = 0; l < n; ++l) {
+      const auto& stats = calibration_->layers[static_cast<std::size_t>(l)];
+      layer(l) = std::max(stats.layer_influence, 0.0);
+      attention(l) = std::max(stats.attn_influence, 0.0);
+      mlp(l) = std::max(stats.mlp_influence, 0.0);
+    }
+    const np::hgsp_options options{o_.temperature, o_.tau, 0.0};
+    const auto priors = np::hgsp_multipliers<double>(items_, layer, attention, mlp, options);
+    return np::apply_hgsp_priors<double>(items_, priors);
+  }
 
   std::int64_t total_heads() const {
     std::int64_t n = 0;
@@ -327,7 +361,7 @@ class planner {
 
 }  // namespace
 
-void check_options(const selection_options& o, bool have_activations) {
+void check_options(const selection_options& o, bool have_activations, bool have_calibration) {
   if (!(o.target >= 0.0 && o.target < 1.0)) throw usage_error("--target must be in [0, 1), got " + std::to_string(o.target));
   if (o.structures.empty()) throw usage_error("--structures needs at least one of heads, groups, mlp, attn-blocks, mlp-blocks, layers");
   for (const auto& s : o.structures) {
@@ -360,6 +394,12 @@ void check_options(const selection_options& o, bool have_activations) {
   if (!(o.max_prune > 0.0 && o.max_prune <= 1.0)) throw usage_error("--max-prune must be in (0, 1]");
   if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");
   if (o.iterations < 1) throw usage_error("--iterations must be positive");
+  if (!(std::isfinite(o.temperature) && o.temperature >= 0.0)) throw usage_error("--temperature must be finite and >= 0");
+  if (o.tau && !(*o.tau >= 0.0)) throw usage_error("--tau must be >= 0, inf or auto");
+  if (o.priors_requested && o.temperature > 0.0 && !have_calibration) {
+    throw usage_error("--temperature/--tau weight the selection by H-GSP layer and block priors, measured by "
+                      "nashprune calibrate: pass --calibration FILE (or --temperature 0)");
+  }
 }
 
 selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,

@@ -7,6 +7,7 @@
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
 
+#include <optional>
 #include <set>
 #include <string>
 
@@ -26,8 +27,11 @@ struct selection_options {
   double max_prune = 0.7;
   int freeze_first = 0;
   int freeze_last = 0;
+  // H-GSP priors (hgsp_priors.hpp) from the calibration's block influence: on with
+  // --calibration (temperature 1, tau automatic), off without it.
   double temperature = 1.0;
-  double tau = 0.0;
+  std::optional<double> tau;      // unset: automatic (25th percentile of layer influence)
+  bool priors_requested = false;  // --temperature or --tau given explicitly
 };
 
 /// The seed's llama_head_stats (§3.3).
@@ -47,7 +51,7 @@ struct selection {
 
 /// Throws usage_error for unknown structures, scores or methods, a target out of
 /// [0, 1), or wanda/activation without activation statistics (imatrix or calibration).
-void check_options(const selection_options& options, bool have_activations);
+void check_options(const selection_options& options, bool have_activations, bool have_calibration);
 
 /// With `calibration` (nashprune calibrate): wanda/activation read its per-column
 /// energies instead of the imatrix, and the nash method plays each layer's head

@@ -4,10 +4,16 @@
 // inputs fail before any evaluation.
 #include <gtest/gtest.h>
 
+#include <calibrate/calibration_stats.hpp>
 #include <calibrate/llama_capture.hpp>
 #include <gguf/synthetic.hpp>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <iterator>
+#include <string>
 #include <fstream>
 #include <map>
 
@@ -186,6 +192,43 @@ TEST(CalibrationReal, Stories260KStatisticsAreFiniteAndInRange) {
     EXPECT_GT(l.layer_influence, 0.0);
     EXPECT_LT(l.layer_influence, 1.0);
   }
+}
+
+// H-GSP priors in `nashprune prune`: the calibration's block influence reweights the
+// selection (temperature 0 turns the priors off, so the plans must differ), and
+// asking for priors without calibration statistics is a usage error (exit 2).
+TEST(CalibrationReal, PrunePriorsFromBlockInfluenceChangeThePlan) {
+  const std::filesystem::path shared = NASHPRUNE_SHARED_DIR;
+  const auto model = shared / "models/stories260K.gguf";
+  const auto text = shared / "data/tinystories-calibration.txt";
+  if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
+  gguf_test::scratch_dir dir;
+  calibrate::capture_options o;
+  o.model = model;
+  o.text = text;
+  o.context = 128;
+  o.max_tokens = 2048;
+  o.threads = 2;
+  calibrate::write_stats(dir / "stats.gguf", calibrate::run_calibration(o), false);
+  const auto plan_at = [&](const char* temperature) {
+    const auto plan = dir / (std::string("plan-") + temperature + ".json");
+    const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" +
+                                (dir / "out.gguf").string() + "' --calibration '" + (dir / "stats.gguf").string() +
+                                "' --score wanda --structures heads,mlp --target 0.2 --dry-run --temperature " +
+                                temperature + " --plan-out '" + plan.string() + "' > /dev/null";
+    EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    std::ifstream in(plan);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const auto without_priors = plan_at("0");
+  const auto with_priors = plan_at("3");
+  EXPECT_FALSE(without_priors.empty());
+  EXPECT_NE(without_priors, with_priors);
+  const std::string no_stats = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" +
+                               (dir / "out.gguf").string() + "' --temperature 2 --dry-run 2> /dev/null";
+  const int status = std::system(no_stats.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
 }
 
 }  // namespace
