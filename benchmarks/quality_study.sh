@@ -12,7 +12,9 @@
 # to a file (it loses its last lines in a pipe). Rows of OUT_DIR/table.md:
 #   heads 25 % / 50 %: random (mean ± sd over 5 seeds), magnitude (weights),
 #   activation (calibration energy), wanda (calibration energy × |W_O|),
-#   nash (wanda importance, measured cosine redundancy), knapsack (wanda);
+#   nash (wanda importance, measured cosine redundancy); the last two with H-GSP
+#   priors from the measured block influence (temperature 1): knapsack_hgsp
+#   (wanda) and nash_hgsp; the single-score rows run with --temperature 0;
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
 #   llama-quantize --prune-layers.
 set -euo pipefail
@@ -26,7 +28,7 @@ ppl() {  # model -> perplexity; a run that ends without its estimate (seen here
          # on a crowded machine) is retried twice, then the script fails
   local log=$out/$(basename "$1" .gguf).ppl.log
   for _ in 1 2 3; do
-    "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1 || true
+    OMP_WAIT_POLICY=PASSIVE "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1 || true
     if grep -q 'Final estimate: PPL = ' "$log"; then
       grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $5}'
       return 0
@@ -57,9 +59,11 @@ row() { echo "| $1 | $2 | $3 | $(python3 -c "print(f'{float(\"${3%% *}\")/$base:
 for target in 0.25 0.5; do
   label="$(python3 -c "print(int($target*100))") % heads"
   for spec in "magnitude:--score magnitude --method knapsack" \
-              "activation:--score activation --method knapsack --calibration $out/stats.gguf" \
-              "wanda:--score wanda --method knapsack --calibration $out/stats.gguf" \
-              "nash:--score wanda --method nash --calibration $out/stats.gguf"; do
+              "activation:--score activation --method knapsack --calibration $out/stats.gguf --temperature 0" \
+              "wanda:--score wanda --method knapsack --calibration $out/stats.gguf --temperature 0" \
+              "nash:--score wanda --method nash --calibration $out/stats.gguf --temperature 0" \
+              "knapsack_hgsp:--score wanda --method knapsack --calibration $out/stats.gguf --temperature 1" \
+              "nash_hgsp:--score wanda --method nash --calibration $out/stats.gguf --temperature 1"; do
     name=${spec%%:*}
     # shellcheck disable=SC2086
     "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"
