@@ -25,6 +25,9 @@ set -euo pipefail
 # ../shared/docs/llama-cpp-notes.md, which were checked against this snapshot.
 node_llama_cpp_version=3.22.1
 huggingface_gguf_version=0.4.6
+# Bumped whenever apply_patches changes, so an older cached tree is patched and
+# rebuilt (incrementally) instead of being reused as it is.
+patch_level=1
 
 cache_root=${NASHPRUNE_CACHE_DIR:-$HOME/.cache/nashprune}
 root="$cache_root/llama.cpp-$node_llama_cpp_version"
@@ -35,12 +38,13 @@ targets=(llama llama-perplexity llama-imatrix llama-quantize)
 say() { echo "provision-llama-cpp: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-if [ -f "$stamp" ]; then
+complete() { [ -f "$stamp" ] && grep -qx "patches=$patch_level" "$stamp"; }
+if complete; then
   echo "$root"
   exit 0
 fi
 
-for tool in npm node git cmake ninja tar c++; do
+for tool in npm node git cmake ninja tar c++ python3; do
   command -v "$tool" >/dev/null 2>&1 ||
     die "'$tool' is not installed (run .ci/setup, or install it: apt-get install nodejs npm git cmake ninja-build g++)"
 done
@@ -50,7 +54,7 @@ mkdir -p "$root"
 exec 9>"$root/.lock"
 if command -v flock >/dev/null 2>&1; then
   flock 9
-  if [ -f "$stamp" ]; then echo "$root"; exit 0; fi
+  if complete; then echo "$root"; exit 0; fi
 fi
 
 started=$(date +%s)
@@ -74,6 +78,31 @@ if [ ! -d "$root/src/.git" ]; then
   mv "$root/src.partial" "$root/src"
 fi
 say "llama.cpp source: $(git -C "$root/src" log -1 --format='%h %cd' --date=short)"
+
+# Local fixes, each applied once (idempotent) and named in the stamp's patch level.
+#  1. llama-perplexity prints "Final estimate: PPL = ..." through llama.cpp's
+#     asynchronous logger, whose worker thread is never drained before main
+#     returns (llama.cpp issue 22142, cited in common/log.cpp), so on busy cores
+#     the last lines are lost even when written to a file. Draining it
+#     (common_log_pause joins the worker after the queued lines) before the
+#     final `return 0;` of main changes nothing else.
+apply_patches() {
+  local perplexity="$root/src/tools/perplexity/perplexity.cpp"
+  grep -q "nashprune: drain the logger" "$perplexity" && return 0
+  python3 - "$perplexity" <<'PY' || die "patching $perplexity failed"
+import sys
+path = sys.argv[1]
+text = open(path).read()
+anchor = "    llama_backend_free();\n\n    return 0;\n}"
+if text.count(anchor) != 1:
+    sys.exit("anchor not found once")
+text = text.replace(anchor, "    llama_backend_free();\n\n"
+                    "    common_log_pause(common_log_main()); // nashprune: drain the logger (llama.cpp issue 22142)\n"
+                    "    return 0;\n}")
+open(path, "w").write(text)
+PY
+}
+apply_patches
 
 # 2. A CPU-only build of only what the tests and `nashprune calibrate` use.
 say "building ${targets[*]} with $jobs jobs (about 5 minutes on 2 cores)"
@@ -106,6 +135,7 @@ elapsed=$(( $(date +%s) - started ))
   echo "node-llama-cpp=$node_llama_cpp_version"
   echo "llama.cpp=$(git -C "$root/src" rev-parse HEAD)"
   echo "huggingface-gguf=$huggingface_gguf_version"
+  echo "patches=$patch_level"
   echo "seconds=$elapsed"
 } >"$stamp.partial"
 mv "$stamp.partial" "$stamp"
