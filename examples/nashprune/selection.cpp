@@ -116,11 +116,9 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
   if (l.has_attention()) {
     const auto g = geometry_of(shape, layer);
     if (o.score == "activation") {
-      const auto ranges = np::unit_ranges(std::vector<std::int64_t>([&] {
-        std::vector<std::int64_t> all(static_cast<std::size_t>(l.n_head));
-        std::iota(all.begin(), all.end(), 0);
-        return all;
-      }()), shape.head_dim_v);
+      // One range per head (unit_ranges would merge adjacent heads into one run).
+      std::vector<np::index_range> ranges;
+      for (std::int64_t h = 0; h < l.n_head; ++h) ranges.push_back(g.head_span(np::tensor_role::o, h));
       s.heads = to_double(np::activation_energy(im.energy(name("attn_output.weight")), tokens, ranges));
     } else {
       np::attention_line_scores<float> lines;
