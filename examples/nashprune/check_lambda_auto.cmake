@@ -33,15 +33,18 @@ expect("${meta}" "general.pruning.total_heads_pruned = 8\n")
 string(SUBSTRING "${lambda}" 0 4 lambda_head)
 expect("${meta}" "general.pruning.lambda = ${lambda_head}")
 
-# GQA (8 query heads over 4 kv groups), whole groups: the plan stays GQA-consistent
-# (the writer rejects any other) and the report names what it removes.
+# GQA (8 query heads over 4 kv groups), whole groups and the same heads from every
+# group: the plans stay GQA-consistent (the writer rejects any other) and still
+# remove exactly the 8 heads asked, though the equilibria prune more single heads.
 set(gqa ${WORK_DIR}/lambda_gqa.gguf)
 run_tool(ignored generate ${gqa} --force)
-run_tool(out prune ${gqa} ${WORK_DIR}/lambda_gqa_pruned.gguf --force --unit heads --target 0.25 --lambda auto
-         --structures groups)
-expect("${out}" "lambda auto: [0-9.e+-]+ \\([0-9]+ solves\\); requested 8 heads, equilibria prune [0-9]+, plan removes [0-9]+ heads")
-run_tool(meta inspect ${WORK_DIR}/lambda_gqa_pruned.gguf --metadata)
-expect("${meta}" "general.pruning.lambda = ")
+foreach(structure groups heads)
+  run_tool(out prune ${gqa} ${WORK_DIR}/lambda_gqa_${structure}.gguf --force --unit heads --target 0.25 --lambda auto
+           --structures ${structure})
+  expect("${out}" "lambda auto: [0-9.e+-]+ \\([0-9]+ solves\\); requested 8 heads, equilibria prune [0-9]+, plan removes 8 heads\n")
+  run_tool(meta inspect ${WORK_DIR}/lambda_gqa_${structure}.gguf --metadata)
+  expect("${meta}" "general.pruning.total_heads_pruned = 8\n")
+endforeach()
 
 # A target beyond --max-prune (at most 2 of 8 heads per layer, 28 of 32 asked) is reported.
 run_tool(out prune ${mha} --dry-run --unit heads --target 0.9 --lambda auto --max-prune 0.25)

@@ -89,10 +89,8 @@ void print_lambda(const nashprune_tool::lambda_report& r) {
             << " heads, equilibria prune " << r.equilibrium_pruned << ", plan removes " << r.plan_pruned << " heads";
   if (!r.reachable) {
     std::cout << " (target unreachable: beyond --min-heads/--max-prune or below what the smallest lambda prunes)";
-  } else if (r.equilibrium_pruned != r.requested) {
-    std::cout << " (no lambda hits the count exactly: nearest found)";
   } else if (r.plan_pruned != r.requested) {
-    std::cout << " (the GQA-consistent plan removes fewer)";
+    std::cout << " (the nearest count the GQA-consistent plans reach)";
   }
   std::cout << '\n';
 }

@@ -261,25 +261,58 @@ class planner {
     return layer < o_.freeze_first || layer >= shape_.n_layer() - o_.freeze_last;
   }
 
-  // One λ over the pending games, then each layer's GQA-consistent plan.
+  // The GQA-consistent keep plans of one λ's equilibria; returns the heads they remove.
+  std::int64_t plan_equilibria(const np::lambda_calibration_result<double>& found,
+                               const np::nash_decision_options<double>& decisions, gguf::prune_plan& plan) const {
+    plan = gguf::keep_all(shape_);
+    std::int64_t removed = 0;
+    for (std::size_t k = 0; k < pending_.size(); ++k) {
+      const auto i = pending_[k].layer;
+      auto& heads = plan.layers[static_cast<std::size_t>(i)].heads;
+      heads = np::gqa_prune_plan(geometry_of(shape_, i), granularity(i), found.equilibria[k].s, decisions);
+      removed += shape_.layers[static_cast<std::size_t>(i)].n_head - static_cast<std::int64_t>(heads.q_heads.size());
+    }
+    return removed;
+  }
+
+  // One λ over the pending games, then each layer's GQA-consistent plan. The search
+  // counts heads by the seed's single-head rule; a GQA plan may remove fewer (a group
+  // goes only when all its heads fall), so the count asked of the search rises by the
+  // shortfall (a few rounds) and the plans nearest the target are kept.
   selection run_lambda_auto() {
     if (pending_.empty()) throw usage_error("--lambda auto: no unfrozen layer has two or more attention heads to play the game");
     std::vector<np::nash_game<double>> games;
-    for (const auto& g : pending_) games.push_back(np::make_nash_game(g.importance, g.redundancy, o_.lambda));
+    std::int64_t scope = 0;
+    for (const auto& g : pending_) {
+      games.push_back(np::make_nash_game(g.importance, g.redundancy, o_.lambda));
+      scope += g.importance.size();
+    }
     np::lambda_calibration_options<double> options;
     options.decisions = {o_.threshold, o_.min_heads, o_.max_prune};
     const auto requested = np::budget_from_fraction(o_.target, total_heads());
-    const auto found = np::calibrate_lambda_over_layers<double>(games, np::prune_target::heads(requested), options);
+    std::optional<np::lambda_calibration_result<double>> best;
     selection out;
-    out.plan = gguf::keep_all(shape_);
-    lambda_report report{found.lambda, requested, found.achieved, 0, found.reachable, found.solves};
+    lambda_report report{0, requested, 0, 0, true, 0};
+    std::int64_t ask = requested;
+    for (int round = 0; round < 8; ++round) {
+      auto found = np::calibrate_lambda_over_layers<double>(games, np::prune_target::heads(ask), options);
+      report.solves += found.solves;
+      if (round == 0) report.reachable = found.reachable;
+      gguf::prune_plan plan;
+      const auto removed = plan_equilibria(found, options.decisions, plan);
+      const bool reachable = found.reachable;
+      if (!best || std::abs(removed - requested) < std::abs(report.plan_pruned - requested)) {
+        best = std::move(found);
+        out.plan = std::move(plan);
+        report.plan_pruned = removed;
+      }
+      if (removed >= requested || !reachable || ask >= scope) break;
+      ask = std::min(scope, ask + (requested - removed));
+    }
+    report.lambda = best->lambda;
+    report.equilibrium_pruned = best->achieved;
     for (std::size_t k = 0; k < pending_.size(); ++k) {
-      const auto i = pending_[k].layer;
-      auto& s = scores_[static_cast<std::size_t>(i)];
-      apply_participation(s, found.equilibria[k].s, pending_[k].redundancy, o_);
-      auto& heads = out.plan.layers[static_cast<std::size_t>(i)].heads;
-      heads = np::gqa_prune_plan(geometry_of(shape_, i), granularity(i), s.participation, options.decisions);
-      report.plan_pruned += shape_.layers[static_cast<std::size_t>(i)].n_head - static_cast<std::int64_t>(heads.q_heads.size());
+      apply_participation(scores_[static_cast<std::size_t>(pending_[k].layer)], best->equilibria[k].s, pending_[k].redundancy, o_);
     }
     record_heads(out);
     out.lambda = report;
