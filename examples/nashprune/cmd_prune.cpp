@@ -203,16 +203,18 @@ std::optional<double> nonnegative_number(const std::string& text) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || !(value >= 0)) return std::nullopt;
+  if (used == 0 || used != text.size() || !(value >= 0)) return std::nullopt;
   return value;
 }
 
-// --lambda: "auto" (calibrated to the target) or a number >= 0.
+// --lambda: "auto" (calibrated to the target) or a number > 0 (the game needs λ > 0).
 void parse_lambda(const std::string& text, selection_options& select) {
   select.lambda_auto = text == "auto";
   if (select.lambda_auto) return;
   const auto value = nonnegative_number(text);
-  if (!value || !std::isfinite(*value)) throw usage_error("--lambda must be auto or a finite number >= 0, got '" + text + "'");
+  if (!value || !(*value > 0) || !std::isfinite(*value)) {
+    throw usage_error("--lambda must be auto or a finite number > 0, got '" + text + "'");
+  }
   select.lambda = *value;
 }
 

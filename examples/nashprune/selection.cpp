@@ -489,7 +489,7 @@ void check_options(const selection_options& o, bool have_activations, bool have_
   if (o.method != "nash" && o.method != "knapsack" && o.method != "both") {
     throw usage_error("--method must be nash, knapsack or both, got '" + o.method + "'");
   }
-  if (!(o.lambda >= 0.0)) throw usage_error("--lambda must not be negative");
+  if (!(o.lambda > 0.0)) throw usage_error("--lambda must be positive");
   if (o.lambda_auto) {
     if (!o.unit_heads || o.method != "nash") throw usage_error("--lambda auto needs --unit heads and --method nash");
     for (const auto& s : o.structures) {
