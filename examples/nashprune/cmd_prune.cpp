@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -33,6 +34,7 @@ struct prune_args {
   std::string imatrix;
   std::string calibration;
   std::string tau_text = "auto";
+  std::string lambda_text = "0.5";
   std::string stats;
   std::string plan_in;
   std::string plan_out;
@@ -44,7 +46,7 @@ struct prune_args {
 };
 
 gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, const gguf::pruned_model& result,
-                          const gguf::reader& model, std::uint64_t calibration_tokens, bool from_plan_file) {
+                          const gguf::reader& model, std::uint64_t calibration_tokens, bool from_plan_file, double lambda) {
   std::int64_t heads_before = 0;
   std::int64_t heads_after = 0;
   for (const auto& l : shape.layers) heads_before += l.n_head;
@@ -65,7 +67,7 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   add("prune_ratio", gguf::value::f32(heads_before == 0 ? 0.0F : static_cast<float>(heads_before - heads_after) / static_cast<float>(heads_before)));
   add("parameter_ratio", gguf::value::f32(static_cast<float>(before - after) / static_cast<float>(before)));
   add("original_block_count", gguf::value::u32(static_cast<std::uint32_t>(shape.n_layer())));
-  add("lambda", gguf::value::f32(static_cast<float>(a.select.lambda)));
+  add("lambda", gguf::value::f32(static_cast<float>(lambda)));
   add("threshold", gguf::value::f32(static_cast<float>(a.select.threshold)));
   add("calibration_tokens", gguf::value::u32(static_cast<std::uint32_t>(calibration_tokens)));
   return kv;
@@ -80,6 +82,17 @@ void write_stats(const std::string& path, const std::vector<nashprune_tool::head
   std::ofstream out(path);
   if (!out) throw usage_error("cannot write the stats file " + path);
   out << nlohmann::json{{"heads", heads}}.dump(1) << '\n';
+}
+
+void print_lambda(const nashprune_tool::lambda_report& r) {
+  std::cout << "lambda auto: " << r.lambda << " (" << r.solves << " solves); requested " << r.requested
+            << " heads, equilibria prune " << r.equilibrium_pruned << ", plan removes " << r.plan_pruned << " heads";
+  if (!r.reachable) {
+    std::cout << " (target unreachable: beyond --min-heads/--max-prune or below what the smallest lambda prunes)";
+  } else if (r.plan_pruned != r.requested) {
+    std::cout << " (the nearest count the GQA-consistent plans reach)";
+  }
+  std::cout << '\n';
 }
 
 struct prune_outcome {
@@ -108,11 +121,13 @@ prune_outcome prune_file(const prune_args& a) {
   }
   const auto result = gguf::plan_output(model, shape, chosen.plan, {});
   const auto tokens = calibration ? calibration->tokens : im ? im->tokens() : 0;
-  const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty());
+  const double lambda = chosen.lambda ? chosen.lambda->lambda : a.select.lambda;
+  const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty(), lambda);
   auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
 
   std::cout << "model:  " << a.model << '\n';
   nashprune_tool::print_shape(std::cout, shape);
+  if (chosen.lambda) print_lambda(*chosen.lambda);
   std::cout << "plan:\n";
   nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
   if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads);
@@ -179,10 +194,8 @@ int run_embedded_default(prune_args a) {
   return exact && loads ? 0 : 1;
 }
 
-// --tau: "auto" (25th percentile of layer influence), "inf", or a number >= 0.
-std::optional<double> parse_tau(const std::string& text) {
-  if (text == "auto") return std::nullopt;
-  if (text == "inf") return std::numeric_limits<double>::infinity();
+// The whole text as a number >= 0, or nothing.
+std::optional<double> nonnegative_number(const std::string& text) {
   std::size_t used = 0;
   double value = 0;
   try {
@@ -190,7 +203,27 @@ std::optional<double> parse_tau(const std::string& text) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || !(value >= 0)) throw usage_error("--tau must be auto, inf or a number >= 0, got '" + text + "'");
+  if (used == 0 || used != text.size() || !(value >= 0)) return std::nullopt;
+  return value;
+}
+
+// --lambda: "auto" (calibrated to the target) or a number > 0 (the game needs λ > 0).
+void parse_lambda(const std::string& text, selection_options& select) {
+  select.lambda_auto = text == "auto";
+  if (select.lambda_auto) return;
+  const auto value = nonnegative_number(text);
+  if (!value || !(*value > 0) || !std::isfinite(*value)) {
+    throw usage_error("--lambda must be auto or a finite number > 0, got '" + text + "'");
+  }
+  select.lambda = *value;
+}
+
+// --tau: "auto" (25th percentile of layer influence), "inf", or a number >= 0.
+std::optional<double> parse_tau(const std::string& text) {
+  if (text == "auto") return std::nullopt;
+  if (text == "inf") return std::numeric_limits<double>::infinity();
+  const auto value = nonnegative_number(text);
+  if (!value) throw usage_error("--tau must be auto, inf or a number >= 0, got '" + text + "'");
   return value;
 }
 
@@ -209,7 +242,9 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--calibration", a->calibration,
                      "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash");
       app.add_option("--method", s.method, "nash | knapsack | both")->capture_default_str();
-      app.add_option("--lambda", s.lambda, "redundancy penalty weight")->capture_default_str();
+      app.add_option("--lambda", a->lambda_text,
+                     "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
+          ->capture_default_str();
       app.add_option("--threshold", s.threshold, "participation below which a head is pruned")->capture_default_str();
       app.add_option("--iterations", s.iterations, "Nash iterations")->capture_default_str();
       app.add_option("--min-heads", s.min_heads, "never keep fewer heads in a layer")->capture_default_str();
@@ -233,6 +268,7 @@ const nashprune_tool::register_command prune_command{{
         if (a->unit != "params" && a->unit != "heads") throw usage_error("--unit must be params or heads, got '" + a->unit + "'");
         a->select.unit_heads = a->unit == "heads";
         a->select.tau = parse_tau(a->tau_text);
+        parse_lambda(a->lambda_text, a->select);
         if (!a->structures.empty()) a->select.structures = {a->structures.begin(), a->structures.end()};
         if (a->model.empty()) return run_embedded_default(*a);
         (void)prune_file(*a);

@@ -15,6 +15,10 @@
 //     MLP channels (in chunks of the quantization block), blocks and layers, under
 //     the budget --target of parameters or heads; greedy (nash, knapsack) or the
 //     exact 0/1 solver (both), then mapped back to per-layer keep-lists.
+// With --lambda auto (--unit heads, --method nash) step 3 is replaced: one λ shared
+// by the unfrozen layers is searched (lambda_calibration.hpp) so that the games'
+// equilibria prune the target's count of heads, and each layer's keep plan is the
+// GQA-consistent decision on its participation (nash_decisions.hpp).
 #include "selection.hpp"
 
 #include <gguf/tensor_floats.hpp>
@@ -23,6 +27,8 @@
 #include <nashprune/head_redundancy.hpp>
 #include <nashprune/hgsp_priors.hpp>
 #include <nashprune/importance.hpp>
+#include <nashprune/lambda_calibration.hpp>
+#include <nashprune/nash_decisions.hpp>
 #include <nashprune/nash_solvers.hpp>
 
 #include <algorithm>
@@ -158,21 +164,39 @@ Eigen::MatrixXd redundancy_from_cosine(const Eigen::MatrixXd& cosine) {
   return r;
 }
 
-// The Nash step: participation of every head scales its importance.
-void apply_nash(layer_scores& s, const Eigen::MatrixXd& redundancy, const selection_options& o) {
+// The game's incentives: head importance scaled to a maximum of 1.
+vector_d game_importance(const layer_scores& s) {
   const double top = s.heads.maxCoeff();
-  const vector_d c = top > 0 ? vector_d(s.heads / top) : s.heads;
-  const auto game = np::make_nash_game(c, redundancy, o.lambda);
-  const std::vector<np::nash_game<double>> games{game};
-  const auto solution = np::solve_nash_layers<double>(np::nash_solver_kind::active_set_newton, games, std::nullopt,
-                                                      static_cast<std::int64_t>(o.iterations))
-                            .front();
-  s.participation = solution.s;
+  return top > 0 ? vector_d(s.heads / top) : s.heads;
+}
+
+// Participation of every head scales its importance (below --threshold: 0).
+void apply_participation(layer_scores& s, const vector_d& participation, const Eigen::MatrixXd& redundancy,
+                         const selection_options& o) {
+  s.participation = participation;
   s.redundancy_sum = redundancy.rowwise().sum() - redundancy.diagonal();
   for (Eigen::Index h = 0; h < s.heads.size(); ++h) {
     s.heads[h] = s.participation[h] < o.threshold ? 0.0 : s.heads[h] * s.participation[h];
   }
 }
+
+// The Nash step at the fixed --lambda.
+void apply_nash(layer_scores& s, const Eigen::MatrixXd& redundancy, const selection_options& o) {
+  const vector_d c = game_importance(s);
+  const auto game = np::make_nash_game(c, redundancy, o.lambda);
+  const std::vector<np::nash_game<double>> games{game};
+  const auto solution = np::solve_nash_layers<double>(np::nash_solver_kind::active_set_newton, games, std::nullopt,
+                                                      static_cast<std::int64_t>(o.iterations))
+                            .front();
+  apply_participation(s, solution.s, redundancy, o);
+}
+
+// --lambda auto: one layer's game, kept until the shared λ is searched.
+struct pending_game {
+  std::int64_t layer = 0;
+  vector_d importance;
+  Eigen::MatrixXd redundancy;
+};
 
 class planner {
  public:
@@ -192,13 +216,18 @@ class planner {
             throw usage_error(std::string(e.what()) + "; the Nash redundancy reads attn_output weights: use --method knapsack or --calibration");
           }
         }
-        apply_nash(s, redundancy_from_cosine(cosine), o);
+        if (o.lambda_auto) {
+          if (!frozen(i)) pending_.push_back({i, game_importance(s), redundancy_from_cosine(cosine)});
+        } else {
+          apply_nash(s, redundancy_from_cosine(cosine), o);
+        }
       }
       scores_.push_back(std::move(s));
     }
   }
 
   selection run() {
+    if (o_.lambda_auto) return run_lambda_auto();
     build_items();
     if (items_.empty()) throw usage_error("nothing to prune: --structures offers no removable structure in unfrozen layers");
     const std::int64_t total = o_.unit_heads ? total_heads() : gguf::totals(model_.tensors()).parameters;
@@ -224,6 +253,69 @@ class planner {
   std::vector<layer_scores> scores_;
   std::vector<np::selection_item<double>> items_;
   std::vector<np::min_kept_rule> min_kept_;
+  std::vector<pending_game> pending_;  // --lambda auto: the unfrozen layers' games
+
+  bool frozen(std::int64_t layer) const {
+    return layer < o_.freeze_first || layer >= shape_.n_layer() - o_.freeze_last;
+  }
+
+  // The GQA-consistent keep plans of one λ's equilibria; returns the heads they remove.
+  std::int64_t plan_equilibria(const np::lambda_calibration_result<double>& found,
+                               const np::nash_decision_options<double>& decisions, gguf::prune_plan& plan) const {
+    plan = gguf::keep_all(shape_);
+    std::int64_t removed = 0;
+    for (std::size_t k = 0; k < pending_.size(); ++k) {
+      const auto i = pending_[k].layer;
+      auto& heads = plan.layers[static_cast<std::size_t>(i)].heads;
+      heads = np::gqa_prune_plan(geometry_of(shape_, i), granularity(i), found.equilibria[k].s, decisions);
+      removed += shape_.layers[static_cast<std::size_t>(i)].n_head - static_cast<std::int64_t>(heads.q_heads.size());
+    }
+    return removed;
+  }
+
+  // One λ over the pending games, then each layer's GQA-consistent plan. The search
+  // counts heads by the seed's single-head rule; a GQA plan may remove fewer (a group
+  // goes only when all its heads fall), so the count asked of the search rises by the
+  // shortfall (a few rounds) and the plans nearest the target are kept.
+  selection run_lambda_auto() {
+    if (pending_.empty()) throw usage_error("--lambda auto: no unfrozen layer has two or more attention heads to play the game");
+    std::vector<np::nash_game<double>> games;
+    std::int64_t scope = 0;
+    for (const auto& g : pending_) {
+      games.push_back(np::make_nash_game(g.importance, g.redundancy, o_.lambda));
+      scope += g.importance.size();
+    }
+    np::lambda_calibration_options<double> options;
+    options.decisions = {o_.threshold, o_.min_heads, o_.max_prune};
+    const auto requested = np::budget_from_fraction(o_.target, total_heads());
+    std::optional<np::lambda_calibration_result<double>> best;
+    selection out;
+    lambda_report report{0, requested, 0, 0, true, 0};
+    std::int64_t ask = requested;
+    for (int round = 0; round < 8; ++round) {
+      auto found = np::calibrate_lambda_over_layers<double>(games, np::prune_target::heads(ask), options);
+      report.solves += found.solves;
+      if (round == 0) report.reachable = found.reachable;
+      gguf::prune_plan plan;
+      const auto removed = plan_equilibria(found, options.decisions, plan);
+      const bool reachable = found.reachable;
+      if (!best || std::abs(removed - requested) < std::abs(report.plan_pruned - requested)) {
+        best = std::move(found);
+        out.plan = std::move(plan);
+        report.plan_pruned = removed;
+      }
+      if (removed >= requested || !reachable || ask >= scope) break;
+      ask = std::min(scope, ask + (requested - removed));
+    }
+    report.lambda = best->lambda;
+    report.equilibrium_pruned = best->achieved;
+    for (std::size_t k = 0; k < pending_.size(); ++k) {
+      apply_participation(scores_[static_cast<std::size_t>(pending_[k].layer)], best->equilibria[k].s, pending_[k].redundancy, o_);
+    }
+    record_heads(out);
+    out.lambda = report;
+    return out;
+  }
 
   bool wants(const char* s) const { return o_.structures.contains(s); }
 
@@ -345,6 +437,15 @@ class planner {
         std::sort(drop.begin(), drop.end());
         p.channels = np::complement_units(drop, l.n_ff);
       }
+    }
+    record_heads(out);
+    return out;
+  }
+
+  // The seed's per-head statistics of the chosen plan.
+  void record_heads(selection& out) const {
+    for (std::int64_t i = 0; i < shape_.n_layer(); ++i) {
+      const auto& p = out.plan.layers[static_cast<std::size_t>(i)];
       const auto& s = scores_[static_cast<std::size_t>(i)];
       for (Eigen::Index h = 0; h < s.raw_heads.size(); ++h) {
         const bool kept = p.keep_layer && std::binary_search(p.heads.q_heads.begin(), p.heads.q_heads.end(), static_cast<std::int64_t>(h));
@@ -353,7 +454,6 @@ class planner {
                              s.redundancy_sum.size() > 0 ? s.redundancy_sum[h] : 0.0, !kept});
       }
     }
-    return out;
   }
 };
 
@@ -387,7 +487,13 @@ void check_options(const selection_options& o, bool have_activations, bool have_
   if (o.method != "nash" && o.method != "knapsack" && o.method != "both") {
     throw usage_error("--method must be nash, knapsack or both, got '" + o.method + "'");
   }
-  if (!(o.lambda >= 0.0)) throw usage_error("--lambda must not be negative");
+  if (!(o.lambda > 0.0)) throw usage_error("--lambda must be positive");
+  if (o.lambda_auto) {
+    if (!o.unit_heads || o.method != "nash") throw usage_error("--lambda auto needs --unit heads and --method nash");
+    for (const auto& s : o.structures) {
+      if (s != "heads" && s != "groups") throw usage_error("--lambda auto prunes heads or groups only; drop '" + s + "' from --structures");
+    }
+  }
   if (o.min_heads < 1) throw usage_error("--min-heads must be at least 1");
   if (!(o.max_prune > 0.0 && o.max_prune <= 1.0)) throw usage_error("--max-prune must be in (0, 1]");
   if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");

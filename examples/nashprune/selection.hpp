@@ -20,7 +20,8 @@ struct selection_options {
   std::string score = "magnitude";            // magnitude | wanda | activation
   std::string method = "nash";                // nash | knapsack | both
   // The seed's options (nash-head-pruning-llama-cpp.md §3.1, §7.2).
-  double lambda = 0.5;
+  double lambda = 0.5;       // with lambda_auto: where the search starts
+  bool lambda_auto = false;  // --lambda auto: one λ over all layers pruning the --unit heads target
   double threshold = 0.1;
   int iterations = 100;
   int min_heads = 1;
@@ -44,9 +45,20 @@ struct head_stat {
   bool pruned = false;
 };
 
+/// --lambda auto: the λ found and how close its equilibria came to the target.
+struct lambda_report {
+  double lambda = 0;
+  std::int64_t requested = 0;           // heads the target asks for
+  std::int64_t equilibrium_pruned = 0;  // heads with participation < --threshold (caps included)
+  std::int64_t plan_pruned = 0;         // heads the GQA-consistent plans remove
+  bool reachable = true;                // false: beyond the caps or below what the smallest λ prunes
+  std::int64_t solves = 0;
+};
+
 struct selection {
   gguf::prune_plan plan;
   std::vector<head_stat> heads;
+  std::optional<lambda_report> lambda;  // set with --lambda auto
 };
 
 /// Throws usage_error for unknown structures, scores or methods, a target out of
