@@ -173,18 +173,27 @@ TEST_F(calibration_fixture, TokensBelowOneContextIsRejected) {
   EXPECT_THROW((void)calibrate::run_calibration(o), std::invalid_argument);
 }
 
-TEST(CalibrationReal, Stories260KStatisticsAreFiniteAndInRange) {
+// stories260K with the shared calibration text; skipped when ../shared is absent.
+struct real_calibration : ::testing::Test {
   const std::filesystem::path shared = NASHPRUNE_SHARED_DIR;
-  const auto model = shared / "models/stories260K.gguf";
-  const auto text = shared / "data/tinystories-calibration.txt";
-  if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
-  calibrate::capture_options o;
-  o.model = model;
-  o.text = text;
-  o.context = 128;
-  o.max_tokens = 1024;
-  o.threads = 2;
-  const auto stats = calibrate::run_calibration(o);
+  const std::filesystem::path model = shared / "models/stories260K.gguf";
+  const std::filesystem::path text = shared / "data/tinystories-calibration.txt";
+  void SetUp() override {
+    if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
+  }
+  calibrate::capture_options options(std::int64_t max_tokens) const {
+    calibrate::capture_options o;
+    o.model = model;
+    o.text = text;
+    o.context = 128;
+    o.max_tokens = max_tokens;
+    o.threads = 2;
+    return o;
+  }
+};
+
+TEST_F(real_calibration, Stories260KStatisticsAreFiniteAndInRange) {
+  const auto stats = calibrate::run_calibration(options(1024));
   EXPECT_EQ(stats.tokens, 1024U);
   for (const auto& l : stats.layers) {
     EXPECT_TRUE(l.head_cosine.allFinite());
@@ -197,19 +206,9 @@ TEST(CalibrationReal, Stories260KStatisticsAreFiniteAndInRange) {
 // H-GSP priors in `nashprune prune`: the calibration's block influence reweights the
 // selection (temperature 0 turns the priors off, so the plans must differ), and
 // asking for priors without calibration statistics is a usage error (exit 2).
-TEST(CalibrationReal, PrunePriorsFromBlockInfluenceChangeThePlan) {
-  const std::filesystem::path shared = NASHPRUNE_SHARED_DIR;
-  const auto model = shared / "models/stories260K.gguf";
-  const auto text = shared / "data/tinystories-calibration.txt";
-  if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
+TEST_F(real_calibration, PrunePriorsFromBlockInfluenceChangeThePlan) {
   gguf_test::scratch_dir dir;
-  calibrate::capture_options o;
-  o.model = model;
-  o.text = text;
-  o.context = 128;
-  o.max_tokens = 2048;
-  o.threads = 2;
-  calibrate::write_stats(dir / "stats.gguf", calibrate::run_calibration(o), false);
+  calibrate::write_stats(dir / "stats.gguf", calibrate::run_calibration(options(2048)), false);
   const auto plan_at = [&](const char* temperature) {
     const auto plan = dir / (std::string("plan-") + temperature + ".json");
     const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" +
