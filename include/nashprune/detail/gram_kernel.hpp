@@ -37,19 +37,9 @@
 
 #include "../config.hpp"
 
-#if !defined(NASHPRUNE_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && \
-    (defined(__GNUC__) || defined(__clang__))
-#define NASHPRUNE_GRAM_X86 1
-#include <immintrin.h>
-#endif
+#include "simd_dispatch.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
-
-/// The instruction set the Gram accumulation runs on. `automatic` picks the
-/// widest one the CPU supports; the others force a target (tests, benchmarks)
-/// and fall back to the widest supported narrower one when the CPU or compiler
-/// lacks it.
-enum class simd_target { automatic, portable, avx2_fma, avx512 };
 
 namespace detail {
 
@@ -95,63 +85,10 @@ void accumulate_gram_portable(const gram_layout<Scalar>& x, double* gram, double
 /// Float vector steps a register accumulator takes before it is reduced into double.
 inline constexpr Eigen::Index gram_steps_per_flush = 64;
 
-struct cpu_features {
-  bool avx2_fma = false;
-  bool avx512 = false;
-};
-
-/// What this CPU (and operating system: the builtins check XCR0) supports, probed once.
-[[nodiscard]] inline const cpu_features& detected_cpu_features() {
-  static const cpu_features features = [] {
-    cpu_features f;
-#if defined(NASHPRUNE_GRAM_X86)
-    __builtin_cpu_init();
-    f.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    f.avx512 = f.avx2_fma && __builtin_cpu_supports("avx512f");
-#endif
-    return f;
-  }();
-  return features;
-}
-
-/// The target `requested` resolves to on a CPU with `cpu`: the widest supported
-/// target no wider than the request (`automatic`: the widest supported).
-[[nodiscard]] inline simd_target choose_simd_target(simd_target requested, const cpu_features& cpu) {
-  if (requested == simd_target::portable) return simd_target::portable;
-  if (cpu.avx512 && (requested == simd_target::automatic || requested == simd_target::avx512)) {
-    return simd_target::avx512;
-  }
-  return cpu.avx2_fma ? simd_target::avx2_fma : simd_target::portable;
-}
-
-/// The target `requested` resolves to on this CPU for this scalar type (double
-/// batches always run the portable loop).
-template <typename Scalar>
-[[nodiscard]] simd_target resolve_simd_target(simd_target requested) {
-  if constexpr (!std::is_same_v<Scalar, float>) {
-    (void)requested;
-    return simd_target::portable;
-  } else {
-    return choose_simd_target(requested, detected_cpu_features());
-  }
-}
-
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
 
-#if defined(NASHPRUNE_GRAM_X86)
-
-// Every function declared between BEGIN and END is compiled for `targets`.
-#define NASHPRUNE_PRAGMA(text) _Pragma(#text)
-#if defined(__clang__)
-#define NASHPRUNE_TARGET_REGION_BEGIN(targets) \
-  NASHPRUNE_PRAGMA(clang attribute push(__attribute__((target(targets))), apply_to = function))
-#define NASHPRUNE_TARGET_REGION_END NASHPRUNE_PRAGMA(clang attribute pop)
-#else
-#define NASHPRUNE_TARGET_REGION_BEGIN(targets) \
-  NASHPRUNE_PRAGMA(GCC push_options) NASHPRUNE_PRAGMA(GCC target(targets))
-#define NASHPRUNE_TARGET_REGION_END NASHPRUNE_PRAGMA(GCC pop_options)
-#endif
+#if defined(NASHPRUNE_SIMD_X86)
 
 // ---- AVX2 + FMA: 8 lanes, 3 × 3 tiles (9 accumulators + 3 rows + 1 column +
 // 3 sums = 16 ymm registers).
@@ -218,10 +155,7 @@ struct simd_ops {
 NASHPRUNE_END_NAMESPACE
 NASHPRUNE_TARGET_REGION_END
 
-#undef NASHPRUNE_TARGET_REGION_BEGIN
-#undef NASHPRUNE_TARGET_REGION_END
-#undef NASHPRUNE_PRAGMA
-#endif  // NASHPRUNE_GRAM_X86
+#endif  // NASHPRUNE_SIMD_X86
 
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail {
@@ -230,7 +164,7 @@ namespace detail {
 template <typename Scalar>
 void accumulate_gram(simd_target target, const gram_layout<Scalar>& x, double* gram,
                      double* sums) {
-#if defined(NASHPRUNE_GRAM_X86)
+#if defined(NASHPRUNE_SIMD_X86)
   if constexpr (std::is_same_v<Scalar, float>) {
     if (target == simd_target::avx512) return gram_avx512::accumulate_gram_simd(x, gram, sums);
     if (target == simd_target::avx2_fma) return gram_avx2::accumulate_gram_simd(x, gram, sums);
@@ -243,4 +177,3 @@ void accumulate_gram(simd_target target, const gram_layout<Scalar>& x, double* g
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
 
-#undef NASHPRUNE_GRAM_X86
