@@ -68,14 +68,14 @@ ppl() {  # model -> perplexity; a run that ends without its estimate (seen here
       local value
       value=$(grep -o 'Final estimate: PPL = [^ ]*' "$log" | awk '{print $5}')
       if [[ ! $value =~ ^[0-9]+(\.[0-9]+)?$ ]]; then  # nan or inf: deterministic, no retry
-        echo "llama-perplexity gave the perplexity '$value' (not finite) for $1 (see $log)" >&2
+        echo "quality_study.sh: llama-perplexity gave the perplexity '$value' (not finite) for $1 (see $log)" >&2
         return 1
       fi
       echo "$value"
       return 0
     fi
   done
-  echo "llama-perplexity gave no estimate for $1 (see $log)" >&2
+  echo "quality_study.sh: llama-perplexity gave no estimate for $1 (see $log)" >&2
   return 1
 }
 mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v) if len(v) > 1 else 0:.3f}")' "$@"; }
