@@ -18,16 +18,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work"
 mkdir -p "$work"
 failed=0
-expect() {  # expect CODE PATTERN -- command...: exit status and a line of its output
-  local code=$1 pattern=$2; shift 3
-  local output status
-  output=$("$@" 2>&1); status=$?
-  if [[ $status -ne $code || $output != *"$pattern"* ]]; then
-    echo "FAIL: '$*' exited $status (expected $code, '$pattern') with output:"; echo "$output"; failed=1
-  else
-    echo "ok: exit $status, '$pattern'"
-  fi
-}
+# shellcheck source-path=SCRIPTDIR source=../tests/llama/expect_exit.sh
+source "$here/../tests/llama/expect_exit.sh"
 check_file() {  # check_file (present|absent) PATH
   if [[ ($1 == present && ! -e $2) || ($1 == absent && -e $2) ]]; then
     echo "FAIL: $2 should be $1"; failed=1
@@ -106,4 +98,4 @@ expect 77 "SKIP: $work/absent/models/stories260K.gguf is absent" -- \
   bash "$here/quality_check.sh" "$tool" "$stub" "$work/absent" "$work/check"
 expect 2 "is not empty and not a previous check's folder" -- \
   bash "$here/quality_check.sh" "$tool" "$stub" "$shared" "$out"
-exit $failed
+exit "$failed"
