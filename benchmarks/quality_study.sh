@@ -147,7 +147,7 @@ order=$(grep -o 'layer [0-9]*: block influence .*, layer [0-9.e-]*' "$out/calibr
 [[ $(grep -c . <<< "$order") -eq $n_layer ]] ||
   fail "$out/calibrate.log does not give the block influence of each of the $n_layer layers"
 for k in 1 2; do
-  chosen=$(echo "$order" | head -n "$k" | sort -n | paste -sd,)
+  chosen=$(head -n "$k" <<< "$order" | sort -n | paste -sd,)  # a here-string: no SIGPIPE under pipefail
   "$bin/llama-quantize" --prune-layers "$chosen" "$model" "$out/bi_$k.gguf" COPY > "$out/bi_$k.log" 2>&1
   row "$k layer(s)" "block influence (layers $chosen)" "$(ppl "$out/bi_$k.gguf")"
   values=()
