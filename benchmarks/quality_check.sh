@@ -32,7 +32,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 #               29.2 (2,4) .. 946.98 (0,1), median 81, every pair with layer 0 >= 127
 # Other sizes move the head ratios: CHUNKS=10/CAL_TOKENS=2048 at most 0.892
 # (25 %) and 0.874 (50 %); 40/8192 at most 0.880 (25 %) and 0.917 (50 %, wanda:
-# the 50 % choice moves with the calibration), hence 0.95 and 0.97 below.
+# the 50 % choice moves with the calibration); the full study (100/16384) at most
+# 0.896 (25 %) and 0.876 (50 %), layers 0.455 and 0.450: hence 0.95 and 0.97 below.
 # The layer assertions are weak on purpose: block influence's pair 2,3 ranks
 # 6th of 10 pairs (adjacent layers interact); it beats the random mean only
 # because pairs with layer 0 are catastrophic. Stated, not tuned away.
