@@ -17,12 +17,47 @@
 #   (wanda) and nash_hgsp; the single-score rows run with --temperature 0;
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
 #   llama-quantize --prune-layers.
+# A missing program or file, a model llama-perplexity cannot load or that gives
+# no finite perplexity, stop the script with a one-line reason; the rows
+# measured so far are then left in OUT_DIR/table.incomplete.md (table.md exists
+# only after a complete run). KEEP_MODELS=0 deletes the pruned models of the
+# run when it ends (benchmarks/quality_check.sh, the CI-sized check, does).
 set -euo pipefail
+usage="usage: [SEEDS=5] [KEEP_MODELS=1] quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS] [CAL_TOKENS]"
+(($# >= 4 && $# <= 6)) || { echo "$usage" >&2; exit 2; }
 tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-100}; cal_tokens=${6:-16384}; seeds=${SEEDS:-5}
 model=$shared/models/stories260K.gguf
 cal=$shared/data/tinystories-calibration.txt
 eval_text=$shared/data/tinystories-evaluation.txt
+fail() { echo "quality_study.sh: $*" >&2; exit 1; }
+trap 'echo "quality_study.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
+[[ -x $tool && ! -d $tool ]] || fail "the nashprune tool $tool is missing or not executable"
+"$tool" calibrate --help > /dev/null 2>&1 || fail "$tool has no 'calibrate' command (build it with NASHPRUNE_LLAMA_CPP_DIR)"
+for program in llama-perplexity llama-quantize; do
+  [[ -x $bin/$program ]] || fail "$bin/$program is missing or not executable (LLAMA_BIN_DIR)"
+done
+for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+command -v python3 > /dev/null || fail "python3 is needed (random plans, means, ratios)"
+for number in "$chunks" "$cal_tokens" "$seeds"; do
+  [[ $number =~ ^[1-9][0-9]*$ ]] || fail "CHUNKS, CAL_TOKENS and SEEDS must be positive integers, not '$number'"
+done
 mkdir -p "$out"
+rm -f "$out/table.md" "$out/table.incomplete.md"
+run_stamp=$(mktemp "$out/.run.XXXXXX")  # what this run wrote is newer
+finish() {
+  local status=$?
+  if ((status != 0)) && [[ -f $out/table.md ]]; then
+    mv -f "$out/table.md" "$out/table.incomplete.md"
+    echo "quality_study.sh: failed; the rows measured so far are in $out/table.incomplete.md" >&2
+  fi
+  if [[ ${KEEP_MODELS:-1} == 0 ]]; then
+    find "$out" -maxdepth 1 -name '*.gguf' ! -name stats.gguf -newer "$run_stamp" -delete
+  fi
+  rm -f "$run_stamp"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ppl() {  # model -> perplexity; a run that ends without its estimate (seen here
          # on a crowded machine) is retried twice, then the script fails
@@ -30,17 +65,25 @@ ppl() {  # model -> perplexity; a run that ends without its estimate (seen here
   for _ in 1 2 3; do
     OMP_WAIT_POLICY=PASSIVE "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 --chunks "$chunks" -t 2 > "$log" 2>&1 || true
     if grep -q 'Final estimate: PPL = ' "$log"; then
-      grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $5}'
+      local value
+      value=$(grep -o 'Final estimate: PPL = [^ ]*' "$log" | awk '{print $5}')
+      if [[ ! $value =~ ^[0-9]+(\.[0-9]+)?$ ]]; then  # nan or inf: deterministic, no retry
+        echo "quality_study.sh: llama-perplexity gave the perplexity '$value' (not finite) for $1 (see $log)" >&2
+        return 1
+      fi
+      echo "$value"
       return 0
     fi
   done
-  echo "llama-perplexity gave no estimate for $1 (see $log)" >&2
+  echo "quality_study.sh: llama-perplexity gave no estimate for $1 (see $log)" >&2
   return 1
 }
 mean_sd() { python3 -c 'import statistics as s,sys; v=[float(x) for x in sys.argv[1:]]; print(f"{s.mean(v):.3f} ± {s.stdev(v) if len(v) > 1 else 0:.3f}")' "$@"; }
 
-# Calibration is reused when OUT_DIR already holds it (it takes minutes on 2 cores).
-if [[ ! -f $out/stats.gguf || ! -f $out/calibrate.log ]]; then
+# Calibration is reused when OUT_DIR already holds it for the same number of
+# tokens (it takes minutes on 2 cores).
+if [[ ! -f $out/stats.gguf || ! -f $out/calibrate.log ]] ||
+   ! grep -q " on $cal_tokens tokens of " "$out/calibrate.log"; then
   "$tool" calibrate "$model" --text "$cal" --tokens "$cal_tokens" --ctx 128 -o "$out/stats.gguf" --force > "$out/calibrate.log"
 fi
 "$tool" prune "$model" --dry-run --unit heads --target 0 --plan-out "$out/full_plan.json" > /dev/null
@@ -54,7 +97,10 @@ base=$(ppl "$model")
   echo "|---|---|---|---|"
   echo "| nothing | original | $base | 1.000 |"
 } > "$out/table.md"
-row() { echo "| $1 | $2 | $3 | $(python3 -c "print(f'{float(\"${3%% *}\")/$base:.3f}')") |" >> "$out/table.md"; }
+row() {  # removed, method, perplexity (a command substitution's failure does not stop the script: check here)
+  [[ ${3%% *} =~ ^[0-9]+(\.[0-9]+)?$ ]] || fail "no finite perplexity for '$2' at '$1' (see the message above)"
+  echo "| $1 | $2 | $3 | $(python3 -c "print(f'{float(\"${3%% *}\")/$base:.3f}')") |" >> "$out/table.md"
+}
 
 for target in 0.25 0.5; do
   label="$(python3 -c "print(int($target*100))") % heads"
@@ -98,8 +144,10 @@ done
 n_layer=$(python3 -c "import json; print(len(json.load(open('$out/full_plan.json'))['layers']))")
 order=$(grep -o 'layer [0-9]*: block influence .*, layer [0-9.e-]*' "$out/calibrate.log" |
         awk '{print $NF, $2}' | tr -d ':' | sort -g | awk '{print $2}')
+[[ $(grep -c . <<< "$order") -eq $n_layer ]] ||
+  fail "$out/calibrate.log does not give the block influence of each of the $n_layer layers"
 for k in 1 2; do
-  chosen=$(echo "$order" | head -n "$k" | sort -n | paste -sd,)
+  chosen=$(head -n "$k" <<< "$order" | sort -n | paste -sd,)  # a here-string: no SIGPIPE under pipefail
   "$bin/llama-quantize" --prune-layers "$chosen" "$model" "$out/bi_$k.gguf" COPY > "$out/bi_$k.log" 2>&1
   row "$k layer(s)" "block influence (layers $chosen)" "$(ppl "$out/bi_$k.gguf")"
   values=()

@@ -14,16 +14,8 @@ mkdir -p "$work"
 broken=$work/truncated.gguf
 head -c 4000 "$model" >"$broken"
 failed=0
-expect() {  # expect CODE PATTERN -- command...
-  local code=$1 pattern=$2; shift 3
-  local output status
-  output=$("$@" 2>&1); status=$?
-  if [[ $status -ne $code || $output != *"$pattern"* ]]; then
-    echo "FAIL: '$*' exited $status (expected $code) with output:"; echo "$output"; failed=1
-  else
-    echo "ok: exit $status, '$pattern' in: ${output%%$'\n'*}"
-  fi
-}
+# shellcheck source-path=SCRIPTDIR source=expect_exit.sh
+source "$here/expect_exit.sh"
 expect 1 "llama-perplexity on the pruned model" -- \
   "$nashprune" eval "$model" "$broken" --text "$text" -c 128 --chunks 2 --llama-bin "$llama_bin"
 expect 2 "no executable llama-perplexity" -- \
