@@ -418,7 +418,17 @@ TEST(GlobalSelection, BadInputNamesTheItemOrLayer) {
   expect_error<std::domain_error>(with([](auto& it) { it.cost = -3; }), 1, {}, "cost -3");
   expect_error<std::invalid_argument>(with([](auto& it) { it.layer = -1; }), 1, {}, "negative layer");
   expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; }), 1, {}, "item 1 repeats layer 0");
-  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; it.kind = item_kind::mlp_block; }), 1, {}, "layer 0 mixes");
+  const items_t<double> heads_and_group{{0, item_kind::q_head, 0, 1.0, 2}, {0, item_kind::attention_group, 0, 1.0, 2}};
+  expect_error<std::invalid_argument>(heads_and_group, 1, {}, "layer 0 mixes attention_group and q_head");
+  // A container must hold at least the cost of what lies inside it, and be its layer's only one.
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; it.kind = item_kind::mlp_block; it.cost = 1; }), 1, {},
+                                      "layer 0: mlp_block cost 1 is below the 2 of the items inside it");
+  const items_t<double> two_blocks{{0, item_kind::attention_group, 0, 1.0, 2}, {0, item_kind::attention_block, 0, 1.0, 5},
+                                   {0, item_kind::attention_block, 1, 1.0, 5}};
+  expect_error<std::invalid_argument>(two_blocks, 1, {}, "layer 0: one attention_block holding finer items must be the layer's only one");
+  const items_t<double> small_layer{{0, item_kind::mlp_channel, 0, 1.0, 2}, {0, item_kind::whole_layer, 0, 1.0, 1}};
+  expect_error<std::invalid_argument>(small_layer, 1, {}, "layer 0: whole_layer cost 1 is below the 2");
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = std::int64_t{1} << 40; }), 1, {}, "beyond 2^22 layers at index 1");
   expect_error<std::invalid_argument>(good, 5, {}, "budget");
   expect_error<std::invalid_argument>(good, -1, {}, "budget");
   expect_error<std::invalid_argument>({}, 0, {}, "empty");
