@@ -323,8 +323,8 @@ class score_walk {
   void spread(std::span<const selection_item<Scalar>> items) {
     const std::size_t n = items.size();
     const int bucket_bits = std::min(max_bucket_bits, static_cast<int>(std::bit_width(n / items_per_bucket)));
-    const int shift = std::max(0, static_cast<int>(std::bit_width(static_cast<key_type>(high_ - low_))) - bucket_bits);
-    const auto bucket_of = [low = low_, shift](key_type key) { return static_cast<std::size_t>((key - low) >> shift); };
+    shift_ = std::max(0, static_cast<int>(std::bit_width(static_cast<key_type>(high_ - low_))) - bucket_bits);
+    const auto bucket_of = [low = low_, shift = shift_](key_type key) { return static_cast<std::size_t>((key - low) >> shift); };
     bucket_begin_.assign(bucket_of(high_) + 2, 0);
     for (const key_type key : keys_) ++bucket_begin_[bucket_of(key) + 1];
     std::partial_sum(bucket_begin_.begin(), bucket_begin_.end(), bucket_begin_.begin());
@@ -343,8 +343,7 @@ class score_walk {
   /// The k-th item in score order (orders the buckets up to k on first use).
   [[nodiscard]] const step& operator[](std::size_t k) {
     while (k >= sorted_) {
-      std::sort(steps_.begin() + static_cast<std::ptrdiff_t>(bucket_begin_[next_bucket_]),
-                steps_.begin() + static_cast<std::ptrdiff_t>(bucket_begin_[next_bucket_ + 1]));
+      sort_bucket(bucket_begin_[next_bucket_], bucket_begin_[next_bucket_ + 1]);
       sorted_ = bucket_begin_[++next_bucket_];
     }
     return steps_[k];
@@ -358,9 +357,36 @@ class score_walk {
   }
 
  private:
+  /// The spread kept table order inside a bucket, so a stable sort on the key bits
+  /// below the bucket's (LSD radix, 8-bit digits, skipping digits all keys share)
+  /// yields (key, position) order; small buckets take std::sort.
+  void sort_bucket(std::size_t begin, std::size_t end) {
+    const auto first = steps_.begin() + static_cast<std::ptrdiff_t>(begin);
+    const std::size_t m = end - begin;
+    if (m <= 64 || shift_ == 0) {
+      std::sort(first, first + static_cast<std::ptrdiff_t>(m));
+      return;
+    }
+    scratch_.resize(m);
+    step* from = &*first;
+    step* to = scratch_.data();
+    const auto low_bits = [low = low_](const step& s) { return static_cast<key_type>(static_cast<key_type>(s.order >> 32) - low); };
+    for (int bit = 0; bit < shift_; bit += 8) {
+      std::array<std::uint32_t, 256> count{};
+      for (std::size_t i = 0; i < m; ++i) ++count[(low_bits(from[i]) >> bit) & 255U];
+      if (count[(low_bits(from[0]) >> bit) & 255U] == m) continue;
+      std::uint32_t sum = 0;
+      for (auto& c : count) sum += std::exchange(c, sum);
+      for (std::size_t i = 0; i < m; ++i) to[count[(low_bits(from[i]) >> bit) & 255U]++] = from[i];
+      std::swap(from, to);
+    }
+    if (from != &*first) std::copy(from, from + m, first);
+  }
+
   std::vector<key_type> keys_;
   key_type low_ = std::numeric_limits<key_type>::max(), high_ = 0;
-  std::vector<step> steps_;
+  int shift_ = 0;
+  std::vector<step> steps_, scratch_;
   std::vector<std::size_t> bucket_begin_;
   std::size_t next_bucket_ = 0, sorted_ = 0;
 };
@@ -611,7 +637,7 @@ template <typename Scalar>
   detail::nesting_state nesting(p.nested ? p.layer_cap.size() : 0);
   std::vector<std::int64_t> visited_cost;  // unfrozen items walked past, for the certificate F
   std::vector<Scalar> visited_importance;
-  r.pruned.reserve(static_cast<std::size_t>(std::min<std::int64_t>(budget / p.min_marginal_cost, static_cast<std::int64_t>(items.size()))));
+  std::size_t taken_count = 0;
   std::int64_t remaining = budget;
   long double objective = 0;
   std::vector<std::uint8_t> taken(items.size(), 0);
@@ -640,12 +666,22 @@ template <typename Scalar>
     remaining -= cost;
     objective += gain;
     taken[it.position()] = 1;
+    ++taken_count;
     if (p.nested) nesting.remove(layer, it.kind(), cost, gain);
   }
+  // Positions in table order without a branch per item (one write per item, kept when taken).
+  r.pruned.resize(taken_count + 1);
+  std::size_t written = 0;
   for (std::size_t i = 0; i < taken.size(); ++i) {
-    if (taken[i] && !(p.nested && nesting.subsumed(static_cast<std::size_t>(items[i].layer), items[i].kind))) {
-      r.pruned.push_back(static_cast<std::int64_t>(i));
-    }
+    r.pruned[written] = static_cast<std::int64_t>(i);
+    written += taken[i];
+  }
+  r.pruned.resize(taken_count);
+  if (p.nested) {
+    std::erase_if(r.pruned, [&](std::int64_t i) {
+      const auto& it = items[static_cast<std::size_t>(i)];
+      return nesting.subsumed(static_cast<std::size_t>(it.layer), it.kind);
+    });
   }
   r.achieved = budget - remaining;
   r.objective = static_cast<Scalar>(objective);
