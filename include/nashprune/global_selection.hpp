@@ -23,6 +23,12 @@
 // carries F(A) as a certificate. Without constraints the gap is zero when nothing was
 // skipped, and at most I(Q) - s_k c(Q) otherwise (Q = items taken after the first
 // misfit k), since F has slope >= s_k beyond the prefix.
+// Speed: the score order is built lazily. Validation stores each item's score key;
+// one pass spreads compact copies over about a thousand buckets by the leading key
+// bits; a bucket is ordered (stable radix on the lower bits) only when the walk
+// reaches it. The walk ends once nothing can fit, so only about the budget's share
+// of the table is ever ordered: 10^6 items with every constraint in about a quarter
+// of the time of a std::sort of the scores (benchmarks/bench_selection.cpp).
 //
 // Exact (solve_exact): minimise the removed importance over all 0/1 selections that
 // respect the constraints and remove an amount in [L, B], where L defaults to the
@@ -44,16 +50,39 @@
 // Constraints (checked at the boundary; impossible ones name the layer):
 //  - freeze_first_layers / freeze_last_layers: items there are never removed;
 //  - max_layer_prune_ratio (or one ratio per layer): removed cost of a layer <=
-//    floor(ratio * cost of that layer's items);
+//    floor(ratio * the layer's cost, a container counted once: see below);
 //  - min_kept rules: in a layer (or every layer holding that kind), keep at least
 //    `count` items of a kind; a layer with fewer items than the rule asks is an error;
-//  - granularities may not overlap within a layer: a whole_layer item excludes every
-//    other kind there, attention_block excludes attention_group and q_head,
-//    attention_group excludes q_head, mlp_block excludes mlp_channel (otherwise a
-//    parameter would be counted twice). The GQA-consistent granularities of the
-//    structural core map as attention_group = a KV head with its Q heads (whole
-//    groups), q_head = one query head (single heads), mlp_channel = gate/up row plus
-//    down column.
+//  - the GQA-consistent granularities of the structural core map as attention_group =
+//    a KV head with its Q heads (whole groups), q_head = one query head (single
+//    heads), mlp_channel = gate/up row plus down column. attention_group and q_head
+//    may not share a layer (which heads form which group is not given).
+//
+// Mixed granularities (containers). attention_block holds the attention_group /
+// q_head items of its layer, mlp_block the mlp_channel items, whole_layer everything
+// else in the layer. A container that holds items must be its layer's only item of
+// that kind and cost at least what it holds (its cost includes theirs; the rest,
+// e.g. norms or o_proj, is its own). Semantics:
+//  - a selection never holds an item together with a container around it: the
+//    result lists the container, the items inside are removed through it;
+//  - cost is counted once: a layer costs its whole_layer item if it has one, else
+//    the sum of its parts, a part costing its block if it has one, else the sum of
+//    its items. total_cost (and selection_total_cost, the base of a budget fraction)
+//    is the sum of the layers' costs; achieved and objective are the sums over the
+//    listed items;
+//  - the greedy walks one score order over all kinds. An item inside an already
+//    removed container is skipped (not counted as refused). A container reached
+//    after some of its items costs its marginal cost (its cost minus theirs) against
+//    the budget and the layer's ratio, and adds its importance minus theirs;
+//  - min_kept rules apply to what remains: removing a container removes every item
+//    inside it, so a container is never removed while a rule on a kind it holds
+//    asks to keep any of it (or on the container's own kind);
+//  - max_layer_prune_ratio caps the removed cost against the layer's counted cost;
+//  - the certificate F relaxes the nesting (every item on its own), so it stays a
+//    valid lower bound; the exact solver's branch and bound enforces the nesting
+//    (an item and a container around it are never both taken) and remains exact;
+//    dynamic programming cannot express it (automatic picks branch and bound,
+//    an explicit request is refused).
 #pragma once
 
 #include <algorithm>
