@@ -179,7 +179,7 @@ struct selection_result {
   std::vector<std::int64_t> pruned;  // table positions, ascending
   std::int64_t budget = 0;
   std::int64_t achieved = 0;         // removed cost, <= budget
-  std::int64_t total_cost = 0;
+  std::int64_t total_cost = 0;       // the layers' costs, a container counted once (selection_total_cost)
   Scalar objective = 0;              // removed importance
   Scalar lower_bound = 0;            // F(achieved) over unfrozen items: no selection removing >= achieved does better
   bool feasible = true;              // exact: a selection in [L, B] was found
@@ -334,7 +334,7 @@ template <typename Scalar>
 class score_walk {
   using key_type = decltype(score_key(std::declval<const selection_item<Scalar>&>()));
   static constexpr std::size_t items_per_bucket = 1024;
-  static constexpr int max_bucket_bits = 10;
+  static constexpr int max_bucket_bits = 14;
   // One integer compare orders (key, position): 64 bits for float, 128 for double.
   __extension__ typedef unsigned __int128 wide_record;
   using record = std::conditional_t<sizeof(key_type) == 4, std::uint64_t, wide_record>;
