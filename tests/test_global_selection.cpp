@@ -418,7 +418,17 @@ TEST(GlobalSelection, BadInputNamesTheItemOrLayer) {
   expect_error<std::domain_error>(with([](auto& it) { it.cost = -3; }), 1, {}, "cost -3");
   expect_error<std::invalid_argument>(with([](auto& it) { it.layer = -1; }), 1, {}, "negative layer");
   expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; }), 1, {}, "item 1 repeats layer 0");
-  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; it.kind = item_kind::mlp_block; }), 1, {}, "layer 0 mixes");
+  const items_t<double> heads_and_group{{0, item_kind::q_head, 0, 1.0, 2}, {0, item_kind::attention_group, 0, 1.0, 2}};
+  expect_error<std::invalid_argument>(heads_and_group, 1, {}, "layer 0 mixes attention_group and q_head");
+  // A container must hold at least the cost of what lies inside it, and be its layer's only one.
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = 0; it.kind = item_kind::mlp_block; it.cost = 1; }), 1, {},
+                                      "layer 0: mlp_block cost 1 is below the 2 of the items inside it");
+  const items_t<double> two_blocks{{0, item_kind::attention_group, 0, 1.0, 2}, {0, item_kind::attention_block, 0, 1.0, 5},
+                                   {0, item_kind::attention_block, 1, 1.0, 5}};
+  expect_error<std::invalid_argument>(two_blocks, 1, {}, "layer 0: one attention_block holding finer items must be the layer's only one");
+  const items_t<double> small_layer{{0, item_kind::mlp_channel, 0, 1.0, 2}, {0, item_kind::whole_layer, 0, 1.0, 1}};
+  expect_error<std::invalid_argument>(small_layer, 1, {}, "layer 0: whole_layer cost 1 is below the 2");
+  expect_error<std::invalid_argument>(with([](auto& it) { it.layer = std::int64_t{1} << 40; }), 1, {}, "beyond 2^22 layers at index 1");
   expect_error<std::invalid_argument>(good, 5, {}, "budget");
   expect_error<std::invalid_argument>(good, -1, {}, "budget");
   expect_error<std::invalid_argument>({}, 0, {}, "empty");
@@ -459,6 +469,381 @@ TEST(GlobalSelection, FrozenLayersAndKindNames) {
     EXPECT_EQ(np::find_item_kind(np::name_of(kind)), kind);
   }
   EXPECT_FALSE(np::find_item_kind("head").has_value());
+}
+
+}  // namespace
+
+namespace {
+
+// ---- Score order and walk against a plain-loop greedy on large tables ----
+
+/// The greedy of the header comment in plain loops: stable sort by the score computed in
+/// the scalar's own precision (ties: table position), then the walk with every constraint.
+template <typename Scalar>
+np::selection_result<Scalar> plain_greedy(const items_t<Scalar>& items, std::int64_t budget, const np::selection_constraints& c,
+                                          np::greedy_rule rule) {
+  using real = std::conditional_t<sizeof(Scalar) <= 4, float, double>;
+  std::vector<std::size_t> order(items.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto score = [&](std::size_t i) { return static_cast<real>(items[i].importance) / static_cast<real>(items[i].cost); };
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return score(a) < score(b); });
+  const auto n_layers = static_cast<std::size_t>(c.n_layers);
+  std::vector<std::int64_t> layer_cost(n_layers, 0), cap(n_layers, 0), removed(n_layers, 0), count(n_layers * 6, 0);
+  for (const auto& it : items) {
+    layer_cost[static_cast<std::size_t>(it.layer)] += it.cost;
+    ++count[static_cast<std::size_t>(it.layer) * 6 + static_cast<std::size_t>(it.kind)];
+  }
+  std::vector<std::int64_t> slot_cap = count, slot_removed(count.size(), 0);
+  for (std::size_t l = 0; l < n_layers; ++l) {
+    const double ratio = c.layer_max_prune_ratio.empty() ? c.max_layer_prune_ratio : c.layer_max_prune_ratio[l];
+    const auto layer = static_cast<std::int64_t>(l);
+    const bool frozen = layer < c.freeze_first_layers || layer >= c.n_layers - c.freeze_last_layers;
+    cap[l] = frozen ? 0 : static_cast<std::int64_t>(std::floor(static_cast<long double>(ratio) * layer_cost[l]));
+    for (const auto& r : c.min_kept) {
+      const auto s = l * 6 + static_cast<std::size_t>(r.kind);
+      if ((r.layer < 0 || r.layer == layer) && count[s] > 0) slot_cap[s] = std::min(slot_cap[s], count[s] - r.count);
+    }
+  }
+  np::selection_result<Scalar> out;
+  std::int64_t remaining = budget;
+  long double objective = 0;
+  for (const auto i : order) {
+    const auto& it = items[i];
+    const auto l = static_cast<std::size_t>(it.layer);
+    const auto s = l * 6 + static_cast<std::size_t>(it.kind);
+    if (it.cost > remaining) {
+      if (rule == np::greedy_rule::stop_at_first_misfit) break;
+      continue;
+    }
+    if (removed[l] + it.cost > cap[l] || slot_removed[s] >= slot_cap[s]) {
+      ++out.refused_by_constraints;
+      continue;
+    }
+    removed[l] += it.cost;
+    ++slot_removed[s];
+    remaining -= it.cost;
+    objective += static_cast<long double>(it.importance);
+    out.pruned.push_back(static_cast<std::int64_t>(i));
+  }
+  std::sort(out.pruned.begin(), out.pruned.end());
+  out.achieved = budget - remaining;
+  out.objective = static_cast<Scalar>(objective);
+  return out;
+}
+
+/// Large tables whose scores are spread wide (log-normal), packed narrow (near-equal)
+/// or heavily tied, with every constraint.
+template <typename Scalar>
+items_t<Scalar> large_table(std::mt19937& rng, int n, int layers, int shape) {
+  std::lognormal_distribution<double> wide(0.0, 2.0);
+  std::uniform_real_distribution<double> narrow(1.0, 1.0001);
+  std::uniform_int_distribution<int> tied(0, 3), cost(1, 40);
+  items_t<Scalar> items;
+  const int per_layer = (n + layers - 1) / layers;
+  for (int i = 0; i < n; ++i) {
+    const int l = i / per_layer, within = i % per_layer;
+    const bool attention = within < 4;
+    const double importance = shape == 0 ? wide(rng) : shape == 1 ? narrow(rng) : tied(rng);
+    items.push_back({l, attention ? item_kind::attention_group : item_kind::mlp_channel, within, static_cast<Scalar>(importance),
+                     attention ? 200 : (shape == 1 ? 16 : cost(rng))});
+  }
+  return items;
+}
+
+TYPED_TEST(GlobalSelectionTyped, GreedyEqualsPlainLoopReferenceOnLargeTables) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(23);
+  for (const int n : {65, 1000, 5000, 150'000}) {
+    for (int shape = 0; shape < 3; ++shape) {
+      const int layers = n < 1000 ? 3 : 12;
+      const auto items = large_table<Scalar>(rng, n, layers, shape);
+      np::selection_constraints c;
+      c.n_layers = layers;
+      c.freeze_first_layers = 1;
+      c.max_layer_prune_ratio = 0.6;
+      c.min_kept = {{item_kind::attention_group, 1, -1}, {item_kind::mlp_channel, 3, -1}};
+      std::int64_t total = 0;
+      for (const auto& it : items) total += it.cost;
+      for (const double fraction : {0.0, 0.05, 0.3, 0.9}) {
+        const std::int64_t budget = np::budget_from_fraction(fraction, total);
+        for (const auto rule : {np::greedy_rule::fill, np::greedy_rule::stop_at_first_misfit}) {
+          np::selection_options o;
+          o.rule = rule;
+          const auto got = np::select_greedy<Scalar>(items, budget, c, o);
+          const auto want = plain_greedy(items, budget, c, rule);
+          const std::string where = "n " + std::to_string(n) + ", shape " + std::to_string(shape) + ", fraction " + std::to_string(fraction);
+          ASSERT_EQ(got.pruned, want.pruned) << where;
+          EXPECT_EQ(got.achieved, want.achieved) << where;
+          EXPECT_NEAR(static_cast<double>(got.objective), static_cast<double>(want.objective),
+                      1e-5 * std::max(1.0, static_cast<double>(want.objective))) << where;
+          if (rule == np::greedy_rule::fill) {
+            EXPECT_EQ(got.refused_by_constraints, want.refused_by_constraints) << where;
+          }
+          EXPECT_LE(static_cast<double>(got.lower_bound), static_cast<double>(got.objective) * (1 + 1e-5) + 1e-9) << where;
+        }
+      }
+    }
+  }
+}
+
+// ---- Mixed granularities: containers and the finer items inside them ----
+
+/// Cost of each layer with a container counted once (plain loops).
+template <typename Scalar>
+std::vector<std::int64_t> nested_layer_costs(const items_t<Scalar>& items, std::size_t n_layers) {
+  std::vector<std::int64_t> kind_cost(n_layers * 6, 0), out(n_layers, 0);
+  for (const auto& it : items) kind_cost[static_cast<std::size_t>(it.layer) * 6 + static_cast<std::size_t>(it.kind)] += it.cost;
+  for (std::size_t l = 0; l < n_layers; ++l) {
+    const auto k = [&](item_kind kind) { return kind_cost[l * 6 + static_cast<std::size_t>(kind)]; };
+    const auto part = [](std::int64_t fine, std::int64_t block) { return fine > 0 && block > 0 ? block : fine + block; };
+    const std::int64_t below = part(k(item_kind::attention_group) + k(item_kind::q_head), k(item_kind::attention_block)) +
+                               part(k(item_kind::mlp_channel), k(item_kind::mlp_block));
+    out[l] = part(below, k(item_kind::whole_layer));
+  }
+  return out;
+}
+
+/// True when `inner` lies inside the container `outer` (same layer).
+template <typename Scalar>
+bool inside(const np::selection_item<Scalar>& inner, const np::selection_item<Scalar>& outer) {
+  if (inner.layer != outer.layer || inner.kind == outer.kind) return false;
+  if (outer.kind == item_kind::whole_layer) return true;
+  if (outer.kind == item_kind::attention_block) return inner.kind == item_kind::attention_group || inner.kind == item_kind::q_head;
+  if (outer.kind == item_kind::mlp_block) return inner.kind == item_kind::mlp_channel;
+  return false;
+}
+
+/// The first rule a selection of a mixed table breaks, or "": no item together with a
+/// container around it, the budget, frozen layers, per-layer ratios on the nested layer
+/// cost, and min_kept counted on what remains (a removed container removes all inside).
+template <typename Scalar>
+std::string nested_violation(const items_t<Scalar>& items, const std::vector<std::int64_t>& pruned, const np::selection_constraints& c,
+                             std::int64_t budget) {
+  const auto n_layers = static_cast<std::size_t>(c.n_layers);
+  const auto layer_cost = nested_layer_costs(items, n_layers);
+  std::vector<bool> removed_item(items.size(), false);
+  std::int64_t total = 0;
+  std::vector<std::int64_t> removed(n_layers, 0);
+  for (const auto p : pruned) {
+    const auto& it = items[static_cast<std::size_t>(p)];
+    if (it.layer < c.freeze_first_layers || it.layer >= c.n_layers - c.freeze_last_layers) return "frozen layer";
+    removed_item[static_cast<std::size_t>(p)] = true;
+    removed[static_cast<std::size_t>(it.layer)] += it.cost;
+    total += it.cost;
+  }
+  if (total > budget) return "over budget";
+  std::vector<std::int64_t> count(n_layers * 6, 0), kept(count.size(), 0);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const auto s = static_cast<std::size_t>(items[i].layer) * 6 + static_cast<std::size_t>(items[i].kind);
+    ++count[s];
+    bool gone = removed_item[i];
+    for (const auto p : pruned) {
+      if (!inside(items[i], items[static_cast<std::size_t>(p)])) continue;
+      if (removed_item[i]) return "item inside a removed container";
+      gone = true;
+    }
+    if (!gone) ++kept[s];
+  }
+  for (std::size_t l = 0; l < n_layers; ++l) {
+    const double ratio = c.layer_max_prune_ratio.empty() ? c.max_layer_prune_ratio : c.layer_max_prune_ratio[l];
+    if (static_cast<long double>(removed[l]) > std::floor(static_cast<long double>(ratio) * layer_cost[l])) return "layer ratio";
+    for (const auto& rule : c.min_kept) {
+      const auto s = l * 6 + static_cast<std::size_t>(rule.kind);
+      if ((rule.layer < 0 || rule.layer == static_cast<std::int64_t>(l)) && count[s] > 0 && kept[s] < rule.count) return "min kept";
+    }
+  }
+  return "";
+}
+
+/// Brute force over the selections of a mixed table removing [low, high].
+template <typename Scalar>
+double nested_brute_force(const items_t<Scalar>& items, const np::selection_constraints& c, std::int64_t low, std::int64_t high) {
+  double best = std::numeric_limits<double>::infinity();
+  for (std::uint32_t mask = 0; mask < (1U << items.size()); ++mask) {
+    std::vector<std::int64_t> pruned;
+    std::int64_t cost = 0;
+    double importance = 0;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (((mask >> i) & 1U) == 0) continue;
+      pruned.push_back(static_cast<std::int64_t>(i));
+      cost += items[i].cost;
+      importance += static_cast<double>(items[i].importance);
+    }
+    if (cost < low || cost > high || nested_violation(items, pruned, c, high) != "") continue;
+    best = std::min(best, importance);
+  }
+  return best;
+}
+
+/// A small mixed table: per layer, attention groups or single heads under an optional
+/// attention block, MLP channels under an optional MLP block, an optional whole layer.
+template <typename Scalar>
+items_t<Scalar> mixed_items(std::mt19937& rng, int layers, int max_items) {
+  std::uniform_int_distribution<int> coin(0, 1), fine(0, 2), cost(1, 6), extra(0, 3);
+  std::uniform_real_distribution<double> importance(0.0, 10.0);
+  items_t<Scalar> items;
+  auto add = [&](int l, item_kind kind, int index, std::int64_t c) {
+    if (static_cast<int>(items.size()) < max_items) items.push_back({l, kind, index, static_cast<Scalar>(importance(rng)), c});
+  };
+  for (int l = 0; l < layers; ++l) {
+    std::int64_t below = 0;
+    const item_kind head = coin(rng) ? item_kind::attention_group : item_kind::q_head;
+    std::int64_t attention = 0, mlp = 0;
+    const int heads = fine(rng), channels = fine(rng);
+    for (int h = 0; h < heads; ++h) {
+      const std::int64_t c = cost(rng);
+      attention += c;
+      add(l, head, h, c);
+    }
+    if (coin(rng)) {
+      attention += extra(rng) + (heads == 0 ? 1 : 0);
+      add(l, item_kind::attention_block, 0, attention);
+    }
+    for (int h = 0; h < channels; ++h) {
+      const std::int64_t c = cost(rng);
+      mlp += c;
+      add(l, item_kind::mlp_channel, h, c);
+    }
+    if (coin(rng)) {
+      mlp += extra(rng) + (channels == 0 ? 1 : 0);
+      add(l, item_kind::mlp_block, 0, mlp);
+    }
+    below = attention + mlp;
+    if (coin(rng)) add(l, item_kind::whole_layer, 0, below + extra(rng) + 1);
+  }
+  // Keep only complete containers: drop a container whose inside was cut by max_items.
+  return items;
+}
+
+np::selection_constraints mixed_constraints(std::mt19937& rng, int layers) {
+  np::selection_constraints c;
+  c.n_layers = layers;
+  std::uniform_int_distribution<int> pick(0, 5);
+  std::uniform_real_distribution<double> ratio(0.3, 1.0);
+  c.freeze_first_layers = pick(rng) == 0 ? 1 : 0;
+  if (pick(rng) == 0) c.max_layer_prune_ratio = ratio(rng);
+  if (pick(rng) == 0) c.min_kept.push_back({item_kind::mlp_channel, 1, -1});
+  if (pick(rng) == 0) c.min_kept.push_back({item_kind::attention_block, 1, -1});
+  return c;
+}
+
+TYPED_TEST(GlobalSelectionTyped, MixedGranularitiesExactEqualsBruteForceGreedyFeasibleAndMaximal) {
+  using Scalar = TypeParam;
+  std::mt19937 rng(31);
+  int nested_tables = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const int layers = 1 + trial % 3;
+    const auto items = mixed_items<Scalar>(rng, layers, 12);
+    std::int64_t total = 0;
+    try {
+      total = np::selection_total_cost<Scalar>(items);
+    } catch (const std::invalid_argument&) {
+      continue;  // max_items cut a container below what it holds
+    }
+    const auto c = mixed_constraints(rng, layers);
+    EXPECT_EQ(total, [&] {
+      std::int64_t sum = 0;
+      for (const auto v : nested_layer_costs(items, static_cast<std::size_t>(layers))) sum += v;
+      return sum;
+    }());
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(0, total)(rng);
+    np::selection_result<Scalar> greedy;
+    try {
+      greedy = np::select_greedy<Scalar>(items, budget, c);
+    } catch (const std::invalid_argument&) {
+      continue;  // a min_kept rule asks for more items than a layer holds
+    }
+    const std::string where = "trial " + std::to_string(trial);
+    EXPECT_EQ(greedy.total_cost, total) << where;
+    ASSERT_EQ(nested_violation(items, greedy.pruned, c, budget), "") << where;
+    EXPECT_EQ(removed_cost(items, greedy.pruned), greedy.achieved) << where;
+    double objective = 0;
+    for (const auto p : greedy.pruned) objective += static_cast<double>(items[static_cast<std::size_t>(p)].importance);
+    EXPECT_NEAR(static_cast<double>(greedy.objective), objective, 1e-4 * std::max(1.0, objective)) << where;
+    // Maximal: every item neither removed nor inside a removed container, added with the
+    // items it holds taken out, breaks the budget or a constraint.
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      bool covered = false;
+      for (const auto p : greedy.pruned) covered = covered || p == static_cast<std::int64_t>(i) || inside(items[i], items[static_cast<std::size_t>(p)]);
+      if (covered) continue;
+      std::vector<std::int64_t> more;
+      for (const auto p : greedy.pruned) {
+        if (!inside(items[static_cast<std::size_t>(p)], items[i])) more.push_back(p);
+      }
+      more.push_back(static_cast<std::int64_t>(i));
+      std::sort(more.begin(), more.end());
+      EXPECT_NE(nested_violation(items, more, c, budget), "") << where << ": item " << i << " still fits";
+    }
+    const double reference = nested_brute_force(items, c, greedy.achieved, budget);
+    const double tolerance = 1e-4 * std::max(1.0, reference);
+    EXPECT_GE(reference + tolerance, static_cast<double>(greedy.lower_bound)) << where;
+    const auto exact = np::solve_exact<Scalar>(items, budget, c);
+    ASSERT_TRUE(exact.proven_optimal) << where;
+    EXPECT_NEAR(static_cast<double>(exact.objective), reference, tolerance) << where;
+    EXPECT_EQ(nested_violation(items, exact.pruned, c, budget), "") << where;
+    EXPECT_LE(static_cast<double>(exact.objective), static_cast<double>(greedy.objective) + tolerance) << where;
+    bool nested = false;
+    for (const auto& a : items) {
+      for (const auto& b : items) nested = nested || inside(a, b);
+    }
+    if (nested) {
+      ++nested_tables;
+      EXPECT_EQ(exact.algorithm, np::exact_algorithm::branch_and_bound) << where;
+    }
+  }
+  EXPECT_GT(nested_tables, 150);
+}
+
+TEST(GlobalSelection, MixedGranularitySemantics) {
+  // One layer: two MLP channels (cost 4 each) inside an MLP block of cost 10, two
+  // attention groups (cost 4 each) inside an attention block of cost 10.
+  // Scores: group 0 0.125, channel 0 0.25, MLP block 0.5, attention block 1, channel 1 2, group 1 4.
+  items_t<double> items{{0, item_kind::mlp_channel, 0, 1.0, 4},       {0, item_kind::mlp_channel, 1, 8.0, 4},
+                        {0, item_kind::mlp_block, 0, 5.0, 10},        {0, item_kind::attention_group, 0, 0.5, 4},
+                        {0, item_kind::attention_group, 1, 16.0, 4}, {0, item_kind::attention_block, 0, 10.0, 10}};
+  EXPECT_EQ(np::selection_total_cost<double>(items), 20);  // each block counted once
+  auto r = np::select_greedy<double>(items, 8);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(0, 3));
+  EXPECT_EQ(r.total_cost, 20);
+  // Budget 14: group 0, channel 0, then the MLP block for 10 - 4 = 6 more: channel 0 is
+  // subsumed (reported through the block, its cost not counted twice).
+  r = np::select_greedy<double>(items, 14);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(2, 3));
+  EXPECT_EQ(r.achieved, 14);
+  EXPECT_DOUBLE_EQ(r.objective, 5.5);
+  // Everything: both blocks; channel 1 and group 1 lie inside removed blocks and are not selected again.
+  r = np::select_greedy<double>(items, 20);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(2, 5));
+  EXPECT_EQ(r.achieved, 20);
+  EXPECT_DOUBLE_EQ(r.objective, 15.0);
+  EXPECT_EQ(r.refused_by_constraints, 0);
+  // min_kept applies to what remains: keeping one MLP channel forbids removing the MLP block.
+  np::selection_constraints keep_channel;
+  keep_channel.min_kept = {{item_kind::mlp_channel, 1, -1}};
+  r = np::select_greedy<double>(items, 14, keep_channel);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(0, 5));
+  EXPECT_DOUBLE_EQ(r.objective, 11.0);
+  const auto exact = np::solve_exact<double>(items, 14);
+  EXPECT_THAT(exact.pruned, ::testing::ElementsAre(2, 3));
+  EXPECT_EQ(exact.algorithm, np::exact_algorithm::branch_and_bound);
+  np::selection_options dp;
+  dp.algorithm = np::exact_algorithm::dynamic_programming;
+  try {
+    (void)np::solve_exact<double>(items, 14, {}, dp);
+    ADD_FAILURE() << "dynamic programming accepted nested granularities";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("nested granularities"));
+  }
+  // A whole layer around it all: removed last for its cost minus everything already removed.
+  items.push_back({0, item_kind::whole_layer, 0, 30.0, 25});  // score 1.2
+  EXPECT_EQ(np::selection_total_cost<double>(items), 25);
+  r = np::select_greedy<double>(items, 25);
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(6));
+  EXPECT_EQ(r.achieved, 25);
+  EXPECT_DOUBLE_EQ(r.objective, 30.0);
+  // A fraction of the nested total.
+  r = np::select_greedy<double>(items, np::budget_from_fraction(0.32, np::selection_total_cost<double>(items)));
+  EXPECT_THAT(r.pruned, ::testing::ElementsAre(0, 3));
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 // Input (a file, or standard input with "-"):
 //   {"budget": {"fraction": f} | {"parameters": p},
 //    "items": [{"layer": l, "kind": "mlp_channel", "index": i, "importance": x, "cost": c}, ...],
+//             (kinds may be mixed: an attention_block, mlp_block or whole_layer item holds
+//              the finer items of its layer, see global_selection.hpp; the fraction is
+//              of the total with each container counted once)
 //    "constraints": {"n_layers", "freeze_first_layers", "freeze_last_layers",
 //                    "max_layer_prune_ratio", "layer_max_prune_ratio": [...],
 //                    "min_kept": [{"kind", "count", "layer"}]},          (optional)
@@ -110,10 +113,7 @@ int run_select(const std::string& input, const std::string& output) {
   const json doc = jio::read_document(input);
   jio::require_known_fields(doc, "", {"budget", "items", "constraints", "exact", "max_nodes"});
   const auto items = parse_items(doc);
-  std::int64_t total = 0;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (__builtin_add_overflow(total, items[i].cost, &total)) jio::fail(jio::element("items", i) + ".cost", "total cost overflows");
-  }
+  const std::int64_t total = np::selection_total_cost<double>(items);  // a container counted once
   const std::int64_t budget = parse_budget(doc, total);
   const auto constraints = parse_constraints(doc);
   np::selection_options options;
