@@ -34,9 +34,18 @@
 // split. openblas_threads instead hands the serial stream to OpenBLAS's own two
 // threads (per-token ssyrk, as openblas). Eigen's products parallelise only through
 // OpenMP, which this build does not enable, so eigen runs the caller split.
+//
+// CKA/<impl>/<n_head>/<tokens>/head_dim:<d>: head_cka's accumulation, the Gram
+// of the n·d columns (M = Σ_t x_t x_tᵀ, (n·d)² doubles), over the same
+// token-major 512-token batches, single-threaded. simd: head_cka<float>
+// (transposes each batch, then our kernel); eigen: the batch's
+// selfadjointView<Lower>().rankUpdate(Xᵀ) in place, added to a double total;
+// openblas: cblas_ssyrk on Xᵀ in place (no copy: here a plain matrix view
+// exists), added likewise. GFLOPS counts 2·(n·d)²·tokens.
 // Times are process CPU time (all threads): the machine is shared, and wall time
 // under load measures the neighbours. So GFLOPS is per busy core-second, and
 // the two-thread rows show what parallel overhead costs, not wall speed-up.
+#include <nashprune/head_cka.hpp>
 #include <nashprune/head_redundancy.hpp>
 
 #include <benchmark/benchmark.h>
@@ -271,6 +280,91 @@ void run_openblas_sgemm(benchmark::State& state, int threads) {
 }
 #endif
 
+/// The second moments of the n·d columns, by each contender.
+struct cka_simd {
+  nashprune::head_cka<float> acc;
+  explicit cka_simd(const gram_problem& p) : acc(p.n, p.d) {}
+  void add(const gram_problem& p, Index tokens) { acc.add_batch(p.token_major.topRows(tokens)); }
+  [[nodiscard]] double checksum() const { return lower_sum(acc.second_moments()); }
+};
+
+/// The float batch product, added into a double total (lower triangle).
+struct cka_float_batch {
+  Eigen::MatrixXf batch;
+  Eigen::MatrixXd moments;
+  explicit cka_float_batch(const gram_problem& p)
+      : batch(p.n * p.d, p.n * p.d), moments(Eigen::MatrixXd::Zero(p.n * p.d, p.n * p.d)) {}
+  void add_batch_to_total() {
+    moments.triangularView<Eigen::Lower>() += batch.cast<double>();
+  }
+  [[nodiscard]] double checksum() const { return lower_sum(moments); }
+};
+
+struct cka_eigen : cka_float_batch {
+  using cka_float_batch::cka_float_batch;
+  void add(const gram_problem& p, Index tokens) {
+    batch.setZero();
+    batch.selfadjointView<Eigen::Lower>().rankUpdate(p.token_major.topRows(tokens).transpose());
+    add_batch_to_total();
+  }
+};
+
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+struct cka_openblas : cka_float_batch {
+  using cka_float_batch::cka_float_batch;
+  void add(const gram_problem& p, Index tokens) {
+    const int width = static_cast<int>(p.n * p.d);
+    // The row-major tokens × width batch is Xᵀ column-major (width × tokens, ld width).
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, width, static_cast<int>(tokens), 1.0f,
+                p.token_major.data(), width, 0.0f, batch.data(), width);
+    add_batch_to_total();
+  }
+};
+#endif
+
+template <typename Impl>
+void run_cka(benchmark::State& state, Index n, Index d, Index tokens) {
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+  openblas_set_num_threads(1);
+#endif
+  const gram_problem p(n, d, tokens * d);
+  double checksum = 0;
+  for (auto _ : state) {
+    Impl impl(p);
+    p.for_batches(0, p.batches(), [&](Index batch_tokens) { impl.add(p, batch_tokens); });
+    checksum += impl.checksum();
+  }
+  set_gram_sum(state, checksum);
+  const double width = static_cast<double>(n * d);
+  state.counters["GFLOPS"] = benchmark::Counter(
+      2.0 * width * width * static_cast<double>(tokens) * 1e-9 *
+          static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+void register_cka() {
+  using runner = std::function<void(benchmark::State&, Index, Index, Index)>;
+  std::vector<std::pair<std::string, runner>> impls{{"simd", run_cka<cka_simd>},
+                                                    {"eigen", run_cka<cka_eigen>}};
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+  impls.emplace_back("openblas", run_cka<cka_openblas>);
+#endif
+  const Index tokens = 2048;
+  for (Index d : {Index{64}, Index{128}}) {
+    for (Index n : {Index{8}, Index{32}}) {
+      for (const auto& impl : impls) {
+        const runner run = impl.second;
+        const std::string label = "CKA/" + impl.first + "/" + std::to_string(n) + "/" +
+                                  std::to_string(tokens) + "/head_dim:" + std::to_string(d) +
+                                  "/threads:1";
+        benchmark::RegisterBenchmark(label.c_str(), [=](benchmark::State& s) { run(s, n, d, tokens); })
+            ->MeasureProcessCPUTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
+}
+
 /// The problem of the last benchmark: consecutive benchmarks share a shape, and
 /// rebuilding the buffers each time the library re-runs one costs seconds.
 const gram_problem& problem_of(Index n, Index d, Index length) {
@@ -342,6 +436,7 @@ int register_all() {
       }
     }
   }
+  register_cka();
   return 0;
 }
 

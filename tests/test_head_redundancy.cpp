@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "head_stream_test_support.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -12,25 +14,13 @@
 #include <vector>
 
 using namespace nashprune;
+using nashprune_test::ColBlock;
+using nashprune_test::name_of;
+using nashprune_test::random_block;
+using nashprune_test::RowBlock;
 using Eigen::Index;
 
 namespace {
-
-template <typename Scalar>
-using RowBlock = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename Scalar>
-using ColBlock = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-
-template <typename Scalar>
-RowBlock<Scalar> random_block(Index tokens, Index columns, std::uint32_t seed, double mean = 0.0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(mean, 1.0);
-  RowBlock<Scalar> x(tokens, columns);
-  for (Index t = 0; t < tokens; ++t) {
-    for (Index c = 0; c < columns; ++c) x(t, c) = static_cast<Scalar>(normal(rng));
-  }
-  return x;
-}
 
 /// Plain-loop double reference for the Gram matrix and head sums of a block.
 struct reference_stats {
@@ -101,24 +91,9 @@ double gram_error(const Eigen::MatrixXd& g, const Eigen::MatrixXd& r) {
   return worst;
 }
 
-/// Every target this machine runs: forcing an unsupported one falls back to portable.
 template <typename Scalar>
 std::vector<simd_target> supported_targets() {
-  std::vector<simd_target> out{simd_target::portable};
-  for (simd_target t : {simd_target::avx2_fma, simd_target::avx512}) {
-    if (head_redundancy<Scalar>(1, 1, {.target = t}).target() == t) out.push_back(t);
-  }
-  return out;
-}
-
-std::string name_of(simd_target t) {
-  switch (t) {
-    case simd_target::automatic: return "automatic";
-    case simd_target::portable: return "portable";
-    case simd_target::avx2_fma: return "avx2_fma";
-    case simd_target::avx512: return "avx512";
-  }
-  return "?";
+  return nashprune_test::supported_targets<head_redundancy<Scalar>>();
 }
 
 template <typename Scalar>
