@@ -6,8 +6,8 @@
 // Like for like: every contender starts from the same token-major batches of
 // 512 tokens (llama.cpp's default ubatch) × (n·d) floats, the attention output
 // as an engine holds it, head i at columns [i·d, i·d + d) of each token row, and
-// ends with the same double n × n Gram. One batch buffer is re-read until L =
-// tokens · d entries per head are accumulated. NASHPRUNE_BENCH_BATCH_TOKENS
+// ends with the same double n × n Gram. One 64-byte aligned batch buffer is
+// re-read until L = tokens · d entries per head are accumulated. NASHPRUNE_BENCH_BATCH_TOKENS
 // sets another batch size (e.g. 8192: a 16 MiB batch at n = 8, cache bound).
 //  - simd:      head_redundancy<float>::add_batch straight on the token-major
 //               batch (automatic target: AVX-512 where present); simd_avx2 and
@@ -55,6 +55,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <thread>
@@ -79,17 +80,31 @@ Index batch_token_count() {
   return count;
 }
 
+/// A 64-byte aligned float buffer, as an engine's tensor allocator gives
+/// (ggml aligns its CPU buffers); Eigen's own allocation here is only 16-byte
+/// aligned, which costs every contender's unaligned 64-byte loads.
+struct aligned_floats {
+  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
+  explicit aligned_floats(Index count) {
+    const auto bytes = (static_cast<std::size_t>(count) * sizeof(float) + 63) / 64 * 64;
+    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!data) throw std::bad_alloc();
+  }
+};
+
 struct gram_problem {
   Index n = 0;
   Index d = 0;
-  Index batch_tokens = 0;   // tokens per batch
   Index total_tokens = 0;   // L / d
-  RowMatrixf token_major;   // batch_tokens × (n·d): the only input every impl gets
+  Index batch_tokens = 0;   // tokens per batch
+  aligned_floats storage;
+  Eigen::Map<RowMatrixf> token_major;  // batch_tokens × (n·d): the only input every impl gets
 
   gram_problem(Index n_head, Index head_dim, Index reduction_length)
-      : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim) {
-    batch_tokens = std::min(total_tokens, batch_token_count());
-    token_major.resize(batch_tokens, n * d);
+      : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim),
+        batch_tokens(std::min(total_tokens, batch_token_count())),
+        storage(batch_tokens * n * d),
+        token_major(storage.data.get(), batch_tokens, n * d) {
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.1f, 1.0f);
     for (Index i = 0; i < token_major.size(); ++i) token_major.data()[i] = normal(rng);
