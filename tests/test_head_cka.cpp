@@ -123,6 +123,26 @@ TYPED_TEST(HeadCka, MatchesDoubleReferenceOnRandomDataOnEveryTarget) {
   }
 }
 
+// 260 columns over 1100 tokens: the kernel cuts the columns into blocks of 128
+// (its L2 budget over a full panel), so tiles cross block edges and tails.
+TYPED_TEST(HeadCka, WideLayersSpanningSeveralKernelBlocksMatchTheReference) {
+  using S = TypeParam;
+  const Index n = 20, d = 13, tokens = 1100;
+  const auto x = random_block<S>(tokens, n * d, 59);
+  const reference_cka ref(x, n, d);
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_cka<S> acc(n, d, {.target = target});
+    acc.add_batch(x);
+    EXPECT_LT(max_abs_difference(acc.cka(), ref.cka), tolerance<S>());
+    for (Index i : {Index{0}, Index{9}, Index{19}}) {
+      const double scale = ref.block(i, i).norm() + ref.block(0, 0).norm();
+      EXPECT_LT(max_abs_difference(acc.cross_covariance(i, 0), ref.block(i, 0)),
+                10 * tolerance<S>() * scale);
+    }
+  }
+}
+
 TYPED_TEST(HeadCka, IsSymmetricBoundedAndOneOnTheDiagonal) {
   using S = TypeParam;
   const Index n = 6, d = 4;

@@ -138,6 +138,24 @@ TYPED_TEST(HeadRedundancy, MatchesDoubleReferenceOnRandomDataOnEveryTarget) {
   }
 }
 
+// 150 heads of 16: the kernel cuts the heads into blocks of 128 (its L2 budget
+// over a full panel), so tiles cross a block edge and a short last block.
+TYPED_TEST(HeadRedundancy, MoreHeadsThanOneKernelBlockMatchTheReference) {
+  using S = TypeParam;
+  const Index n = 150, d = 16, tokens = 70;
+  const auto x = random_block<S>(tokens, n * d, 61, 0.2);
+  reference_stats ref(n, d);
+  ref.add(x);
+  for (simd_target target : supported_targets<S>()) {
+    SCOPED_TRACE(name_of(target));
+    head_redundancy<S> acc(n, d, {.target = target});
+    acc.add_batch(x);
+    EXPECT_LT(gram_error(acc.gram(), ref.gram), tolerance<S>());
+    EXPECT_LT((acc.sums() - ref.sums).cwiseAbs().maxCoeff(),
+              tolerance<S>() * std::sqrt(ref.gram.diagonal().maxCoeff() * ref.entries));
+  }
+}
+
 // A CPU without AVX-512 (or without AVX2) never gets a kernel it cannot run.
 TEST(GramDispatch, ForcedTargetsFallBackToTheWidestTheCpuSupports) {
   using detail::choose_simd_target;
