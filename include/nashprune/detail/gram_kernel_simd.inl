@@ -118,9 +118,11 @@ inline void prefetch_heads(const gram_layout<float>& x, const gram_panel& p, Eig
 
 /// Adds the lower-triangle Gram and the head sums of a float batch. The batch is
 /// cut into panels of at most gram_steps_per_flush vector steps per head, small
-/// enough that (a) a panel of every head stays in L2 while all tiles run over it
-/// (and the next one is prefetched meanwhile), so each activation comes from
-/// memory once per batch, and (b) no float accumulator adds more than
+/// enough that (a) a panel of up to 128 heads stays in L2 while all tiles run
+/// over it (and the next one is prefetched meanwhile), so each activation comes
+/// from memory once per batch (wider layouts are cut into head blocks of
+/// gram_block_bytes per panel, re-read once per block), and (b) no float
+/// accumulator adds more than
 /// gram_steps_per_flush products before it is reduced into double, which bounds
 /// the rounding whatever the batch length.
 inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, double* sums) {
