@@ -1,30 +1,51 @@
 // Gram accumulation over attention-head activations: ours against naive loops,
-// Eigen's A·Aᵀ and OpenBLAS ssyrk, plus OpenBLAS sgemm 1024³ as the machine's
-// practical peak, all in one binary so results are read as same-run ratios.
+// Eigen and OpenBLAS, plus OpenBLAS sgemm 1024³ as the machine's practical peak,
+// all in one binary so results are read as same-run ratios.
 //
 // Names: Gram/<impl>/<n_head>/<reduction length>/head_dim:<d>/threads:<t>.
-// Shape: n heads, each a vector of L = tokens · head_dim floats, streamed in
-// batches of 512 tokens (llama.cpp's default ubatch: what an engine hands over
-// per forward step, straight from its attention output) through one batch
-// buffer that is re-read until L entries per head are accumulated. Set
-// NASHPRUNE_BENCH_BATCH_TOKENS to another count to see other cache regimes
-// (e.g. 8192: a 16 MiB batch at n = 8, last-level-cache bound for every impl).
-//  - simd:     head_redundancy<float>::add_batch on the token-major
-//              tokens × (n·d) batch, the layout an engine produces (automatic
-//              target: AVX-512 where present); simd_avx2 and portable force
-//              the other targets of the same kernel.
-//  - naive:    plain loops over the same token-major batch, double sums.
-//  - eigen:    G += A·Aᵀ, A the n × (tokens·d) head-major copy of the batch
-//              (the layout most favourable to a GEMM; the copy is not timed).
-//  - openblas: cblas_ssyrk on the same head-major A (lower triangle).
-// Baselines accumulate each batch's float product into a double total, like ours.
+// Like for like: every contender starts from the same token-major batches of
+// 512 tokens (llama.cpp's default ubatch) × (n·d) floats, the attention output
+// as an engine holds it, head i at columns [i·d, i·d + d) of each token row, and
+// ends with the same double n × n Gram. One 64-byte aligned batch buffer is
+// re-read until L = tokens · d entries per head are accumulated. NASHPRUNE_BENCH_BATCH_TOKENS
+// sets another batch size (e.g. 8192: a 16 MiB batch at n = 8, cache bound).
+//  - simd:      head_redundancy<float>::add_batch straight on the token-major
+//               batch (automatic target: AVX-512 where present); simd_avx2 and
+//               portable force the other targets of the same kernel.
+//  - naive:     plain loops over the token-major batch, double sums.
+//  - eigen:     in place, no copy: per token, its n × d slab S_t (row-major
+//               Map) gives batch += S_t·S_tᵀ. eigen_gather instead copies the
+//               batch head-major (n × tokens·d, timed) and forms one A·Aᵀ: slower.
+//  - openblas:  in place, no copy: one cblas_ssyrk per token on S_t (k = d,
+//               lower triangle, beta = 1). No single BLAS call reads the batch
+//               in place: head i's entries form a T × d block of row stride n·d,
+//               a 3-index pattern no matrix view covers. The alternatives are
+//               openblas_gather (timed head-major copy, then one ssyrk with
+//               k = tokens·d) and the full (n·d)² covariance Xᵀ·X whose d × d
+//               diagonal-block traces are G (d times the work); per-token ssyrk
+//               measured fastest of them at every shape tried (n 8–128, d 64/128).
+// Baselines add each batch's float product into a double total, like ours.
 // GFLOPS counts 2·n²·L for every impl (the dense A·Aᵀ count), so GFLOPS ratios
-// are time ratios. ssyrk and ours compute only the n(n+1)/2 lower pairs.
-// threads:2 splits the batches between two threads, each with its own
-// accumulator, merged at the end; OpenBLAS instead runs its own two threads.
+// are time ratios; ssyrk and ours compute only the n(n+1)/2 lower pairs.
+// threads:2 splits the batches between two caller threads, each with its own
+// accumulator (and scratch), merged at the end; this is how head_redundancy is
+// meant to be parallelised (the header owns no thread), and every contender,
+// OpenBLAS included (with one OpenBLAS thread per caller thread), gets the same
+// split. openblas_threads instead hands the serial stream to OpenBLAS's own two
+// threads (per-token ssyrk, as openblas). Eigen's products parallelise only through
+// OpenMP, which this build does not enable, so eigen runs the caller split.
+//
+// CKA/<impl>/<n_head>/<tokens>/head_dim:<d>: head_cka's accumulation, the Gram
+// of the n·d columns (M = Σ_t x_t x_tᵀ, (n·d)² doubles), over the same
+// token-major 512-token batches, single-threaded. simd: head_cka<float>
+// (transposes each batch, then our kernel); eigen: the batch's
+// selfadjointView<Lower>().rankUpdate(Xᵀ) in place, added to a double total;
+// openblas: cblas_ssyrk on Xᵀ in place (no copy: here a plain matrix view
+// exists), added likewise. GFLOPS counts 2·(n·d)²·tokens.
 // Times are process CPU time (all threads): the machine is shared, and wall time
 // under load measures the neighbours. So GFLOPS is per busy core-second, and
 // the two-thread rows show what parallel overhead costs, not wall speed-up.
+#include <nashprune/head_cka.hpp>
 #include <nashprune/head_redundancy.hpp>
 
 #include <benchmark/benchmark.h>
@@ -34,6 +55,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <thread>
@@ -58,38 +80,60 @@ Index batch_token_count() {
   return count;
 }
 
+/// A 64-byte aligned float buffer, as an engine's tensor allocator gives
+/// (ggml aligns its CPU buffers); Eigen's own allocation here is only 16-byte
+/// aligned, which costs every contender's unaligned 64-byte loads.
+struct aligned_floats {
+  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
+  explicit aligned_floats(Index count) {
+    const auto bytes = (static_cast<std::size_t>(count) * sizeof(float) + 63) / 64 * 64;
+    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!data) throw std::bad_alloc();
+  }
+};
+
 struct gram_problem {
   Index n = 0;
   Index d = 0;
-  Index batch_tokens = 0;   // tokens per batch
   Index total_tokens = 0;   // L / d
-  RowMatrixf token_major;   // batch_tokens × (n·d)
-  RowMatrixf head_major;    // n × (batch_tokens·d)
+  Index batch_tokens = 0;   // tokens per batch
+  aligned_floats storage;
+  Eigen::Map<RowMatrixf> token_major;  // batch_tokens × (n·d): the only input every impl gets
 
   gram_problem(Index n_head, Index head_dim, Index reduction_length)
-      : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim) {
-    batch_tokens = std::min(total_tokens, batch_token_count());
-    token_major.resize(batch_tokens, n * d);
+      : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim),
+        batch_tokens(std::min(total_tokens, batch_token_count())),
+        storage(batch_tokens * n * d),
+        token_major(storage.data.get(), batch_tokens, n * d) {
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.1f, 1.0f);
     for (Index i = 0; i < token_major.size(); ++i) token_major.data()[i] = normal(rng);
-    head_major.resize(n, batch_tokens * d);
-    for (Index t = 0; t < batch_tokens; ++t) {
-      for (Index i = 0; i < n; ++i) {
-        head_major.row(i).segment(t * d, d) = token_major.row(t).segment(i * d, d);
-      }
-    }
   }
 
-  /// Calls body(first_token, tokens) for the batches [begin, end) of the stream,
-  /// each batch a window of the buffer.
+  /// Calls body(tokens) for the batches [begin, end) of the stream; batch b
+  /// is the first `tokens` rows of the buffer.
   void for_batches(Index begin, Index end, const std::function<void(Index)>& body) const {
     for (Index b = begin; b < end; ++b) {
       body(std::min(batch_tokens, total_tokens - b * batch_tokens));
     }
   }
   [[nodiscard]] Index batches() const { return (total_tokens + batch_tokens - 1) / batch_tokens; }
+
+  /// Copies the first `tokens` tokens head-major: row i of `out` (n × tokens·d,
+  /// row-major) is head i flattened over those tokens. What a GEMM needs.
+  void gather_head_major(Index tokens, RowMatrixf& out) const {
+    out.resize(n, tokens * d);
+    for (Index t = 0; t < tokens; ++t) {
+      const float* row = token_major.row(t).data();
+      for (Index i = 0; i < n; ++i) std::copy_n(row + i * d, d, out.row(i).data() + t * d);
+    }
+  }
 };
+
+/// Σ_{i>=j} G_ij: some impls fill only the lower triangle.
+double lower_sum(const Eigen::MatrixXd& gram) {
+  return Eigen::MatrixXd(gram.triangularView<Eigen::Lower>()).sum();
+}
 
 /// One accumulator per implementation; add(tokens) accumulates the first
 /// `tokens` tokens of the buffer.
@@ -101,14 +145,21 @@ struct simd_impl {
       : acc(problem.n, problem.d, {.target = Target}), p(&problem) {}
   void add(Index tokens) { acc.add_batch(p->token_major.topRows(tokens)); }
   void merge(const simd_impl& other) { acc.merge(other.acc); }
-  [[nodiscard]] double checksum() const { return acc.gram().sum(); }
+  [[nodiscard]] double checksum() const { return lower_sum(acc.gram()); }
 };
 
-struct naive_impl {
+/// The double total and merge shared by the baselines.
+struct double_gram {
   Eigen::MatrixXd gram;
   const gram_problem* p;
-  explicit naive_impl(const gram_problem& problem)
+  explicit double_gram(const gram_problem& problem)
       : gram(Eigen::MatrixXd::Zero(problem.n, problem.n)), p(&problem) {}
+  void merge(const double_gram& other) { gram += other.gram; }
+  [[nodiscard]] double checksum() const { return lower_sum(gram); }
+};
+
+struct naive_impl : double_gram {
+  using double_gram::double_gram;
   void add(Index tokens) {
     const Index n = p->n, d = p->d;
     for (Index t = 0; t < tokens; ++t) {
@@ -122,28 +173,78 @@ struct naive_impl {
       }
     }
   }
-  void merge(const naive_impl& other) { gram += other.gram; }
-  [[nodiscard]] double checksum() const { return gram.sum(); }
 };
 
-struct eigen_impl {
-  Eigen::MatrixXd gram;
+struct eigen_gather_impl : double_gram {
+  RowMatrixf head_major;
   Eigen::MatrixXf batch;
-  const gram_problem* p;
-  explicit eigen_impl(const gram_problem& problem)
-      : gram(Eigen::MatrixXd::Zero(problem.n, problem.n)), batch(problem.n, problem.n),
-        p(&problem) {}
+  using double_gram::double_gram;
   void add(Index tokens) {
-    const auto a = p->head_major.leftCols(tokens * p->d);
-    batch.noalias() = a * a.transpose();
+    p->gather_head_major(tokens, head_major);
+    batch.noalias() = head_major * head_major.transpose();
     gram += batch.cast<double>();
   }
-  void merge(const eigen_impl& other) { gram += other.gram; }
-  [[nodiscard]] double checksum() const { return gram.sum(); }
 };
+
+/// In place, no gather: batch += S_t·S_tᵀ for each token's n × d slab S_t,
+/// the product formed by SlabUpdate::add(slab, n, d, batch).
+template <typename SlabUpdate>
+struct per_token_impl : double_gram {
+  Eigen::MatrixXf batch;
+  explicit per_token_impl(const gram_problem& problem)
+      : double_gram(problem), batch(problem.n, problem.n) {}
+  void add(Index tokens) {
+    batch.setZero();
+    for (Index t = 0; t < tokens; ++t) SlabUpdate::add(p->token_major.row(t).data(), p->n, p->d, batch);
+    gram += batch.cast<double>();
+  }
+};
+
+struct eigen_slab_update {
+  static void add(const float* slab, Index n, Index d, Eigen::MatrixXf& batch) {
+    const Eigen::Map<const RowMatrixf> s(slab, n, d);
+    batch.noalias() += s * s.transpose();
+  }
+};
+using eigen_impl = per_token_impl<eigen_slab_update>;
+
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+struct openblas_gather_impl : double_gram {
+  RowMatrixf head_major;
+  Eigen::MatrixXf batch;
+  explicit openblas_gather_impl(const gram_problem& problem) : double_gram(problem), batch(problem.n, problem.n) {}
+  void add(Index tokens) {
+    p->gather_head_major(tokens, head_major);
+    const int n = static_cast<int>(p->n);
+    const int k = static_cast<int>(head_major.cols());
+    // Column-major C = A·Aᵀ, A the n × k head-major block (row-major = lda k).
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, n, k, 1.0f, head_major.data(), k, 0.0f,
+                batch.data(), n);
+    gram += batch.cast<double>();
+  }
+};
+
+/// A rank-d update (lower triangle) per token.
+struct openblas_slab_update {
+  static void add(const float* slab, Index n, Index d, Eigen::MatrixXf& batch) {
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, static_cast<int>(n), static_cast<int>(d),
+                1.0f, slab, static_cast<int>(d), 1.0f, batch.data(), static_cast<int>(n));
+  }
+};
+using openblas_impl = per_token_impl<openblas_slab_update>;
+#endif
+
+/// Reports the mean over iterations of the sum of G's entries: every impl of a
+/// shape must show the same value (to float rounding), or it computed another G.
+void set_gram_sum(benchmark::State& state, double checksum) {
+  state.counters["gram_sum"] = checksum / static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
+}
 
 template <typename Impl>
 void run_gram(benchmark::State& state, const gram_problem& p, int threads) {
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+  openblas_set_num_threads(1);  // threads come from the caller split below
+#endif
   double checksum = 0;
   for (auto _ : state) {
     if (threads == 1) {
@@ -160,26 +261,21 @@ void run_gram(benchmark::State& state, const gram_problem& p, int threads) {
       checksum += first.checksum();
     }
   }
-  benchmark::DoNotOptimize(checksum);
+  set_gram_sum(state, checksum);
 }
 
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
-void run_openblas_ssyrk(benchmark::State& state, const gram_problem& p, int threads) {
+/// The serial stream, OpenBLAS's own `threads` threads inside each ssyrk.
+template <typename Impl>
+void run_openblas_threads(benchmark::State& state, const gram_problem& p, int threads) {
   openblas_set_num_threads(threads);
-  const int n = static_cast<int>(p.n);
-  std::vector<float> batch(static_cast<std::size_t>(n * n));
   double checksum = 0;
   for (auto _ : state) {
-    Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(n, n);
-    p.for_batches(0, p.batches(), [&](Index tokens) {
-      const int k = static_cast<int>(tokens * p.d);
-      cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, n, k, 1.0f, p.head_major.data(),
-                  static_cast<int>(p.head_major.cols()), 0.0f, batch.data(), n);
-      gram += Eigen::Map<const Eigen::MatrixXf>(batch.data(), n, n).cast<double>();
-    });
-    checksum += gram.sum();
+    Impl impl(p);
+    p.for_batches(0, p.batches(), [&](Index tokens) { impl.add(tokens); });
+    checksum += impl.checksum();
   }
-  benchmark::DoNotOptimize(checksum);
+  set_gram_sum(state, checksum);
 }
 
 void run_openblas_sgemm(benchmark::State& state, int threads) {
@@ -198,6 +294,91 @@ void run_openblas_sgemm(benchmark::State& state, int threads) {
                                                 benchmark::Counter::kIsRate);
 }
 #endif
+
+/// The second moments of the n·d columns, by each contender.
+struct cka_simd {
+  nashprune::head_cka<float> acc;
+  explicit cka_simd(const gram_problem& p) : acc(p.n, p.d) {}
+  void add(const gram_problem& p, Index tokens) { acc.add_batch(p.token_major.topRows(tokens)); }
+  [[nodiscard]] double checksum() const { return lower_sum(acc.second_moments()); }
+};
+
+/// The float batch product, added into a double total (lower triangle).
+struct cka_float_batch {
+  Eigen::MatrixXf batch;
+  Eigen::MatrixXd moments;
+  explicit cka_float_batch(const gram_problem& p)
+      : batch(p.n * p.d, p.n * p.d), moments(Eigen::MatrixXd::Zero(p.n * p.d, p.n * p.d)) {}
+  void add_batch_to_total() {
+    moments.triangularView<Eigen::Lower>() += batch.cast<double>();
+  }
+  [[nodiscard]] double checksum() const { return lower_sum(moments); }
+};
+
+struct cka_eigen : cka_float_batch {
+  using cka_float_batch::cka_float_batch;
+  void add(const gram_problem& p, Index tokens) {
+    batch.setZero();
+    batch.selfadjointView<Eigen::Lower>().rankUpdate(p.token_major.topRows(tokens).transpose());
+    add_batch_to_total();
+  }
+};
+
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+struct cka_openblas : cka_float_batch {
+  using cka_float_batch::cka_float_batch;
+  void add(const gram_problem& p, Index tokens) {
+    const int width = static_cast<int>(p.n * p.d);
+    // The row-major tokens × width batch is Xᵀ column-major (width × tokens, ld width).
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, width, static_cast<int>(tokens), 1.0f,
+                p.token_major.data(), width, 0.0f, batch.data(), width);
+    add_batch_to_total();
+  }
+};
+#endif
+
+template <typename Impl>
+void run_cka(benchmark::State& state, Index n, Index d, Index tokens) {
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+  openblas_set_num_threads(1);
+#endif
+  const gram_problem p(n, d, tokens * d);
+  double checksum = 0;
+  for (auto _ : state) {
+    Impl impl(p);
+    p.for_batches(0, p.batches(), [&](Index batch_tokens) { impl.add(p, batch_tokens); });
+    checksum += impl.checksum();
+  }
+  set_gram_sum(state, checksum);
+  const double width = static_cast<double>(n * d);
+  state.counters["GFLOPS"] = benchmark::Counter(
+      2.0 * width * width * static_cast<double>(tokens) * 1e-9 *
+          static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+
+void register_cka() {
+  using runner = std::function<void(benchmark::State&, Index, Index, Index)>;
+  std::vector<std::pair<std::string, runner>> impls{{"simd", run_cka<cka_simd>},
+                                                    {"eigen", run_cka<cka_eigen>}};
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+  impls.emplace_back("openblas", run_cka<cka_openblas>);
+#endif
+  const Index tokens = 2048;
+  for (Index d : {Index{64}, Index{128}}) {
+    for (Index n : {Index{8}, Index{32}}) {
+      for (const auto& impl : impls) {
+        const runner run = impl.second;
+        const std::string label = "CKA/" + impl.first + "/" + std::to_string(n) + "/" +
+                                  std::to_string(tokens) + "/head_dim:" + std::to_string(d) +
+                                  "/threads:1";
+        benchmark::RegisterBenchmark(label.c_str(), [=](benchmark::State& s) { run(s, n, d, tokens); })
+            ->MeasureProcessCPUTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
+}
 
 /// The problem of the last benchmark: consecutive benchmarks share a shape, and
 /// rebuilding the buffers each time the library re-runs one costs seconds.
@@ -220,7 +401,9 @@ void set_gflops(benchmark::State& state, const gram_problem& p) {
 int register_all() {
   const std::vector<Index> heads{8, 32, 64, 128};
   const std::vector<Index> head_dims{64, 128};
-  const std::vector<Index> lengths{Index{1} << 16, Index{1} << 20, 10000000};
+  const Index short_length = Index{1} << 16;
+  const Index middle_length = Index{1} << 20;
+  const std::vector<Index> lengths{short_length, middle_length, 10000000};
   for (int threads : {1, 2}) {
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
     benchmark::RegisterBenchmark(("Reference/openblas_sgemm/1024/threads:" + std::to_string(threads)).c_str(),
@@ -234,13 +417,21 @@ int register_all() {
           using runner = std::function<void(benchmark::State&, const gram_problem&, int)>;
           std::vector<std::pair<std::string, runner>> impls{
               {"simd", run_gram<simd_impl<nashprune::simd_target::automatic>>},
-              {"simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>},
               {"eigen", run_gram<eigen_impl>}};
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
-          impls.emplace_back("openblas", run_openblas_ssyrk);
+          impls.emplace_back("openblas", run_gram<openblas_impl>);
+          if (threads == 2) impls.emplace_back("openblas_threads", run_openblas_threads<openblas_impl>);
 #endif
-          // Naive loops take minutes at the long lengths; one length shows the gap.
-          if (length == (Index{1} << 16)) {
+          // The other target and the slower formulations at the middle length only;
+          // naive loops at the short one (they take minutes beyond it).
+          if (length == middle_length) {
+            impls.emplace_back("eigen_gather", run_gram<eigen_gather_impl>);
+            impls.emplace_back("simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>);
+#if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
+            impls.emplace_back("openblas_gather", run_gram<openblas_gather_impl>);
+#endif
+          }
+          if (length == short_length) {
             impls.emplace_back("naive", run_gram<naive_impl>);
             impls.emplace_back("portable",
                                run_gram<simd_impl<nashprune::simd_target::portable>>);
@@ -260,6 +451,7 @@ int register_all() {
       }
     }
   }
+  register_cka();
   return 0;
 }
 

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "head_stream_test_support.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -12,25 +14,13 @@
 #include <vector>
 
 using namespace nashprune;
+using nashprune_test::ColBlock;
+using nashprune_test::name_of;
+using nashprune_test::random_block;
+using nashprune_test::RowBlock;
 using Eigen::Index;
 
 namespace {
-
-template <typename Scalar>
-using RowBlock = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename Scalar>
-using ColBlock = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-
-template <typename Scalar>
-RowBlock<Scalar> random_block(Index tokens, Index columns, std::uint32_t seed, double mean = 0.0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(mean, 1.0);
-  RowBlock<Scalar> x(tokens, columns);
-  for (Index t = 0; t < tokens; ++t) {
-    for (Index c = 0; c < columns; ++c) x(t, c) = static_cast<Scalar>(normal(rng));
-  }
-  return x;
-}
 
 /// Plain-loop double reference for the Gram matrix and head sums of a block.
 struct reference_stats {
@@ -101,24 +91,9 @@ double gram_error(const Eigen::MatrixXd& g, const Eigen::MatrixXd& r) {
   return worst;
 }
 
-/// Every target this machine runs: forcing an unsupported one falls back to portable.
 template <typename Scalar>
 std::vector<simd_target> supported_targets() {
-  std::vector<simd_target> out{simd_target::portable};
-  for (simd_target t : {simd_target::avx2_fma, simd_target::avx512}) {
-    if (head_redundancy<Scalar>(1, 1, {.target = t}).target() == t) out.push_back(t);
-  }
-  return out;
-}
-
-std::string name_of(simd_target t) {
-  switch (t) {
-    case simd_target::automatic: return "automatic";
-    case simd_target::portable: return "portable";
-    case simd_target::avx2_fma: return "avx2_fma";
-    case simd_target::avx512: return "avx512";
-  }
-  return "?";
+  return nashprune_test::supported_targets<head_redundancy<Scalar>>();
 }
 
 template <typename Scalar>
@@ -136,20 +111,23 @@ TYPED_TEST_SUITE(HeadRedundancy, Scalars);
 TYPED_TEST(HeadRedundancy, MatchesDoubleReferenceOnRandomDataOnEveryTarget) {
   using S = TypeParam;
   // Head counts and widths that are and are not multiples of the register tiles
-  // and vector widths, so every tail path runs.
-  const std::vector<std::pair<Index, Index>> shapes{{1, 1}, {3, 5}, {4, 16}, {5, 17},
-                                                    {8, 64}, {9, 33}, {13, 128}};
+  // and vector widths, so every tail path runs; 70 tokens fill one full panel
+  // and part of another. 150 heads of 16 exceed the kernel's head block of 128
+  // (its L2 budget over a full AVX-512 panel): tiles cross a block edge.
+  const std::vector<std::pair<Index, Index>> shapes{{1, 1},  {3, 5},  {4, 16},   {5, 17},
+                                                    {8, 64}, {9, 33}, {13, 128}, {150, 16}};
+  const Index tokens = 70;
   for (simd_target target : supported_targets<S>()) {
     for (auto [n, d] : shapes) {
-      const auto x = random_block<S>(37, n * d, static_cast<std::uint32_t>(n * 100 + d), 0.3);
+      const auto x = random_block<S>(tokens, n * d, static_cast<std::uint32_t>(n * 100 + d), 0.3);
       head_redundancy<S> acc(n, d, {.target = target});
       acc.add_batch(x);
       reference_stats ref(n, d);
       ref.add(x);
       SCOPED_TRACE(name_of(target) + " n=" + std::to_string(n) + " d=" + std::to_string(d));
       EXPECT_EQ(acc.target(), target);
-      EXPECT_EQ(acc.tokens(), 37);
-      EXPECT_EQ(acc.reduction_length(), 37 * d);
+      EXPECT_EQ(acc.tokens(), tokens);
+      EXPECT_EQ(acc.reduction_length(), tokens * d);
       EXPECT_LT(gram_error(acc.gram(), ref.gram), tolerance<S>());
       EXPECT_LT((acc.sums() - ref.sums).cwiseAbs().maxCoeff(),
                 tolerance<S>() * std::sqrt(ref.gram.diagonal().maxCoeff() * ref.entries));

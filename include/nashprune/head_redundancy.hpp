@@ -38,38 +38,22 @@
 
 #include "config.hpp"
 #include "detail/gram_kernel.hpp"
+#include "detail/head_stream.hpp"
 #include "detail/validate.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
 
-/// What add_batch does with a token that holds NaN or ±Inf.
-enum class non_finite_policy {
-  throw_error,  ///< std::domain_error naming the first such token and column
-  skip_token,   ///< leave the token out and count it in skipped_tokens()
-};
-
-struct head_redundancy_options {
-  non_finite_policy on_non_finite = non_finite_policy::throw_error;
-  /// Instruction set of the accumulation kernel; `automatic` is the widest the
-  /// CPU supports. Forcing one exists for tests and benchmarks.
-  simd_target target = simd_target::automatic;
-};
-
 /// Streaming Gram / cosine / correlation accumulator for the heads of one layer.
 /// Scalar is the activation type (float or double); statistics are kept in double.
 template <typename Scalar = float>
-class head_redundancy {
-  static_assert(std::is_floating_point_v<Scalar>, "activations are float or double");
+class head_redundancy : public detail::head_stream<Scalar> {
+  using base = detail::head_stream<Scalar>;
 
  public:
   using Index = Eigen::Index;
 
   head_redundancy(Index n_head, Index head_dim, head_redundancy_options options = {})
-      : n_head_(n_head), head_dim_(head_dim), options_(options) {
-    detail::require(n_head >= 1, "n_head", "must be at least 1, got " + std::to_string(n_head));
-    detail::require(head_dim >= 1, "head_dim",
-                    "must be at least 1, got " + std::to_string(head_dim));
-    target_ = detail::resolve_simd_target<Scalar>(options.target);
+      : base(n_head, head_dim, options) {
     reset();
   }
 
@@ -79,10 +63,8 @@ class head_redundancy {
   void add_batch(const Eigen::DenseBase<Derived>& activations) {
     using Plain = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic,
                                 Derived::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>;
-    static_assert(std::is_same_v<typename Derived::Scalar, Scalar>,
-                  "activations must have the accumulator's scalar type");
+    this->require_batch(activations);
     const auto& x = activations.derived();
-    detail::require_size("activations", x.cols(), n_head_ * head_dim_, "column count");
     if constexpr (static_cast<bool>(Eigen::internal::traits<Derived>::Flags &
                                     Eigen::DirectAccessBit)) {
       if (x.innerStride() == 1) {
@@ -101,35 +83,22 @@ class head_redundancy {
 
   /// Adds another accumulator's batches (same n_head and head_dim).
   void merge(const head_redundancy& other) {
-    detail::require_size("other", other.n_head_, n_head_, "n_head");
-    detail::require_size("other", other.head_dim_, head_dim_, "head_dim");
+    this->merge_counts(other);
     gram_ += other.gram_;
     sums_ += other.sums_;
-    tokens_ += other.tokens_;
-    skipped_tokens_ += other.skipped_tokens_;
   }
 
   /// Forgets every batch.
   void reset() {
-    gram_.setZero(n_head_, n_head_);
-    sums_.setZero(n_head_);
-    batch_gram_.setZero(n_head_, n_head_);
-    batch_sums_.setZero(n_head_);
-    tokens_ = 0;
-    skipped_tokens_ = 0;
+    gram_.setZero(this->n_head(), this->n_head());
+    sums_.setZero(this->n_head());
+    batch_gram_.setZero(this->n_head(), this->n_head());
+    batch_sums_.setZero(this->n_head());
+    this->reset_counts();
   }
 
-  [[nodiscard]] Index n_head() const { return n_head_; }
-  [[nodiscard]] Index head_dim() const { return head_dim_; }
-  [[nodiscard]] const head_redundancy_options& options() const { return options_; }
-  /// The instruction set add_batch actually runs on.
-  [[nodiscard]] simd_target target() const { return target_; }
-  /// Tokens accumulated (skipped ones excluded).
-  [[nodiscard]] std::int64_t tokens() const { return tokens_; }
-  /// Tokens left out because they held NaN or ±Inf (skip_token policy).
-  [[nodiscard]] std::int64_t skipped_tokens() const { return skipped_tokens_; }
   /// Entries per flattened head vector: tokens() · head_dim().
-  [[nodiscard]] std::int64_t reduction_length() const { return tokens_ * head_dim_; }
+  [[nodiscard]] std::int64_t reduction_length() const { return this->tokens() * this->head_dim(); }
 
   /// G_ij = <x_i, x_j>, symmetric n × n.
   [[nodiscard]] const Eigen::MatrixXd& gram() const { return gram_; }
@@ -151,7 +120,7 @@ class head_redundancy {
   /// zero variance (dead or constant).
   [[nodiscard]] Eigen::MatrixXd correlation() const {
     const double n = static_cast<double>(reduction_length());
-    if (n <= 0) return Eigen::MatrixXd::Zero(n_head_, n_head_);
+    if (n <= 0) return Eigen::MatrixXd::Zero(this->n_head(), this->n_head());
     const Eigen::MatrixXd centred = gram_ - sums_ * sums_.transpose() / n;
     return normalised(centred, centred.diagonal());
   }
@@ -182,17 +151,17 @@ class head_redundancy {
   [[nodiscard]] detail::gram_layout<Scalar> layout_of(const block_map<Order>& x, Index first,
                                                       Index last) const {
     detail::gram_layout<Scalar> l;
-    l.heads = n_head_;
+    l.heads = this->n_head();
     if constexpr (Order == Eigen::RowMajor) {
       l.base = x.data() + first * x.outerStride();
-      l.head_stride = head_dim_;
+      l.head_stride = this->head_dim();
       l.slices = last - first;
       l.slice_stride = x.outerStride();
-      l.slice_length = head_dim_;
+      l.slice_length = this->head_dim();
     } else {
       l.base = x.data() + first;
-      l.head_stride = head_dim_ * x.outerStride();
-      l.slices = head_dim_;
+      l.head_stride = this->head_dim() * x.outerStride();
+      l.slices = this->head_dim();
       l.slice_stride = x.outerStride();
       l.slice_length = last - first;
     }
@@ -217,16 +186,7 @@ class head_redundancy {
     Index skipped = 0;
     Index run_start = 0;
     for (Index t = 0; t < x.rows(); ++t) {
-      Index column = 0;
-      while (column < x.cols() && std::isfinite(x(t, column))) ++column;
-      if (column == x.cols()) continue;
-      if (options_.on_non_finite == non_finite_policy::throw_error) {
-        detail::fail_domain("activations", "non-finite value " +
-                                               detail::describe_value(x(t, column)) +
-                                               " at token " + std::to_string(t) + ", column " +
-                                               std::to_string(column) + " (head " +
-                                               std::to_string(column / head_dim_) + ")");
-      }
+      if (this->token_is_finite(x, t)) continue;
       accumulate_tokens(target, layout_of(x, run_start, t));
       run_start = t + 1;
       ++skipped;
@@ -239,15 +199,15 @@ class head_redundancy {
   void add_direct(const block_map<Order>& x) {
     batch_gram_.setZero();
     batch_sums_.setZero();
-    const Index tokens = x.rows();
-    accumulate_tokens(target_, layout_of(x, 0, tokens));
+    const Index batch_tokens = x.rows();
+    accumulate_tokens(this->target(), layout_of(x, 0, batch_tokens));
     Index skipped = 0;
     // NaN/Inf in the input always reach the batch sums, so the common finite
     // batch pays no separate scan; only a non-finite batch is searched.
     if (!batch_is_finite()) {
-      skipped = accumulate_finite_tokens(x, target_);
+      skipped = accumulate_finite_tokens(x, this->target());
       // Finite inputs beyond ~1e19 overflow float products: form them in double.
-      if (!batch_is_finite() && target_ != simd_target::portable) {
+      if (!batch_is_finite() && this->target() != simd_target::portable) {
         skipped = accumulate_finite_tokens(x, simd_target::portable);
       }
       if (!batch_is_finite()) {
@@ -256,28 +216,21 @@ class head_redundancy {
       }
     }
     // The kernel fills the lower triangle; mirror it into the symmetric total.
-    for (Index j = 0; j < n_head_; ++j) {
+    for (Index j = 0; j < this->n_head(); ++j) {
       gram_(j, j) += batch_gram_(j, j);
-      for (Index i = j + 1; i < n_head_; ++i) {
+      for (Index i = j + 1; i < this->n_head(); ++i) {
         gram_(i, j) += batch_gram_(i, j);
         gram_(j, i) += batch_gram_(i, j);
       }
     }
     sums_ += batch_sums_;
-    tokens_ += tokens - skipped;
-    skipped_tokens_ += skipped;
+    this->count(batch_tokens - skipped, skipped);
   }
 
-  Index n_head_;
-  Index head_dim_;
-  head_redundancy_options options_;
-  simd_target target_ = simd_target::portable;
   Eigen::MatrixXd gram_;
   Eigen::VectorXd sums_;
   Eigen::MatrixXd batch_gram_;  // scratch: one batch's lower triangle
   Eigen::VectorXd batch_sums_;
-  std::int64_t tokens_ = 0;
-  std::int64_t skipped_tokens_ = 0;
 };
 
 NASHPRUNE_END_NAMESPACE

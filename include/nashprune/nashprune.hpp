@@ -9,6 +9,7 @@
 #include "ggml_types.hpp"
 #include "global_selection.hpp"
 #include "hgsp_priors.hpp"
+#include "head_cka.hpp"
 #include "head_redundancy.hpp"
 #include "lambda_calibration.hpp"
 #include "nash_decisions.hpp"

@@ -85,6 +85,11 @@ void accumulate_gram_portable(const gram_layout<Scalar>& x, double* gram, double
 /// Float vector steps a register accumulator takes before it is reduced into double.
 inline constexpr Eigen::Index gram_steps_per_flush = 64;
 
+/// Bytes of one panel's head block the kernel keeps in L2 (half of a 1 MiB L2):
+/// 128 heads of a full 64-step AVX-512 panel, so head_redundancy's n ≤ 128 is
+/// one block; head_cka's thousands of columns are cut into blocks.
+inline constexpr Eigen::Index gram_block_bytes = Eigen::Index{512} * 1024;
+
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
 

@@ -118,9 +118,11 @@ inline void prefetch_heads(const gram_layout<float>& x, const gram_panel& p, Eig
 
 /// Adds the lower-triangle Gram and the head sums of a float batch. The batch is
 /// cut into panels of at most gram_steps_per_flush vector steps per head, small
-/// enough that (a) a panel of every head stays in L2 while all tiles run over it
-/// (and the next one is prefetched meanwhile), so each activation comes from
-/// memory once per batch, and (b) no float accumulator adds more than
+/// enough that (a) a panel of up to 128 heads stays in L2 while all tiles run
+/// over it (and the next one is prefetched meanwhile), so each activation comes
+/// from memory once per batch (wider layouts are cut into head blocks of
+/// gram_block_bytes per panel, re-read once per block), and (b) no float
+/// accumulator adds more than
 /// gram_steps_per_flush products before it is reduced into double, which bounds
 /// the rounding whatever the batch length.
 inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, double* sums) {
@@ -144,13 +146,24 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
     gram_panel next = panel_at(p.first_slice, p.column + columns_per_panel);
     if (next.column >= x.slice_length) next = panel_at(p.first_slice + slices_per_panel, 0);
     const bool has_next = next.first_slice < x.slices;
-    for (Eigen::Index i0 = 0; i0 < x.heads; i0 += tile) {
-      const int rows = static_cast<int>(std::min(tile, x.heads - i0));
-      for (Eigen::Index j0 = 0; j0 < i0; j0 += tile) {
-        gram_offdiagonal_tile<tile>(rows, x, p, i0, j0, gram, sums);
+    // Column blocks of heads: the tiles of block [j_begin, j_end) re-read its
+    // heads once per tile row, so one block's panel is kept within L2 (wide
+    // layouts such as head_cka's n·d columns); n ≤ 128 heads is one block.
+    const Eigen::Index panel_floats = std::max<Eigen::Index>(p.slices * p.length, 1);
+    const Eigen::Index block =
+        std::max<Eigen::Index>(tile, gram_block_bytes / (panel_floats * 4) / tile * tile);
+    for (Eigen::Index j_begin = 0; j_begin < x.heads; j_begin += block) {
+      const Eigen::Index j_end = std::min(x.heads, j_begin + block);
+      for (Eigen::Index i0 = j_begin; i0 < x.heads; i0 += tile) {
+        const int rows = static_cast<int>(std::min(tile, x.heads - i0));
+        for (Eigen::Index j0 = j_begin; j0 < std::min(i0, j_end); j0 += tile) {
+          gram_offdiagonal_tile<tile>(rows, x, p, i0, j0, gram, sums);
+        }
+        if (i0 < j_end) {  // the tile row's diagonal tile lies in this block
+          gram_diagonal_tile<tile>(rows, x, p, i0, gram, sums);
+          if (has_next) prefetch_heads(x, next, i0, rows);
+        }
       }
-      gram_diagonal_tile<tile>(rows, x, p, i0, gram, sums);
-      if (has_next) prefetch_heads(x, next, i0, rows);
     }
     p = next;
   }

@@ -106,5 +106,24 @@ void require_finite_nonnegative(std::string_view argument, const Eigen::DenseBas
   }
 }
 
+/// Whether token (row) `token` of a tokens × (n_head · head_dim) activation
+/// block holds only finite values. If it does not and `throw_if_not`, throws
+/// std::domain_error naming the token, the first bad column and its head.
+template <typename Derived>
+[[nodiscard]] bool token_is_finite(std::string_view argument, const Eigen::DenseBase<Derived>& x,
+                                   Eigen::Index token, Eigen::Index head_dim, bool throw_if_not) {
+  const auto& m = x.derived();
+  Eigen::Index column = 0;
+  while (column < m.cols() && std::isfinite(m.coeff(token, column))) ++column;
+  if (column == m.cols()) return true;
+  if (throw_if_not) {
+    fail_domain(argument, "non-finite value " + describe_value(m.coeff(token, column)) +
+                              " at token " + std::to_string(token) + ", column " +
+                              std::to_string(column) + " (head " +
+                              std::to_string(column / head_dim) + ")");
+  }
+  return false;
+}
+
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
