@@ -25,6 +25,10 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
     if (l.n_head > 0) {
       r.head_gram.resize(l.n_head, l.n_head);
       r.head_cosine.resize(l.n_head, l.n_head);
+      r.head_output_gram.resize(l.n_head, l.n_head);
+      r.head_relative_gram.resize(l.n_head, l.n_head);
+      fill(r.head_output_gram);
+      fill(r.head_relative_gram);
       r.attn_in_sum2.resize(l.n_head * shape.head_dim_v);
       fill(r.head_gram);
       fill(r.head_cosine);
@@ -35,6 +39,7 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
     r.attn_influence = static_cast<float>(u(rng));
     r.mlp_influence = static_cast<float>(u(rng));
     r.layer_influence = static_cast<float>(u(rng));
+    r.residual_energy = static_cast<float>(u(rng));
     s.layers.push_back(std::move(r));
   }
   return s;
@@ -59,6 +64,9 @@ TEST(CalibrationStats, RoundTripIsExactForFloatValues) {
   for (std::size_t i = 0; i < stats.layers.size(); ++i) {
     EXPECT_EQ(back.layers[i].head_gram, stats.layers[i].head_gram) << "layer " << i;
     EXPECT_EQ(back.layers[i].head_cosine, stats.layers[i].head_cosine) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_output_gram, stats.layers[i].head_output_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_relative_gram, stats.layers[i].head_relative_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].residual_energy, stats.layers[i].residual_energy) << "layer " << i;
     EXPECT_EQ(back.layers[i].attn_in_sum2, stats.layers[i].attn_in_sum2) << "layer " << i;
     EXPECT_EQ(back.layers[i].ffn_in_sum2, stats.layers[i].ffn_in_sum2) << "layer " << i;
     EXPECT_EQ(back.layers[i].attn_influence, stats.layers[i].attn_influence);
