@@ -152,3 +152,52 @@ TEST(CalibrationStats, MissingTensorIsNamed) {
 }
 
 }  // namespace
+
+namespace {
+
+// A version-1 file (written before the projected Grams) is still read, with the
+// version-2 statistics empty; an unknown version is refused naming it.
+void rewrite_as_version(const std::filesystem::path& from, const std::filesystem::path& to, std::uint32_t version) {
+  const auto full = gguf::reader::open(from);
+  const auto v2_only = [](const std::string& name) {
+    return name.ends_with("head_output_gram") || name.ends_with("head_relative_gram") || name == "calib.residual_energy";
+  };
+  gguf::metadata kv;
+  for (const auto& [key, value] : full.metadata()) {
+    if (key == "calibration.version") kv.emplace_back(key, gguf::value::u32(version));
+    else kv.emplace_back(key, value);
+  }
+  std::vector<gguf::tensor_spec> specs;
+  for (const auto& t : full.tensors())
+    if (version != 1 || !v2_only(t.name)) specs.push_back(t);
+  gguf::writer out(to, {});
+  out.begin(kv, specs);
+  for (const auto& t : full.tensors())
+    if (version != 1 || !v2_only(t.name)) out.write(t.data);
+  out.commit();
+}
+
+TEST(CalibrationStats, VersionOneIsReadWithoutTheProjectedGrams) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  const auto stats = random_stats(shape, 9);
+  calibrate::write_stats(dir / "stats.gguf", stats, false);
+  rewrite_as_version(dir / "stats.gguf", dir / "v1.gguf", 1);
+  const auto back = calibrate::read_stats(dir / "v1.gguf");
+  EXPECT_EQ(back.version, 1U);
+  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
+    EXPECT_EQ(back.layers[i].head_gram, stats.layers[i].head_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_output_gram.size(), 0) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_relative_gram.size(), 0) << "layer " << i;
+    EXPECT_EQ(back.layers[i].residual_energy, 0.0) << "layer " << i;
+  }
+  rewrite_as_version(dir / "stats.gguf", dir / "v3.gguf", 3);
+  try {
+    (void)calibrate::read_stats(dir / "v3.gguf");
+    FAIL() << "an unknown version was read";
+  } catch (const gguf::format_error& e) {
+    EXPECT_NE(std::string(e.what()).find("unsupported calibration.version 3"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
