@@ -191,6 +191,16 @@ TEST(CalibrationStats, VersionOneIsReadWithoutTheProjectedGrams) {
     EXPECT_EQ(back.layers[i].head_relative_gram.size(), 0) << "layer " << i;
     EXPECT_EQ(back.layers[i].residual_energy, 0.0) << "layer " << i;
   }
+  // A layer without projected Grams (attn_output of a type that does not convert) round-trips empty.
+  auto partial = stats;
+  partial.layers[1].head_output_gram.resize(0, 0);
+  partial.layers[1].head_relative_gram.resize(0, 0);
+  calibrate::write_stats(dir / "partial.gguf", partial, false);
+  const auto partial_back = calibrate::read_stats(dir / "partial.gguf");
+  EXPECT_EQ(partial_back.layers[1].head_output_gram.size(), 0);
+  EXPECT_EQ(partial_back.layers[2].head_output_gram, stats.layers[2].head_output_gram);
+  partial.layers[2].head_relative_gram.resize(0, 0);  // one of the pair alone is refused
+  EXPECT_THROW(calibrate::write_stats(dir / "bad.gguf", partial, false), std::invalid_argument);
   rewrite_as_version(dir / "stats.gguf", dir / "v3.gguf", 3);
   try {
     (void)calibrate::read_stats(dir / "v3.gguf");

@@ -108,15 +108,20 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
     const auto& shape = f.layers[i];
     const auto layer = static_cast<std::int64_t>(i);
     if (shape.n_head > 0) {
-      if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || l.head_output_gram.rows() != shape.n_head ||
-          l.head_output_gram.cols() != shape.n_head || l.head_relative_gram.rows() != shape.n_head ||
-          l.head_relative_gram.cols() != shape.n_head || l.attn_in_sum2.size() != shape.n_head * f.head_dim) {
+      const auto square_or_empty = [&](const Eigen::MatrixXd& m) {
+        return m.size() == 0 || (m.rows() == shape.n_head && m.cols() == shape.n_head);
+      };
+      if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || !square_or_empty(l.head_output_gram) ||
+          l.head_relative_gram.size() != l.head_output_gram.size() || !square_or_empty(l.head_relative_gram) ||
+          l.attn_in_sum2.size() != shape.n_head * f.head_dim) {
         throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has attention statistics of the wrong size");
       }
       add(tensors, blk(layer, "head_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_gram));
       add(tensors, blk(layer, "head_cosine"), {shape.n_head, shape.n_head}, to_floats(l.head_cosine));
-      add(tensors, blk(layer, "head_output_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_output_gram));
-      add(tensors, blk(layer, "head_relative_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_relative_gram));
+      if (l.head_output_gram.size() > 0) {  // absent when attn_output's type does not convert to float
+        add(tensors, blk(layer, "head_output_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_output_gram));
+        add(tensors, blk(layer, "head_relative_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_relative_gram));
+      }
       add(tensors, blk(layer, "attn_in_sum2"), {l.attn_in_sum2.size()}, to_floats(l.attn_in_sum2));
     }
     if (shape.n_ff > 0) {
@@ -171,7 +176,7 @@ calibration_stats read_stats(const std::filesystem::path& path) {
       const auto sum2 = file.floats(blk(layer, "attn_in_sum2"), {heads[i] * f.head_dim});
       l.head_gram = Eigen::Map<const Eigen::MatrixXd>(gram.data(), heads[i], heads[i]);
       l.head_cosine = Eigen::Map<const Eigen::MatrixXd>(cosine.data(), heads[i], heads[i]);
-      if (version >= 2) {
+      if (version >= 2 && file.reader().find_tensor(blk(layer, "head_output_gram")) != nullptr) {
         const auto output_gram = file.floats(blk(layer, "head_output_gram"), {heads[i], heads[i]});
         l.head_output_gram = Eigen::Map<const Eigen::MatrixXd>(output_gram.data(), heads[i], heads[i]);
         const auto relative_gram = file.floats(blk(layer, "head_relative_gram"), {heads[i], heads[i]});

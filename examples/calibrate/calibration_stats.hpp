@@ -27,6 +27,8 @@
 //                                                y_h = W_o[:, head h]·x_h (output_perturbation.hpp)
 //   calib.blk.N.head_relative_gram [n_head, n_head] (v2) the same with each token's y_h(t)
 //                                                divided by ‖h(t)‖, h the residual stream entering layer N
+//                                                (both absent when attn_output's weight type does
+//                                                not convert to float: F32, F16, BF16, Q8_0 do)
 //   calib.blk.N.attn_in_sum2   [n_head·head_dim] Σ_tokens x_j² per attn_output input column
 // for each layer N with an FFN (n_ff > 0):
 //   calib.blk.N.ffn_in_sum2    [n_ff]            Σ_tokens x_j² per ffn_down input channel
@@ -67,7 +69,7 @@ struct fingerprint {
 struct layer_stats {
   Eigen::MatrixXd head_gram;      // n_head × n_head (empty: attention-free layer)
   Eigen::MatrixXd head_cosine;    // n_head × n_head
-  Eigen::MatrixXd head_output_gram;  // n_head × n_head, projected through W_o (empty: version 1 file)
+  Eigen::MatrixXd head_output_gram;  // n_head × n_head, projected through W_o (empty: version 1 file or W_o type)
   Eigen::MatrixXd head_relative_gram;  // n_head × n_head, projected and divided per token by ‖h(t)‖ (idem)
   Eigen::VectorXd attn_in_sum2;   // n_head · head_dim
   Eigen::VectorXd ffn_in_sum2;    // n_ff (empty: FFN-free layer)

@@ -48,8 +48,10 @@ class accumulators {
       layer_state s;
       if (l.n_head > 0) {
         s.redundancy.emplace(l.n_head, shape.head_dim_v);
-        s.output_redundancy.emplace(l.n_head, shape.n_embd);
-        s.relative_output_redundancy.emplace(l.n_head, shape.n_embd);
+        if (projectable(static_cast<std::int64_t>(layers_.size()))) {
+          s.output_redundancy.emplace(l.n_head, shape.n_embd);
+          s.relative_output_redundancy.emplace(l.n_head, shape.n_embd);
+        }
         s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
       }
       s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
@@ -92,8 +94,10 @@ class accumulators {
         if (static_cast<std::uint64_t>(s.redundancy->tokens()) != tokens) throw missing("the input of attn_output for every token");
         r.head_gram = s.redundancy->gram();
         r.head_cosine = s.redundancy->cosine();
-        r.head_output_gram = s.output_redundancy->gram();
-        r.head_relative_gram = s.relative_output_redundancy->gram();
+        if (s.output_redundancy) {
+          r.head_output_gram = s.output_redundancy->gram();
+          r.head_relative_gram = s.relative_output_redundancy->gram();
+        }
         r.attn_in_sum2 = s.attn_sum2;
       }
       if (l.n_ff > 0) {
@@ -192,6 +196,19 @@ class accumulators {
     return static_cast<double>(nashprune::block_influence(in, out)) * static_cast<double>(in.rows());
   }
 
+  // Whether attn_output's weights convert to float (gguf::float_matrix: F32, F16,
+  // BF16, Q8_0); other types leave the projected Grams out of the statistics.
+  bool projectable(std::int64_t layer) const {
+    try {
+      const auto& tensor = model_.tensor(gguf::layer_tensor(layer, "attn_output.weight"));
+      const gguf::float_matrix wo(tensor);
+      model_.release(tensor.data);
+      return true;
+    } catch (const std::invalid_argument&) {
+      return false;
+    }
+  }
+
   // Each head's contribution to the residual stream, y_h = W_o[:, head h] · x_h
   // (tokens × n_embd per head), fed to the accumulator of their Gram matrix
   // P_ij = Σ_tokens <y_i, y_j>: removing a set S of heads changes the attention
@@ -241,7 +258,7 @@ class accumulators {
         observe(which->layer, activation::head_outputs, x);
         s.redundancy->add_batch(x);
         add_sum2(s.attn_sum2, x);
-        add_head_contributions(which->layer, s, x);
+        if (s.output_redundancy) add_head_contributions(which->layer, s, x);
         break;
       }
       case node::ffn_inner: {

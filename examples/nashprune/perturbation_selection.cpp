@@ -18,8 +18,9 @@ namespace np = nashprune;
 Eigen::MatrixXd scaled_gram(const calibrate::calibration_stats& calibration, std::int64_t layer) {
   const auto& l = calibration.layers.at(static_cast<std::size_t>(layer));
   if (l.head_relative_gram.size() == 0) {
-    throw usage_error("--redundancy output needs the heads' projected Gram of calibration version 2; the statistics are version " +
-                      std::to_string(calibration.version) + ": run nashprune calibrate again");
+    throw usage_error("--redundancy output needs the heads' projected Gram, which layer " + std::to_string(layer) +
+                      " lacks (statistics version " + std::to_string(calibration.version) +
+                      "; version 2 records it when attn_output is F32, F16, BF16 or Q8_0): run nashprune calibrate again");
   }
   return l.head_relative_gram / static_cast<double>(std::max<std::uint64_t>(calibration.tokens, 1));
 }
