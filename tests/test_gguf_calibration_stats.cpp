@@ -5,6 +5,8 @@
 #include <calibrate/calibration_stats.hpp>
 #include <gguf/synthetic.hpp>
 
+#include <functional>
+#include <optional>
 #include <random>
 
 #include "gguf_test_files.hpp"
@@ -48,6 +50,36 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
 gguf::llama_shape synthetic_shape(const gguf_test::scratch_dir& dir, const gguf::synthetic_options& o, const std::string& name) {
   gguf::generate_synthetic(dir / name, o, {});
   return gguf::llama_shape::read(gguf::reader::open(dir / name));
+}
+
+/// Copies a stats file keeping the tensors `keep` accepts, with calibration.version
+/// replaced by `version` when given.
+void copy_stats(const std::filesystem::path& from, const std::filesystem::path& to, const std::function<bool(const std::string&)>& keep,
+                std::optional<std::uint32_t> version = std::nullopt) {
+  const auto full = gguf::reader::open(from);
+  gguf::metadata kv;
+  for (const auto& [key, value] : full.metadata()) {
+    if (version && key == "calibration.version") kv.emplace_back(key, gguf::value::u32(*version));
+    else kv.emplace_back(key, value);
+  }
+  std::vector<gguf::tensor_spec> specs;
+  for (const auto& t : full.tensors())
+    if (keep(t.name)) specs.push_back(t);
+  gguf::writer out(to, {});
+  out.begin(kv, specs);
+  for (const auto& t : full.tensors())
+    if (keep(t.name)) out.write(t.data);
+  out.commit();
+}
+
+/// Reading `path` fails with a format_error containing `fragment`.
+void expect_read_error(const std::filesystem::path& path, const std::string& fragment) {
+  try {
+    (void)calibrate::read_stats(path);
+    ADD_FAILURE() << path << " was read";
+  } catch (const gguf::format_error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
 }
 
 TEST(CalibrationStats, RoundTripIsExactForFloatValues) {
@@ -132,23 +164,8 @@ TEST(CalibrationStats, MissingTensorIsNamed) {
   const auto shape = synthetic_shape(dir, {}, "model.gguf");
   calibrate::write_stats(dir / "stats.gguf", random_stats(shape, 5), false);
   // Copy the file without its last layer's FFN statistics.
-  const auto full = gguf::reader::open(dir / "stats.gguf");
-  std::vector<gguf::tensor_spec> specs;
-  for (const auto& t : full.tensors()) {
-    if (t.name != "calib.blk.3.ffn_in_sum2") specs.push_back(t);
-  }
-  gguf::writer out(dir / "broken.gguf", {});
-  out.begin(full.metadata(), specs);
-  for (const auto& t : full.tensors()) {
-    if (t.name != "calib.blk.3.ffn_in_sum2") out.write(t.data);
-  }
-  out.commit();
-  try {
-    (void)calibrate::read_stats(dir / "broken.gguf");
-    FAIL() << "a broken file was read";
-  } catch (const gguf::format_error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing tensor calib.blk.3.ffn_in_sum2"), std::string::npos) << e.what();
-  }
+  copy_stats(dir / "stats.gguf", dir / "broken.gguf", [](const std::string& name) { return name != "calib.blk.3.ffn_in_sum2"; });
+  expect_read_error(dir / "broken.gguf", "missing tensor calib.blk.3.ffn_in_sum2");
 }
 
 }  // namespace
@@ -158,23 +175,11 @@ namespace {
 // A version-1 file (written before the projected Grams) is still read, with the
 // version-2 statistics empty; an unknown version is refused naming it.
 void rewrite_as_version(const std::filesystem::path& from, const std::filesystem::path& to, std::uint32_t version) {
-  const auto full = gguf::reader::open(from);
-  const auto v2_only = [](const std::string& name) {
-    return name.ends_with("head_output_gram") || name.ends_with("head_relative_gram") || name == "calib.residual_energy";
+  const auto v1_has = [version](const std::string& name) {
+    const bool v2_only = name.ends_with("head_output_gram") || name.ends_with("head_relative_gram") || name == "calib.residual_energy";
+    return version != 1 || !v2_only;
   };
-  gguf::metadata kv;
-  for (const auto& [key, value] : full.metadata()) {
-    if (key == "calibration.version") kv.emplace_back(key, gguf::value::u32(version));
-    else kv.emplace_back(key, value);
-  }
-  std::vector<gguf::tensor_spec> specs;
-  for (const auto& t : full.tensors())
-    if (version != 1 || !v2_only(t.name)) specs.push_back(t);
-  gguf::writer out(to, {});
-  out.begin(kv, specs);
-  for (const auto& t : full.tensors())
-    if (version != 1 || !v2_only(t.name)) out.write(t.data);
-  out.commit();
+  copy_stats(from, to, v1_has, version);
 }
 
 TEST(CalibrationStats, VersionOneIsReadWithoutTheProjectedGrams) {
@@ -202,12 +207,7 @@ TEST(CalibrationStats, VersionOneIsReadWithoutTheProjectedGrams) {
   partial.layers[2].head_relative_gram.resize(0, 0);  // one of the pair alone is refused
   EXPECT_THROW(calibrate::write_stats(dir / "bad.gguf", partial, false), std::invalid_argument);
   rewrite_as_version(dir / "stats.gguf", dir / "v3.gguf", 3);
-  try {
-    (void)calibrate::read_stats(dir / "v3.gguf");
-    FAIL() << "an unknown version was read";
-  } catch (const gguf::format_error& e) {
-    EXPECT_NE(std::string(e.what()).find("unsupported calibration.version 3"), std::string::npos) << e.what();
-  }
+  expect_read_error(dir / "v3.gguf", "unsupported calibration.version 3");
 }
 
 }  // namespace
