@@ -15,6 +15,9 @@
 #   nash (wanda importance, measured cosine redundancy); the last two with H-GSP
 #   priors from the measured block influence (temperature 1): knapsack_hgsp
 #   (wanda) and nash_hgsp; the single-score rows run with --temperature 0;
+#   nash_output (--redundancy output: one output-perturbation game over all
+#   layers, price searched for the target) and exact_output (the same energy
+#   minimised exactly: enumeration per layer, allocation by dynamic programming);
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
 #   llama-quantize --prune-layers.
 # A missing program or file, a model llama-perplexity cannot load or that gives
@@ -109,7 +112,9 @@ for target in 0.25 0.5; do
               "wanda:--score wanda --method knapsack --calibration $out/stats.gguf --temperature 0" \
               "nash:--score wanda --method nash --calibration $out/stats.gguf --temperature 0" \
               "knapsack_hgsp:--score wanda --method knapsack --calibration $out/stats.gguf --temperature 1" \
-              "nash_hgsp:--score wanda --method nash --calibration $out/stats.gguf --temperature 1"; do
+              "nash_hgsp:--score wanda --method nash --calibration $out/stats.gguf --temperature 1" \
+              "nash_output:--redundancy output --method nash --calibration $out/stats.gguf --temperature 0" \
+              "exact_output:--redundancy output --method exact --calibration $out/stats.gguf --temperature 0"; do
     name=${spec%%:*}
     # shellcheck disable=SC2086
     "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"

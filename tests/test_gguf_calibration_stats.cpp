@@ -5,6 +5,8 @@
 #include <calibrate/calibration_stats.hpp>
 #include <gguf/synthetic.hpp>
 
+#include <functional>
+#include <optional>
 #include <random>
 
 #include "gguf_test_files.hpp"
@@ -25,6 +27,10 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
     if (l.n_head > 0) {
       r.head_gram.resize(l.n_head, l.n_head);
       r.head_cosine.resize(l.n_head, l.n_head);
+      r.head_output_gram.resize(l.n_head, l.n_head);
+      r.head_relative_gram.resize(l.n_head, l.n_head);
+      fill(r.head_output_gram);
+      fill(r.head_relative_gram);
       r.attn_in_sum2.resize(l.n_head * shape.head_dim_v);
       fill(r.head_gram);
       fill(r.head_cosine);
@@ -35,6 +41,7 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
     r.attn_influence = static_cast<float>(u(rng));
     r.mlp_influence = static_cast<float>(u(rng));
     r.layer_influence = static_cast<float>(u(rng));
+    r.residual_energy = static_cast<float>(u(rng));
     s.layers.push_back(std::move(r));
   }
   return s;
@@ -43,6 +50,36 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
 gguf::llama_shape synthetic_shape(const gguf_test::scratch_dir& dir, const gguf::synthetic_options& o, const std::string& name) {
   gguf::generate_synthetic(dir / name, o, {});
   return gguf::llama_shape::read(gguf::reader::open(dir / name));
+}
+
+/// Copies a stats file keeping the tensors `keep` accepts, with calibration.version
+/// replaced by `version` when given.
+void copy_stats(const std::filesystem::path& from, const std::filesystem::path& to, const std::function<bool(const std::string&)>& keep,
+                std::optional<std::uint32_t> version = std::nullopt) {
+  const auto full = gguf::reader::open(from);
+  gguf::metadata kv;
+  for (const auto& [key, value] : full.metadata()) {
+    if (version && key == "calibration.version") kv.emplace_back(key, gguf::value::u32(*version));
+    else kv.emplace_back(key, value);
+  }
+  std::vector<gguf::tensor_spec> specs;
+  for (const auto& t : full.tensors())
+    if (keep(t.name)) specs.push_back(t);
+  gguf::writer out(to, {});
+  out.begin(kv, specs);
+  for (const auto& t : full.tensors())
+    if (keep(t.name)) out.write(t.data);
+  out.commit();
+}
+
+/// Reading `path` fails with a format_error containing `fragment`.
+void expect_read_error(const std::filesystem::path& path, const std::string& fragment) {
+  try {
+    (void)calibrate::read_stats(path);
+    ADD_FAILURE() << path << " was read";
+  } catch (const gguf::format_error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
 }
 
 TEST(CalibrationStats, RoundTripIsExactForFloatValues) {
@@ -59,6 +96,9 @@ TEST(CalibrationStats, RoundTripIsExactForFloatValues) {
   for (std::size_t i = 0; i < stats.layers.size(); ++i) {
     EXPECT_EQ(back.layers[i].head_gram, stats.layers[i].head_gram) << "layer " << i;
     EXPECT_EQ(back.layers[i].head_cosine, stats.layers[i].head_cosine) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_output_gram, stats.layers[i].head_output_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_relative_gram, stats.layers[i].head_relative_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].residual_energy, stats.layers[i].residual_energy) << "layer " << i;
     EXPECT_EQ(back.layers[i].attn_in_sum2, stats.layers[i].attn_in_sum2) << "layer " << i;
     EXPECT_EQ(back.layers[i].ffn_in_sum2, stats.layers[i].ffn_in_sum2) << "layer " << i;
     EXPECT_EQ(back.layers[i].attn_influence, stats.layers[i].attn_influence);
@@ -124,23 +164,50 @@ TEST(CalibrationStats, MissingTensorIsNamed) {
   const auto shape = synthetic_shape(dir, {}, "model.gguf");
   calibrate::write_stats(dir / "stats.gguf", random_stats(shape, 5), false);
   // Copy the file without its last layer's FFN statistics.
-  const auto full = gguf::reader::open(dir / "stats.gguf");
-  std::vector<gguf::tensor_spec> specs;
-  for (const auto& t : full.tensors()) {
-    if (t.name != "calib.blk.3.ffn_in_sum2") specs.push_back(t);
+  copy_stats(dir / "stats.gguf", dir / "broken.gguf", [](const std::string& name) { return name != "calib.blk.3.ffn_in_sum2"; });
+  expect_read_error(dir / "broken.gguf", "missing tensor calib.blk.3.ffn_in_sum2");
+}
+
+}  // namespace
+
+namespace {
+
+// A version-1 file (written before the projected Grams) is still read, with the
+// version-2 statistics empty; an unknown version is refused naming it.
+void rewrite_as_version(const std::filesystem::path& from, const std::filesystem::path& to, std::uint32_t version) {
+  const auto v1_has = [version](const std::string& name) {
+    const bool v2_only = name.ends_with("head_output_gram") || name.ends_with("head_relative_gram") || name == "calib.residual_energy";
+    return version != 1 || !v2_only;
+  };
+  copy_stats(from, to, v1_has, version);
+}
+
+TEST(CalibrationStats, VersionOneIsReadWithoutTheProjectedGrams) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  const auto stats = random_stats(shape, 9);
+  calibrate::write_stats(dir / "stats.gguf", stats, false);
+  rewrite_as_version(dir / "stats.gguf", dir / "v1.gguf", 1);
+  const auto back = calibrate::read_stats(dir / "v1.gguf");
+  EXPECT_EQ(back.version, 1U);
+  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
+    EXPECT_EQ(back.layers[i].head_gram, stats.layers[i].head_gram) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_output_gram.size(), 0) << "layer " << i;
+    EXPECT_EQ(back.layers[i].head_relative_gram.size(), 0) << "layer " << i;
+    EXPECT_EQ(back.layers[i].residual_energy, 0.0) << "layer " << i;
   }
-  gguf::writer out(dir / "broken.gguf", {});
-  out.begin(full.metadata(), specs);
-  for (const auto& t : full.tensors()) {
-    if (t.name != "calib.blk.3.ffn_in_sum2") out.write(t.data);
-  }
-  out.commit();
-  try {
-    (void)calibrate::read_stats(dir / "broken.gguf");
-    FAIL() << "a broken file was read";
-  } catch (const gguf::format_error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing tensor calib.blk.3.ffn_in_sum2"), std::string::npos) << e.what();
-  }
+  // A layer without projected Grams (attn_output of a type that does not convert) round-trips empty.
+  auto partial = stats;
+  partial.layers[1].head_output_gram.resize(0, 0);
+  partial.layers[1].head_relative_gram.resize(0, 0);
+  calibrate::write_stats(dir / "partial.gguf", partial, false);
+  const auto partial_back = calibrate::read_stats(dir / "partial.gguf");
+  EXPECT_EQ(partial_back.layers[1].head_output_gram.size(), 0);
+  EXPECT_EQ(partial_back.layers[2].head_output_gram, stats.layers[2].head_output_gram);
+  partial.layers[2].head_relative_gram.resize(0, 0);  // one of the pair alone is refused
+  EXPECT_THROW(calibrate::write_stats(dir / "bad.gguf", partial, false), std::invalid_argument);
+  rewrite_as_version(dir / "stats.gguf", dir / "v3.gguf", 3);
+  expect_read_error(dir / "v3.gguf", "unsupported calibration.version 3");
 }
 
 }  // namespace

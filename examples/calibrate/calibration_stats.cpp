@@ -9,6 +9,7 @@ namespace {
 
 std::string blk(std::int64_t layer, std::string_view what) { return "calib.blk." + std::to_string(layer) + "." + std::string(what); }
 constexpr std::string_view influence_tensor = "calib.block_influence";
+constexpr std::string_view residual_tensor = "calib.residual_energy";
 
 std::vector<float> to_floats(const Eigen::MatrixXd& m) {
   std::vector<float> out(static_cast<std::size_t>(m.size()));
@@ -101,16 +102,26 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
 
   std::vector<pending_tensor> tensors;
   std::vector<float> influence;
+  std::vector<float> residual;
   for (std::size_t i = 0; i < stats.layers.size(); ++i) {
     const auto& l = stats.layers[i];
     const auto& shape = f.layers[i];
     const auto layer = static_cast<std::int64_t>(i);
     if (shape.n_head > 0) {
-      if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || l.attn_in_sum2.size() != shape.n_head * f.head_dim) {
+      const auto square_or_empty = [&](const Eigen::MatrixXd& m) {
+        return m.size() == 0 || (m.rows() == shape.n_head && m.cols() == shape.n_head);
+      };
+      if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || !square_or_empty(l.head_output_gram) ||
+          l.head_relative_gram.size() != l.head_output_gram.size() || !square_or_empty(l.head_relative_gram) ||
+          l.attn_in_sum2.size() != shape.n_head * f.head_dim) {
         throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has attention statistics of the wrong size");
       }
       add(tensors, blk(layer, "head_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_gram));
       add(tensors, blk(layer, "head_cosine"), {shape.n_head, shape.n_head}, to_floats(l.head_cosine));
+      if (l.head_output_gram.size() > 0) {  // absent when attn_output's type does not convert to float
+        add(tensors, blk(layer, "head_output_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_output_gram));
+        add(tensors, blk(layer, "head_relative_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_relative_gram));
+      }
       add(tensors, blk(layer, "attn_in_sum2"), {l.attn_in_sum2.size()}, to_floats(l.attn_in_sum2));
     }
     if (shape.n_ff > 0) {
@@ -118,8 +129,10 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
       add(tensors, blk(layer, "ffn_in_sum2"), {shape.n_ff}, to_floats(l.ffn_in_sum2));
     }
     influence.insert(influence.end(), {static_cast<float>(l.attn_influence), static_cast<float>(l.mlp_influence), static_cast<float>(l.layer_influence)});
+    residual.push_back(static_cast<float>(l.residual_energy));
   }
   add(tensors, std::string(influence_tensor), {3, static_cast<std::int64_t>(stats.layers.size())}, std::move(influence));
+  add(tensors, std::string(residual_tensor), {static_cast<std::int64_t>(stats.layers.size())}, std::move(residual));
 
   std::vector<gguf::tensor_spec> specs;
   for (const auto& t : tensors) specs.push_back(t.spec);
@@ -132,8 +145,12 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
 calibration_stats read_stats(const std::filesystem::path& path) {
   const stats_file file(path);
   if (file.text("general.type") != stats_type) file.fail("not a calibration stats file (general.type is not \"nashprune.calibration\"); write one with nashprune calibrate");
-  if (file.integer("calibration.version") != stats_version) file.fail("unsupported calibration.version");
+  const auto version = file.integer("calibration.version");
+  if (version != 1 && version != stats_version) {
+    file.fail("unsupported calibration.version " + std::to_string(version) + " (this nashprune reads 1 and " + std::to_string(stats_version) + ")");
+  }
   calibration_stats s;
+  s.version = static_cast<std::uint32_t>(version);
   auto& f = s.model;
   f.architecture = file.text("calibration.architecture");
   const std::int64_t n_layer = file.integer("calibration.block_count");
@@ -148,6 +165,7 @@ calibration_stats read_stats(const std::filesystem::path& path) {
   s.context = static_cast<std::uint32_t>(file.integer("calibration.context"));
   s.text = file.text("calibration.text");
   const auto influence = file.floats(std::string(influence_tensor), {3, n_layer});
+  const auto residual = version >= 2 ? file.floats(std::string(residual_tensor), {n_layer}) : std::vector<double>(n, 0.0);
   for (std::size_t i = 0; i < n; ++i) {
     f.layers.push_back({heads[i], kv_heads[i], ffn[i]});
     layer_stats l;
@@ -158,6 +176,12 @@ calibration_stats read_stats(const std::filesystem::path& path) {
       const auto sum2 = file.floats(blk(layer, "attn_in_sum2"), {heads[i] * f.head_dim});
       l.head_gram = Eigen::Map<const Eigen::MatrixXd>(gram.data(), heads[i], heads[i]);
       l.head_cosine = Eigen::Map<const Eigen::MatrixXd>(cosine.data(), heads[i], heads[i]);
+      if (version >= 2 && file.reader().find_tensor(blk(layer, "head_output_gram")) != nullptr) {
+        const auto output_gram = file.floats(blk(layer, "head_output_gram"), {heads[i], heads[i]});
+        l.head_output_gram = Eigen::Map<const Eigen::MatrixXd>(output_gram.data(), heads[i], heads[i]);
+        const auto relative_gram = file.floats(blk(layer, "head_relative_gram"), {heads[i], heads[i]});
+        l.head_relative_gram = Eigen::Map<const Eigen::MatrixXd>(relative_gram.data(), heads[i], heads[i]);
+      }
       l.attn_in_sum2 = Eigen::Map<const Eigen::VectorXd>(sum2.data(), static_cast<Eigen::Index>(sum2.size()));
     }
     if (ffn[i] > 0) {
@@ -167,6 +191,7 @@ calibration_stats read_stats(const std::filesystem::path& path) {
     l.attn_influence = influence[3 * i];
     l.mlp_influence = influence[3 * i + 1];
     l.layer_influence = influence[3 * i + 2];
+    l.residual_energy = residual[i];
     s.layers.push_back(std::move(l));
   }
   return s;

@@ -3,7 +3,8 @@
 //
 // File format: a GGUF v3 file (written by gguf::writer, so it appears atomically)
 // with general.type = "nashprune.calibration" and these keys:
-//   calibration.version              UINT32  format version (1)
+//   calibration.version              UINT32  format version (2; version 1 files, which lack
+//                                            head_output_gram and residual_energy, are still read)
 //   calibration.architecture         STRING  the model's general.architecture
 //   calibration.block_count          UINT32  n_layer of the model
 //   calibration.embedding_length     UINT32  n_embd
@@ -21,6 +22,13 @@
 //   calib.blk.N.head_gram      [n_head, n_head]  G_ij = Σ_tokens <x_i, x_j> of the heads'
 //                                                outputs before attn_output (head_redundancy::gram)
 //   calib.blk.N.head_cosine    [n_head, n_head]  head_redundancy::cosine()
+//   calib.blk.N.head_output_gram [n_head, n_head] (v2) P_ij = Σ_tokens <y_i, y_j> of the heads'
+//                                                contributions to the residual stream,
+//                                                y_h = W_o[:, head h]·x_h (output_perturbation.hpp)
+//   calib.blk.N.head_relative_gram [n_head, n_head] (v2) the same with each token's y_h(t)
+//                                                divided by ‖h(t)‖, h the residual stream entering layer N
+//                                                (both absent when attn_output's weight type does
+//                                                not convert to float: F32, F16, BF16, Q8_0 do)
 //   calib.blk.N.attn_in_sum2   [n_head·head_dim] Σ_tokens x_j² per attn_output input column
 // for each layer N with an FFN (n_ff > 0):
 //   calib.blk.N.ffn_in_sum2    [n_ff]            Σ_tokens x_j² per ffn_down input channel
@@ -28,6 +36,8 @@
 //   calib.block_influence      [3, n_layer]      row N: mean over tokens of 1 − cos(in, out)
 //                                                of layer N's attention block, MLP block and
 //                                                whole layer (depth_pruning.hpp block_influence)
+//   calib.residual_energy      [n_layer]         (v2) Σ_tokens ‖h‖² of the residual stream entering
+//                                                layer N (the input of attn_norm)
 #pragma once
 
 #include <Eigen/Core>
@@ -42,7 +52,7 @@
 
 namespace calibrate {
 
-inline constexpr std::uint32_t stats_version = 1;
+inline constexpr std::uint32_t stats_version = 2;
 inline constexpr std::string_view stats_type = "nashprune.calibration";
 
 /// The model shape the statistics were measured on.
@@ -59,11 +69,14 @@ struct fingerprint {
 struct layer_stats {
   Eigen::MatrixXd head_gram;      // n_head × n_head (empty: attention-free layer)
   Eigen::MatrixXd head_cosine;    // n_head × n_head
+  Eigen::MatrixXd head_output_gram;  // n_head × n_head, projected through W_o (empty: version 1 file or W_o type)
+  Eigen::MatrixXd head_relative_gram;  // n_head × n_head, projected and divided per token by ‖h(t)‖ (idem)
   Eigen::VectorXd attn_in_sum2;   // n_head · head_dim
   Eigen::VectorXd ffn_in_sum2;    // n_ff (empty: FFN-free layer)
   double attn_influence = 0;      // 1 − cos over the attention block
   double mlp_influence = 0;       // 1 − cos over the MLP block
   double layer_influence = 0;     // 1 − cos over the whole layer
+  double residual_energy = 0;     // Σ_tokens ‖layer input‖² (0: version 1 file)
 
   /// Σ_tokens ‖x_h‖² of each head's output (the Gram diagonal).
   [[nodiscard]] Eigen::VectorXd head_energy() const { return head_gram.diagonal(); }
@@ -75,6 +88,7 @@ struct calibration_stats {
   std::uint32_t context = 0;
   std::string text;
   std::vector<layer_stats> layers;
+  std::uint32_t version = stats_version;  // of the file read (read_stats)
 };
 
 /// Writes `stats` to `path` atomically (refusing an existing file unless force).

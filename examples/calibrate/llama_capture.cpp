@@ -4,6 +4,8 @@
 #include <nashprune/depth_pruning.hpp>
 #include <nashprune/head_redundancy.hpp>
 
+#include "gguf/tensor_floats.hpp"
+
 #include <ggml-backend.h>
 #include <ggml.h>
 #include <llama.h>
@@ -40,11 +42,16 @@ std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view
 
 class accumulators {
  public:
-  accumulators(const gguf::llama_shape& shape, const capture_options& options) : shape_(shape), options_(options) {
+  accumulators(const gguf::reader& model, const gguf::llama_shape& shape, const capture_options& options)
+      : model_(model), shape_(shape), options_(options) {
     for (const auto& l : shape.layers) {
       layer_state s;
       if (l.n_head > 0) {
         s.redundancy.emplace(l.n_head, shape.head_dim_v);
+        if (projectable(static_cast<std::int64_t>(layers_.size()))) {
+          s.output_redundancy.emplace(l.n_head, shape.n_embd);
+          s.relative_output_redundancy.emplace(l.n_head, shape.n_embd);
+        }
         s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
       }
       s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
@@ -87,6 +94,10 @@ class accumulators {
         if (static_cast<std::uint64_t>(s.redundancy->tokens()) != tokens) throw missing("the input of attn_output for every token");
         r.head_gram = s.redundancy->gram();
         r.head_cosine = s.redundancy->cosine();
+        if (s.output_redundancy) {
+          r.head_output_gram = s.output_redundancy->gram();
+          r.head_relative_gram = s.relative_output_redundancy->gram();
+        }
         r.attn_in_sum2 = s.attn_sum2;
       }
       if (l.n_ff > 0) {
@@ -98,6 +109,7 @@ class accumulators {
       r.attn_influence = s.attn_influence / n;
       r.mlp_influence = s.mlp_influence / n;
       r.layer_influence = s.layer_influence / n;
+      r.residual_energy = s.residual_energy;
       out.layers.push_back(std::move(r));
     }
     return out;
@@ -106,6 +118,9 @@ class accumulators {
  private:
   struct layer_state {
     std::optional<nashprune::head_redundancy<float>> redundancy;
+    std::optional<nashprune::head_redundancy<float>> output_redundancy;  // of y_h = W_o,h x_h (width n_embd)
+    std::optional<nashprune::head_redundancy<float>> relative_output_redundancy;  // of y_h(t) / ‖h(t)‖
+    double residual_energy = 0;                                          // Σ_tokens ‖layer input‖²
     Eigen::VectorXd attn_sum2;
     Eigen::VectorXd ffn_sum2;
     std::uint64_t ffn_tokens = 0;
@@ -118,6 +133,7 @@ class accumulators {
     std::int64_t layer;
   };
 
+  const gguf::reader& model_;
   const gguf::llama_shape& shape_;
   const capture_options& options_;
   std::vector<layer_state> layers_;
@@ -126,6 +142,7 @@ class accumulators {
   row_major_block layer_in_, attn_out_;
   std::int64_t layer_in_of_ = -1, attn_out_of_ = -1;
   std::vector<float> scratch_;
+  row_major_block projected_;  // one token slice of the heads' contributions y_h, tokens × n_head·n_embd
 
   std::optional<target> wanted(const ggml_tensor* t) const {
     const std::string_view name = ggml_get_name(t);
@@ -179,6 +196,57 @@ class accumulators {
     return static_cast<double>(nashprune::block_influence(in, out)) * static_cast<double>(in.rows());
   }
 
+  // Whether attn_output's weights convert to float (gguf::float_matrix: F32, F16,
+  // BF16, Q8_0); other types leave the projected Grams out of the statistics.
+  bool projectable(std::int64_t layer) const {
+    try {
+      const auto& tensor = model_.tensor(gguf::layer_tensor(layer, "attn_output.weight"));
+      const gguf::float_matrix wo(tensor);
+      model_.release(tensor.data);
+      return true;
+    } catch (const std::invalid_argument&) {
+      return false;
+    }
+  }
+
+  // Each head's contribution to the residual stream, y_h = W_o[:, head h] · x_h
+  // (tokens × n_embd per head), fed to the accumulator of their Gram matrix
+  // P_ij = Σ_tokens <y_i, y_j>: removing a set S of heads changes the attention
+  // output by Σ_{i∈S} y_i, of energy 1_Sᵀ P 1_S. W_o is read (dequantised) once per
+  // chunk; the projection runs in slices of tokens to bound memory by the slice.
+  // The relative Gram divides each token's y_h(t) by the norm of the residual
+  // stream h(t) entering the layer (the next RMSNorm sees the change relative to it).
+  void add_head_contributions(std::int64_t layer, layer_state& s, const activation_view& x) {
+    auto& acc = *s.output_redundancy;
+    if (layer_in_of_ != layer || layer_in_.rows() != x.rows()) {
+      throw std::runtime_error("layer " + std::to_string(layer) + ": attn_output's input seen before the layer's input");
+    }
+    const auto& tensor = model_.tensor(gguf::layer_tensor(layer, "attn_output.weight"));
+    const gguf::float_matrix wo(tensor);
+    const auto w = wo.map();  // n_embd × n_head·head_dim
+    const Eigen::Index n_head = acc.n_head();
+    const Eigen::Index dv = shape_.head_dim_v;
+    if (w.rows() != shape_.n_embd || w.cols() != n_head * dv || x.cols() != w.cols()) {
+      throw std::runtime_error("attn_output of layer " + std::to_string(layer) + " does not match the captured head outputs");
+    }
+    constexpr Eigen::Index slice = 64;
+    for (Eigen::Index first = 0; first < x.rows(); first += slice) {
+      const Eigen::Index rows = std::min(slice, x.rows() - first);
+      projected_.resize(rows, n_head * w.rows());
+      for (Eigen::Index h = 0; h < n_head; ++h) {
+        projected_.middleCols(h * w.rows(), w.rows()).noalias() =
+            x.block(first, h * dv, rows, dv) * w.middleCols(h * dv, dv).transpose();
+      }
+      acc.add_batch(projected_);
+      for (Eigen::Index t = 0; t < rows; ++t) {
+        const float norm = layer_in_.row(first + t).norm();
+        projected_.row(t) /= norm > 0 ? norm : 1.0F;
+      }
+      s.relative_output_redundancy->add_batch(projected_);
+    }
+    model_.release(tensor.data);
+  }
+
   void take(const ggml_tensor* t) {
     const auto which = wanted(t);
     if (!which) return;
@@ -190,6 +258,7 @@ class accumulators {
         observe(which->layer, activation::head_outputs, x);
         s.redundancy->add_batch(x);
         add_sum2(s.attn_sum2, x);
+        if (s.output_redundancy) add_head_contributions(which->layer, s, x);
         break;
       }
       case node::ffn_inner: {
@@ -203,6 +272,7 @@ class accumulators {
       case node::attn_norm: {
         const auto x = view(norm_input(t));
         observe(which->layer, activation::layer_in, x);
+        s.residual_energy += x.cast<double>().squaredNorm();
         layer_in_ = x;
         layer_in_of_ = which->layer;
         break;
@@ -266,10 +336,9 @@ calibration_stats run_calibration(const capture_options& o) {
     throw std::invalid_argument("--tokens " + std::to_string(o.max_tokens) + " is less than one context (--ctx " + std::to_string(o.context) + ")");
   }
   // The shape (and the architecture check) come from our own reader, before llama.cpp runs.
-  const auto shape = [&] {
-    const auto file = gguf::reader::open(o.model);
-    return gguf::llama_shape::read(file);
-  }();
+  // The reader also serves attn_output weights to project the heads' outputs.
+  const auto file = gguf::reader::open(o.model);
+  const auto shape = gguf::llama_shape::read(file);
   const std::string text = read_text(o.text);
 
   llama_log_set(quiet_log, nullptr);
@@ -293,7 +362,7 @@ calibration_stats run_calibration(const capture_options& o) {
   if (o.max_tokens > 0) chunks = std::min(chunks, o.max_tokens / o.context);
   const auto total = static_cast<std::uint64_t>(chunks * o.context);
 
-  accumulators acc(shape, o);
+  accumulators acc(file, shape, o);
   auto cparams = llama_context_default_params();
   cparams.n_ctx = static_cast<std::uint32_t>(o.context);
   cparams.n_batch = static_cast<std::uint32_t>(o.context);

@@ -128,6 +128,10 @@ prune_outcome prune_file(const prune_args& a) {
   std::cout << "model:  " << a.model << '\n';
   nashprune_tool::print_shape(std::cout, shape);
   if (chosen.lambda) print_lambda(*chosen.lambda);
+  if (const auto& p = chosen.perturbation) {
+    std::cout << "output perturbation (" << p->method << "): price " << p->price << ", requested " << p->requested << " heads, plans remove "
+              << p->removed << ", energy " << p->energy << " (relative to the residual stream)\n";
+  }
   std::cout << "plan:\n";
   nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
   if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads);
@@ -241,7 +245,11 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
       app.add_option("--calibration", a->calibration,
                      "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash");
-      app.add_option("--method", s.method, "nash | knapsack | both")->capture_default_str();
+      app.add_option("--method", s.method, "nash | knapsack | both | exact (exact: with --redundancy output)")->capture_default_str();
+      app.add_option("--redundancy", s.redundancy,
+                     "cosine: per-layer game on the heads' cosine; output: one game over all layers on the energy of the "
+                     "change removing heads makes to the attention output (needs --calibration v2, --unit heads)")
+          ->capture_default_str();
       app.add_option("--lambda", a->lambda_text,
                      "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
           ->capture_default_str();

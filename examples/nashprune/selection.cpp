@@ -19,6 +19,8 @@
 // by the unfrozen layers is searched (lambda_calibration.hpp) so that the games'
 // equilibria prune the target's count of heads, and each layer's keep plan is the
 // GQA-consistent decision on its participation (nash_decisions.hpp).
+// With --redundancy output (--unit heads) steps 2-3 are replaced by the
+// output-perturbation selection over all unfrozen layers (perturbation_selection.hpp).
 #include "selection.hpp"
 
 #include <gguf/tensor_floats.hpp>
@@ -205,7 +207,7 @@ class planner {
     for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
       auto s = score_layer(model, shape, i, im, o);
       const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
-      if (o.method != "knapsack" && heads_wanted && s.heads.size() > 1) {
+      if (o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && s.heads.size() > 1) {
         Eigen::MatrixXd cosine;
         if (im.calibration != nullptr) {
           cosine = im.calibration->layers[static_cast<std::size_t>(i)].head_cosine;
@@ -228,6 +230,7 @@ class planner {
 
   selection run() {
     if (o_.lambda_auto) return run_lambda_auto();
+    if (o_.redundancy == "output") return run_output_perturbation();
     build_items();
     if (items_.empty()) throw usage_error("nothing to prune: --structures offers no removable structure in unfrozen layers");
     const std::int64_t total = o_.unit_heads ? total_heads() : gguf::totals(model_.tensors()).parameters;
@@ -314,6 +317,28 @@ class planner {
     }
     record_heads(out);
     out.lambda = report;
+    return out;
+  }
+
+  // --redundancy output: the unfrozen layers with two or more heads, cut as one.
+  selection run_output_perturbation() {
+    std::vector<perturbation_scope> scope;
+    for (std::int64_t i = 0; i < shape_.n_layer(); ++i) {
+      if (!frozen(i) && shape_.layers[static_cast<std::size_t>(i)].n_head > 1) scope.push_back({i, geometry_of(shape_, i), granularity(i)});
+    }
+    const auto requested = np::budget_from_fraction(o_.target, total_heads());
+    auto choice = choose_by_output_perturbation(*calibration_, scope, requested, o_.method, {o_.threshold, o_.min_heads, o_.max_prune});
+    selection out;
+    out.plan = gguf::keep_all(shape_);
+    for (std::size_t k = 0; k < scope.size(); ++k) {
+      const auto i = static_cast<std::size_t>(scope[k].layer);
+      out.plan.layers[i].heads = choice.plans[k];
+      auto& s = scores_[i];
+      s.participation = choice.participation[k];
+      s.redundancy_sum = choice.scaled_gram[k].rowwise().sum() - choice.scaled_gram[k].diagonal();
+    }
+    record_heads(out);
+    out.perturbation = choice.report;
     return out;
   }
 
@@ -484,8 +509,22 @@ void check_options(const selection_options& o, bool have_activations, bool have_
     throw usage_error("--score " + o.score +
                       " reads activations: pass --calibration FILE (nashprune calibrate) or --imatrix FILE (llama-imatrix)");
   }
-  if (o.method != "nash" && o.method != "knapsack" && o.method != "both") {
-    throw usage_error("--method must be nash, knapsack or both, got '" + o.method + "'");
+  if (o.method != "nash" && o.method != "knapsack" && o.method != "both" && o.method != "exact") {
+    throw usage_error("--method must be nash, knapsack, both or exact, got '" + o.method + "'");
+  }
+  if (o.redundancy != "cosine" && o.redundancy != "output") {
+    throw usage_error("--redundancy must be cosine or output, got '" + o.redundancy + "'");
+  }
+  if (o.method == "exact" && o.redundancy != "output") throw usage_error("--method exact needs --redundancy output");
+  if (o.redundancy == "output") {
+    if (!have_calibration) throw usage_error("--redundancy output reads the heads' measured outputs: pass --calibration FILE (nashprune calibrate)");
+    if (!o.unit_heads || (o.method != "nash" && o.method != "exact")) {
+      throw usage_error("--redundancy output needs --unit heads and --method nash or exact");
+    }
+    if (o.lambda_auto) throw usage_error("--redundancy output searches its own price for the target: drop --lambda auto");
+    for (const auto& s : o.structures) {
+      if (s != "heads" && s != "groups") throw usage_error("--redundancy output prunes heads or groups only; drop '" + s + "' from --structures");
+    }
   }
   if (!(o.lambda > 0.0)) throw usage_error("--lambda must be positive");
   if (o.lambda_auto) {

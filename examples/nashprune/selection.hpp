@@ -7,6 +7,8 @@
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
 
+#include "perturbation_selection.hpp"
+
 #include <optional>
 #include <set>
 #include <string>
@@ -18,7 +20,10 @@ struct selection_options {
   bool unit_heads = false;
   std::set<std::string> structures{"heads"};  // heads, groups, mlp, attn-blocks, mlp-blocks, layers
   std::string score = "magnitude";            // magnitude | wanda | activation
-  std::string method = "nash";                // nash | knapsack | both
+  std::string method = "nash";                // nash | knapsack | both | exact (exact: --redundancy output only)
+  // cosine: the seed's game per layer (importance --score, cosine redundancy);
+  // output: heads' output-perturbation game over all layers (perturbation_selection.hpp).
+  std::string redundancy = "cosine";
   // The seed's options (nash-head-pruning-llama-cpp.md §3.1, §7.2).
   double lambda = 0.5;       // with lambda_auto: where the search starts
   bool lambda_auto = false;  // --lambda auto: one λ over all layers pruning the --unit heads target
@@ -59,6 +64,7 @@ struct selection {
   gguf::prune_plan plan;
   std::vector<head_stat> heads;
   std::optional<lambda_report> lambda;  // set with --lambda auto
+  std::optional<perturbation_report> perturbation;  // set with --redundancy output
 };
 
 /// Throws usage_error for unknown structures, scores or methods, a target out of

@@ -7,6 +7,7 @@
 #include <calibrate/calibration_stats.hpp>
 #include <calibrate/llama_capture.hpp>
 #include <gguf/synthetic.hpp>
+#include <gguf/tensor_floats.hpp>
 
 #include <sys/wait.h>
 
@@ -68,12 +69,13 @@ TEST_F(calibration_fixture, PlantedDuplicateHeadsHaveCosineOne) {
 
 TEST_F(calibration_fixture, StatisticsEqualADirectComputationOnTheCapturedTensors) {
   struct direct {
-    Eigen::MatrixXd gram;
+    Eigen::MatrixXd gram, output_gram, relative_gram;
     Eigen::VectorXd attn_sum2, ffn_sum2;
-    double attn_bi = 0, mlp_bi = 0, layer_bi = 0;
+    double attn_bi = 0, mlp_bi = 0, layer_bi = 0, residual = 0;
     std::vector<std::vector<double>> layer_in, attn_out;  // rows of the current chunk
   };
-  const auto shape = gguf::llama_shape::read(gguf::reader::open(model));
+  const auto file = gguf::reader::open(model);
+  const auto shape = gguf::llama_shape::read(file);
   std::map<std::int64_t, direct> ref;
   auto one_minus_cos = [](const std::vector<double>& a, const std::vector<double>& b) {
     double ab = 0, aa = 0, bb = 0;
@@ -89,7 +91,28 @@ TEST_F(calibration_fixture, StatisticsEqualADirectComputationOnTheCapturedTensor
     switch (kind) {
       case calibrate::activation::head_outputs: {
         const auto n = x.cols() / hd;
-        if (r.gram.size() == 0) r.gram = Eigen::MatrixXd::Zero(n, n), r.attn_sum2 = Eigen::VectorXd::Zero(x.cols());
+        if (r.gram.size() == 0) {
+          r.gram = r.output_gram = r.relative_gram = Eigen::MatrixXd::Zero(n, n);
+          r.attn_sum2 = Eigen::VectorXd::Zero(x.cols());
+        }
+        // y_h = W_o[:, head h] x_h, then P_ij = Σ <y_i, y_j>, all in plain loops.
+        const gguf::float_matrix wo(file.tensor(gguf::layer_tensor(layer, "attn_output.weight")));
+        const auto w = wo.map();
+        for (std::size_t t = 0; t < rows.size(); ++t) {
+          const auto& row = rows[t];
+          double h2 = 0;  // ‖h(t)‖² of the layer input, seen just before
+          for (double v : r.layer_in[t]) h2 += v * v;
+          std::vector<std::vector<double>> y(static_cast<std::size_t>(n), std::vector<double>(static_cast<std::size_t>(w.rows()), 0.0));
+          for (Eigen::Index h = 0; h < n; ++h)
+            for (Eigen::Index e = 0; e < w.rows(); ++e)
+              for (Eigen::Index k = 0; k < hd; ++k) y[h][e] += double{w(e, h * hd + k)} * row[h * hd + k];
+          for (Eigen::Index i = 0; i < n; ++i)
+            for (Eigen::Index j = 0; j < n; ++j)
+              for (Eigen::Index e = 0; e < w.rows(); ++e) {
+                r.output_gram(i, j) += y[i][e] * y[j][e];
+                r.relative_gram(i, j) += y[i][e] * y[j][e] / h2;
+              }
+        }
         for (const auto& row : rows) {
           for (Eigen::Index i = 0; i < n; ++i)
             for (Eigen::Index j = 0; j < n; ++j)
@@ -102,7 +125,10 @@ TEST_F(calibration_fixture, StatisticsEqualADirectComputationOnTheCapturedTensor
         if (r.ffn_sum2.size() == 0) r.ffn_sum2 = Eigen::VectorXd::Zero(x.cols());
         for (const auto& row : rows) for (Eigen::Index c = 0; c < x.cols(); ++c) r.ffn_sum2(c) += row[c] * row[c];
         break;
-      case calibrate::activation::layer_in: r.layer_in = rows; break;
+      case calibrate::activation::layer_in:
+        r.layer_in = rows;
+        for (const auto& row : rows) for (double v : row) r.residual += v * v;
+        break;
       case calibrate::activation::attn_block_out:
         r.attn_out = rows;
         for (std::size_t t = 0; t < rows.size(); ++t) r.attn_bi += one_minus_cos(r.layer_in[t], rows[t]);
@@ -122,6 +148,11 @@ TEST_F(calibration_fixture, StatisticsEqualADirectComputationOnTheCapturedTensor
     const auto& s = stats.layers[l];
     const auto& r = ref[static_cast<std::int64_t>(l)];
     EXPECT_LE((s.head_gram - r.gram).cwiseAbs().maxCoeff(), 1e-6 * (1 + r.gram.cwiseAbs().maxCoeff())) << "layer " << l;
+    // The projection runs in float: a relative tolerance of a float sum.
+    EXPECT_LE((s.head_output_gram - r.output_gram).cwiseAbs().maxCoeff(), 1e-5 * (1 + r.output_gram.cwiseAbs().maxCoeff())) << "layer " << l;
+    EXPECT_LE((s.head_relative_gram - r.relative_gram).cwiseAbs().maxCoeff(), 1e-5 * (1 + r.relative_gram.cwiseAbs().maxCoeff())) << "layer " << l;
+    EXPECT_NEAR(s.residual_energy, r.residual, 1e-9 * r.residual) << "layer " << l;
+    EXPECT_GT(s.residual_energy, 0.0);
     EXPECT_LE((s.attn_in_sum2 - r.attn_sum2).cwiseAbs().maxCoeff(), 1e-9 * (1 + r.attn_sum2.maxCoeff())) << "layer " << l;
     EXPECT_LE((s.ffn_in_sum2 - r.ffn_sum2).cwiseAbs().maxCoeff(), 1e-9 * (1 + r.ffn_sum2.maxCoeff())) << "layer " << l;
     EXPECT_NEAR(s.attn_influence, r.attn_bi / n, 1e-5) << "layer " << l;
@@ -225,6 +256,46 @@ TEST_F(real_calibration, PrunePriorsFromBlockInfluenceChangeThePlan) {
   EXPECT_NE(without_priors, with_priors);
   const std::string no_stats = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" +
                                (dir / "out.gguf").string() + "' --temperature 2 --dry-run 2> /dev/null";
+  const int status = std::system(no_stats.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+}
+
+}  // namespace
+
+namespace {
+
+// --redundancy output: the price-searched game and the exact optimum remove the same
+// number of heads within the budget, the game's plan costs no less energy than the
+// exact one (printed by prune), and it is refused without calibration (exit 2).
+TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
+  gguf_test::scratch_dir dir;
+  calibrate::write_stats(dir / "stats.gguf", calibrate::run_calibration(options(2048)), false);
+  const auto run = [&](const char* method, const char* target) {
+    const auto log = dir / (std::string(method) + target + ".log");
+    const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' --dry-run --unit heads --target " +
+                                target + " --redundancy output --method " + method + " --calibration '" +
+                                (dir / "stats.gguf").string() + "' > '" + log.string() + "'";
+    EXPECT_EQ(std::system(command.c_str()), 0) << command;
+    std::ifstream in(log);
+    std::string text(std::istreambuf_iterator<char>(in), {});
+    const auto at = text.find("output perturbation (" + std::string(method) + ")");
+    EXPECT_NE(at, std::string::npos) << text;
+    // "... plans remove N, energy E (relative ..."
+    const auto removed_at = text.find("plans remove ", at);
+    const auto energy_at = text.find("energy ", at);
+    return std::pair{std::stoll(text.substr(removed_at + 13)), std::stod(text.substr(energy_at + 7))};
+  };
+  for (const char* target : {"0.25", "0.5"}) {
+    const auto [nash_removed, nash_energy] = run("nash", target);
+    const auto [exact_removed, exact_energy] = run("exact", target);
+    EXPECT_EQ(nash_removed, exact_removed) << target;
+    EXPECT_LE(nash_removed, std::stod(target) * 40) << target;  // stories260K: 40 heads
+    EXPECT_GT(exact_removed, 0) << target;
+    EXPECT_GE(nash_energy, exact_energy * (1 - 1e-6)) << target;
+  }
+  const std::string no_stats = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() +
+                               "' --dry-run --unit heads --redundancy output 2> /dev/null";
   const int status = std::system(no_stats.c_str());
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 2);
