@@ -105,6 +105,11 @@ row() {  # removed, method, perplexity (a command substitution's failure does no
   echo "| $1 | $2 | $3 | $(python3 -c "print(f'{float(\"${3%% *}\")/$base:.3f}')") |" >> "$out/table.md"
 }
 
+heads_in() {  # MODEL -> total query heads over its layers (nashprune inspect's layer table)
+  "$tool" inspect "$1" | awk '$1 ~ /^[0-9]+$/ && NF == 6 {sum += $2} END {print sum + 0}'
+}
+all_heads=$(heads_in "$model")
+
 for target in 0.25 0.5; do
   label="$(python3 -c "print(int($target*100))") % heads"
   for spec in "magnitude:--score magnitude --method knapsack" \
@@ -118,7 +123,9 @@ for target in 0.25 0.5; do
     name=${spec%%:*}
     # shellcheck disable=SC2086
     "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"
-    row "$label" "$name" "$(ppl "$out/${name}_$target.gguf")"
+    # The method cell names how many heads went: the counts differ when a budget
+    # cannot be met exactly (GQA steps), and a comparison is only fair at equal counts.
+    row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
   done
   values=()
   for seed in $(seq "$seeds"); do
@@ -127,14 +134,18 @@ import json, random, sys
 # Random choice under the same constraint as the tool's removal steps: a step
 # removes one random query head from every KV group of a random layer (each
 # kept group keeps the same count: llama.cpp needs an integer Q:KV ratio); as
-# many heads as the informed methods remove (whole steps reaching the target).
+# many heads as the informed methods remove: whole steps within the target, the
+# budget rule of the tool (at 25 % of 40 heads in steps of 4 that is 8 heads).
 plan = json.load(open(sys.argv[1])); target = float(sys.argv[3]); rng = random.Random(int(sys.argv[4]))
 groups = [len(l["q_heads"]) // len(l["kv_heads"]) for l in plan["layers"]]
 def members(i, kv):
     return [h for h in plan["layers"][i]["q_heads"] if h // groups[i] == kv]
 total = sum(len(layer["q_heads"]) for layer in plan["layers"]); removed = 0
-while removed < target * total:
-    open_layers = [i for i, l in enumerate(plan["layers"]) if all(len(members(i, kv)) > 1 for kv in l["kv_heads"])]
+while True:
+    open_layers = [i for i, l in enumerate(plan["layers"]) if all(len(members(i, kv)) > 1 for kv in l["kv_heads"])
+                   and removed + len(l["kv_heads"]) <= target * total + 1e-9]
+    if not open_layers:
+        break
     i = rng.choice(open_layers)
     for kv in plan["layers"][i]["kv_heads"]:
         plan["layers"][i]["q_heads"].remove(rng.choice(members(i, kv))); removed += 1
@@ -142,8 +153,9 @@ json.dump(plan, open(sys.argv[2], "w"))
 PY
     "$tool" prune "$model" "$out/random_${target}_$seed.gguf" --plan "$out/random_${target}_${seed}.json" --force > /dev/null
     values+=("$(ppl "$out/random_${target}_$seed.gguf")")
+    random_removed=$((all_heads - $(heads_in "$out/random_${target}_$seed.gguf")))
   done
-  row "$label" "random ($seeds seeds)" "$(mean_sd "${values[@]}")"
+  row "$label" "random ($seeds seeds, $random_removed heads)" "$(mean_sd "${values[@]}")"
 done
 
 n_layer=$(python3 -c "import json; print(len(json.load(open('$out/full_plan.json'))['layers']))")
