@@ -85,6 +85,14 @@ struct nash_validation_options {
   Scalar symmetry_tolerance = Scalar(1e-5);
 };
 
+namespace detail {
+/// The symmetry test of validate_nash_game: |a − b| > tolerance · max(1, |a|, |b|).
+template <typename Scalar>
+[[nodiscard]] inline bool asymmetric(Scalar a, Scalar b, Scalar tolerance) {
+  return std::abs(a - b) > tolerance * std::max({Scalar(1), std::abs(a), std::abs(b)});
+}
+}  // namespace detail
+
 /// Throws std::invalid_argument for a size mismatch or empty game, and
 /// std::domain_error for non-finite c or R, R asymmetric beyond the tolerance,
 /// r_ii ≤ 0 or λ ≤ 0 (λ non-finite), naming the argument and the index.
@@ -119,7 +127,7 @@ void validate_nash_game(const nash_game<Scalar>& game, const nash_validation_opt
           for (Eigen::Index j = std::max(j0, i + 1); j < std::min(n, j0 + tile); ++j) {
             const Scalar a = r(i, j);
             const Scalar b = r(j, i);
-            if (std::abs(a - b) > options.symmetry_tolerance * std::max({Scalar(1), std::abs(a), std::abs(b)})) {
+            if (detail::asymmetric(a, b, options.symmetry_tolerance)) {
               detail::fail_domain(p + "redundancy", "not symmetric: " + detail::describe_value(a) + " at " +
                                                         detail::at_entry(i, j) + " vs " + detail::describe_value(b) +
                                                         " at " + detail::at_entry(j, i));
@@ -137,6 +145,36 @@ void validate_nash_game(const nash_game<Scalar>& game, const nash_validation_opt
     check_symmetry(r);
   }
 }
+
+namespace detail {
+
+/// True when validate_nash_game would pass: the same predicates, in one
+/// vectorised pass over `r`, a view of game.redundancy with the same values
+/// (the solvers' contiguous view). A false return is followed by
+/// validate_nash_game, which names the first defect.
+template <typename Scalar, typename Matrix>
+[[nodiscard]] bool passes_validation(const nash_game<Scalar>& game, const Matrix& r,
+                                     const nash_validation_options<Scalar>& options = {}) {
+  const Eigen::Index n = game.importance.size();
+  if (n == 0 || r.rows() != n || r.cols() != n) return false;
+  if (!(std::isfinite(game.lambda) && game.lambda > 0) || !game.importance.allFinite()) return false;
+  // x − x is 0 for finite x and NaN otherwise: one vectorised sum finds any NaN/Inf.
+  if ((r.array() - r.array()).sum() != Scalar(0) || !(r.diagonal().array() > 0).all()) return false;
+  // |a − b| ≤ tolerance passes whatever the magnitudes (the bound is ≥ tolerance),
+  // so the full test runs only for columns whose largest difference exceeds it.
+  for (Eigen::Index j = 1; j < n; ++j) {
+    Scalar worst = 0;
+    for (Eigen::Index i = 0; i < j; ++i) worst = std::max(worst, std::abs(r(i, j) - r(j, i)));
+    if (worst > options.symmetry_tolerance) {
+      for (Eigen::Index i = 0; i < j; ++i) {
+        if (asymmetric(r(i, j), r(j, i), options.symmetry_tolerance)) return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace detail
 
 /// Player i's utility U_i(s).
 template <typename Scalar, typename Derived>
