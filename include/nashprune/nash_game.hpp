@@ -163,9 +163,9 @@ template <typename Scalar, typename Matrix>
   // |a − b| ≤ tolerance passes whatever the magnitudes (the bound is ≥ tolerance),
   // so the full test runs only for columns whose largest difference exceeds it.
   for (Eigen::Index j = 1; j < n; ++j) {
-    Scalar worst = 0;
-    for (Eigen::Index i = 0; i < j; ++i) worst = std::max(worst, std::abs(r(i, j) - r(j, i)));
-    if (worst > options.symmetry_tolerance) {
+    bool exceeds = false;  // an OR, not a running max: no dependency chain through the loop
+    for (Eigen::Index i = 0; i < j; ++i) exceeds |= std::abs(r(i, j) - r(j, i)) > options.symmetry_tolerance;
+    if (exceeds) {
       for (Eigen::Index i = 0; i < j; ++i) {
         if (asymmetric(r(i, j), r(j, i), options.symmetry_tolerance)) return false;
       }
@@ -202,12 +202,24 @@ template <typename Scalar>
 /// ε(s) from the players' own derivatives g (= c − Q·s, Q = λM) and b_i = λ·r_ii.
 /// With Δ_i = BR_i − s_i = clamp(s_i + g_i/(2b_i), 0, 1) − s_i, the gain of
 /// player i is (a_i·t − b_i·t²) − (a_i·s_i − b_i·s_i²) = Δ_i·g_i − b_i·Δ_i².
+template <typename Scalar, typename Step, typename G, typename B>
+[[nodiscard]] Scalar exploitability_from_steps(const Step& step, const G& gradient, const B& half_diagonal) {
+  const Scalar worst = (step * gradient.array() - half_diagonal.array() * step.square()).maxCoeff();
+  return std::max(worst, Scalar(0));
+}
 template <typename Scalar, typename S, typename G, typename B>
 [[nodiscard]] Scalar exploitability_from_gradient(const S& s, const G& gradient, const B& half_diagonal) {
   const auto x = s.array();
   const auto step = (x + gradient.array() / (Scalar(2) * half_diagonal.array())).max(Scalar(0)).min(Scalar(1)) - x;
-  const Scalar worst = (step * gradient.array() - half_diagonal.array() * step.square()).maxCoeff();
-  return std::max(worst, Scalar(0));
+  return exploitability_from_steps<Scalar>(step, gradient, half_diagonal);
+}
+/// The same with 1/(2b_i) given (the solvers keep it): no division per player.
+template <typename Scalar, typename S, typename G, typename B, typename I>
+[[nodiscard]] Scalar exploitability_from_gradient(const S& s, const G& gradient, const B& half_diagonal,
+                                                  const I& inverse_diagonal) {
+  const auto x = s.array();
+  const auto step = (x + gradient.array() * inverse_diagonal.array()).max(Scalar(0)).min(Scalar(1)) - x;
+  return exploitability_from_steps<Scalar>(step, gradient, half_diagonal);
 }
 
 /// Natural KKT residual ‖s − Π(s + g)‖_∞ for the potential's gradient g.

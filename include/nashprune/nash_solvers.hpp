@@ -187,7 +187,7 @@ struct quadratic_game {
   }
 
   [[nodiscard]] Scalar exploitability(const nash_vector<Scalar>& s, const nash_vector<Scalar>& g) const {
-    return exploitability_from_gradient<Scalar>(s, g, half_diagonal);
+    return exploitability_from_gradient<Scalar>(s, g, half_diagonal, inverse_diagonal);
   }
 
   /// Φ(s) from s and g = c − Q·s:  Φ = cᵀs − ½sᵀQs = ½·sᵀ(c + g).
