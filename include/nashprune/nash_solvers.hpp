@@ -416,15 +416,20 @@ void gradient_at(const quadratic_game<Scalar>& game, const nash_vector<Scalar>& 
   }
 }
 
+/// What the sweep kernel reads and updates (double games).
+inline best_response_sweep_data sweep_kernel_data(const quadratic_game<double>& game, nash_vector<double>& s,
+                                                  nash_vector<double>& g) {
+  return {game.r.data(),  game.r.outerStride(), game.size(), game.diagonal.data(), game.inverse_diagonal.data(),
+          game.lambda,    s.data(),             g.data()};
+}
+
 /// One Gauss–Seidel sweep of best responses on `target` (resolved by
-/// resolve_best_response_target); keeps g = c − Q·s current.
+/// resolve_simd_target<Scalar, double>); keeps g = c − Q·s current.
 template <typename Scalar>
 void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g,
                          simd_target target) {
   if constexpr (std::is_same_v<Scalar, double>) {
-    const best_response_sweep_data data{game.r.data(), game.r.outerStride(), game.size(), game.diagonal.data(),
-                                        game.inverse_diagonal.data(), game.lambda, s.data(), g.data()};
-    if (best_response_sweep_on(target, data)) return;
+    if (best_response_sweep_on(target, sweep_kernel_data(game, s, g))) return;
   }
   for (Eigen::Index i = 0; i < s.size(); ++i) {
     const Scalar best = std::clamp(s(i) + g(i) * game.inverse_diagonal(i), Scalar(0), Scalar(1));
@@ -435,9 +440,7 @@ void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>
     }
   }
 }
-}  // namespace detail
 
-namespace detail {
 /// The state of one best-response solve, so a batch can advance two at once
 /// exactly as each would advance alone.
 template <typename Scalar>
@@ -451,18 +454,11 @@ struct sweep_run {
   [[nodiscard]] bool running() const {
     return k < options.max_iterations && game.exploitability(s, g) > options.tolerance;
   }
+  void sweep(simd_target target) { best_response_sweep(game, s, g, target); }
   void after_sweep() {
     // Incremental updates drift by rounding; refresh the gradient now and then.
     if ((k & 63) == 63) game.gradient(s, g);
     ++k;
-  }
-  [[nodiscard]] best_response_sweep_data kernel_data() {
-    if constexpr (std::is_same_v<Scalar, double>) {
-      return {game.r.data(), game.r.outerStride(), game.size(), game.diagonal.data(), game.inverse_diagonal.data(),
-              game.lambda, s.data(), g.data()};
-    } else {
-      return {};
-    }
   }
   [[nodiscard]] nash_solution<Scalar> finish() { return game.finish(std::move(s), k, options.tolerance); }
 };
@@ -474,10 +470,10 @@ struct best_response_sweeps_policy {
 
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> s) {
-    const simd_target target = detail::resolve_best_response_target<Scalar>(options.simd);
+    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
     detail::sweep_run<Scalar> run{game, options, std::move(s)};
     while (run.running()) {
-      detail::best_response_sweep(game, run.s, run.g, target);
+      run.sweep(target);
       run.after_sweep();
     }
     return run.finish();
@@ -488,15 +484,20 @@ struct best_response_sweeps_policy {
   [[nodiscard]] static std::pair<nash_solution<Scalar>, nash_solution<Scalar>> run_pair(
       const options_type& options, const detail::quadratic_game<Scalar>& first,
       const detail::quadratic_game<Scalar>& second) {
-    const simd_target target = detail::resolve_best_response_target<Scalar>(options.simd);
+    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
     detail::sweep_run<Scalar> a{first, options, nash_vector<Scalar>::Zero(first.size())};
     detail::sweep_run<Scalar> b{second, options, nash_vector<Scalar>::Zero(second.size())};
     bool a_running = a.running();
     bool b_running = b.running();
     while (a_running && b_running) {
-      if (!detail::best_response_sweep_pair_on(target, a.kernel_data(), b.kernel_data())) {
-        detail::best_response_sweep(first, a.s, a.g, target);
-        detail::best_response_sweep(second, b.s, b.g, target);
+      bool interleaved = false;
+      if constexpr (std::is_same_v<Scalar, double>) {
+        const auto second_data = detail::sweep_kernel_data(second, b.s, b.g);
+        interleaved = detail::best_response_sweep_on(target, detail::sweep_kernel_data(first, a.s, a.g), &second_data);
+      }
+      if (!interleaved) {
+        a.sweep(target);
+        b.sweep(target);
       }
       a.after_sweep();
       b.after_sweep();
@@ -505,7 +506,7 @@ struct best_response_sweeps_policy {
     }
     for (auto* rest : {&a, &b}) {
       while (rest->running()) {
-        detail::best_response_sweep(rest->game, rest->s, rest->g, target);
+        rest->sweep(target);
         rest->after_sweep();
       }
     }
@@ -577,7 +578,7 @@ struct active_set_newton_policy {
     std::int64_t k = 0;
     // Warm-up sweeps never end the solve: the answer always comes from a Newton
     // step, so it is exact to rounding whenever the free set is right.
-    const simd_target target = detail::resolve_best_response_target<Scalar>(options.simd);
+    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
     for (std::int64_t w = 0; w < options.warm_start_sweeps && k < options.max_iterations; ++w, ++k) {
       detail::best_response_sweep(game, s, g, target);
     }

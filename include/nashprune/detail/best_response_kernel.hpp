@@ -14,7 +14,6 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <type_traits>
 
 #include "../config.hpp"
 #include "simd_dispatch.hpp"
@@ -85,47 +84,18 @@ NASHPRUNE_TARGET_REGION_END
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail {
 
-/// The target a sweep over `Scalar` runs on: the kernels are double kernels,
-/// so float always takes the portable loop.
-template <typename Scalar>
-[[nodiscard]] simd_target resolve_best_response_target(simd_target requested) {
-  if constexpr (std::is_same_v<Scalar, double>) {
-    return choose_simd_target(requested, detected_cpu_features());
-  } else {
-    (void)requested;
-    return simd_target::portable;
-  }
-}
-
-/// Runs the sweep on `target` (already resolved); false when `target` has no
-/// kernel here (portable), so the caller runs its own loop.
-inline bool best_response_sweep_on(simd_target target, const best_response_sweep_data& x) {
+/// Sweeps `a` on `target` (already resolved), or `a` and `b` with their steps
+/// interleaved when `b` is given (each exactly as a sweep of its own); false
+/// when `target` has no kernel here (portable), so the caller runs its own loop.
+inline bool best_response_sweep_on(simd_target target, const best_response_sweep_data& a,
+                                   const best_response_sweep_data* b = nullptr) {
 #if defined(NASHPRUNE_SIMD_X86)
   if (target == simd_target::avx512) {
-    best_response_avx512::sweep(x);
+    b != nullptr ? best_response_avx512::sweep_pair(a, *b) : best_response_avx512::sweep(a);
     return true;
   }
   if (target == simd_target::avx2_fma) {
-    best_response_avx2::sweep(x);
-    return true;
-  }
-#endif
-  (void)target;
-  (void)x;
-  return false;
-}
-
-/// Sweeps two independent games at once (each exactly as a sweep of its own);
-/// false when `target` has no kernel here.
-inline bool best_response_sweep_pair_on(simd_target target, const best_response_sweep_data& a,
-                                        const best_response_sweep_data& b) {
-#if defined(NASHPRUNE_SIMD_X86)
-  if (target == simd_target::avx512) {
-    best_response_avx512::sweep_pair(a, b);
-    return true;
-  }
-  if (target == simd_target::avx2_fma) {
-    best_response_avx2::sweep_pair(a, b);
+    b != nullptr ? best_response_avx2::sweep_pair(a, *b) : best_response_avx2::sweep(a);
     return true;
   }
 #endif
