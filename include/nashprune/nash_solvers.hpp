@@ -16,7 +16,11 @@
 //                           max|Δs| < threshold; `converged` is that rule firing.
 //   projected_gradient      s ← Π(s + g/L), L = min(‖Q‖_F, √(‖Q‖₁·‖Q‖_∞)) ≥ ‖Q‖₂.
 //   best_response_sweeps    Gauss–Seidel: s_i ← BR_i(s_−i) = clamp(s_i + g_i/Q_ii)
-//                           (exact coordinate ascent on Φ); g kept up to date.
+//                           (exact coordinate ascent on Φ); g kept up to date by
+//                           g −= Δ·Q.col(i) (AVX2/AVX-512 kernel for double,
+//                           detail/best_response_kernel.hpp). Each sweep is one
+//                           sequential chain, so a batch sweeps two layers with
+//                           their steps interleaved (same results as alone).
 //   accelerated_projected_gradient  FISTA with gradient-based adaptive restart
 //                           (O'Donoghue & Candès 2015), one product Q·x per step.
 //   active_set_newton       projected Newton (Bertsekas 1982): free set F from the
@@ -26,6 +30,9 @@
 //                           exact maximiser, so it ends at machine precision.
 //                           Indefinite Q_FF falls back to a projected-gradient step.
 // With an indefinite M every variant still stops within max_iterations.
+// Cost: R is read in place (no n×n copy) and validated in the same pass
+// (nash_game.hpp, passes_validation: the checks of validate_nash_game, which
+// is called only to name a defect); a batch reuses one workspace.
 #pragma once
 
 #include <Eigen/Cholesky>
