@@ -85,6 +85,13 @@ void projected_gradient_batch(benchmark::State& s) {
   bench_batch(s, nashprune::projected_gradient<double>({batch_goal, 1000000}));
 }
 void best_response_batch(benchmark::State& s) { bench_batch(s, nashprune::best_response_sweeps<double>({batch_goal})); }
+// The same with the sweep kernel forced to the portable (Eigen, SSE2) loop: the
+// ratio to best_response_batch is what the AVX2/AVX-512 kernel buys.
+void best_response_batch_portable(benchmark::State& s) {
+  nashprune::nash_iteration_options<double> options{batch_goal};
+  options.simd = nashprune::simd_target::portable;
+  bench_batch(s, nashprune::best_response_sweeps<double>(options));
+}
 void accelerated_batch(benchmark::State& s) {
   bench_batch(s, nashprune::accelerated_projected_gradient<double>({batch_goal, 100000}));
 }
@@ -105,5 +112,6 @@ BENCHMARK(active_set_layer)->Apply(sizes);
 BENCHMARK(seed_batch)->Unit(benchmark::kMicrosecond);
 BENCHMARK(projected_gradient_batch)->Unit(benchmark::kMicrosecond);
 BENCHMARK(best_response_batch)->Unit(benchmark::kMicrosecond);
+BENCHMARK(best_response_batch_portable)->Unit(benchmark::kMicrosecond);
 BENCHMARK(accelerated_batch)->Unit(benchmark::kMicrosecond);
 BENCHMARK(active_set_batch)->Unit(benchmark::kMicrosecond);

@@ -6,9 +6,11 @@
 #include <Eigen/LU>
 #include <cmath>
 #include <nashprune/nash_solvers.hpp>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "nash_test_games.hpp"
@@ -209,6 +211,107 @@ TEST(NashSolvers, BatchNamesTheBadLayerAndMatchesLayerByLayer) {
     FAIL() << "expected a domain error";
   } catch (const std::domain_error& e) {
     EXPECT_NE(std::string(e.what()).find("'layers[3].lambda'"), std::string::npos) << e.what();
+  }
+}
+
+/// The sweep targets this machine runs (portable always).
+std::vector<nashprune::simd_target> supported_sweep_targets() {
+  std::vector<nashprune::simd_target> targets{nashprune::simd_target::portable};
+  const auto& cpu = nashprune::detail::detected_cpu_features();
+  if (cpu.avx2_fma) targets.push_back(nashprune::simd_target::avx2_fma);
+  if (cpu.avx512) targets.push_back(nashprune::simd_target::avx512);
+  return targets;
+}
+
+// Every instruction set of the sweep kernel, on lengths around the vector widths
+// (tails of 1..7 lanes), reaches the tolerance and agrees with the portable loop
+// and with the exact solver; a strided R (copied) and a row-major R (viewed) too.
+TEST(NashSolvers, BestResponseKernelOnEveryTarget) {
+  for (const Eigen::Index n : {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100}) {
+    const auto g = random_psd_game<double>(n, std::uint32_t(300 + n), 0.5);
+    const auto exact = nashprune::active_set_newton<double>({1e-14, 1000}).solve(g.view());
+    nash_matrix<double> wide(2 * n, 2 * n);  // R inside a matrix with inner stride 2
+    wide.setConstant(std::nan(""));
+    Eigen::Map<nash_matrix<double>, 0, Eigen::Stride<Eigen::Dynamic, 2>>(
+        wide.data(), n, n, Eigen::Stride<Eigen::Dynamic, 2>(4 * n, 2)) = g.redundancy;
+    const Eigen::Map<const nash_matrix<double>, 0, Eigen::Stride<Eigen::Dynamic, 2>> strided(
+        wide.data(), n, n, Eigen::Stride<Eigen::Dynamic, 2>(4 * n, 2));
+    const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major = g.redundancy;
+    for (const auto target : supported_sweep_targets()) {
+      nashprune::nash_iteration_options<double> options{1e-12, 10000};
+      options.simd = target;
+      const nashprune::best_response_sweeps<double> solver(options);
+      for (const auto& game : {g.view(), nashprune::make_nash_game(g.importance, strided, g.lambda),
+                               nashprune::make_nash_game(g.importance, row_major, g.lambda)}) {
+        const auto solution = solver.solve(game);
+        EXPECT_TRUE(solution.converged) << "n = " << n << ", target " << int(target);
+        EXPECT_LE(solution.exploitability, 1e-12);
+        EXPECT_LE((solution.s - exact.s).cwiseAbs().maxCoeff(), 1e-5) << "n = " << n << ", target " << int(target);
+      }
+    }
+  }
+}
+
+// A batch runs its layers two at a time with interleaved sweeps; every layer's
+// result is exactly that of solving it alone (odd count, mixed sizes, every target).
+TEST(NashSolvers, BatchOfPairsEqualsLayersAlone) {
+  std::vector<owned_game<double>> owned;
+  for (std::uint32_t l = 0; l < 7; ++l) owned.push_back(random_psd_game<double>(5 + 6 * l, 400 + l, 0.4));
+  std::vector<nashprune::nash_game<double>> layers;
+  for (const auto& g : owned) layers.push_back(g.view());
+  for (const auto target : supported_sweep_targets()) {
+    nashprune::nash_iteration_options<double> options;
+    options.simd = target;
+    const nashprune::best_response_sweeps<double> solver(options);
+    const auto batch = solver.solve(layers);
+    ASSERT_EQ(batch.size(), layers.size());
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const auto alone = solver.solve(layers[l]);
+      EXPECT_EQ(batch[l].s, alone.s) << "layer " << l << ", target " << int(target);
+      EXPECT_EQ(batch[l].iterations, alone.iterations);
+      EXPECT_EQ(batch[l].exploitability, alone.exploitability);
+      EXPECT_TRUE(batch[l].converged);
+    }
+  }
+}
+
+/// The exception `action` throws: its type name and message ("none" when none).
+template <typename Action>
+std::string thrown_by(Action action) {
+  try {
+    action();
+  } catch (const std::invalid_argument& e) {
+    return std::string("invalid_argument: ") + e.what();
+  } catch (const std::domain_error& e) {
+    return std::string("domain_error: ") + e.what();
+  }
+  return "none";
+}
+
+// The solvers validate in the pass that reads R; every bad input still throws
+// exactly what validate_nash_game throws (type and message), alone and in a batch.
+TEST(NashSolvers, FusedValidationThrowsWhatValidateThrows) {
+  const auto good = random_psd_game<double>(6, 9);
+  std::vector<owned_game<double>> bad(8, good);
+  bad[0].redundancy(2, 4) = std::nan("");
+  bad[1].redundancy(5, 1) = std::numeric_limits<double>::infinity();
+  bad[2].redundancy(1, 3) += 0.01;  // asymmetric
+  bad[3].redundancy(4, 4) = 0;      // r_ii <= 0
+  bad[4].importance(3) = -std::numeric_limits<double>::infinity();
+  bad[5].lambda = -1;
+  bad[6].redundancy = good.redundancy.topLeftCorner(5, 6);
+  bad[7].importance.resize(0);
+  bad[7].redundancy.resize(0, 0);
+  for (std::size_t k = 0; k < bad.size(); ++k) {
+    const auto game = bad[k].view();
+    const std::string expected = thrown_by([&] { nashprune::validate_nash_game(game); });
+    ASSERT_NE(expected, "none") << "case " << k;
+    EXPECT_EQ(thrown_by([&] { (void)nashprune::best_response_sweeps<double>().solve(game); }), expected);
+    EXPECT_EQ(thrown_by([&] { (void)nashprune::active_set_newton<double>().solve(game); }), expected);
+    const std::vector<nashprune::nash_game<double>> layers{good.view(), good.view(), game};
+    const std::string in_batch = thrown_by([&] { nashprune::validate_nash_game(game, {}, "layers[2]."); });
+    EXPECT_EQ(thrown_by([&] { (void)nashprune::best_response_sweeps<double>().solve(layers); }), in_batch);
+    EXPECT_EQ(thrown_by([&] { (void)nashprune::projected_gradient<double>().solve(layers); }), in_batch);
   }
 }
 

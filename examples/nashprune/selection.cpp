@@ -16,9 +16,9 @@
 //     the budget --target of parameters or heads; greedy (nash, knapsack) or the
 //     exact 0/1 solver (both), then mapped back to per-layer keep-lists.
 // With --lambda auto (--unit heads, --method nash) step 3 is replaced: one λ shared
-// by the unfrozen layers is searched (lambda_calibration.hpp) so that the games'
-// equilibria prune the target's count of heads, and each layer's keep plan is the
-// GQA-consistent decision on its participation (nash_decisions.hpp).
+// by the unfrozen layers is searched (lambda_calibration.hpp) so that the
+// GQA-consistent keep plans of its equilibria (nash_decisions.hpp) remove the
+// target's count of heads: the search counts with the rule that builds the plans.
 // With --redundancy output (--unit heads) steps 2-3 are replaced by the
 // output-perturbation selection over all unfrozen layers (perturbation_selection.hpp).
 #include "selection.hpp"
@@ -262,58 +262,52 @@ class planner {
     return layer < o_.freeze_first || layer >= shape_.n_layer() - o_.freeze_last;
   }
 
+  // Layer pending_[k]'s GQA-consistent keep plan at participation s, and the heads it removes.
+  np::head_keep_plan layer_plan(std::size_t k, const vector_d& participation,
+                                const np::nash_decision_options<double>& decisions) const {
+    const auto i = pending_[k].layer;
+    return np::gqa_prune_plan(geometry_of(shape_, i), granularity(i), participation, decisions);
+  }
+  std::int64_t removed_by(std::size_t k, const np::head_keep_plan& heads) const {
+    return shape_.layers[static_cast<std::size_t>(pending_[k].layer)].n_head - static_cast<std::int64_t>(heads.q_heads.size());
+  }
+
   // The GQA-consistent keep plans of one λ's equilibria; returns the heads they remove.
   std::int64_t plan_equilibria(const np::lambda_calibration_result<double>& found,
                                const np::nash_decision_options<double>& decisions, gguf::prune_plan& plan) const {
     plan = gguf::keep_all(shape_);
     std::int64_t removed = 0;
     for (std::size_t k = 0; k < pending_.size(); ++k) {
-      const auto i = pending_[k].layer;
-      auto& heads = plan.layers[static_cast<std::size_t>(i)].heads;
-      heads = np::gqa_prune_plan(geometry_of(shape_, i), granularity(i), found.equilibria[k].s, decisions);
-      removed += shape_.layers[static_cast<std::size_t>(i)].n_head - static_cast<std::int64_t>(heads.q_heads.size());
+      auto& heads = plan.layers[static_cast<std::size_t>(pending_[k].layer)].heads;
+      heads = layer_plan(k, found.equilibria[k].s, decisions);
+      removed += removed_by(k, heads);
     }
     return removed;
   }
 
-  // One λ over the pending games, then each layer's GQA-consistent plan. The search
-  // counts heads by the seed's single-head rule; a GQA plan may remove fewer (a group
-  // goes only when all its heads fall), so the count asked of the search rises by the
-  // shortfall (a few rounds) and the plans nearest the target are kept.
+  // One λ over the pending games, searched on the count the GQA-consistent plans
+  // remove, then each layer's plan at that λ.
   selection run_lambda_auto() {
     if (pending_.empty()) throw usage_error("--lambda auto: no unfrozen layer has two or more attention heads to play the game");
     std::vector<np::nash_game<double>> games;
-    std::int64_t scope = 0;
-    for (const auto& g : pending_) {
-      games.push_back(np::make_nash_game(g.importance, g.redundancy, o_.lambda));
-      scope += g.importance.size();
-    }
+    for (const auto& g : pending_) games.push_back(np::make_nash_game(g.importance, g.redundancy, o_.lambda));
     np::lambda_calibration_options<double> options;
     options.decisions = {o_.threshold, o_.min_heads, o_.max_prune};
+    np::active_set_newton_options<double> solver_options;
+    solver_options.max_iterations = static_cast<std::int64_t>(o_.iterations);
+    const auto count_plan = [this](std::size_t k, const vector_d& s, const np::nash_decision_options<double>& decisions) {
+      return removed_by(k, layer_plan(k, s, decisions));
+    };
     const auto requested = np::budget_from_fraction(o_.target, total_heads());
-    std::optional<np::lambda_calibration_result<double>> best;
+    const auto found = np::calibrate_lambda_over_layers<double>(games, np::prune_target::heads(requested), options,
+                                                                np::active_set_newton<double>(solver_options), count_plan);
     selection out;
-    lambda_report report{0, requested, 0, 0, true, 0};
-    std::int64_t ask = requested;
-    for (int round = 0; round < 8; ++round) {
-      auto found = np::calibrate_lambda_over_layers<double>(games, np::prune_target::heads(ask), options);
-      report.solves += found.solves;
-      if (round == 0) report.reachable = found.reachable;
-      gguf::prune_plan plan;
-      const auto removed = plan_equilibria(found, options.decisions, plan);
-      const bool reachable = found.reachable;
-      if (!best || std::abs(removed - requested) < std::abs(report.plan_pruned - requested)) {
-        best = std::move(found);
-        out.plan = std::move(plan);
-        report.plan_pruned = removed;
-      }
-      if (removed >= requested || !reachable || ask >= scope) break;
-      ask = std::min(scope, ask + (requested - removed));
-    }
-    report.lambda = best->lambda;
-    report.equilibrium_pruned = best->achieved;
+    lambda_report report{found.lambda, requested, 0, 0, found.reachable, found.solves};
+    report.plan_pruned = plan_equilibria(found, options.decisions, out.plan);
     for (std::size_t k = 0; k < pending_.size(); ++k) {
-      apply_participation(scores_[static_cast<std::size_t>(pending_[k].layer)], best->equilibria[k].s, pending_[k].redundancy, o_);
+      report.equilibrium_pruned +=
+          static_cast<std::int64_t>(np::seed_pruned_heads(found.equilibria[k].s, options.decisions).size());
+      apply_participation(scores_[static_cast<std::size_t>(pending_[k].layer)], found.equilibria[k].s, pending_[k].redundancy, o_);
     }
     record_heads(out);
     out.lambda = report;

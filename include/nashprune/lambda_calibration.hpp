@@ -14,6 +14,13 @@
 // prunes (heads with c_i ≤ 0) is reported unreachable, with the nearest count found.
 // Per layer: one λ per layer. Over all layers: one λ shared by every layer, the
 // target being the total count.
+//
+// What counts as pruned is a parameter: by default the seed's rule, but a caller
+// that will apply another rule (e.g. the GQA-consistent plans of nash_decisions.hpp,
+// which remove whole groups or the same heads per group) passes that rule as the
+// counter, so the count searched for is the count that will actually be removed.
+// The cap (the most a scope can prune) is the counter's count at s = 0, the limit
+// of the equilibrium as λ → ∞.
 #pragma once
 
 #include <Eigen/Core>
@@ -69,20 +76,34 @@ template <typename Scalar>
 struct lambda_calibration_result {
   Scalar lambda = 0;           ///< the λ chosen
   std::int64_t requested = 0;  ///< heads the target asked for
-  std::int64_t achieved = 0;   ///< heads the seed's rule prunes at λ
+  std::int64_t achieved = 0;   ///< heads the counter (default: the seed's rule) prunes at λ
   bool reached = false;        ///< achieved == requested
   bool reachable = true;       ///< false: the target lies beyond the caps or below the smallest count
   std::int64_t solves = 0;     ///< equilibrium solves spent
   std::vector<nash_solution<Scalar>> equilibria;  ///< per layer, at λ
 };
 
+/// The default counter: the heads the seed's rule (§4.4, caps included) prunes.
+/// A counter is called as count(layer, participation, decisions) → heads pruned,
+/// `layer` indexing the span given to the calibration.
+struct seed_rule_counter {
+  template <typename Scalar>
+  [[nodiscard]] std::int64_t operator()(std::size_t /*layer*/, const nash_vector<Scalar>& participation,
+                                        const nash_decision_options<Scalar>& decisions) const {
+    return static_cast<std::int64_t>(seed_pruned_heads(participation, decisions).size());
+  }
+};
+
 namespace detail {
 
 /// The search on one scope (a set of layers sharing λ), count(λ) = Σ pruned.
-template <typename Scalar, typename Solver>
-lambda_calibration_result<Scalar> calibrate_scope(std::span<const nash_game<Scalar>> layers, std::int64_t requested,
+/// `first_layer` is the scope's first index in the caller's span (what the
+/// counter is told).
+template <typename Scalar, typename Solver, typename Counter>
+lambda_calibration_result<Scalar> calibrate_scope(std::span<const nash_game<Scalar>> layers, std::size_t first_layer,
+                                                  std::int64_t requested,
                                                   const lambda_calibration_options<Scalar>& options,
-                                                  const Solver& solver) {
+                                                  const Solver& solver, const Counter& count_pruned) {
   struct point {
     Scalar lambda;
     std::int64_t count;
@@ -94,15 +115,17 @@ lambda_calibration_result<Scalar> calibrate_scope(std::span<const nash_game<Scal
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const nash_game<Scalar> game{layers[l].importance, layers[l].redundancy, lambda};
       p.equilibria.push_back(warm ? solver.solve(game, warm->equilibria[l].s) : solver.solve(game));
-      p.count += static_cast<std::int64_t>(seed_pruned_heads(p.equilibria.back().s, options.decisions).size());
+      p.count += count_pruned(first_layer + l, p.equilibria.back().s, options.decisions);
     }
     ++solves;
     return p;
   };
 
   std::int64_t cap = 0;
-  for (const auto& layer : layers)
-    cap += std::max<std::int64_t>(0, layer.size() - seed_min_keep(layer.size(), options.decisions));
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const nash_vector<Scalar> nobody = nash_vector<Scalar>::Zero(layers[l].size());
+    cap += count_pruned(first_layer + l, nobody, options.decisions);
+  }
   const Scalar start = std::clamp(layers.front().lambda, options.lambda_min, options.lambda_max);
   point lo = evaluate(start, nullptr);
   point hi = lo;
@@ -161,31 +184,35 @@ void validate_calibration(std::span<const nash_game<Scalar>> layers,
 
 }  // namespace detail
 
-/// One λ per layer, each pruning `target` of that layer's heads. The games'
-/// own λ are where each search starts.
-template <typename Scalar, typename Solver = active_set_newton<Scalar>>
+/// One λ per layer, each pruning `target` of that layer's heads as counted by
+/// `count_pruned` (default: the seed's rule). The games' own λ are where each
+/// search starts.
+template <typename Scalar, typename Solver = active_set_newton<Scalar>, typename Counter = seed_rule_counter>
 [[nodiscard]] std::vector<lambda_calibration_result<Scalar>> calibrate_lambda_per_layer(
     std::span<const nash_game<Scalar>> layers, prune_target target,
-    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver()) {
+    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver(),
+    const Counter& count_pruned = Counter()) {
   detail::validate_calibration(layers, options);
   std::vector<lambda_calibration_result<Scalar>> out;
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const std::int64_t requested = target.heads_of(layers[l].size());
-    out.push_back(detail::calibrate_scope(layers.subspan(l, 1), requested, options, solver));
+    out.push_back(detail::calibrate_scope(layers.subspan(l, 1), l, requested, options, solver, count_pruned));
   }
   return out;
 }
 
-/// One λ shared by every layer, pruning `target` of all heads together. The
-/// first game's λ is where the search starts.
-template <typename Scalar, typename Solver = active_set_newton<Scalar>>
+/// One λ shared by every layer, pruning `target` of all heads together as
+/// counted by `count_pruned` (default: the seed's rule). The first game's λ is
+/// where the search starts.
+template <typename Scalar, typename Solver = active_set_newton<Scalar>, typename Counter = seed_rule_counter>
 [[nodiscard]] lambda_calibration_result<Scalar> calibrate_lambda_over_layers(
     std::span<const nash_game<Scalar>> layers, prune_target target,
-    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver()) {
+    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver(),
+    const Counter& count_pruned = Counter()) {
   detail::validate_calibration(layers, options);
   std::int64_t total = 0;
   for (const auto& layer : layers) total += layer.size();
-  return detail::calibrate_scope(layers, target.heads_of(total), options, solver);
+  return detail::calibrate_scope(layers, 0, target.heads_of(total), options, solver, count_pruned);
 }
 
 NASHPRUNE_END_NAMESPACE

@@ -85,6 +85,14 @@ struct nash_validation_options {
   Scalar symmetry_tolerance = Scalar(1e-5);
 };
 
+namespace detail {
+/// The symmetry test of validate_nash_game: |a − b| > tolerance · max(1, |a|, |b|).
+template <typename Scalar>
+[[nodiscard]] inline bool asymmetric(Scalar a, Scalar b, Scalar tolerance) {
+  return std::abs(a - b) > tolerance * std::max({Scalar(1), std::abs(a), std::abs(b)});
+}
+}  // namespace detail
+
 /// Throws std::invalid_argument for a size mismatch or empty game, and
 /// std::domain_error for non-finite c or R, R asymmetric beyond the tolerance,
 /// r_ii ≤ 0 or λ ≤ 0 (λ non-finite), naming the argument and the index.
@@ -119,7 +127,7 @@ void validate_nash_game(const nash_game<Scalar>& game, const nash_validation_opt
           for (Eigen::Index j = std::max(j0, i + 1); j < std::min(n, j0 + tile); ++j) {
             const Scalar a = r(i, j);
             const Scalar b = r(j, i);
-            if (std::abs(a - b) > options.symmetry_tolerance * std::max({Scalar(1), std::abs(a), std::abs(b)})) {
+            if (detail::asymmetric(a, b, options.symmetry_tolerance)) {
               detail::fail_domain(p + "redundancy", "not symmetric: " + detail::describe_value(a) + " at " +
                                                         detail::at_entry(i, j) + " vs " + detail::describe_value(b) +
                                                         " at " + detail::at_entry(j, i));
@@ -137,6 +145,36 @@ void validate_nash_game(const nash_game<Scalar>& game, const nash_validation_opt
     check_symmetry(r);
   }
 }
+
+namespace detail {
+
+/// True when validate_nash_game would pass: the same predicates, in one
+/// vectorised pass over `r`, a view of game.redundancy with the same values
+/// (the solvers' contiguous view). A false return is followed by
+/// validate_nash_game, which names the first defect.
+template <typename Scalar, typename Matrix>
+[[nodiscard]] bool passes_validation(const nash_game<Scalar>& game, const Matrix& r,
+                                     const nash_validation_options<Scalar>& options = {}) {
+  const Eigen::Index n = game.importance.size();
+  if (n == 0 || r.rows() != n || r.cols() != n) return false;
+  if (!(std::isfinite(game.lambda) && game.lambda > 0) || !game.importance.allFinite()) return false;
+  // x − x is 0 for finite x and NaN otherwise: one vectorised sum finds any NaN/Inf.
+  if ((r.array() - r.array()).sum() != Scalar(0) || !(r.diagonal().array() > 0).all()) return false;
+  // |a − b| ≤ tolerance passes whatever the magnitudes (the bound is ≥ tolerance),
+  // so the full test runs only for columns whose largest difference exceeds it.
+  for (Eigen::Index j = 1; j < n; ++j) {
+    bool exceeds = false;  // an OR, not a running max: no dependency chain through the loop
+    for (Eigen::Index i = 0; i < j; ++i) exceeds |= std::abs(r(i, j) - r(j, i)) > options.symmetry_tolerance;
+    if (exceeds) {
+      for (Eigen::Index i = 0; i < j; ++i) {
+        if (asymmetric(r(i, j), r(j, i), options.symmetry_tolerance)) return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace detail
 
 /// Player i's utility U_i(s).
 template <typename Scalar, typename Derived>
@@ -164,12 +202,24 @@ template <typename Scalar>
 /// ε(s) from the players' own derivatives g (= c − Q·s, Q = λM) and b_i = λ·r_ii.
 /// With Δ_i = BR_i − s_i = clamp(s_i + g_i/(2b_i), 0, 1) − s_i, the gain of
 /// player i is (a_i·t − b_i·t²) − (a_i·s_i − b_i·s_i²) = Δ_i·g_i − b_i·Δ_i².
+template <typename Scalar, typename Step, typename G, typename B>
+[[nodiscard]] Scalar exploitability_from_steps(const Step& step, const G& gradient, const B& half_diagonal) {
+  const Scalar worst = (step * gradient.array() - half_diagonal.array() * step.square()).maxCoeff();
+  return std::max(worst, Scalar(0));
+}
 template <typename Scalar, typename S, typename G, typename B>
 [[nodiscard]] Scalar exploitability_from_gradient(const S& s, const G& gradient, const B& half_diagonal) {
   const auto x = s.array();
   const auto step = (x + gradient.array() / (Scalar(2) * half_diagonal.array())).max(Scalar(0)).min(Scalar(1)) - x;
-  const Scalar worst = (step * gradient.array() - half_diagonal.array() * step.square()).maxCoeff();
-  return std::max(worst, Scalar(0));
+  return exploitability_from_steps<Scalar>(step, gradient, half_diagonal);
+}
+/// The same with 1/(2b_i) given (the solvers keep it): no division per player.
+template <typename Scalar, typename S, typename G, typename B, typename I>
+[[nodiscard]] Scalar exploitability_from_gradient(const S& s, const G& gradient, const B& half_diagonal,
+                                                  const I& inverse_diagonal) {
+  const auto x = s.array();
+  const auto step = (x + gradient.array() * inverse_diagonal.array()).max(Scalar(0)).min(Scalar(1)) - x;
+  return exploitability_from_steps<Scalar>(step, gradient, half_diagonal);
 }
 
 /// Natural KKT residual ‖s − Π(s + g)‖_∞ for the potential's gradient g.

@@ -16,7 +16,11 @@
 //                           max|Δs| < threshold; `converged` is that rule firing.
 //   projected_gradient      s ← Π(s + g/L), L = min(‖Q‖_F, √(‖Q‖₁·‖Q‖_∞)) ≥ ‖Q‖₂.
 //   best_response_sweeps    Gauss–Seidel: s_i ← BR_i(s_−i) = clamp(s_i + g_i/Q_ii)
-//                           (exact coordinate ascent on Φ); g kept up to date.
+//                           (exact coordinate ascent on Φ); g kept up to date by
+//                           g −= Δ·Q.col(i) (AVX2/AVX-512 kernel for double,
+//                           detail/best_response_kernel.hpp). Each sweep is one
+//                           sequential chain, so a batch sweeps two layers with
+//                           their steps interleaved (same results as alone).
 //   accelerated_projected_gradient  FISTA with gradient-based adaptive restart
 //                           (O'Donoghue & Candès 2015), one product Q·x per step.
 //   active_set_newton       projected Newton (Bertsekas 1982): free set F from the
@@ -26,6 +30,9 @@
 //                           exact maximiser, so it ends at machine precision.
 //                           Indefinite Q_FF falls back to a projected-gradient step.
 // With an indefinite M every variant still stops within max_iterations.
+// Cost: R is read in place (no n×n copy) and validated in the same pass
+// (nash_game.hpp, passes_validation: the checks of validate_nash_game, which
+// is called only to name a defect); a batch reuses one workspace.
 #pragma once
 
 #include <Eigen/Cholesky>
@@ -34,13 +41,18 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "config.hpp"
+#include "detail/best_response_kernel.hpp"
+#include "detail/simd_dispatch.hpp"
 #include "detail/validate.hpp"
 #include "nash_game.hpp"
 
@@ -68,6 +80,9 @@ template <typename Scalar>
 struct nash_iteration_options {
   Scalar tolerance = default_exploitability_tolerance<Scalar>();  ///< stop when ε ≤ tolerance
   std::int64_t max_iterations = 10000;
+  /// Instruction set of the best-response sweep (double games; the accelerated
+  /// variant has no sweep and ignores it). `automatic`: the widest the CPU has.
+  simd_target simd = simd_target::automatic;
 };
 
 namespace detail {
@@ -79,49 +94,107 @@ inline void validate_iteration_options(double tolerance, std::int64_t max_iterat
   require(max_iterations >= 0, "max_iterations", "must be >= 0, got " + std::to_string(max_iterations));
 }
 
-/// The game as the solvers use it: Q = λ·(R + diag(r_ii)) stored contiguously
-/// (an n×n copy made once per solve so every product vectorises), c, and
-/// b = diag(Q)/2 = λ·r_ii. R is used as given, not symmetrised: row i of Q·s
-/// is then exactly player i's own derivative, so ε is that of U itself.
+[[nodiscard]] inline std::string layer_prefix(std::size_t layer) { return "layers[" + std::to_string(layer) + "]."; }
+
+/// The game as the solvers use it: Q = λ·M, M = R + diag(r_ii), never formed.
+/// R is read in place through a contiguous column-major view (copied only when
+/// its inner stride is not 1), so Q·x = λ·(R·x + r∘x) and a change of s_j moves
+/// the gradient by λ·Δ·(R.col(j) + r_j·e_j). R is used as given, not
+/// symmetrised: row i of Q·s is then exactly player i's own derivative, so ε is
+/// that of U itself. One object serves a whole batch: load() reuses its storage
+/// and validates in the same pass that reads R.
 template <typename Scalar>
 struct quadratic_game {
-  nash_matrix<Scalar> q;
+  using matrix_view = Eigen::Map<const nash_matrix<Scalar>, 0, Eigen::OuterStride<>>;
+
+  matrix_view r{nullptr, 0, 0, Eigen::OuterStride<>(1)};
+  Scalar lambda = 1;
   nash_vector<Scalar> c;
-  nash_vector<Scalar> half_diagonal;
+  nash_vector<Scalar> diagonal;          ///< r_ii
+  nash_vector<Scalar> half_diagonal;     ///< b_i = λ·r_ii = Q_ii/2
   nash_vector<Scalar> inverse_diagonal;  ///< 1/Q_ii: a best response is s_i + g_i/Q_ii
 
-  explicit quadratic_game(const nash_game<Scalar>& game) : c(game.importance) {
-    const auto& r = game.redundancy;
-    if (r.innerStride() == 1) {  // the common case: copy whole columns
-      q = game.lambda * Eigen::Map<const nash_matrix<Scalar>, 0, Eigen::OuterStride<>>(
-                            r.data(), r.rows(), r.cols(), Eigen::OuterStride<>(r.outerStride()));
-    } else {
-      q = game.lambda * r;
+  quadratic_game() = default;
+  explicit quadratic_game(const nash_game<Scalar>& game) { load(game); }
+  quadratic_game(const quadratic_game&) = delete;  // `r` may view `owned_`
+  quadratic_game& operator=(const quadratic_game&) = delete;
+
+  /// Validates `game` (as validate_nash_game, naming "layers[layer]." when
+  /// layer ≥ 0) and makes it the current game; `game` must outlive its use.
+  void load(const nash_game<Scalar>& game, std::ptrdiff_t layer = -1) {
+    const auto& source = game.redundancy;
+    const bool shapes_agree = source.rows() == game.size() && source.cols() == game.size() && game.size() > 0;
+    if (shapes_agree && source.innerStride() == 1) {
+      new (&r) matrix_view(source.data(), source.rows(), source.cols(), Eigen::OuterStride<>(source.outerStride()));
+    } else if (shapes_agree) {
+      owned_ = source;
+      new (&r) matrix_view(owned_.data(), owned_.rows(), owned_.cols(), Eigen::OuterStride<>(owned_.rows()));
     }
-    half_diagonal = q.diagonal();
-    q.diagonal() *= Scalar(2);
-    inverse_diagonal = q.diagonal().cwiseInverse();
+    if (!shapes_agree || !passes_validation(game, r)) {
+      validate_nash_game(game, {}, layer < 0 ? std::string() : layer_prefix(static_cast<std::size_t>(layer)));
+      fail_domain("redundancy", "failed validation");  // unreachable: the checks agree
+    }
+    lambda = game.lambda;
+    c = game.importance;
+    diagonal = r.diagonal();
+    half_diagonal = lambda * diagonal;
+    inverse_diagonal = (Scalar(2) * half_diagonal).cwiseInverse();
   }
 
   [[nodiscard]] Eigen::Index size() const { return c.size(); }
 
-  /// L ≥ ‖Q‖₂: min(‖Q‖_F, √(‖Q‖₁·‖Q‖_∞)), one pass over Q.
+  /// Q(i, j).
+  [[nodiscard]] Scalar entry(Eigen::Index i, Eigen::Index j) const {
+    return lambda * (i == j ? Scalar(2) * r(i, i) : r(i, j));
+  }
+
+  /// out = Q·x.
+  template <typename X>
+  void product(const X& x, nash_vector<Scalar>& out) const {
+    out.noalias() = r * x;
+    out = lambda * (out + diagonal.cwiseProduct(x));
+  }
+
+  /// g = c − Q·s.
+  template <typename S>
+  void gradient(const S& s, nash_vector<Scalar>& g) const {
+    if ((s.array() == Scalar(0)).all()) {  // the usual start: no product needed
+      g = c;
+      return;
+    }
+    g.noalias() = r * s;
+    g = c - lambda * (g + diagonal.cwiseProduct(s));
+  }
+  [[nodiscard]] nash_vector<Scalar> gradient(const nash_vector<Scalar>& s) const {
+    nash_vector<Scalar> g(size());
+    gradient(s, g);
+    return g;
+  }
+
+  /// g −= delta·Q.col(j): the gradient after s_j moved by delta.
+  void move_gradient(nash_vector<Scalar>& g, Eigen::Index j, Scalar delta) const {
+    const Scalar scaled = lambda * delta;
+    g.noalias() -= scaled * r.col(j);
+    g(j) -= scaled * diagonal(j);
+  }
+
+  /// L ≥ ‖Q‖₂: min(‖Q‖_F, √(‖Q‖₁·‖Q‖_∞)), one pass over R (|2r_jj| = |r_jj| + r_jj, r_jj > 0).
   [[nodiscard]] Scalar lipschitz_bound() const {
-    nash_vector<Scalar> row_sums = nash_vector<Scalar>::Zero(size());
+    nash_vector<Scalar> row_sums = diagonal;
     Scalar max_column_sum = 0;
-    Scalar squares = 0;
+    Scalar squares = Scalar(3) * diagonal.squaredNorm();
     for (Eigen::Index j = 0; j < size(); ++j) {
-      const auto column = q.col(j).array();
-      max_column_sum = std::max(max_column_sum, column.abs().sum());
+      const auto column = r.col(j).array();
+      max_column_sum = std::max(max_column_sum, column.abs().sum() + diagonal(j));
       squares += column.square().sum();
       row_sums.array() += column.abs();
     }
-    const Scalar bound = std::min(std::sqrt(squares), std::sqrt(max_column_sum * row_sums.maxCoeff()));
+    const Scalar bound = lambda * std::min(std::sqrt(squares), std::sqrt(max_column_sum * row_sums.maxCoeff()));
     return bound > 0 ? bound : Scalar(1);
   }
 
   [[nodiscard]] Scalar exploitability(const nash_vector<Scalar>& s, const nash_vector<Scalar>& g) const {
-    return exploitability_from_gradient<Scalar>(s, g, half_diagonal);
+    return exploitability_from_gradient<Scalar>(s, g, half_diagonal, inverse_diagonal);
   }
 
   /// Φ(s) from s and g = c − Q·s:  Φ = cᵀs − ½sᵀQs = ½·sᵀ(c + g).
@@ -132,7 +205,7 @@ struct quadratic_game {
 
   [[nodiscard]] nash_solution<Scalar> finish(nash_vector<Scalar> s, std::int64_t iterations, Scalar tolerance) const {
     nash_solution<Scalar> out;
-    const nash_vector<Scalar> g = c - q * s;
+    const nash_vector<Scalar> g = gradient(s);
     out.exploitability = exploitability(s, g);
     out.kkt_residual = kkt_residual_from<Scalar>(s, g);
     out.potential = potential(s, g, c);
@@ -141,6 +214,9 @@ struct quadratic_game {
     out.s = std::move(s);
     return out;
   }
+
+ private:
+  nash_matrix<Scalar> owned_;  ///< R when its inner stride is not 1
 };
 
 template <typename Scalar>
@@ -152,8 +228,6 @@ void validate_start(const nash_game<Scalar>& game, const nash_vector<Scalar>& st
       fail_domain("start", "must lie in [0, 1], got " + describe_value(start(i)) + " at " + at_index(i));
   }
 }
-
-[[nodiscard]] inline std::string layer_prefix(std::size_t layer) { return "layers[" + std::to_string(layer) + "]."; }
 
 template <typename Options>
 void validate_solver_options(const Options& options) {
@@ -180,25 +254,35 @@ class nash_solver {
 
   /// Solves one layer starting from nobody playing (s = 0).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game) const {
-    validate_nash_game(game);
     const detail::quadratic_game<Scalar> quadratic(game);
     return Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size()));
   }
 
   /// Warm start from `start` ∈ [0,1]ⁿ (e.g. the equilibrium at a nearby λ).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game, const nash_vector<Scalar>& start) const {
-    validate_nash_game(game);
+    const detail::quadratic_game<Scalar> quadratic(game);
     detail::validate_start(game, start);
-    return Policy::run(options_, detail::quadratic_game<Scalar>(game), start);
+    return Policy::run(options_, quadratic, start);
   }
 
-  /// Solves a batch layer by layer; a bad layer is named ("layers[3].lambda").
+  /// Solves a batch layer by layer, reusing one workspace; a bad layer is named
+  /// ("layers[3].lambda") and nothing is returned.
   [[nodiscard]] std::vector<nash_solution<Scalar>> solve(std::span<const nash_game<Scalar>> layers) const {
-    for (std::size_t l = 0; l < layers.size(); ++l) validate_nash_game(layers[l], {}, detail::layer_prefix(l));
     std::vector<nash_solution<Scalar>> out;
     out.reserve(layers.size());
-    for (const auto& layer : layers) {
-      const detail::quadratic_game<Scalar> quadratic(layer);
+    detail::quadratic_game<Scalar> quadratic, partner;
+    std::size_t l = 0;
+    if constexpr (requires { Policy::run_pair(options_, quadratic, partner); }) {
+      for (; l + 1 < layers.size(); l += 2) {  // two layers at a time when the policy can
+        quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l));
+        partner.load(layers[l + 1], static_cast<std::ptrdiff_t>(l + 1));
+        auto [first, second] = Policy::run_pair(options_, quadratic, partner);
+        out.push_back(std::move(first));
+        out.push_back(std::move(second));
+      }
+    }
+    for (; l < layers.size(); ++l) {
+      quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l));
       out.push_back(Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size())));
     }
     return out;
@@ -305,11 +389,11 @@ struct projected_gradient_policy {
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> s) {
     const Scalar step = Scalar(1) / game.lipschitz_bound();
-    nash_vector<Scalar> g = game.c - game.q * s;
+    nash_vector<Scalar> g = game.gradient(s);
     std::int64_t k = 0;
     for (; k < options.max_iterations && game.exploitability(s, g) > options.tolerance; ++k) {
       s = (s + step * g).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
-      g.noalias() = game.c - game.q * s;
+      game.gradient(s, g);
     }
     return game.finish(std::move(s), k, options.tolerance);
   }
@@ -330,27 +414,61 @@ void gradient_at(const quadratic_game<Scalar>& game, const nash_vector<Scalar>& 
   const Eigen::Index n = game.size();
   const Eigen::Index changed = (to.array() != from.array()).count();
   if (2 * changed >= n) {
-    g_to.noalias() = game.c - game.q * to;
+    game.gradient(to, g_to);
     return;
   }
   g_to = g_from;
   for (Eigen::Index j = 0; j < n; ++j) {
-    if (to(j) != from(j)) g_to.noalias() -= (to(j) - from(j)) * game.q.col(j);
+    if (to(j) != from(j)) game.move_gradient(g_to, j, to(j) - from(j));
   }
 }
 
-/// One Gauss–Seidel sweep of best responses; keeps g = c − Q·s current.
+/// What the sweep kernel reads and updates (double games).
+inline best_response_sweep_data sweep_kernel_data(const quadratic_game<double>& game, nash_vector<double>& s,
+                                                  nash_vector<double>& g) {
+  return {game.r.data(),  game.r.outerStride(), game.size(), game.diagonal.data(), game.inverse_diagonal.data(),
+          game.lambda,    s.data(),             g.data()};
+}
+
+/// One Gauss–Seidel sweep of best responses on `target` (resolved by
+/// resolve_simd_target<Scalar, double>); keeps g = c − Q·s current.
 template <typename Scalar>
-void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g) {
+void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g,
+                         simd_target target) {
+  if constexpr (std::is_same_v<Scalar, double>) {
+    if (best_response_sweep_on(target, sweep_kernel_data(game, s, g))) return;
+  }
   for (Eigen::Index i = 0; i < s.size(); ++i) {
-    const Scalar target = std::clamp(s(i) + g(i) * game.inverse_diagonal(i), Scalar(0), Scalar(1));
-    const Scalar delta = target - s(i);
+    const Scalar best = std::clamp(s(i) + g(i) * game.inverse_diagonal(i), Scalar(0), Scalar(1));
+    const Scalar delta = best - s(i);
     if (delta != 0) {
-      s(i) = target;
-      g.noalias() -= delta * game.q.col(i);
+      s(i) = best;
+      game.move_gradient(g, i, delta);
     }
   }
 }
+
+/// The state of one best-response solve, so a batch can advance two at once
+/// exactly as each would advance alone.
+template <typename Scalar>
+struct sweep_run {
+  const quadratic_game<Scalar>& game;
+  const nash_iteration_options<Scalar>& options;
+  nash_vector<Scalar> s;
+  nash_vector<Scalar> g = game.gradient(s);
+  std::int64_t k = 0;
+
+  [[nodiscard]] bool running() const {
+    return k < options.max_iterations && game.exploitability(s, g) > options.tolerance;
+  }
+  void sweep(simd_target target) { best_response_sweep(game, s, g, target); }
+  void after_sweep() {
+    // Incremental updates drift by rounding; refresh the gradient now and then.
+    if ((k & 63) == 63) game.gradient(s, g);
+    ++k;
+  }
+  [[nodiscard]] nash_solution<Scalar> finish() { return game.finish(std::move(s), k, options.tolerance); }
+};
 }  // namespace detail
 
 template <typename Scalar>
@@ -359,14 +477,47 @@ struct best_response_sweeps_policy {
 
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> s) {
-    nash_vector<Scalar> g = game.c - game.q * s;
-    std::int64_t k = 0;
-    for (; k < options.max_iterations && game.exploitability(s, g) > options.tolerance; ++k) {
-      detail::best_response_sweep(game, s, g);
-      // Incremental updates drift by rounding; refresh the gradient now and then.
-      if ((k & 63) == 63) g.noalias() = game.c - game.q * s;
+    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
+    detail::sweep_run<Scalar> run{game, options, std::move(s)};
+    while (run.running()) {
+      run.sweep(target);
+      run.after_sweep();
     }
-    return game.finish(std::move(s), k, options.tolerance);
+    return run.finish();
+  }
+
+  /// Two games from s = 0 with their sweeps interleaved (a SIMD target overlaps
+  /// the two sequential chains); each result equals run() of its game alone.
+  [[nodiscard]] static std::pair<nash_solution<Scalar>, nash_solution<Scalar>> run_pair(
+      const options_type& options, const detail::quadratic_game<Scalar>& first,
+      const detail::quadratic_game<Scalar>& second) {
+    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
+    detail::sweep_run<Scalar> a{first, options, nash_vector<Scalar>::Zero(first.size())};
+    detail::sweep_run<Scalar> b{second, options, nash_vector<Scalar>::Zero(second.size())};
+    bool a_running = a.running();
+    bool b_running = b.running();
+    while (a_running && b_running) {
+      bool interleaved = false;
+      if constexpr (std::is_same_v<Scalar, double>) {
+        const auto second_data = detail::sweep_kernel_data(second, b.s, b.g);
+        interleaved = detail::best_response_sweep_on(target, detail::sweep_kernel_data(first, a.s, a.g), &second_data);
+      }
+      if (!interleaved) {
+        a.sweep(target);
+        b.sweep(target);
+      }
+      a.after_sweep();
+      b.after_sweep();
+      a_running = a.running();
+      b_running = b.running();
+    }
+    for (auto* rest : {&a, &b}) {
+      while (rest->running()) {
+        rest->sweep(target);
+        rest->after_sweep();
+      }
+    }
+    return {a.finish(), b.finish()};
   }
 };
 
@@ -383,13 +534,14 @@ struct accelerated_projected_gradient_policy {
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> x) {
     const Scalar step = Scalar(1) / game.lipschitz_bound();
-    nash_vector<Scalar> qx = game.q * x;  // Q·y follows from Q·x by linearity: one product per step
+    nash_vector<Scalar> qx(game.size());
+    game.product(x, qx);  // Q·y follows from Q·x by linearity: one product per step
     nash_vector<Scalar> y = x, qy = qx, x_next, qx_next;
     Scalar t = 1;
     std::int64_t k = 0;
     for (; k < options.max_iterations && game.exploitability(x, game.c - qx) > options.tolerance; ++k) {
       x_next = (y + step * (game.c - qy)).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
-      qx_next.noalias() = game.q * x_next;
+      game.product(x_next, qx_next);
       if ((y - x_next).dot(x_next - x) > 0) {  // momentum points uphill of the step: restart
         t = 1;
         y = x_next;
@@ -419,6 +571,7 @@ struct active_set_newton_options {
   Scalar tolerance = default_exploitability_tolerance<Scalar>();  ///< stop when ε ≤ tolerance
   std::int64_t max_iterations = 1000;                             ///< Newton steps (plus warm-up sweeps)
   std::int64_t warm_start_sweeps = 4;                             ///< best-response sweeps before the first Newton step
+  simd_target simd = simd_target::automatic;                      ///< instruction set of the warm-up sweeps
 };
 
 template <typename Scalar>
@@ -428,14 +581,15 @@ struct active_set_newton_policy {
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> s) {
     const Eigen::Index n = game.size();
-    nash_vector<Scalar> g = game.c - game.q * s;
+    nash_vector<Scalar> g = game.gradient(s);
     std::int64_t k = 0;
     // Warm-up sweeps never end the solve: the answer always comes from a Newton
     // step, so it is exact to rounding whenever the free set is right.
+    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
     for (std::int64_t w = 0; w < options.warm_start_sweeps && k < options.max_iterations; ++w, ++k) {
-      detail::best_response_sweep(game, s, g);
+      detail::best_response_sweep(game, s, g, target);
     }
-    g.noalias() = game.c - game.q * s;
+    game.gradient(s, g);
 
     Scalar step = 0;  // the fallback's 1/L, computed on first use
     std::vector<Eigen::Index> free_set;
@@ -461,7 +615,7 @@ struct active_set_newton_policy {
         g_free.resize(m);
         for (Eigen::Index b = 0; b < m; ++b) {
           g_free(b) = g(free_set[b]);
-          for (Eigen::Index a = 0; a < m; ++a) q_free(a, b) = game.q(free_set[a], free_set[b]);
+          for (Eigen::Index a = 0; a < m; ++a) q_free(a, b) = game.entry(free_set[a], free_set[b]);
         }
         const Eigen::LLT<nash_matrix<Scalar>> factor(q_free);
         if (factor.info() == Eigen::Success) {

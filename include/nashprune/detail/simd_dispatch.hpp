@@ -58,11 +58,11 @@ struct cpu_features {
   return cpu.avx2_fma ? simd_target::avx2_fma : simd_target::portable;
 }
 
-/// The target `requested` resolves to on this CPU for this scalar type (the
-/// kernels are float kernels: double data always runs the portable loop).
-template <typename Scalar>
+/// The target `requested` resolves to on this CPU for data of type `Scalar`,
+/// for a kernel written for `KernelScalar` (other data runs the portable loop).
+template <typename Scalar, typename KernelScalar = float>
 [[nodiscard]] simd_target resolve_simd_target(simd_target requested) {
-  if constexpr (!std::is_same_v<Scalar, float>) {
+  if constexpr (!std::is_same_v<Scalar, KernelScalar>) {
     (void)requested;
     return simd_target::portable;
   } else {
