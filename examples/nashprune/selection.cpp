@@ -90,6 +90,7 @@ struct activation_source {
 // Per-line scores of one projection along its structure axis.
 np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
                                     const activation_source& im, const std::string& score) {
+  model.populate(model.tensor(tensor).data);
   const gguf::float_matrix w(model.tensor(tensor));
   const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
   np::score_vector<float> lines;
