@@ -244,7 +244,7 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("output", a->output, "output GGUF");
       app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
       app.add_option("--unit", a->unit, "what --target counts: params | heads")->capture_default_str();
-      app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads)")->delimiter(',');
+      app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads); layers mix with the others")->delimiter(',');
       app.add_option("--score", s.score, "importance: magnitude | wanda | activation")->capture_default_str();
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
       app.add_option("--calibration", a->calibration,
