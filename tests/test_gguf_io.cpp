@@ -132,6 +132,51 @@ TEST(GgufIo, StreamingInPiecesGivesTheSameFile) {
   EXPECT_EQ(gguf_test::read_bytes(dir / "whole.gguf"), gguf_test::read_bytes(dir / "pieces.gguf"));
 }
 
+// writer::copy (file to file in the kernel for large pieces) and write_gathered
+// (writev of many pieces) give the same file as plain writes, for pieces below
+// and above writer::kernel_copy_size, and for pieces that cross tensor ends.
+TEST(GgufIo, CopiedAndGatheredPiecesGiveTheSameFile) {
+  gguf_test::scratch_dir dir;
+  const gguf::metadata kv = {{"x", value::string("abc")}};
+  const auto big = static_cast<std::int64_t>(3 * gguf::writer::kernel_copy_size / 4 + 12);
+  const std::vector<gguf::tensor_spec> tensors = {{"a", {big}, ggml_type::f32}, {"b", {17, 3}, ggml_type::f32},
+                                                  {"c", {big / 2}, ggml_type::f32}};
+  write_file(dir / "plain.gguf", kv, tensors);
+  const auto source = gguf::reader::open(dir / "plain.gguf");
+  // All tensor data of the source, as one span (tensors and padding), to cut into pieces.
+  const auto first = source.tensors().front().data.data();
+  const auto& last = source.tensors().back();
+  const std::span<const std::byte> data(first, static_cast<std::size_t>(last.data.data() + last.data.size() - first));
+  ASSERT_TRUE(source.extent_of(data).has_value());
+  const std::vector<std::byte> elsewhere(16);
+  EXPECT_FALSE(source.extent_of(elsewhere).has_value()) << "memory outside the mapping has no file extent";
+  for (const std::size_t piece : {std::size_t{100}, gguf::writer::kernel_copy_size + 8, std::size_t{1} << 24}) {
+    for (const bool gathered : {false, true}) {
+      const auto name = dir / ("out-" + std::to_string(piece) + (gathered ? "g" : "c") + ".gguf");
+      gguf::writer w(name, {});
+      w.begin(kv, tensors);
+      std::vector<std::span<const std::byte>> pieces;
+      for (const auto& t : source.tensors()) {
+        for (std::size_t at = 0; at < t.data.size(); at += piece) {
+          const auto p = t.data.subspan(at, std::min(piece, t.data.size() - at));
+          if (gathered) {
+            pieces.push_back(p);
+          } else {
+            w.copy(p, *source.extent_of(p));
+          }
+        }
+      }
+      if (gathered) w.write_gathered(pieces);
+      w.commit();
+      EXPECT_EQ(gguf_test::read_bytes(name), gguf_test::read_bytes(dir / "plain.gguf")) << "piece " << piece << (gathered ? " gathered" : " copied");
+    }
+  }
+  // The data section with its padding is more than the tensors declare: refused.
+  gguf::writer w(dir / "bad.gguf", {});
+  w.begin(kv, tensors);
+  EXPECT_THROW(w.copy(data, *source.extent_of(data)), std::logic_error);
+}
+
 TEST(GgufIo, WriterRefusesAnExistingOutputUnlessForced) {
   gguf_test::scratch_dir dir;
   write_file(dir / "a.gguf", {}, some_tensors());

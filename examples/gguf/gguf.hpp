@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -117,6 +118,12 @@ struct tensor_view : tensor_spec {
   std::span<const std::byte> data;
 };
 
+/// Where bytes of a mapped file lie in that file (for in-kernel copies).
+struct file_extent {
+  int fd = -1;
+  std::uint64_t offset = 0;
+};
+
 /// A parsed GGUF file. `open` maps the file read-only; `parse` reads a buffer the
 /// caller keeps alive (fuzzing, tests). Both check every count, length, type,
 /// alignment and tensor extent before use.
@@ -140,9 +147,16 @@ class reader {
   /// process's resident set, so streaming a model never holds all of it; the
   /// data stays readable (it is paged in again from the file if touched).
   void release(std::span<const std::byte> bytes) const;
+  /// Maps the pages of `bytes` in one call (MADV_POPULATE_READ) before they are
+  /// read whole, instead of one page fault per few pages; a no-op where unsupported.
+  void populate(std::span<const std::byte> bytes) const;
+  /// The open file and offset of `bytes` when they lie in this reader's mapping
+  /// (nothing for a parsed buffer), so a writer can copy them file to file.
+  [[nodiscard]] std::optional<file_extent> extent_of(std::span<const std::byte> bytes) const;
 
  private:
-  std::shared_ptr<const void> mapping_;  // keeps an mmap alive (empty for `parse`)
+  std::shared_ptr<const void> mapping_;  // keeps an mmap and its descriptor alive (empty for `parse`)
+  int fd_ = -1;
   std::span<const std::byte> bytes_;
   std::string name_;
   std::uint32_t version_ = 0;
@@ -166,6 +180,10 @@ class writer {
     std::vector<std::filesystem::path> protect;      // inputs never to overwrite
   };
 
+  /// Pieces at least this large are worth an in-kernel copy (copy_file_range
+  /// pays a set-up per call; below this, writing from memory is cheaper).
+  static constexpr std::size_t kernel_copy_size = std::size_t{16} << 10;
+
   writer(std::filesystem::path output, options opts);
   ~writer();
   writer(const writer&) = delete;
@@ -174,6 +192,14 @@ class writer {
   /// Alignment comes from general.alignment when present (UINT32, power of two).
   void begin(const gguf::metadata& kv, std::vector<tensor_spec> tensors);
   void write(std::span<const std::byte> bytes);
+  /// Writes `bytes`, which also lie at `from` in an open file: large pieces are
+  /// copied file to file by the kernel (copy_file_range, as cp does: no pass
+  /// through this process's memory), small ones or where the kernel refuses
+  /// are written from `bytes`.
+  void copy(std::span<const std::byte> bytes, const file_extent& from);
+  /// Writes the pieces one after the other with as few system calls as possible
+  /// (writev straight from the callers' memory: no copy through the buffer).
+  void write_gathered(std::span<const std::span<const std::byte>> pieces);
   /// Appends `count` zero bytes to the current tensor.
   void write_zeros(std::uint64_t count);
   void commit();
@@ -194,7 +220,11 @@ class writer {
   std::uint64_t current_written_ = 0;
   bool begun_ = false;
 
+  bool copy_in_kernel_ = true;  // until copy_file_range refuses once
+
   void put(std::span<const std::byte> bytes);
+  // Writes bytes to the file at once (the buffer must be empty).
+  void write_through(std::span<const std::byte> bytes);
   // How many of `wanted` bytes still fit the current tensor (throws past the last one).
   std::size_t room_in_current_tensor(std::size_t wanted) const;
   void flush();

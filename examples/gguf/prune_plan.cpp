@@ -284,34 +284,68 @@ pruned_model plan_output(const reader& model, const llama_shape& shape, const pr
   return output_builder(model, shape, plan).build(provenance);
 }
 
+namespace {
+// Rows of a column-sliced tensor are gathered in bands of about this many bytes.
+constexpr std::size_t column_band_bytes = std::size_t{256} << 10;
+}  // namespace
+
 void write_tensors(const reader& model, const pruned_model& result, writer& out,
                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   const std::uint64_t total = totals(result.tensors).bytes;
   std::uint64_t done = 0;
   std::vector<std::byte> columns;  // one column-sliced tensor at a time
+  std::vector<std::span<const std::byte>> pieces;  // small row ranges of one tensor
+  // Bytes of the input go file to file where the kernel can (writer::copy).
+  const auto emit = [&](std::span<const std::byte> bytes) {
+    if (const auto extent = model.extent_of(bytes)) {
+      out.copy(bytes, *extent);
+    } else {
+      out.write(bytes);
+    }
+  };
   for (std::size_t i = 0; i < result.tensors.size(); ++i) {
     const auto& spec = result.tensors[i];
     const auto& source = result.sources[i];
     switch (source.how) {
       case tensor_source::kind::copy:
-        out.write(source.from->data);
+        emit(source.from->data);
         break;
       case tensor_source::kind::zeros:
         out.write_zeros(spec.bytes());
         break;
       case tensor_source::kind::rows: {
+        // Large row ranges go file to file; runs of small ones in one gathered write.
         const std::uint64_t row = source.from->row_bytes();
         for (const auto& r : source.ranges) {
-          out.write(source.from->data.subspan(static_cast<std::size_t>(r.begin) * row, static_cast<std::size_t>(r.size) * row));
+          const auto piece = source.from->data.subspan(static_cast<std::size_t>(r.begin) * row, static_cast<std::size_t>(r.size) * row);
+          if (piece.size() < writer::kernel_copy_size) {
+            pieces.push_back(piece);
+            continue;
+          }
+          out.write_gathered(pieces);
+          pieces.clear();
+          emit(piece);
         }
+        out.write_gathered(pieces);
+        pieces.clear();
         break;
       }
       case tensor_source::kind::columns: {
-        const nashprune::ggml_matrix_view view{source.from->type, source.from->dims[0], source.from->rows(), 0, source.from->data};
-        columns.resize(static_cast<std::size_t>(spec.bytes()));
-        nashprune::gather_ggml_cols(view, source.ranges,
-                                    nashprune::ggml_matrix_span{spec.type, spec.dims[0], spec.rows(), 0, columns});
-        out.write(columns);
+        // Gathered a band of rows at a time into a buffer that stays in cache
+        // while the kernel copies it out.
+        const auto in_row = static_cast<std::size_t>(source.from->row_bytes());
+        const auto out_row = static_cast<std::size_t>(spec.row_bytes());
+        const auto band = static_cast<std::int64_t>(std::max<std::size_t>(1, column_band_bytes / std::max<std::size_t>(out_row, 1)));
+        model.populate(source.from->data);
+        for (std::int64_t first = 0; first < spec.rows(); first += band) {
+          const std::int64_t n = std::min(band, spec.rows() - first);
+          const nashprune::ggml_matrix_view view{source.from->type, source.from->dims[0], n, 0,
+                                                 source.from->data.subspan(static_cast<std::size_t>(first) * in_row,
+                                                                           static_cast<std::size_t>(n) * in_row)};
+          columns.resize(static_cast<std::size_t>(n) * out_row);
+          nashprune::gather_ggml_cols(view, source.ranges, nashprune::ggml_matrix_span{spec.type, spec.dims[0], n, 0, columns});
+          out.write(columns);
+        }
         break;
       }
     }

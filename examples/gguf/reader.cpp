@@ -148,11 +148,15 @@ class metadata_parser {
   std::uint64_t used_ = 0;
 };
 
+// The mapped file and its descriptor (kept open so the writer can copy tensor
+// bytes file to file inside the kernel, see writer::copy).
 struct mapping {
   void* address = nullptr;
   std::size_t size = 0;
+  int fd = -1;
   ~mapping() {
     if (address != nullptr) ::munmap(address, size);
+    if (fd >= 0) ::close(fd);
   }
 };
 
@@ -173,18 +177,15 @@ reader reader::open(const std::filesystem::path& path) {
     throw std::invalid_argument(name + ": not a regular file");
   }
   auto map = std::make_shared<mapping>();
+  map->fd = fd;
   map->size = static_cast<std::size_t>(st.st_size);
   if (map->size > 0) {
     void* address = ::mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (address == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      throw std::runtime_error(name + ": cannot map: " + std::strerror(e));
-    }
+    if (address == MAP_FAILED) throw std::runtime_error(name + ": cannot map: " + std::strerror(errno));
     map->address = address;
   }
-  ::close(fd);
   reader r;
+  r.fd_ = fd;
   r.bytes_ = std::span<const std::byte>(static_cast<const std::byte*>(map->address), map->size);
   r.mapping_ = map;
   r.name_ = name;
@@ -314,6 +315,25 @@ const tensor_view* reader::find_tensor(std::string_view name) const {
     if (t.name == name) return &t;
   }
   return nullptr;
+}
+
+std::optional<file_extent> reader::extent_of(std::span<const std::byte> bytes) const {
+  const auto first = reinterpret_cast<std::uintptr_t>(bytes_.data());
+  const auto at = reinterpret_cast<std::uintptr_t>(bytes.data());
+  if (fd_ < 0 || at < first || at - first > bytes_.size() || bytes.size() > bytes_.size() - (at - first)) return std::nullopt;
+  return file_extent{fd_, at - first};
+}
+
+void reader::populate(std::span<const std::byte> bytes) const {
+#ifdef MADV_POPULATE_READ
+  if (!mapping_ || bytes.empty()) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(bytes.data()) / page * page;
+  const auto end = reinterpret_cast<std::uintptr_t>(bytes.data()) + bytes.size();
+  (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ);  // a hint: failure only costs faults
+#else
+  (void)bytes;
+#endif
 }
 
 void reader::release(std::span<const std::byte> bytes) const {

@@ -4,15 +4,21 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 namespace gguf {
 namespace {
 
 constexpr std::size_t buffer_size = std::size_t{4} << 20;
+// Pieces at least this large skip the buffer (one copy fewer); smaller ones are
+// gathered so that scattered rows do not cost a system call each.
+constexpr std::size_t write_through_size = std::size_t{64} << 10;
 
 [[noreturn]] void fail_io(const std::filesystem::path& path, const char* what) {
   throw std::runtime_error(path.string() + ": " + what + ": " + std::strerror(errno));
@@ -105,34 +111,109 @@ void writer::pad_to_alignment() {
   }
 }
 
-void writer::put(std::span<const std::byte> bytes) {
-  position_ += bytes.size();
-  if (buffer_.size() + bytes.size() > buffer_size) flush();
-  if (bytes.size() >= buffer_size) {
-    // Large pieces skip the buffer.
-    while (!bytes.empty()) {
-      const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
+void writer::copy(std::span<const std::byte> bytes, const file_extent& from) {
+  std::uint64_t source = from.offset;
+  while (!bytes.empty()) {
+    const std::size_t n = room_in_current_tensor(bytes.size());
+    std::size_t copied = 0;
+    if (copy_in_kernel_ && n >= kernel_copy_size) {
+      flush();
+      auto offset = static_cast<off_t>(source);
+      while (copied < n) {
+        const ssize_t done = ::copy_file_range(from.fd, &offset, fd_, nullptr, n - copied, 0);
+        if (done < 0 && errno == EINTR) continue;
+        if (done <= 0) {
+          // Not supported here (other file systems, old kernels, EOF): write the rest.
+          if (done < 0 && errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+            fail_io(temporary_, "copy_file_range failed");
+          }
+          copy_in_kernel_ = false;
+          break;
+        }
+        copied += static_cast<std::size_t>(done);
+      }
+      position_ += copied;
+    }
+    if (copied < n) put(bytes.subspan(copied, n - copied));
+    source += n;
+    current_written_ += n;
+    bytes = bytes.subspan(n);
+    advance_completed_tensors();
+  }
+}
+
+void writer::write_gathered(std::span<const std::span<const std::byte>> pieces) {
+  std::uint64_t total = 0;
+  for (const auto& p : pieces) total += p.size();
+  if (total < write_through_size) {
+    for (const auto& p : pieces) write(p);
+    return;
+  }
+  // Only whole pieces of the current tensor go out as one batch; a piece that
+  // crosses a tensor's end (or the table's) takes the checked path. Padding and
+  // such pieces pass through the buffer, which is flushed before each batch.
+  std::vector<iovec> batch;
+  batch.reserve(std::min<std::size_t>(pieces.size(), IOV_MAX));
+  const auto send = [&] {
+    flush();
+    std::size_t first = 0;
+    while (first < batch.size()) {
+      const ssize_t n = ::writev(fd_, batch.data() + first, static_cast<int>(batch.size() - first));
       if (n < 0) {
         if (errno == EINTR) continue;
         fail_io(temporary_, "write failed");
       }
-      bytes = bytes.subspan(static_cast<std::size_t>(n));
+      auto left = static_cast<std::size_t>(n);
+      while (first < batch.size() && left >= batch[first].iov_len) left -= batch[first++].iov_len;
+      if (left > 0) {
+        batch[first].iov_base = static_cast<std::byte*>(batch[first].iov_base) + left;
+        batch[first].iov_len -= left;
+      }
     }
+    batch.clear();
+  };
+  for (const auto& p : pieces) {
+    if (room_in_current_tensor(p.size()) < p.size()) {
+      send();
+      write(p);
+      continue;
+    }
+    batch.push_back({const_cast<std::byte*>(p.data()), p.size()});
+    position_ += p.size();
+    current_written_ += p.size();
+    if (batch.size() == IOV_MAX) send();
+    if (current_written_ == tensors_[current_].bytes()) {
+      send();
+      advance_completed_tensors();
+    }
+  }
+  send();
+}
+
+void writer::put(std::span<const std::byte> bytes) {
+  position_ += bytes.size();
+  if (buffer_.size() + bytes.size() > buffer_size) flush();
+  if (bytes.size() >= write_through_size) {
+    flush();
+    write_through(bytes);
     return;
   }
   buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
 }
 
-void writer::flush() {
-  std::span<const std::byte> pending(buffer_);
-  while (!pending.empty()) {
-    const ssize_t n = ::write(fd_, pending.data(), pending.size());
+void writer::write_through(std::span<const std::byte> bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       fail_io(temporary_, "write failed");
     }
-    pending = pending.subspan(static_cast<std::size_t>(n));
+    bytes = bytes.subspan(static_cast<std::size_t>(n));
   }
+}
+
+void writer::flush() {
+  write_through(buffer_);
   buffer_.clear();
 }
 

@@ -34,6 +34,7 @@
 #include <nashprune/nash_solvers.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "command.hpp"
@@ -92,6 +93,7 @@ struct activation_source {
 // Per-line scores of one projection along its structure axis.
 np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
                                     const activation_source& im, const std::string& score) {
+  model.populate(model.tensor(tensor).data);
   const gguf::float_matrix w(model.tensor(tensor));
   const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
   np::score_vector<float> lines;
@@ -241,14 +243,85 @@ class planner {
     constraints.freeze_last_layers = std::min<std::int64_t>(o_.freeze_last, shape_.n_layer() - constraints.freeze_first_layers);
     constraints.min_kept = min_kept_;
     const auto weighted = prior_weighted_items();
-    const auto result = o_.method == "both" ? np::solve_exact<double>(weighted, budget, constraints)
-                                            : np::select_greedy<double>(weighted, budget, constraints);
+    if (wants("layers") && o_.structures.size() > 1) return finish(layers_and_finer(weighted, budget, constraints));
+    const auto result = select(weighted, budget, constraints);
     std::vector<np::selection_item<double>> removed;
     for (auto position : result.pruned) removed.push_back(items_[static_cast<std::size_t>(position)]);
     return finish(removed);
   }
 
  private:
+  np::selection_result<double> select(std::span<const np::selection_item<double>> table, std::int64_t budget,
+                                      const np::selection_constraints& constraints) const {
+    return o_.method == "both" ? np::solve_exact<double>(table, budget, constraints)
+                               : np::select_greedy<double>(table, budget, constraints);
+  }
+
+  // --structures layers with finer structures. A table must not hold a layer and
+  // items inside it (a parameter would count twice), so the layers compete here:
+  // for n = 0, 1, ... the n unfrozen layers of least importance per parameter are
+  // removed, the finer items of the other layers are selected with the budget
+  // left, and the plan removing the least importance per unit of budget spent
+  // wins. A removed layer takes its heads and channels with it; the budget is
+  // counted once.
+  std::vector<np::selection_item<double>> layers_and_finer(const std::vector<np::selection_item<double>>& weighted,
+                                                           std::int64_t budget,
+                                                           const np::selection_constraints& constraints) const {
+    std::vector<std::size_t> layers;
+    std::vector<std::size_t> finer;
+    for (std::size_t k = 0; k < items_.size(); ++k) {
+      if (items_[k].kind != np::item_kind::whole_layer) {
+        finer.push_back(k);
+      } else if (!frozen(items_[k].layer)) {
+        layers.push_back(k);
+      }
+    }
+    const auto per_cost = [&](std::size_t k) { return weighted[k].importance / static_cast<double>(std::max<std::int64_t>(weighted[k].cost, 1)); };
+    std::stable_sort(layers.begin(), layers.end(), [&](auto a, auto b) { return per_cost(a) < per_cost(b); });
+    std::set<std::int64_t> out;
+    std::vector<np::selection_item<double>> removed_layers;
+    std::int64_t spent = 0;
+    double layer_importance = 0;
+    std::vector<np::selection_item<double>> best;
+    double best_score = std::numeric_limits<double>::infinity();
+    for (std::size_t n = 0; n <= layers.size(); ++n) {
+      if (n > 0) {
+        const auto k = layers[n - 1];
+        if (spent + items_[k].cost > budget) break;
+        out.insert(items_[k].layer);
+        removed_layers.push_back(items_[k]);
+        spent += items_[k].cost;
+        layer_importance += weighted[k].importance;
+      }
+      std::vector<std::size_t> offered;
+      std::vector<np::selection_item<double>> table;
+      for (auto k : finer) {
+        if (out.contains(items_[k].layer)) continue;
+        offered.push_back(k);
+        table.push_back(weighted[k]);
+      }
+      auto rules = constraints;
+      std::erase_if(rules.min_kept, [&](const np::min_kept_rule& r) { return out.contains(r.layer); });
+      auto removed = removed_layers;
+      double importance = layer_importance;
+      std::int64_t cost = spent;
+      if (!table.empty()) {
+        for (auto position : select(table, budget - spent, rules).pruned) {
+          const auto k = offered[static_cast<std::size_t>(position)];
+          removed.push_back(items_[k]);
+          importance += weighted[k].importance;
+          cost += items_[k].cost;
+        }
+      }
+      const double score = cost > 0 ? importance / static_cast<double>(cost) : std::numeric_limits<double>::infinity();
+      if (best.empty() || score < best_score) {
+        best_score = score;
+        best = std::move(removed);
+      }
+    }
+    return best;
+  }
+
   const gguf::reader& model_;
   const gguf::llama_shape& shape_;
   const selection_options& o_;
@@ -386,10 +459,10 @@ class planner {
       const std::int64_t attention_params = l.n_head * shape_.n_embd * (shape_.head_dim_k + shape_.head_dim_v) +
                                             l.n_head_kv * shape_.n_embd * (shape_.head_dim_k + shape_.head_dim_v);
       const std::int64_t mlp_params = l.n_ff * np::mlp_channel_cost(shape_.n_embd);
-      if (wants("layers")) {
+      if (wants("layers") && i >= o_.keep_first_layers) {
         items_.push_back({i, np::item_kind::whole_layer, 0, s.heads.sum() + s.channels.sum(),
                           o_.unit_heads ? std::max<std::int64_t>(l.n_head, 1) : attention_params + mlp_params});
-        continue;
+        if (o_.structures.size() == 1) continue;  // layers alone; else layers_and_finer() keeps them apart
       }
       if (l.has_attention()) {
         const auto g = geometry_of(shape_, i);
@@ -447,7 +520,7 @@ class planner {
         if (it.kind == np::item_kind::mlp_block) p.channels.clear();
         if (it.kind == np::item_kind::mlp_channel) ++chunks;
       }
-      if (l.has_attention() && (wants("heads") || wants("groups")) && !wants("layers")) {
+      if (p.keep_layer && l.has_attention() && (wants("heads") || wants("groups"))) {
         p.heads = np::attention_plan<double>(geometry_of(shape_, i), granularity(i), i, scores_[static_cast<std::size_t>(i)].heads, removed);
       }
       if (chunks > 0) {
@@ -485,10 +558,6 @@ void check_options(const selection_options& o, bool have_activations, bool have_
     if (!known_structures.contains(s)) throw usage_error("--structures: unknown structure '" + s + "' (heads, groups, mlp, attn-blocks, mlp-blocks, layers)");
   }
   const auto has = [&](const char* s) { return o.structures.contains(s); };
-  if (has("layers") && o.structures.size() > 1) {
-    throw usage_error("--structures layers removes whole layers and cannot be mixed with finer structures in one run "
-                      "(a parameter would be counted twice); prune layers first, then run again on the output");
-  }
   if (has("attn-blocks") && (has("heads") || has("groups"))) {
     throw usage_error("--structures attn-blocks overlaps heads/groups (both remove attention heads); choose one");
   }
@@ -529,6 +598,7 @@ void check_options(const selection_options& o, bool have_activations, bool have_
   }
   if (o.min_heads < 1) throw usage_error("--min-heads must be at least 1");
   if (!(o.max_prune > 0.0 && o.max_prune <= 1.0)) throw usage_error("--max-prune must be in (0, 1]");
+  if (o.keep_first_layers < 0) throw usage_error("keep_first_layers must not be negative");
   if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");
   if (o.iterations < 1) throw usage_error("--iterations must be positive");
   if (!(std::isfinite(o.temperature) && o.temperature >= 0.0)) throw usage_error("--temperature must be finite and >= 0");

@@ -33,6 +33,7 @@ struct selection_options {
   double max_prune = 0.7;
   int freeze_first = 0;
   int freeze_last = 0;
+  int keep_first_layers = 0;  // never remove these first layers whole (their heads and channels stay prunable)
   // H-GSP priors (hgsp_priors.hpp) from the calibration's block influence: on with
   // --calibration (temperature 1, tau automatic), off without it.
   double temperature = 1.0;
