@@ -371,6 +371,33 @@ TYPED_TEST(SlicingTyped, ManySingleColumnsOfContiguousLinesLeaveTheDestinationPa
   }
 }
 
+TEST(SlicingBytes, StreamingCopiesAreExactForEveryAlignmentAndLength) {
+  // Every head (to's offset from a 64-byte boundary), relative misalignment of
+  // the source (which picks the 64-, 32- or 16-byte stores) and tail length.
+  std::mt19937 rng(31);
+  const auto source = random_bytes(rng, 4096);
+  std::vector<std::byte> buffer(4096 + 128);
+  const auto aligned = [](std::byte* p) {
+    return p + ((64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64);
+  };
+  std::byte* base = aligned(buffer.data() + 1);  // room for the guard byte before
+  const std::byte* from_base = source.data() + ((64 - reinterpret_cast<std::uintptr_t>(source.data()) % 64) % 64);
+  for (std::size_t to_offset = 0; to_offset < 64; to_offset += 4) {
+    for (std::size_t from_offset : {0, 4, 16, 32, 48, 7}) {
+      for (std::size_t n : {64, 65, 100, 127, 544, 1000, 2049}) {
+        std::fill(buffer.begin(), buffer.end(), std::byte{0xAB});
+        std::byte* to = base + to_offset;
+        detail::copy_bytes(to, from_base + (to_offset + from_offset) % 64, n, true);
+        detail::finish_copies();
+        ASSERT_TRUE(std::equal(to, to + n, from_base + (to_offset + from_offset) % 64))
+            << "to offset " << to_offset << " from offset " << from_offset << " n " << n;
+        ASSERT_EQ(to[-1], std::byte{0xAB});
+        ASSERT_EQ(to[n], std::byte{0xAB});
+      }
+    }
+  }
+}
+
 TEST(SlicingBytes, BadLayoutsBuffersAndKeepListsAreRejected) {
   std::vector<std::byte> src(34 * 4), dst(34 * 4);
   const ggml_matrix_view q8{ggml_type::q8_0, 32, 4, 0, src};
