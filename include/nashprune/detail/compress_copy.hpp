@@ -15,6 +15,7 @@
 #include <bit>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "../attention_geometry.hpp"
@@ -54,32 +55,31 @@ NASHPRUNE_TARGET_REGION_BEGIN("avx512f")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::compress_avx512 {
 
-inline void compress_lines_4(const masked_lines& x, std::span<const std::uint32_t> masks) {
-  for (std::int64_t line = 0; line < x.lines; ++line) {
-    const float* from = static_cast<const float*>(x.from) + line * x.from_stride;
-    float* to = static_cast<float*>(x.to) + line * x.to_stride;
-    for (std::size_t c = 0; c < masks.size(); ++c) {
-      const auto m = static_cast<__mmask16>(masks[c]);
-      if (m == 0) continue;
-      const __m512 v = _mm512_maskz_compress_ps(m, _mm512_maskz_loadu_ps(m, from + 16 * c));
-      const int n = std::popcount(masks[c]);
-      _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1u), v);
-      to += n;
-    }
-  }
+/// One vector of kept elements: masked load of the kept lanes, compress into the
+/// low lanes, masked store of the `kept` count.
+inline void compress(const float* from, float* to, __mmask16 mask, int kept) {
+  _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << kept) - 1u),
+                        _mm512_maskz_compress_ps(mask, _mm512_maskz_loadu_ps(mask, from)));
 }
 
-inline void compress_lines_8(const masked_lines& x, std::span<const std::uint32_t> masks) {
+inline void compress(const double* from, double* to, __mmask8 mask, int kept) {
+  _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << kept) - 1u),
+                        _mm512_maskz_compress_pd(mask, _mm512_maskz_loadu_pd(mask, from)));
+}
+
+template <typename Element>
+void compress_lines(const masked_lines& x, std::span<const std::uint32_t> masks) {
+  using element = Element;
+  using lane_mask = std::conditional_t<sizeof(Element) == 4, __mmask16, __mmask8>;
+  constexpr std::int64_t lanes = 64 / static_cast<std::int64_t>(sizeof(Element));
   for (std::int64_t line = 0; line < x.lines; ++line) {
-    const double* from = static_cast<const double*>(x.from) + line * x.from_stride;
-    double* to = static_cast<double*>(x.to) + line * x.to_stride;
+    const element* from = static_cast<const element*>(x.from) + line * x.from_stride;
+    element* to = static_cast<element*>(x.to) + line * x.to_stride;
     for (std::size_t c = 0; c < masks.size(); ++c) {
-      const auto m = static_cast<__mmask8>(masks[c]);
-      if (m == 0) continue;
-      const __m512d v = _mm512_maskz_compress_pd(m, _mm512_maskz_loadu_pd(m, from + 8 * c));
-      const int n = std::popcount(masks[c]);
-      _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << n) - 1u), v);
-      to += n;
+      if (masks[c] == 0) continue;
+      const int kept = std::popcount(masks[c]);
+      compress(from + lanes * static_cast<std::int64_t>(c), to, static_cast<lane_mask>(masks[c]), kept);
+      to += kept;
     }
   }
 }
@@ -103,11 +103,7 @@ template <std::size_t ElementBytes>
     if (!detected_cpu_features().avx512) return false;
     constexpr std::int64_t lanes = 64 / static_cast<std::int64_t>(ElementBytes);
     const auto masks = kept_lane_masks(keep, inner, lanes);
-    if constexpr (ElementBytes == 4) {
-      compress_avx512::compress_lines_4(x, masks);
-    } else {
-      compress_avx512::compress_lines_8(x, masks);
-    }
+    compress_avx512::compress_lines<std::conditional_t<ElementBytes == 4, float, double>>(x, masks);
     return true;
   }
 #endif
