@@ -1,16 +1,19 @@
 // Scoring throughput at Llama-3-8B layer shapes (wq 4096×4096, ffn_gate
 // 14336×4096, float, ggml/HF out_by_in storage = row-major rows of inputs),
-// beside a plain memory read of the same buffers in the same run.
+// each against a plain memory read of the same buffers (every float of the
+// same matrices once, a vectorised sum each) interleaved in the same run.
 //
-// Goal (issue 2): every scoring benchmark reaches ≥ 80 % of the bytes/s of
-// BM_read_baseline with the same number of input matrices. Read the ratios of
-// bytes_per_second from one run, e.g.
-//   bench_scoring --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true
-// bytes_per_second is computed from CPU time, so time spent waiting for a core
-// on a shared machine does not distort the ratios.
+// Goal (issue 2): every scoring benchmark reaches ≥ 80 % of the read
+// bandwidth, i.e. the counter ratio_to_read ≥ 0.8 (read CPU time / scoring CPU
+// time over the same bytes, see bench_support.hpp). The last argument forces the
+// SIMD target (0 portable, 1 AVX2+FMA, 2 AVX-512; skipped where unsupported).
+//   bench_scoring --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+// Both matrices exceed the L3 cache, so scorer and read both stream from memory.
 #include <nashprune/importance.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include "bench_support.hpp"
 
 #include <cstdint>
 #include <random>
@@ -61,82 +64,81 @@ void set_bytes(benchmark::State& state, const layer_buffers& b, int matrices) {
                           static_cast<std::int64_t>(sizeof(float)) * matrices);
 }
 
-// Baseline: read every float of `matrices` buffers once (a vectorised sum each).
-void BM_read_baseline(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  const int matrices = static_cast<int>(state.range(1));
+// The baseline: read every float of the first `matrices` buffers once.
+void read_matrices(const layer_buffers& b, int matrices) {
   const std::vector<float>* inputs[] = {&b.w, &b.g, &b.h};
-  for (auto _ : state) {
-    float total = 0;
-    for (int m = 0; m < matrices; ++m) {
-      total += Eigen::Map<const Eigen::ArrayXf>(inputs[m]->data(), static_cast<Eigen::Index>(inputs[m]->size())).sum();
-    }
-    benchmark::DoNotOptimize(total);
+  float total = 0;
+  for (int m = 0; m < matrices; ++m) {
+    total += Eigen::Map<const Eigen::ArrayXf>(inputs[m]->data(), static_cast<Eigen::Index>(inputs[m]->size())).sum();
   }
+  benchmark::DoNotOptimize(total);
+}
+
+/// Args {shape, 0 = row totals / 1 = column totals, target}: runs `score(b,
+/// lines, target)` against a read of the `matrices` inputs it reads.
+template <typename Score>
+void run_scoring(benchmark::State& state, int matrices, Score&& score) {
+  const auto& b = buffers(state.range(0));
+  const auto lines = state.range(1) == 0 ? nashprune::matrix_axis::rows : nashprune::matrix_axis::cols;
+  const auto target = static_cast<nashprune::simd_target>(state.range(2) + 1);
+  if (nashprune::detail::resolve_simd_target<float>(target) != target) {
+    state.SkipWithError("SIMD target not supported by this CPU");
+    return;
+  }
+  nashprune_bench::run_against_baseline(
+      state, "ratio_to_read", [&](std::int64_t) { benchmark::DoNotOptimize(score(b, lines, target)); },
+      [&](std::int64_t) { read_matrices(b, matrices); });
   set_bytes(state, b, matrices);
 }
 
-nashprune::matrix_axis lines_of(const benchmark::State& state) {
-  return state.range(1) == 0 ? nashprune::matrix_axis::rows : nashprune::matrix_axis::cols;
-}
-
 void BM_magnitude_l1(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(nashprune::magnitude_line_scores(view(b, b.w), lines_of(state)));
-  set_bytes(state, b, 1);
+  run_scoring(state, 1, [](const layer_buffers& b, nashprune::matrix_axis lines, nashprune::simd_target target) {
+    return nashprune::magnitude_line_scores(view(b, b.w), lines, nashprune::magnitude_norm::l1, target);
+  });
 }
 
 void BM_magnitude_l2(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(
-        nashprune::magnitude_line_scores(view(b, b.w), lines_of(state), nashprune::magnitude_norm::l2));
-  }
-  set_bytes(state, b, 1);
+  run_scoring(state, 1, [](const layer_buffers& b, nashprune::matrix_axis lines, nashprune::simd_target target) {
+    return nashprune::magnitude_line_scores(view(b, b.w), lines, nashprune::magnitude_norm::l2, target);
+  });
 }
 
 void BM_wanda(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  const Eigen::Map<const Eigen::VectorXf> norms(b.input_norms.data(), b.cols);
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(
-        nashprune::wanda_line_scores(view(b, b.w), norms, nashprune::matrix_axis::cols, lines_of(state)));
-  }
-  set_bytes(state, b, 1);
+  run_scoring(state, 1, [](const layer_buffers& b, nashprune::matrix_axis lines, nashprune::simd_target target) {
+    const Eigen::Map<const Eigen::VectorXf> norms(b.input_norms.data(), b.cols);
+    return nashprune::wanda_line_scores(view(b, b.w), norms, nashprune::matrix_axis::cols, lines, target);
+  });
 }
 
 void BM_taylor_first(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(nashprune::taylor_first_line_scores(view(b, b.w), view(b, b.g), lines_of(state)));
-  }
-  set_bytes(state, b, 2);
+  run_scoring(state, 2, [](const layer_buffers& b, nashprune::matrix_axis lines, nashprune::simd_target target) {
+    return nashprune::taylor_first_line_scores(view(b, b.w), view(b, b.g), lines, target);
+  });
 }
 
 void BM_taylor_second_fisher(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(nashprune::taylor_second_line_scores(view(b, b.w), view(b, b.g), lines_of(state)));
-  }
-  set_bytes(state, b, 2);
+  run_scoring(state, 2, [](const layer_buffers& b, nashprune::matrix_axis lines, nashprune::simd_target target) {
+    return nashprune::taylor_second_line_scores(view(b, b.w), view(b, b.g), lines, target);
+  });
 }
 
 void BM_taylor_second_hessian(benchmark::State& state) {
-  const auto& b = buffers(state.range(0));
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(
-        nashprune::taylor_second_line_scores(view(b, b.w), view(b, b.g), view(b, b.h), lines_of(state)));
-  }
-  set_bytes(state, b, 3);
+  run_scoring(state, 3, [](const layer_buffers& b, nashprune::matrix_axis lines, nashprune::simd_target target) {
+    return nashprune::taylor_second_line_scores(view(b, b.w), view(b, b.g), view(b, b.h), lines, target);
+  });
 }
 
-// Args: {shape, matrices read} for the baseline; {shape, 0 = row totals / 1 = column totals}.
-BENCHMARK(BM_read_baseline)->ArgsProduct({{wq, gate}, {1, 2, 3}})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_magnitude_l1)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_magnitude_l2)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_wanda)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_taylor_first)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_taylor_second_fisher)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_taylor_second_hessian)->ArgsProduct({{wq, gate}, {0, 1}})->Unit(benchmark::kMillisecond);
+// Args: {shape (0 wq, 1 gate), 0 = row totals / 1 = column totals, target (0 portable, 1 avx2_fma, 2 avx512)}.
+#define NASHPRUNE_SCORING_BENCHMARK(name)                                   \
+  BENCHMARK(name)                                                           \
+      ->ArgsProduct({{wq, gate}, {0, 1}, {0, 1, 2}})                        \
+      ->ArgNames({"shape", "col_totals", "target"})                         \
+      ->Unit(benchmark::kMillisecond)
+NASHPRUNE_SCORING_BENCHMARK(BM_magnitude_l1);
+NASHPRUNE_SCORING_BENCHMARK(BM_magnitude_l2);
+NASHPRUNE_SCORING_BENCHMARK(BM_wanda);
+NASHPRUNE_SCORING_BENCHMARK(BM_taylor_first);
+NASHPRUNE_SCORING_BENCHMARK(BM_taylor_second_fisher);
+NASHPRUNE_SCORING_BENCHMARK(BM_taylor_second_hessian);
 
 }  // namespace

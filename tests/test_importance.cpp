@@ -62,22 +62,22 @@ Eigen::VectorXd reference_line_scores(metric m, const reference_inputs& in, matr
 // The library's answer for metric m, through whichever entry point it names.
 template <typename W, typename G, typename H, typename V>
 auto library_line_scores(metric m, const W& w, const G& g, const H& h, const V& norms_cols, const V& norms_rows,
-                         matrix_axis lines) {
+                         matrix_axis lines, simd_target target = simd_target::automatic) {
   switch (m) {
     case metric::l1:
-      return magnitude_line_scores(w, lines);
+      return magnitude_line_scores(w, lines, magnitude_norm::l1, target);
     case metric::l2:
-      return magnitude_line_scores(w, lines, magnitude_norm::l2);
+      return magnitude_line_scores(w, lines, magnitude_norm::l2, target);
     case metric::taylor_first:
-      return taylor_first_line_scores(w, g, lines);
+      return taylor_first_line_scores(w, g, lines, target);
     case metric::taylor_fisher:
-      return taylor_second_line_scores(w, g, lines);
+      return taylor_second_line_scores(w, g, lines, target);
     case metric::taylor_second:
-      return taylor_second_line_scores(w, g, h, lines);
+      return taylor_second_line_scores(w, g, h, lines, target);
     case metric::wanda_cols:
-      return wanda_line_scores(w, norms_cols, matrix_axis::cols, lines);
+      return wanda_line_scores(w, norms_cols, matrix_axis::cols, lines, target);
     case metric::wanda_rows:
-      return wanda_line_scores(w, norms_rows, matrix_axis::rows, lines);
+      return wanda_line_scores(w, norms_rows, matrix_axis::rows, lines, target);
   }
   return magnitude_line_scores(w, lines);
 }
@@ -110,12 +110,17 @@ void library_weight_scores(metric m, const W& w, const G& g, const H& h, const V
   }
 }
 
+/// Random shapes and layouts. `max_inner_stride` 1 keeps every line contiguous
+/// (the explicit-SIMD kernels' layout); `long_lines` adds lines longer than a
+/// kernel's float flush interval (4 × 64 vectors).
 template <typename Scalar, int WeightOrder, int GradientOrder>
-void check_random_shapes(std::uint32_t seed) {
+void check_random_shapes(std::uint32_t seed, simd_target target = simd_target::automatic, int max_inner_stride = 2,
+                         bool long_lines = false) {
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> extent(1, 90), stride(1, 2), padding(0, 3);
+  std::uniform_int_distribution<int> extent(1, 90), stride(1, max_inner_stride), padding(0, 3);
   for (int trial = 0; trial < 12; ++trial) {
-    const Eigen::Index rows = extent(rng), cols = extent(rng);
+    Eigen::Index rows = extent(rng), cols = extent(rng);
+    if (long_lines && trial % 3 == 1) (WeightOrder == Eigen::RowMajor ? cols : rows) += 4200;
     // More than one accumulation chunk of rows now and then.
     const Eigen::Index tall_rows = trial % 4 == 0 ? rows + 300 : rows;
     strided_matrix<Scalar, WeightOrder> w(tall_rows, cols, stride(rng), padding(rng));
@@ -134,7 +139,8 @@ void check_random_shapes(std::uint32_t seed) {
     for (metric m : all_metrics) {
       for (matrix_axis lines : {matrix_axis::rows, matrix_axis::cols}) {
         const Eigen::VectorXd expected = reference_line_scores(m, in, lines);
-        const auto actual = library_line_scores(m, w.view(), g.view(), h.view(), norms_cols, norms_rows, lines);
+        const auto actual =
+            library_line_scores(m, w.view(), g.view(), h.view(), norms_cols, norms_rows, lines, target);
         ASSERT_EQ(actual.size(), expected.size());
         for (Eigen::Index i = 0; i < expected.size(); ++i) {
           ASSERT_NEAR(static_cast<double>(actual[i]), expected[i], nashprune_test::sum_tolerance<Scalar>(expected[i]))
@@ -162,6 +168,27 @@ TYPED_TEST(ImportanceTyped, EveryMetricMatchesPlainLoopsOnStridedMatricesOfBothO
   check_random_shapes<TypeParam, Eigen::ColMajor, Eigen::ColMajor>(2);
   check_random_shapes<TypeParam, Eigen::RowMajor, Eigen::ColMajor>(3);
   check_random_shapes<TypeParam, Eigen::ColMajor, Eigen::RowMajor>(4);
+}
+
+/// Every explicit-SIMD target this machine runs (forcing an unsupported one
+/// falls back to a narrower one).
+template <typename Scalar>
+std::vector<simd_target> supported_targets() {
+  std::vector<simd_target> out{simd_target::portable};
+  for (simd_target t : {simd_target::avx2_fma, simd_target::avx512}) {
+    if (detail::resolve_simd_target<Scalar>(t) == t) out.push_back(t);
+  }
+  return out;
+}
+
+TYPED_TEST(ImportanceTyped, EveryTargetMatchesPlainLoopsOnContiguousLinesWithTails) {
+  for (simd_target target : supported_targets<TypeParam>()) {
+    SCOPED_TRACE("target " + std::to_string(static_cast<int>(target)));
+    // Same-order planes with contiguous lines reach the kernels; mixed orders fall back.
+    check_random_shapes<TypeParam, Eigen::RowMajor, Eigen::RowMajor>(11, target, 1, true);
+    check_random_shapes<TypeParam, Eigen::ColMajor, Eigen::ColMajor>(12, target, 1, true);
+    check_random_shapes<TypeParam, Eigen::RowMajor, Eigen::ColMajor>(13, target, 1);
+  }
 }
 
 TYPED_TEST(ImportanceTyped, ContiguousRefsAndBlocksAreScoredInPlace) {

@@ -336,6 +336,68 @@ TYPED_TEST(SlicingTyped, LargeTypedColumnGathersStreamAndStayExact) {
     for (Eigen::Index j = 0; j < kept; ++j) ASSERT_EQ(out(r, j), source(r, indices[static_cast<std::size_t>(j)]));
 }
 
+TYPED_TEST(SlicingTyped, ManySingleColumnsOfContiguousLinesLeaveTheDestinationPaddingAlone) {
+  // Single MLP channels of a row-major down matrix (short runs: the AVX-512
+  // compress path where the CPU has it), and the same in column-major storage.
+  using Scalar = TypeParam;
+  std::mt19937 rng(9);
+  for (const Eigen::Index along : {1, 15, 17, 300}) {
+    const auto ranges = unit_ranges(random_keep(rng, along), 1);
+    const auto kept = expand(ranges);
+    const auto n_kept = static_cast<Eigen::Index>(kept.size());
+    const Eigen::Index other = 23;
+    strided_matrix<Scalar, Eigen::RowMajor> source(other, along, 1, 3);
+    source.fill_uniform(rng, -5, 5);
+    constexpr Eigen::Index padding = 5;
+    strided_matrix<Scalar, Eigen::RowMajor> out(other, n_kept, 1, padding);
+    gather_cols(source.view(), ranges, out.view());
+    for (Eigen::Index r = 0; r < other; ++r) {
+      for (Eigen::Index j = 0; j < n_kept; ++j) {
+        ASSERT_EQ(out.view()(r, j), source.view()(r, kept[static_cast<std::size_t>(j)])) << "along " << along;
+      }
+      // The padding after each destination line still holds the sentinel.
+      for (Eigen::Index p = 0; p < padding; ++p) ASSERT_EQ(out.view().data()[r * (n_kept + padding) + n_kept + p], Scalar(1e6));
+    }
+    strided_matrix<Scalar, Eigen::ColMajor> by_rows(along, other, 1, 2);
+    by_rows.fill_uniform(rng, -5, 5);
+    strided_matrix<Scalar, Eigen::ColMajor> rows_out(n_kept, other, 1, padding);
+    gather_rows(by_rows.view(), ranges, rows_out.view());
+    for (Eigen::Index c = 0; c < other; ++c) {
+      for (Eigen::Index i = 0; i < n_kept; ++i) {
+        ASSERT_EQ(rows_out.view()(i, c), by_rows.view()(kept[static_cast<std::size_t>(i)], c));
+      }
+      for (Eigen::Index p = 0; p < padding; ++p) ASSERT_EQ(rows_out.view().data()[c * (n_kept + padding) + n_kept + p], Scalar(1e6));
+    }
+  }
+}
+
+TEST(SlicingBytes, StreamingCopiesAreExactForEveryAlignmentAndLength) {
+  // Every head (to's offset from a 64-byte boundary), relative misalignment of
+  // the source (which picks the 64-, 32- or 16-byte stores) and tail length.
+  std::mt19937 rng(31);
+  const auto source = random_bytes(rng, 4096);
+  std::vector<std::byte> buffer(4096 + 128);
+  const auto aligned = [](std::byte* p) {
+    return p + ((64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64);
+  };
+  std::byte* base = aligned(buffer.data() + 1);  // room for the guard byte before
+  const std::byte* from_base = source.data() + ((64 - reinterpret_cast<std::uintptr_t>(source.data()) % 64) % 64);
+  for (std::size_t to_offset = 0; to_offset < 64; to_offset += 4) {
+    for (std::size_t from_offset : {0, 4, 16, 32, 48, 7}) {
+      for (std::size_t n : {64, 65, 100, 127, 544, 1000, 2049}) {
+        std::fill(buffer.begin(), buffer.end(), std::byte{0xAB});
+        std::byte* to = base + to_offset;
+        detail::copy_bytes(to, from_base + (to_offset + from_offset) % 64, n, true);
+        detail::finish_copies();
+        ASSERT_TRUE(std::equal(to, to + n, from_base + (to_offset + from_offset) % 64))
+            << "to offset " << to_offset << " from offset " << from_offset << " n " << n;
+        ASSERT_EQ(to[-1], std::byte{0xAB});
+        ASSERT_EQ(to[n], std::byte{0xAB});
+      }
+    }
+  }
+}
+
 TEST(SlicingBytes, BadLayoutsBuffersAndKeepListsAreRejected) {
   std::vector<std::byte> src(34 * 4), dst(34 * 4);
   const ggml_matrix_view q8{ggml_type::q8_0, 32, 4, 0, src};

@@ -41,6 +41,7 @@
 #include "attention_geometry.hpp"
 #include "config.hpp"
 #include "detail/byte_copy.hpp"
+#include "detail/compress_copy.hpp"
 #include "detail/index_ranges.hpp"
 #include "detail/validate.hpp"
 #include "ggml_types.hpp"
@@ -116,8 +117,9 @@ inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std
 
 /// The inner-axis gather on raw storage, when both matrices store their lines
 /// contiguously in the same order: byte copies of the kept segments, or an
-/// element loop when the segments are short (a call per few elements costs
-/// more than the copy). False (nothing done) for other layouts.
+/// element loop (AVX-512 compress where the CPU has it, detail/compress_copy.hpp)
+/// when the segments are short (a call per few elements costs more than the
+/// copy). False (nothing done) for other layouts.
 template <typename DIn, typename DOut>
 bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
                             Eigen::MatrixBase<DOut>& out) {
@@ -139,6 +141,11 @@ bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<cons
       copy_line_spans(reinterpret_cast<const std::byte*>(from), source.outerStride() * scalar_bytes,
                       reinterpret_cast<std::byte*>(to), out.outerStride() * scalar_bytes, lines, spans, streaming);
       finish_copies();
+      return true;
+    }
+    const Eigen::Index inner = DIn::IsRowMajor ? source.cols() : source.rows();
+    if (compress_kept_elements<sizeof(Scalar)>({from, source.outerStride(), to, out.outerStride(), lines}, keep,
+                                               inner)) {
       return true;
     }
     for (Eigen::Index line = 0; line < lines; ++line) {

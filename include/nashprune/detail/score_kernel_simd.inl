@@ -1,0 +1,257 @@
+// nashprune/detail/score_kernel_simd.inl — the float line-total kernels, written
+// once against a small vector interface and compiled once per instruction set:
+// score_kernel.hpp includes this file inside a target region and a namespace
+// that defines `simd_ops` (gram_kernel.hpp's interface plus abs, mul, broadcast,
+// store, store_first). No include guard on purpose; not a header to include directly.
+
+using vec = typename simd_ops::vec;
+constexpr Eigen::Index lanes = simd_ops::lanes;
+
+/// f of the entries at w, g, h (the inputs the kind uses).
+template <score_kind Kind>
+inline vec score_of(vec w, vec g, vec h) {
+  if constexpr (Kind == score_kind::abs) {
+    return simd_ops::abs(w);
+  } else if constexpr (Kind == score_kind::square) {
+    return simd_ops::mul(w, w);
+  } else {
+    const vec wg = simd_ops::mul(w, g);
+    if constexpr (Kind == score_kind::taylor_first) {
+      return simd_ops::abs(wg);
+    } else if constexpr (Kind == score_kind::taylor_fisher) {
+      return simd_ops::fma(simd_ops::mul(wg, wg), simd_ops::broadcast(0.5f), simd_ops::abs(wg));
+    } else {
+      return simd_ops::fma(simd_ops::mul(w, w), simd_ops::mul(simd_ops::broadcast(0.5f), simd_ops::abs(h)),
+                           simd_ops::abs(wg));
+    }
+  }
+}
+
+/// Line pointers of the inputs of one storage line.
+struct line_inputs {
+  const float* p[3];
+};
+
+inline line_inputs line_at(const score_planes& x, Eigen::Index o) {
+  return {{x.data[0] + o * x.outer_stride[0], x.data[1] + o * x.outer_stride[1],
+           x.data[2] + o * x.outer_stride[2]}};
+}
+
+/// The entries from position k of one input: a full vector, or the first
+/// `count` (the rest 0).
+template <bool Full>
+inline vec load_at(const float* p, Eigen::Index k, Eigen::Index count) {
+  if constexpr (Full) {
+    (void)count;
+    return simd_ops::load(p + k);
+  } else {
+    return simd_ops::load_first(p + k, count);
+  }
+}
+
+template <bool Full>
+inline void store_at(float* p, Eigen::Index k, Eigen::Index count, vec v) {
+  if constexpr (Full) {
+    (void)count;
+    simd_ops::store(p + k, v);
+  } else {
+    simd_ops::store_first(p + k, count, v);
+  }
+}
+
+/// The scores of the entries from position k (lanes past `count` score 0: the
+/// masked loads give w = g = h = 0).
+template <score_kind Kind, bool Full>
+inline vec scores_at(const line_inputs& l, Eigen::Index k, Eigen::Index count) {
+  constexpr int n = inputs_of(Kind);
+  const vec w = load_at<Full>(l.p[0], k, count);
+  const vec g = n >= 2 ? load_at<Full>(l.p[1], k, count) : w;
+  const vec h = n >= 3 ? load_at<Full>(l.p[2], k, count) : w;
+  return score_of<Kind>(w, g, h);
+}
+
+/// acc += the scores at k, times position[k] when Scaled.
+template <score_kind Kind, bool Scaled, bool Full>
+inline vec add_scores(vec acc, const line_inputs& l, const float* position, Eigen::Index k, Eigen::Index count) {
+  const vec s = scores_at<Kind, Full>(l, k, count);
+  if constexpr (Scaled) {
+    return simd_ops::fma(s, load_at<Full>(position, k, count), acc);
+  } else {
+    (void)position;
+    return simd_ops::add(acc, s);
+  }
+}
+
+/// Σ_k f(line at k) · position[k] (position unused unless Scaled) over one storage line.
+template <score_kind Kind, bool Scaled>
+inline double line_total(const line_inputs& l, const float* position, Eigen::Index n) {
+  constexpr Eigen::Index unroll = 4;
+  vec acc[unroll];
+  double total = 0;
+  Eigen::Index k = 0;
+  while (k < n) {
+    // One flush interval: at most score_steps_per_flush unrolled steps in float.
+    for (auto& a : acc) a = simd_ops::zero();
+    const Eigen::Index stop = std::min(n, k + score_steps_per_flush * unroll * lanes);
+    for (; k + unroll * lanes <= stop; k += unroll * lanes) {
+      #pragma GCC unroll 4
+      for (Eigen::Index u = 0; u < unroll; ++u) {
+        acc[u] = add_scores<Kind, Scaled, true>(acc[u], l, position, k + u * lanes, lanes);
+      }
+    }
+    for (; k + lanes <= stop; k += lanes) acc[0] = add_scores<Kind, Scaled, true>(acc[0], l, position, k, lanes);
+    if (k < stop) {
+      acc[1] = add_scores<Kind, Scaled, false>(acc[1], l, position, k, stop - k);
+      k = stop;
+    }
+    total += simd_ops::reduce_to_double(simd_ops::add(simd_ops::add(acc[0], acc[1]), simd_ops::add(acc[2], acc[3])));
+  }
+  return total;
+}
+
+inline constexpr Eigen::Index lines_per_group = 4;
+
+/// line_total with factors by position for four lines at once: each vector of
+/// factors is loaded once for the four (one line at a time, the extra load per
+/// weight vector cost a quarter of the read bandwidth on the test machine).
+template <score_kind Kind>
+inline void scaled_group_totals(const line_inputs* l, const float* position, Eigen::Index n, double* totals) {
+  vec acc[lines_per_group];
+  for (Eigen::Index i = 0; i < lines_per_group; ++i) totals[i] = 0;
+  Eigen::Index k = 0;
+  while (k < n) {
+    for (auto& a : acc) a = simd_ops::zero();
+    const Eigen::Index stop = std::min(n, k + score_steps_per_flush * lanes);
+    for (; k + lanes <= stop; k += lanes) {
+      const vec factor = simd_ops::load(position + k);
+      #pragma GCC unroll 4
+      for (Eigen::Index i = 0; i < lines_per_group; ++i) {
+        acc[i] = simd_ops::fma(scores_at<Kind, true>(l[i], k, lanes), factor, acc[i]);
+      }
+    }
+    if (k < stop) {
+      const vec factor = simd_ops::load_first(position + k, stop - k);
+      for (Eigen::Index i = 0; i < lines_per_group; ++i) {
+        acc[i] = simd_ops::fma(scores_at<Kind, false>(l[i], k, stop - k), factor, acc[i]);
+      }
+      k = stop;
+    }
+    for (Eigen::Index i = 0; i < lines_per_group; ++i) totals[i] += simd_ops::reduce_to_double(acc[i]);
+  }
+}
+
+/// sums[k..k+count) += Σ over the group's lines of f(line at k) · scale.
+template <score_kind Kind, bool Scaled, bool Full>
+inline void add_group_at(const line_inputs* l, const vec* scale, float* sums, Eigen::Index k, Eigen::Index count) {
+  vec s[lines_per_group];
+  #pragma GCC unroll 4
+  for (Eigen::Index i = 0; i < lines_per_group; ++i) s[i] = scores_at<Kind, Full>(l[i], k, count);
+  const vec old = load_at<Full>(sums, k, count);
+  vec next;
+  if constexpr (Scaled) {
+    next = simd_ops::fma(s[0], scale[0], old);
+    next = simd_ops::fma(s[1], scale[1], next);
+    next = simd_ops::fma(s[2], scale[2], next);
+    next = simd_ops::fma(s[3], scale[3], next);
+  } else {
+    (void)scale;
+    next = simd_ops::add(old, simd_ops::add(simd_ops::add(s[0], s[1]), simd_ops::add(s[2], s[3])));
+  }
+  store_at<Full>(sums, k, count, next);
+}
+
+/// sums[k] += f(line at k) · scale over one line.
+template <score_kind Kind, bool Scaled, bool Full>
+inline void add_line_at(const line_inputs& l, vec scale, float* sums, Eigen::Index k, Eigen::Index count) {
+  const vec s = scores_at<Kind, Full>(l, k, count);
+  const vec old = load_at<Full>(sums, k, count);
+  vec next;
+  if constexpr (Scaled) {
+    next = simd_ops::fma(s, scale, old);
+  } else {
+    (void)scale;
+    next = simd_ops::add(old, s);
+  }
+  store_at<Full>(sums, k, count, next);
+}
+
+/// sums[k] += Σ_{o in [first, last)} f(line o at k) · line_scale[o] (line_scale
+/// unused unless Scaled). Lines are taken four at a time, so each sums entry is
+/// loaded and stored once per four lines.
+template <score_kind Kind, bool Scaled>
+inline void add_lines(const score_planes& x, Eigen::Index first, Eigen::Index last, const float* line_scale,
+                      float* sums) {
+  const Eigen::Index n = x.inner;
+  const Eigen::Index full = n - n % lanes;
+  Eigen::Index o = first;
+  for (; o + lines_per_group <= last; o += lines_per_group) {
+    line_inputs l[lines_per_group];
+    vec scale[lines_per_group];
+    for (Eigen::Index i = 0; i < lines_per_group; ++i) {
+      l[i] = line_at(x, o + i);
+      scale[i] = simd_ops::broadcast(Scaled ? line_scale[o + i] : 1.0f);
+    }
+    for (Eigen::Index k = 0; k < full; k += lanes) add_group_at<Kind, Scaled, true>(l, scale, sums, k, lanes);
+    if (full < n) add_group_at<Kind, Scaled, false>(l, scale, sums, full, n - full);
+  }
+  for (; o < last; ++o) {
+    const line_inputs l = line_at(x, o);
+    const vec scale = simd_ops::broadcast(Scaled ? line_scale[o] : 1.0f);
+    for (Eigen::Index k = 0; k < full; k += lanes) add_line_at<Kind, Scaled, true>(l, scale, sums, k, lanes);
+    if (full < n) add_line_at<Kind, Scaled, false>(l, scale, sums, full, n - full);
+  }
+}
+
+template <score_kind Kind>
+inline void score_totals_of(const score_planes& x, const score_scaling& scaling, bool along, double* totals) {
+  if (along) {
+    Eigen::Index o = 0;
+    if (scaling.per_position != nullptr) {
+      for (; o + lines_per_group <= x.outer; o += lines_per_group) {
+        const line_inputs l[lines_per_group] = {line_at(x, o), line_at(x, o + 1), line_at(x, o + 2), line_at(x, o + 3)};
+        scaled_group_totals<Kind>(l, scaling.per_position, x.inner, totals + o);
+      }
+    }
+    for (; o < x.outer; ++o) {
+      const line_inputs l = line_at(x, o);
+      totals[o] = scaling.per_position != nullptr ? line_total<Kind, true>(l, scaling.per_position, x.inner)
+                                                  : line_total<Kind, false>(l, nullptr, x.inner);
+    }
+    if (scaling.per_line != nullptr) {
+      for (o = 0; o < x.outer; ++o) totals[o] *= static_cast<double>(scaling.per_line[o]);
+    }
+    return;
+  }
+  std::fill(totals, totals + x.inner, 0.0);
+  std::vector<float> sums(static_cast<std::size_t>(x.inner));
+  for (Eigen::Index first = 0; first < x.outer; first += accumulation_chunk) {
+    std::fill(sums.begin(), sums.end(), 0.0f);
+    const Eigen::Index last = std::min(x.outer, first + accumulation_chunk);
+    if (scaling.per_line != nullptr) {
+      add_lines<Kind, true>(x, first, last, scaling.per_line, sums.data());
+    } else {
+      add_lines<Kind, false>(x, first, last, nullptr, sums.data());
+    }
+    for (Eigen::Index k = 0; k < x.inner; ++k) totals[k] += static_cast<double>(sums[static_cast<std::size_t>(k)]);
+  }
+  if (scaling.per_position != nullptr) {
+    for (Eigen::Index k = 0; k < x.inner; ++k) totals[k] *= static_cast<double>(scaling.per_position[k]);
+  }
+}
+
+/// Fills `totals` with the line totals (along) or position totals (across) of x.
+inline void score_totals(score_kind kind, const score_planes& x, const score_scaling& scaling, bool along,
+                         double* totals) {
+  switch (kind) {
+    case score_kind::abs:
+      return score_totals_of<score_kind::abs>(x, scaling, along, totals);
+    case score_kind::square:
+      return score_totals_of<score_kind::square>(x, scaling, along, totals);
+    case score_kind::taylor_first:
+      return score_totals_of<score_kind::taylor_first>(x, scaling, along, totals);
+    case score_kind::taylor_fisher:
+      return score_totals_of<score_kind::taylor_fisher>(x, scaling, along, totals);
+    case score_kind::taylor_hessian:
+      return score_totals_of<score_kind::taylor_hessian>(x, scaling, along, totals);
+  }
+}
