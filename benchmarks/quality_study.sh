@@ -54,7 +54,7 @@ fi
 "$tool" prune "$model" --dry-run --unit heads --target 0 --plan-out "$out/full_plan.json" > /dev/null
 
 if [[ ! -f $out/ablation.json ]]; then
-  "$tool" ablate "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all -o "$out/ablation.json" --force > "$out/ablate.log"
+  "$tool" ablate "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all --threads 1 -o "$out/ablation.json" --force > "$out/ablate.log"
 fi
 
 base=$(ppl "$model")
