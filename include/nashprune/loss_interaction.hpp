@@ -254,7 +254,6 @@ template <typename DeltaDerived, typename InteractionDerived, typename Scalar = 
   detail::require_size("delta", delta.size(), next, "size (units of all layers)");
   const nash_vector<Scalar> shift = concave_shift(delta, interaction);
   const Scalar top = make_loss_game(delta, interaction, Scalar(0), shift).importance.maxCoeff();
-  loss_search_result<Scalar> out;
   const auto evaluate = [&](Scalar price, const loss_search_result<Scalar>* warm) {
     loss_search_result<Scalar> r;
     r.price = price;
@@ -268,26 +267,9 @@ template <typename DeltaDerived, typename InteractionDerived, typename Scalar = 
       r.removed += n - static_cast<std::int64_t>(r.plans.back().q_heads.size());
     }
     r.reached = r.removed == requested;
-    ++out.solves;
     return r;
   };
-  auto finish = [&](loss_search_result<Scalar>& r) {
-    r.solves = out.solves;
-    return std::move(r);
-  };
-  auto lo = evaluate(Scalar(0), nullptr);
-  if (lo.removed >= requested) return finish(lo);
-  auto hi = evaluate(std::max(top, Scalar(0)) * Scalar(1.000001) + std::numeric_limits<Scalar>::min(), &lo);
-  if (hi.removed < requested) return finish(hi);
-  while (!hi.reached && out.solves < options.max_solves && hi.price - lo.price > Scalar(1e-9) * hi.price) {
-    auto mid = evaluate((lo.price + hi.price) / Scalar(2), &lo);
-    if (mid.removed >= requested) {
-      hi = std::move(mid);
-    } else {
-      lo = std::move(mid);
-    }
-  }
-  return finish(hi.reached ? hi : lo);
+  return detail::bisect_price<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate);
 }
 
 NASHPRUNE_END_NAMESPACE
