@@ -18,6 +18,11 @@
 #   nash_output (--redundancy output: one output-perturbation game over all
 #   layers, price searched for the target) and exact_output (the same energy
 #   minimised exactly: enumeration per layer, allocation by dynamic programming);
+#   nash_ablation / exact_ablation / greedy_ablation (`nashprune ablate`: the
+#   loss with each head and each pair of heads removed, measured on ABL_TOKENS
+#   (default 2048) tokens of the calibration text; `nashprune ablation-plan`:
+#   the Nash game over the second-order loss model, its exact minimum, and the
+#   single score δ_i alone), applied with prune --plan;
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
 #   llama-quantize --prune-layers.
 # A missing program or file, a model llama-perplexity cannot load or that gives
@@ -91,6 +96,10 @@ if [[ ! -f $out/stats.gguf || ! -f $out/calibrate.log ]] ||
 fi
 "$tool" prune "$model" --dry-run --unit heads --target 0 --plan-out "$out/full_plan.json" > /dev/null
 
+if [[ ! -f $out/ablation.json ]]; then
+  "$tool" ablate "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all --threads 1 -o "$out/ablation.json" --force > "$out/ablate.log"
+fi
+
 base=$(ppl "$model")
 {
   echo "stories260K, llama-perplexity -c 128 -b 128 --chunks $chunks on tinystories-evaluation.txt;"
@@ -126,6 +135,12 @@ for target in 0.25 0.5; do
     # The method cell names how many heads went: the counts differ when a budget
     # cannot be met exactly (GQA steps), and a comparison is only fair at equal counts.
     row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
+  done
+  for method in nash exact greedy; do
+    name=${method}_ablation
+    "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --method "$method" --target "$target" --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
+    "$tool" prune "$model" "$out/${name}_$target.gguf" --plan "$out/${name}_$target.json" --force >> "$out/${name}_$target.log"
+    row "$label" "$name" "$(ppl "$out/${name}_$target.gguf")"
   done
   values=()
   for seed in $(seq "$seeds"); do

@@ -306,6 +306,41 @@ struct price_search_result {
   std::vector<head_keep_plan> plans;              ///< per layer, GQA-consistent
 };
 
+namespace detail {
+
+/// The bisection of the price searches: `evaluate(price, warm)` returns a result
+/// with fields price, removed, reached and solves (`warm`: the result at a lower
+/// price, to start the solver from, or null). Invariant lo.removed < requested <=
+/// hi.removed (or an end of [0, top]); stops when reached, after `max_solves`
+/// evaluations or at a relative 1e-9 width; returns hi when reached, else lo.
+template <typename Result, typename Scalar, typename Evaluate>
+[[nodiscard]] Result bisect_price(Scalar top, std::int64_t requested, std::int64_t max_solves, const Evaluate& evaluate) {
+  std::int64_t solves = 0;
+  const auto run = [&](Scalar price, const Result* warm) {
+    ++solves;
+    return evaluate(price, warm);
+  };
+  const auto finish = [&](Result& r) {
+    r.solves = solves;
+    return std::move(r);
+  };
+  auto lo = run(Scalar(0), nullptr);
+  if (lo.removed >= requested) return finish(lo);
+  auto hi = run(top * Scalar(1.000001) + std::numeric_limits<Scalar>::min(), &lo);
+  if (hi.removed < requested) return finish(hi);  // beyond the caps: everything they allow
+  while (!hi.reached && solves < max_solves && hi.price - lo.price > Scalar(1e-9) * hi.price) {
+    auto mid = run((lo.price + hi.price) / Scalar(2), &lo);
+    if (mid.removed >= requested) {
+      hi = std::move(mid);
+    } else {
+      lo = std::move(mid);
+    }
+  }
+  return finish(hi.reached ? hi : lo);
+}
+
+}  // namespace detail
+
 /// The price μ whose equilibria's GQA-consistent plans remove the most heads
 /// ≤ `requested` over all layers (a budget, as in global_selection.hpp), by
 /// bisecting on μ ∈ [0, max_l max_i (P_l·1)_i] (to a relative 1e-9) for the
@@ -327,8 +362,6 @@ template <typename Scalar, typename Solver = active_set_newton<Scalar>>
     detail::require_size("layers[" + std::to_string(l) + "].gram", layers[l].gram.rows(), layers[l].geometry.n_head(), "row count");
     top = std::max(top, ((layers[l].gram + layers[l].gram.transpose()) / Scalar(2)).rowwise().sum().maxCoeff());
   }
-  price_search_result<Scalar> out;
-  out.requested = requested;
   const auto evaluate = [&](Scalar price, const price_search_result<Scalar>* warm) {
     price_search_result<Scalar> r;
     r.price = price;
@@ -341,27 +374,9 @@ template <typename Scalar, typename Solver = active_set_newton<Scalar>>
       r.removed += layers[l].geometry.n_head() - static_cast<std::int64_t>(r.plans.back().q_heads.size());
     }
     r.reached = r.removed == requested;
-    ++out.solves;
     return r;
   };
-  // Invariant: lo.removed < requested <= hi.removed (or an end of the range).
-  auto lo = evaluate(Scalar(0), nullptr);
-  auto finish = [&](price_search_result<Scalar>& r) {
-    r.solves = out.solves;
-    return std::move(r);
-  };
-  if (lo.removed >= requested) return finish(lo);
-  auto hi = evaluate(top * Scalar(1.000001) + std::numeric_limits<Scalar>::min(), &lo);
-  if (hi.removed < requested) return finish(hi);  // beyond the caps: everything they allow
-  while (!hi.reached && out.solves < options.max_solves && hi.price - lo.price > Scalar(1e-9) * hi.price) {
-    auto mid = evaluate((lo.price + hi.price) / Scalar(2), &lo);
-    if (mid.removed >= requested) {
-      hi = std::move(mid);
-    } else {
-      lo = std::move(mid);
-    }
-  }
-  return finish(hi.reached ? hi : lo);
+  return detail::bisect_price<price_search_result<Scalar>>(top, requested, options.max_solves, evaluate);
 }
 
 NASHPRUNE_END_NAMESPACE
