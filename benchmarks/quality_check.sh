@@ -13,7 +13,8 @@
 #
 # Defaults: CHUNKS=20 (of 128 tokens) of tinystories-evaluation.txt,
 # CAL_TOKENS=4096 of tinystories-calibration.txt, SEEDS=5 random choices (seeds
-# 1..5: deterministic). OUT_DIR is emptied first when a previous check made it
+# 1..5: deterministic), no ablation rows (ABLATION=1 adds them). OUT_DIR
+# is emptied first when a previous check made it
 # (marker file .quality_check), so stale calibration is never reused; the
 # pruned models are deleted at the end (KEEP_MODELS=0). Exits 77 (ctest: skipped)
 # when SHARED_DIR lacks the model or the texts.
@@ -126,6 +127,6 @@ if [[ -e $out ]]; then
 fi
 mkdir -p "$out"
 touch "$out/.quality_check"
-SEEDS=${SEEDS:-5} KEEP_MODELS=0 bash "$here/quality_study.sh" "$tool" "$bin" "$shared" "$out" "$chunks" "$cal_tokens"
+SEEDS=${SEEDS:-5} KEEP_MODELS=0 ABLATION=${ABLATION:-0} bash "$here/quality_study.sh" "$tool" "$bin" "$shared" "$out" "$chunks" "$cal_tokens"
 echo
 check_table "$out/table.md"
