@@ -22,36 +22,37 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 # Margins measured at the default size (perplexity of the original 4.956;
-# ratio = method / mean of random seeds 1..5; lower is better):
-#   25 % heads: 0.847 (activation) .. 0.877 (wanda, nash); random mean 6.627
-#               (seeds 1..20: 6.82 +- 0.63, the lowest 6.12 > every informed row)
+# ratio = method / mean of random seeds 1..5; lower is better). The random
+# plans remove as many heads as the informed ones (8 at 25 %: whole GQA steps
+# within the budget; 20 at 50 %):
+#   25 % heads: 0.946 (activation), 0.949 (knapsack_hgsp, nash_hgsp), 0.969
+#               (magnitude), 0.979 (wanda, nash), 0.989 (nash_output, not
+#               asserted); random mean 5.937. Thin: the assertion is only
+#               "beats the random mean", what the issue asks.
 #   50 % heads: 0.855 (magnitude) .. 0.880 (activation); random mean 9.712
-#               (seeds 1..20: 9.92 +- 1.05, the lowest 8.49 < activation's 8.55)
 #   1 layer:    0.465; block influence removes layer 2 (12.52); the five single
 #               layers give 66.09 (layer 0), 18.61, 12.52, 11.75, 12.73
 #   2 layers:   0.362; block influence removes 2,3 (88.65); the ten pairs give
 #               29.2 (2,4) .. 946.98 (0,1), median 81, every pair with layer 0 >= 127
-# Other sizes move the head ratios: CHUNKS=10/CAL_TOKENS=2048 at most 0.892
-# (25 %) and 0.874 (50 %); 40/8192 at most 0.880 (25 %) and 0.917 (50 %, wanda:
-# the 50 % choice moves with the calibration); the full study (100/16384) at most
-# 0.896 (25 %) and 0.876 (50 %), layers 0.455 and 0.450: hence 0.95 and 0.97 below.
-# The layer assertions are weak on purpose: block influence's pair 2,3 ranks
-# 6th of 10 pairs (adjacent layers interact); it beats the random mean only
-# because pairs with layer 0 are catastrophic. Stated, not tuned away.
+# (Before the random plans were made to remove the same count, they removed 12
+# heads at 25 % and the margins there read 0.85-0.90.) The layer assertions are
+# weak on purpose: block influence's pair 2,3 ranks 6th of 10 pairs (adjacent
+# layers interact); it beats the random mean only because pairs with layer 0
+# are catastrophic. Stated, not tuned away.
 # Each line: section|method (exact, or the name before " (")|ratio to the random mean at most
 ASSERTIONS=(
-  "25 % heads|magnitude|0.95"
-  "25 % heads|activation|0.95"
-  "25 % heads|wanda|0.95"
-  "25 % heads|nash|0.95"
-  "25 % heads|knapsack_hgsp|0.95"
-  "25 % heads|nash_hgsp|0.95"
-  "50 % heads|magnitude|0.97"
-  "50 % heads|activation|0.97"
-  "50 % heads|wanda|0.97"
-  "50 % heads|nash|0.97"
-  "50 % heads|knapsack_hgsp|0.97"
-  "50 % heads|nash_hgsp|0.97"
+  "25 % heads|magnitude|1.0"
+  "25 % heads|activation|1.0"
+  "25 % heads|wanda|1.0"
+  "25 % heads|nash|1.0"
+  "25 % heads|knapsack_hgsp|1.0"
+  "25 % heads|nash_hgsp|1.0"
+  "50 % heads|magnitude|0.95"
+  "50 % heads|activation|0.95"
+  "50 % heads|wanda|0.95"
+  "50 % heads|nash|0.95"
+  "50 % heads|knapsack_hgsp|0.95"
+  "50 % heads|nash_hgsp|0.95"
   "1 layer(s)|block influence|0.8"
   "2 layer(s)|block influence|0.8"
 )

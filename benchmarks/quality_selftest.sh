@@ -81,8 +81,8 @@ expect 1 "$work/absent/models/stories260K.gguf is missing" -- "${study[@]}" "$to
 expect 1 "must be positive integers, not 'x'" -- "${study[@]}" "$tool" "$stub" "$shared" "$out" x
 check_file absent "$out/table.incomplete.md"
 
-expect 1 "no finite perplexity for 'magnitude' at '25 % heads'" -- \
-  env KEEP_MODELS=0 "${study[@]}" "$tool" "$stub" "$shared" "$out" 2 256
+expect 1 "no finite perplexity for 'magnitude (8 heads)' at '25 % heads'" -- \
+  env KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$shared" "$out" 2 256
 check_file present "$out/stats.gguf"
 check_file absent "$out/table.md"
 check_file present "$out/table.incomplete.md"
@@ -90,7 +90,7 @@ check_file absent "$out/magnitude_0.25.gguf"
 attempts=$(grep -c '^magnitude_0.25.gguf$' "$stub/calls")
 if ((attempts == 3)); then echo "ok: 3 attempts without an estimate"; else echo "FAIL: $attempts attempts"; failed=1; fi
 expect 1 "gave the perplexity 'nan' (not finite)" -- \
-  env STUB_PPL=nan KEEP_MODELS=0 "${study[@]}" "$tool" "$stub" "$shared" "$out" 2 256
+  env STUB_PPL=nan KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$shared" "$out" 2 256
 check_file absent "$out/table.md"
 
 # quality_check.sh: the skip, and a folder it did not make.
