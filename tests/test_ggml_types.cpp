@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <set>
 
 using namespace nashprune;
@@ -43,4 +44,14 @@ TEST(GgmlTypes, RowBytesRequiresWholeBlocks) {
   EXPECT_THROW((void)row_bytes(ggml_type::q8_0, 48), std::invalid_argument);
   EXPECT_THROW((void)row_bytes(ggml_type::q6_k, 128), std::invalid_argument);
   EXPECT_THROW((void)row_bytes(ggml_type::f16, -1), std::invalid_argument);
+}
+
+// Found by the GGUF reader fuzzer: a hostile element count times the type size
+// overflowed (undefined behaviour) instead of being refused.
+TEST(GgmlTypes, RowBytesRefusesCountsWhoseByteSizeOverflows) {
+  constexpr std::int64_t huge = std::numeric_limits<std::int64_t>::max() / 4 + 1;
+  EXPECT_THROW((void)row_bytes(ggml_type::f32, huge), std::invalid_argument);
+  EXPECT_THROW((void)row_bytes(ggml_type::q8_0, std::numeric_limits<std::int64_t>::max() / 32 * 32),
+               std::invalid_argument);
+  EXPECT_EQ(row_bytes(ggml_type::f32, huge - 1), (huge - 1) * 4);
 }

@@ -294,7 +294,18 @@ void reader::parse_all() {
   const tensor_view* previous = nullptr;
   for (std::size_t index : order) {
     auto& t = tensors_[index];
-    const std::uint64_t bytes = t.bytes();
+    // A hostile shape can make the byte count overflow: refuse it at the tensor's entry.
+    std::uint64_t row_bytes = 0;
+    try {
+      row_bytes = t.row_bytes();
+    } catch (const std::invalid_argument& e) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "': " + e.what());
+    }
+    const std::uint64_t rows = t.rows();
+    if (rows != 0 && row_bytes > std::numeric_limits<std::uint64_t>::max() / rows) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "': its byte size overflows 64 bits");
+    }
+    const std::uint64_t bytes = row_bytes * rows;
     if (t.offset > data_size || bytes > data_size - t.offset) {
       in.fail(entry_offsets[index], "tensor '" + t.name + "' (" + std::to_string(bytes) + " bytes at data offset " +
                                         std::to_string(t.offset) + ") extends past the end of the file (data section of " +

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -119,7 +120,12 @@ inline constexpr std::array<ggml_type_traits, 35> ggml_type_table{{
     detail::fail_argument("elements", "row length " + std::to_string(elements) + " is not a multiple of the " +
                                           std::string(t.name) + " block size " + std::to_string(t.block_size));
   }
-  return elements / t.block_size * t.type_size;
+  const std::int64_t blocks = elements / t.block_size;
+  if (blocks > std::numeric_limits<std::int64_t>::max() / t.type_size) {
+    detail::fail_argument("elements", "row length " + std::to_string(elements) + " of " + std::string(t.name) +
+                                          " overflows a 64-bit byte count");
+  }
+  return blocks * t.type_size;
 }
 
 NASHPRUNE_END_NAMESPACE
