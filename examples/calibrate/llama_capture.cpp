@@ -4,6 +4,7 @@
 #include <nashprune/depth_pruning.hpp>
 #include <nashprune/head_redundancy.hpp>
 
+#include "calibrate/llama_text_run.hpp"
 #include "gguf/tensor_floats.hpp"
 
 #include <ggml-backend.h>
@@ -11,27 +12,12 @@
 #include <llama.h>
 
 #include <algorithm>
-#include <charconv>
-#include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
-#include <thread>
 
 namespace calibrate {
 namespace {
-
-/// "attn_norm-12" with prefix "attn_norm-" -> 12.
-std::optional<std::int64_t> suffix_number(std::string_view name, std::string_view prefix) {
-  if (!name.starts_with(prefix)) return std::nullopt;
-  std::int64_t n = 0;
-  const auto* first = name.data() + prefix.size();
-  const auto* last = name.data() + name.size();
-  const auto [end, ec] = std::from_chars(first, last, n);
-  if (ec != std::errc{} || end != last) return std::nullopt;
-  return n;
-}
 
 /// "blk.12.attn_output.weight" with suffix "attn_output.weight" -> 12.
 std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view suffix) {
@@ -301,97 +287,19 @@ class accumulators {
   }
 };
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument("cannot read the text file " + path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void quiet_log(ggml_log_level level, const char* text, void*) {
-  if (level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
-}
-
-struct model_deleter {
-  void operator()(llama_model* m) const { llama_model_free(m); }
-};
-struct context_deleter {
-  void operator()(llama_context* c) const { llama_free(c); }
-};
-struct batch_holder {
-  llama_batch batch;
-  explicit batch_holder(std::int32_t n) : batch(llama_batch_init(n, 0, 1)) {}
-  ~batch_holder() { llama_batch_free(batch); }
-  batch_holder(const batch_holder&) = delete;
-  batch_holder& operator=(const batch_holder&) = delete;
-};
-
 }  // namespace
 
 calibration_stats run_calibration(const capture_options& o) {
-  if (o.context < 8 || o.context > (1 << 20)) throw std::invalid_argument("--ctx must be in [8, 2^20], got " + std::to_string(o.context));
-  if (o.max_tokens < 0) throw std::invalid_argument("--tokens must not be negative");
-  if (o.max_tokens > 0 && o.max_tokens < o.context) {
-    throw std::invalid_argument("--tokens " + std::to_string(o.max_tokens) + " is less than one context (--ctx " + std::to_string(o.context) + ")");
-  }
+  check_chunking(o.context, o.max_tokens);
   // The shape (and the architecture check) come from our own reader, before llama.cpp runs.
   // The reader also serves attn_output weights to project the heads' outputs.
   const auto file = gguf::reader::open(o.model);
   const auto shape = gguf::llama_shape::read(file);
-  const std::string text = read_text(o.text);
-
-  llama_log_set(quiet_log, nullptr);
-  llama_backend_init();
-  auto mparams = llama_model_default_params();
-  std::unique_ptr<llama_model, model_deleter> model(llama_model_load_from_file(o.model.c_str(), mparams));
-  if (!model) throw std::runtime_error("llama.cpp could not load " + o.model.string());
-  const llama_vocab* vocab = llama_model_get_vocab(model.get());
-  const bool add_bos = llama_vocab_get_add_bos(vocab);
-  const auto n_needed = -llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), nullptr, 0, add_bos, false);
-  std::vector<llama_token> tokens(static_cast<std::size_t>(std::max<std::int32_t>(n_needed, 0)));
-  if (!tokens.empty() && llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), tokens.data(),
-                                        static_cast<std::int32_t>(tokens.size()), add_bos, false) < 0) {
-    throw std::runtime_error("llama.cpp could not tokenize " + o.text.string());
-  }
-  std::int64_t chunks = static_cast<std::int64_t>(tokens.size()) / o.context;
-  if (chunks == 0) {
-    throw std::invalid_argument("the text " + o.text.string() + " is shorter than one context: " + std::to_string(tokens.size()) +
-                                " tokens, --ctx " + std::to_string(o.context));
-  }
-  if (o.max_tokens > 0) chunks = std::min(chunks, o.max_tokens / o.context);
-  const auto total = static_cast<std::uint64_t>(chunks * o.context);
-
   accumulators acc(file, shape, o);
-  auto cparams = llama_context_default_params();
-  cparams.n_ctx = static_cast<std::uint32_t>(o.context);
-  cparams.n_batch = static_cast<std::uint32_t>(o.context);
-  cparams.n_ubatch = static_cast<std::uint32_t>(o.context);
-  cparams.n_seq_max = 1;
-  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
-  cparams.n_threads = threads;
-  cparams.n_threads_batch = threads;
-  cparams.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-  cparams.cb_eval = &accumulators::callback;
-  cparams.cb_eval_user_data = &acc;
-  cparams.no_perf = true;
-  std::unique_ptr<llama_context, context_deleter> ctx(llama_init_from_model(model.get(), cparams));
-  if (!ctx) throw std::runtime_error("llama.cpp could not create a context of " + std::to_string(o.context) + " tokens");
-
-  batch_holder holder(static_cast<std::int32_t>(o.context));
-  auto& batch = holder.batch;
-  for (std::int64_t c = 0; c < chunks; ++c) {
-    llama_memory_clear(llama_get_memory(ctx.get()), true);
-    batch.n_tokens = static_cast<std::int32_t>(o.context);
-    for (std::int64_t j = 0; j < o.context; ++j) {
-      batch.token[j] = tokens[static_cast<std::size_t>(c * o.context + j)];
-      batch.pos[j] = static_cast<llama_pos>(j);
-      batch.n_seq_id[j] = 1;
-      batch.seq_id[j][0] = 0;
-      batch.logits[j] = 1;  // every token is an output, so the last layer keeps every row
-    }
-    if (add_bos) batch.token[0] = llama_vocab_bos(vocab);  // each chunk starts a sequence, as llama-perplexity does
-    const auto status = llama_decode(ctx.get(), batch);
+  llama_text_run run({o.model, o.text, o.max_tokens, o.context, o.threads, &accumulators::callback, &acc});
+  const auto total = static_cast<std::uint64_t>(run.chunks() * o.context);
+  for (std::int64_t c = 0; c < run.chunks(); ++c) {
+    const auto status = run.decode_chunk(c);
     acc.rethrow_if_failed();
     if (status != 0) throw std::runtime_error("llama_decode failed with status " + std::to_string(status));
     if (o.progress) o.progress(static_cast<std::uint64_t>((c + 1) * o.context), total);

@@ -1,0 +1,64 @@
+// One pass of a text through a model with llama.cpp, chunk by chunk, as both
+// `nashprune calibrate` (llama_capture) and `nashprune ablate` (llama_ablation)
+// need it: the options checked, the model loaded, the text tokenised, a context
+// whose evaluation callback the caller chooses, and each chunk decoded as a
+// sequence of its own that starts with BOS (as llama-perplexity does) with every
+// position an output.
+#pragma once
+
+#include <llama.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace calibrate {
+
+/// "attn_norm-12" with prefix "attn_norm-" -> 12 (a graph node's layer).
+std::optional<std::int64_t> suffix_number(std::string_view name, std::string_view prefix);
+
+/// Throws std::invalid_argument naming --ctx or --tokens when they cannot chunk a text.
+void check_chunking(std::int64_t context, std::int64_t max_tokens);
+
+struct text_run_options {
+  std::filesystem::path model;
+  std::filesystem::path text;
+  std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
+  std::int64_t context = 128;
+  int threads = 0;  // 0: hardware concurrency
+  ggml_backend_sched_eval_callback callback = nullptr;
+  void* callback_data = nullptr;
+};
+
+class llama_text_run {
+ public:
+  /// Throws std::invalid_argument for bad --ctx/--tokens or a text shorter than
+  /// one context, std::runtime_error when llama.cpp fails.
+  explicit llama_text_run(const text_run_options& options);
+  ~llama_text_run();
+  llama_text_run(const llama_text_run&) = delete;
+  llama_text_run& operator=(const llama_text_run&) = delete;
+
+  [[nodiscard]] std::int64_t chunks() const { return chunks_; }
+  [[nodiscard]] std::int64_t context() const { return context_; }
+  [[nodiscard]] std::int32_t n_vocab() const { return n_vocab_; }
+  /// Decodes chunk `c` (the memory cleared first); llama_decode's status.
+  [[nodiscard]] int decode_chunk(std::int64_t c);
+  /// The token at position j of the chunk last decoded (BOS at 0 when the model adds it).
+  [[nodiscard]] llama_token token(std::int64_t j) const;
+  /// Logits of the chunk last decoded, context × n_vocab.
+  [[nodiscard]] const float* logits() const;
+
+ private:
+  struct handles;
+  std::unique_ptr<handles> handles_;
+  std::vector<llama_token> tokens_;
+  std::int64_t chunks_ = 0;
+  std::int64_t context_ = 0;
+  std::int32_t n_vocab_ = 0;
+};
+
+}  // namespace calibrate
