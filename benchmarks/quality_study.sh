@@ -24,7 +24,11 @@
 #   the Nash game over the second-order loss model, its exact minimum, and the
 #   single score δ_i alone), applied with prune --plan; ABLATION=0 skips them;
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
-#   llama-quantize --prune-layers.
+#   llama-quantize --prune-layers; layers_ablation (`nashprune ablate --units
+#   layers`: the loss with each layer and each pair of layers removed, 16 passes
+#   on ABL_TOKENS tokens of the calibration text; `nashprune ablation-plan
+#   --count k`: for k <= 2 the exact best on that text; layer 0 frozen), applied
+#   with prune --plan; ABLATION=0 skips it.
 # A missing program or file, a model llama-perplexity cannot load or that gives
 # no finite perplexity, stop the script with a one-line reason; the rows
 # measured so far are then left in OUT_DIR/table.incomplete.md (table.md exists
@@ -193,4 +197,19 @@ for k in 1 2; do
   done
   row "$k layer(s)" "random ($seeds seeds)" "$(mean_sd "${values[@]}")"
 done
+
+# Layers chosen by their measured loss (ablation of whole layers).
+if ((ablation)); then
+  if [[ ! -f $out/layer_ablation.json ]]; then
+    "$tool" ablate "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all --units layers --threads 1 \
+      -o "$out/layer_ablation.json" --force > "$out/layer_ablate.log"
+  fi
+  for k in 1 2; do
+    name=layers_ablation_$k
+    "$tool" ablation-plan "$model" --ablation "$out/layer_ablation.json" --count "$k" --plan-out "$out/$name.json" > "$out/$name.log"
+    "$tool" prune "$model" "$out/$name.gguf" --plan "$out/$name.json" --force >> "$out/$name.log"
+    chosen=$(sed -n 's/.*layers \[\([0-9 ]*\)\].*/\1/p' "$out/$name.log" | head -n 1 | tr ' ' ,)
+    row "$k layer(s)" "layers_ablation (layers $chosen)" "$(ppl "$out/$name.gguf")"
+  done
+fi
 cat "$out/table.md"

@@ -10,6 +10,16 @@
 // The NLL averages −log softmax(logits_t)[token_{t+1}] over every position of
 // every evaluated chunk (each chunk starts a sequence with BOS, as calibrate does).
 // Memory: one context's logits, whatever the number of tokens.
+//
+// Whole blocks (block_ref) are removed by zeroing their contribution to the
+// residual stream: the product of attn_output (attention block) or ffn_down (MLP
+// block) with its input, found as the MUL_MAT node whose weight is
+// blk.N.attn_output.weight / blk.N.ffn_down.weight (the names llama.cpp's llama and
+// deci graphs give the weights; their result nodes have no common name). The
+// residual add then passes its input through unchanged, exactly as in the model
+// written by `nashprune prune --plan` without that block (an attention-free layer,
+// a zero FFN stub, or the layer gone). A layer whose projection has a bias is
+// refused: zeroing the product would leave the bias in.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +44,13 @@ struct head_ref {
   std::int64_t head = 0;
 };
 
+/// A whole block of a layer: its attention, its MLP, or both (the whole layer).
+enum class block_part { attention, mlp, layer };
+struct block_ref {
+  std::int64_t layer = 0;
+  block_part part = block_part::layer;
+};
+
 /// The model and the tokenised text, loaded once; mean_nll evaluates one removal set.
 class ablation_session {
  public:
@@ -47,6 +64,10 @@ class ablation_session {
   /// Mean NLL (nats per predicted token) with `removed` zeroed. Throws
   /// std::invalid_argument for a head out of range.
   [[nodiscard]] double mean_nll(std::span<const head_ref> removed);
+  /// Mean NLL with `heads` and whole `blocks` removed. Throws std::invalid_argument
+  /// for a layer out of range, a block the layer lacks (attention of an
+  /// attention-free layer) or whose projection has a bias.
+  [[nodiscard]] double mean_nll(std::span<const head_ref> heads, std::span<const block_ref> blocks);
   [[nodiscard]] std::int64_t predicted_tokens() const;
   /// Query heads per layer (0: attention-free).
   [[nodiscard]] std::span<const std::int64_t> heads_per_layer() const;

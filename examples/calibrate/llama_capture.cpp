@@ -19,13 +19,6 @@
 namespace calibrate {
 namespace {
 
-/// "blk.12.attn_output.weight" with suffix "attn_output.weight" -> 12.
-std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view suffix) {
-  const auto parts = gguf::split_layer_name(name);
-  if (!parts || parts->suffix != suffix) return std::nullopt;
-  return parts->layer;
-}
-
 class accumulators {
  public:
   accumulators(const gguf::reader& model, const gguf::llama_shape& shape, const capture_options& options)

@@ -1,6 +1,8 @@
 // See llama_text_run.hpp.
 #include "calibrate/llama_text_run.hpp"
 
+#include "gguf/llama_model.hpp"
+
 #include <ggml.h>
 
 #include <algorithm>
@@ -37,6 +39,12 @@ std::optional<std::int64_t> suffix_number(std::string_view name, std::string_vie
   const auto [end, ec] = std::from_chars(first, last, n);
   if (ec != std::errc{} || end != last) return std::nullopt;
   return n;
+}
+
+std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view suffix) {
+  const auto parts = gguf::split_layer_name(name);
+  if (!parts || parts->suffix != suffix) return std::nullopt;
+  return parts->layer;
 }
 
 struct llama_text_run::handles {

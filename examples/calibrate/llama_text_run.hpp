@@ -20,6 +20,9 @@ namespace calibrate {
 /// "attn_norm-12" with prefix "attn_norm-" -> 12 (a graph node's layer).
 std::optional<std::int64_t> suffix_number(std::string_view name, std::string_view prefix);
 
+/// "blk.12.attn_output.weight" with suffix "attn_output.weight" -> 12 (a weight's layer).
+std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view suffix);
+
 /// Throws std::invalid_argument naming --ctx or --tokens when they cannot chunk a text.
 void check_chunking(std::int64_t context, std::int64_t max_tokens);
 

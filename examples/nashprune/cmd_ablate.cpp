@@ -1,16 +1,23 @@
-// `nashprune ablate MODEL.gguf --text FILE [--tokens N] [--ctx N] [--pairs all|within-layer|none] -o ABLATION.json`:
+// `nashprune ablate MODEL.gguf --text FILE [--tokens N] [--ctx N] [--pairs all|within-layer|none]
+//  [--units heads|layers|attn-blocks|mlp-blocks] -o ABLATION.json`:
 // measures the loss (mean next-token NLL on calibration text, llama.cpp) with
-// query heads removed: L0 (nothing removed), L_i (head i alone) and L_ij (pairs:
+// units removed: L0 (nothing removed), L_i (unit i alone) and L_ij (pairs:
 // every pair, pairs within a layer, or none), and writes the second-order loss
 // model of nashprune/loss_interaction.hpp. Cost: 1 + n + (pairs) forward passes
-// over the text (stories260K, 40 heads: 821 with all pairs, 181 within layers).
-// `--remove L:h,L:h,...` instead prints the mean NLL with those heads removed.
+// over the text (stories260K, 40 heads: 821 with all pairs, 181 within layers;
+// 5 layers: 16 with all pairs). The units are query heads (default), whole
+// layers, attention blocks (layers with attention) or MLP blocks (layers with
+// an FFN); a block is removed by zeroing its contribution to the residual stream
+// (llama_ablation.hpp), which is the model pruned of it.
+// `--remove L:h,L:h,...` instead prints the mean NLL with those heads removed
+// (with block units: `--remove L,L,...`, those layers' blocks).
 //
 // ABLATION.json (version 1): {"version", "model", "text", "context",
 // "predicted_tokens", "pairs", "units": [[layer, head], ...] (unit index = row),
 // "l0", "loss": [L_i], "delta": [L_i − L0], "interaction": n×n rows
 // [I_ij = L_ij − L_i − L_j + L0; 0 on the diagonal and for pairs not measured],
-// "measured": n×n rows of 0/1 (1: I_ij measured)}.
+// "measured": n×n rows of 0/1 (1: I_ij measured)}. With block units the file also
+// has "unit_kind" (layers | attn-blocks | mlp-blocks) and each unit is [layer].
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -18,8 +25,10 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
+#include "block_ablation.hpp"
 #include "command.hpp"
 #include "progress.hpp"
 
@@ -32,13 +41,51 @@ namespace {
 using nashprune_tool::usage_error;
 
 struct ablate_args {
-  std::string model, text, output, pairs = "all", remove;
+  std::string model, text, output, pairs = "all", remove, units = "heads";
   std::int64_t tokens = 2048, context = 128;
   int threads = 0;
   bool force = false;
 };
 
 #ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
+// One unit of the measurement: a query head (head >= 0) or the --units block of a layer (head -1).
+struct unit {
+  std::int64_t layer = 0;
+  std::int64_t head = -1;
+};
+
+std::optional<calibrate::block_part> block_part_of(const std::string& units) {
+  if (units == "heads") return std::nullopt;
+  if (!nashprune_tool::is_block_kind(units)) throw usage_error("--units must be heads, layers, attn-blocks or mlp-blocks, got '" + units + "'");
+  return units == "layers" ? calibrate::block_part::layer : units == "attn-blocks" ? calibrate::block_part::attention : calibrate::block_part::mlp;
+}
+
+// Every unit of the model: its query heads, or each layer holding the --units block.
+std::vector<unit> all_units(const calibrate::ablation_session& session, const std::string& model, const std::string& kind) {
+  std::vector<unit> units;
+  if (kind == "heads") {
+    const auto heads = session.heads_per_layer();
+    for (std::size_t l = 0; l < heads.size(); ++l)
+      for (std::int64_t h = 0; h < heads[l]; ++h) units.push_back({static_cast<std::int64_t>(l), h});
+  } else {
+    for (const auto l : nashprune_tool::block_unit_layers(gguf::llama_shape::read(gguf::reader::open(model)), kind)) units.push_back({l, -1});
+  }
+  return units;
+}
+
+std::vector<unit> parse_layers(const std::string& list) {
+  std::vector<unit> out;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    unit u;
+    std::stringstream one(item);
+    if (!(one >> u.layer) || !one.eof()) throw usage_error("--remove: expected LAYER with block --units, got '" + item + "'");
+    out.push_back(u);
+  }
+  return out;
+}
+
 std::vector<calibrate::head_ref> parse_heads(const std::string& list) {
   std::vector<calibrate::head_ref> out;
   std::stringstream in(list);
@@ -58,16 +105,28 @@ int run(const ablate_args& a) {
   if (a.pairs != "all" && a.pairs != "within-layer" && a.pairs != "none") throw usage_error("--pairs must be all, within-layer or none, got '" + a.pairs + "'");
   if (a.remove.empty() && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
   if (!a.output.empty() && fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
+  const auto part = block_part_of(a.units);
   calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads});
+  const auto nll = [&](const std::vector<unit>& removed) {
+    std::vector<calibrate::head_ref> heads;
+    std::vector<calibrate::block_ref> blocks;
+    for (const auto& u : removed) {
+      if (u.head >= 0) heads.push_back({u.layer, u.head});
+      if (u.head < 0) blocks.push_back({u.layer, *part});
+    }
+    return session.mean_nll(heads, blocks);
+  };
   if (!a.remove.empty()) {
-    const auto heads = parse_heads(a.remove);
-    std::cout << std::setprecision(10) << "mean NLL " << session.mean_nll(heads) << " over " << session.predicted_tokens() << " predicted tokens\n";
+    std::vector<unit> removed;
+    if (part) {
+      removed = parse_layers(a.remove);
+    } else {
+      for (const auto& h : parse_heads(a.remove)) removed.push_back({h.layer, h.head});
+    }
+    std::cout << std::setprecision(10) << "mean NLL " << nll(removed) << " over " << session.predicted_tokens() << " predicted tokens\n";
     return 0;
   }
-  std::vector<calibrate::head_ref> units;
-  const auto per_layer = session.heads_per_layer();
-  for (std::size_t l = 0; l < per_layer.size(); ++l)
-    for (std::int64_t h = 0; h < per_layer[l]; ++h) units.push_back({static_cast<std::int64_t>(l), h});
+  const auto units = all_units(session, a.model, a.units);
   const auto n = units.size();
   const auto paired = [&](std::size_t i, std::size_t j) { return a.pairs == "all" || (a.pairs == "within-layer" && units[i].layer == units[j].layer); };
   std::uint64_t passes = 1 + n;
@@ -75,8 +134,8 @@ int run(const ablate_args& a) {
     for (std::size_t j = i + 1; j < n; ++j) passes += paired(i, j) ? 1 : 0;
   nashprune_tool::progress_bar bar("ablating (" + std::to_string(passes) + " passes)");
   std::uint64_t done = 0;
-  const auto loss_of = [&](std::vector<calibrate::head_ref> removed) {
-    const double l = session.mean_nll(removed);
+  const auto loss_of = [&](const std::vector<unit>& removed) {
+    const double l = nll(removed);
     bar.update(++done, passes);
     return l;
   };
@@ -97,7 +156,8 @@ int run(const ablate_args& a) {
                         {"context", a.context}, {"predicted_tokens", session.predicted_tokens()}, {"pairs", a.pairs}, {"l0", l0},
                         {"loss", loss}, {"delta", delta}, {"interaction", inter}, {"measured", seen}};
   doc["units"] = nlohmann::json::array();
-  for (const auto& u : units) doc["units"].push_back({u.layer, u.head});
+  for (const auto& u : units) doc["units"].push_back(u.head >= 0 ? nlohmann::json::array({u.layer, u.head}) : nlohmann::json::array({u.layer}));
+  if (part) doc["unit_kind"] = a.units;
   // Written beside the output and renamed, so an interrupted run leaves no partial file.
   const std::string partial = a.output + ".partial";
   {
@@ -106,7 +166,7 @@ int run(const ablate_args& a) {
     if (!out) throw std::runtime_error("cannot write " + partial);
   }
   fs::rename(partial, a.output);
-  std::cout << "ablated " << n << " heads (" << passes << " passes, pairs " << a.pairs << ") over " << session.predicted_tokens()
+  std::cout << "ablated " << n << " " << (part ? a.units : std::string("heads")) << " (" << passes << " passes, pairs " << a.pairs << ") over " << session.predicted_tokens()
             << " predicted tokens; L0 " << l0 << "\nwrote " << a.output << '\n';
   return 0;
 }
@@ -117,7 +177,7 @@ int run(const ablate_args&) {
 #endif
 
 const nashprune_tool::register_command ablate_command{{
-    "ablate", "Measure the loss with heads removed, alone and in pairs (llama.cpp): the ablation loss model",
+    "ablate", "Measure the loss with heads, layers or blocks removed, alone and in pairs (llama.cpp): the ablation loss model",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<ablate_args>();
       app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
@@ -126,7 +186,11 @@ const nashprune_tool::register_command ablate_command{{
       app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
       app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
       app.add_option("--pairs", a->pairs, "pairs measured: all | within-layer | none")->capture_default_str();
-      app.add_option("--remove", a->remove, "print the mean NLL with these heads removed (LAYER:HEAD,...) instead");
+      app.add_option("--units", a->units,
+                     "what is removed: heads | layers | attn-blocks | mlp-blocks (a block is zeroed in the residual stream)")
+          ->capture_default_str();
+      app.add_option("--remove", a->remove,
+                     "print the mean NLL with these removed instead: LAYER:HEAD,... (heads) or LAYER,... (block --units)");
       app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_flag("--force", a->force, "replace an existing output");
       return [a] { return run(*a); };

@@ -6,6 +6,9 @@
 // GQA-consistent sets of each layer jointly for the least modelled loss, greedy
 // does the same with the interactions dropped (the single score δ_i alone).
 // Apply the plan with `nashprune prune MODEL OUT --plan PLAN.json`.
+// An ablation of whole blocks (`ablate --units layers|attn-blocks|mlp-blocks`)
+// chooses --count blocks instead (block_ablation.hpp: exact over the measured
+// singles and pairs, or greedy), layer 0 frozen unless --freeze-first 0.
 #include <nashprune/loss_interaction.hpp>
 
 #include <gguf/llama_model.hpp>
@@ -15,6 +18,7 @@
 #include <iostream>
 #include <memory>
 
+#include "block_ablation.hpp"
 #include "command.hpp"
 #include "json_io.hpp"
 #include "report.hpp"
@@ -25,8 +29,9 @@ namespace np = nashprune;
 using nashprune_tool::usage_error;
 
 struct plan_args {
-  std::string model, ablation, method = "nash", plan_out;
+  std::string model, ablation, method, plan_out;  // method: nash for heads, exact for blocks when not given
   double target = 0.25;
+  nashprune_tool::block_plan_options blocks;  // block units only
 };
 
 /// Every removal set of `g` that `granularity` allows and keeps at least `min_keep` heads
@@ -51,12 +56,26 @@ np::loss_slot layer_options(const np::attention_geometry& g, np::head_granularit
   return out;
 }
 
-int run(const plan_args& a) {
+int run_blocks(const plan_args& a, const nlohmann::json& doc) {
+  if (!(a.target >= 0 && a.target < 1)) throw usage_error("--target must be in [0, 1)");
+  const auto model = gguf::reader::open(a.model);
+  auto options = a.blocks;
+  options.target = a.target;
+  if (!a.method.empty()) options.method = a.method;
+  const auto plan = nashprune_tool::plan_block_ablation(gguf::llama_shape::read(model), doc, options);
+  nashprune_tool::write_plan_json(a.plan_out, plan);
+  std::cout << "wrote " << a.plan_out << '\n';
+  return 0;
+}
+
+int run(plan_args a) {
+  const auto doc = nashprune_tool::json_io::read_document(a.ablation);
+  if (doc.contains("unit_kind")) return run_blocks(a, doc);
+  if (a.method.empty()) a.method = "nash";
   if (a.method != "nash" && a.method != "exact" && a.method != "greedy") throw usage_error("--method must be nash, exact or greedy, got '" + a.method + "'");
   if (!(a.target >= 0 && a.target < 1)) throw usage_error("--target must be in [0, 1)");
   const auto model = gguf::reader::open(a.model);
   const auto shape = gguf::llama_shape::read(model);
-  const auto doc = nashprune_tool::json_io::read_document(a.ablation);
   const std::vector<std::vector<std::int64_t>> units = doc.at("units").get<std::vector<std::vector<std::int64_t>>>();
   const np::nash_decision_options<double> decisions{};
   std::vector<np::loss_layer> layers;
@@ -134,9 +153,14 @@ const nashprune_tool::register_command ablation_plan_command{{
       auto a = std::make_shared<plan_args>();
       app.add_option("model", a->model, "the GGUF the ablation was measured on")->required();
       app.add_option("--ablation", a->ablation, "output of `nashprune ablate`")->required();
-      app.add_option("--method", a->method, "nash | exact | greedy (exact without interactions: the single score delta)")->capture_default_str();
+      app.add_option("--method", a->method,
+                     "nash | exact | greedy (greedy: the single score delta alone); default nash for heads, exact for blocks "
+                     "(block units: exact or greedy)");
       app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
       app.add_option("--plan-out", a->plan_out, "plan JSON to write")->required();
+      app.add_option("--count", a->blocks.count, "block units: how many to remove (default: --target of them)");
+      app.add_option("--freeze-first", a->blocks.freeze_first, "block units: never remove the first N layers' blocks")->capture_default_str();
+      app.add_option("--freeze-last", a->blocks.freeze_last, "block units: never remove the last N layers' blocks")->capture_default_str();
       return [a] { return run(*a); };
     }}};
 

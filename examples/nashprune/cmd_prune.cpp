@@ -252,7 +252,9 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--score", s.score, "importance: magnitude | wanda | activation")->capture_default_str();
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
       app.add_option("--calibration", a->calibration,
-                     "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash");
+                     "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash, "
+                     "and the measured block influence 1 - cos(in, out) as the score of layers, attn-blocks and mlp-blocks "
+                     "(without it they are scored by their weights)");
       app.add_option("--method", s.method, "nash | knapsack | both | exact (exact: with --redundancy output)")->capture_default_str();
       app.add_option("--redundancy", s.redundancy,
                      "cosine: per-layer game on the heads' cosine; output: one game over all layers on the energy of the "

@@ -15,6 +15,13 @@
 //     MLP channels (in chunks of the quantization block), blocks and layers, under
 //     the budget --target of parameters or heads; greedy (nash, knapsack) or the
 //     exact 0/1 solver (both), then mapped back to per-layer keep-lists.
+//     A whole layer, attention block or MLP block is scored by its heads' and
+//     channels' importance; with --calibration by its measured block influence
+//     1 - cos(x_in, x_out) instead (depth_pruning.hpp, ShortGPT), scaled, when
+//     the table also holds heads, groups or channels, by one factor per kind so
+//     that its total equals the total score of what those blocks hold (the order
+//     among blocks is the measurement's, the scale the finer items'). H-GSP priors
+//     then leave these items alone: their importance already is the prior.
 // With --lambda auto (--unit heads, --method nash) step 3 is replaced: one λ shared
 // by the unfrozen layers is searched (lambda_calibration.hpp) so that the
 // GQA-consistent keep plans of its equilibria (nash_decisions.hpp) remove the
@@ -234,6 +241,7 @@ class planner {
     if (o_.lambda_auto) return run_lambda_auto();
     if (o_.redundancy == "output") return run_output_perturbation();
     build_items();
+    use_measured_influence();
     if (items_.empty()) throw usage_error("nothing to prune: --structures offers no removable structure in unfrozen layers");
     const std::int64_t total = o_.unit_heads ? total_heads() : gguf::totals(model_.tensors()).parameters;
     const std::int64_t budget = np::budget_from_fraction(o_.target, total);
@@ -411,6 +419,35 @@ class planner {
 
   bool wants(const char* s) const { return o_.structures.contains(s); }
 
+  static bool is_block(np::item_kind kind) {
+    return kind == np::item_kind::whole_layer || kind == np::item_kind::attention_block || kind == np::item_kind::mlp_block;
+  }
+
+  // The calibration's influence 1 - cos(x_in, x_out) of a layer's block (or whole layer).
+  double influence(std::int64_t layer, np::item_kind kind) const {
+    const auto& stats = calibration_->layers[static_cast<std::size_t>(layer)];
+    const double measured = kind == np::item_kind::whole_layer       ? stats.layer_influence
+                            : kind == np::item_kind::attention_block ? stats.attn_influence
+                                                                     : stats.mlp_influence;
+    return std::max(measured, 0.0);
+  }
+
+  // --calibration: layers and blocks are scored by their measured influence (see the top).
+  void use_measured_influence() {
+    if (calibration_ == nullptr) return;
+    const bool finer = wants("heads") || wants("groups") || wants("mlp");
+    for (const auto kind : {np::item_kind::whole_layer, np::item_kind::attention_block, np::item_kind::mlp_block}) {
+      double scored = 0, measured = 0;
+      for (const auto& it : items_) {
+        if (it.kind == kind) scored += it.importance, measured += influence(it.layer, kind);
+      }
+      const double scale = finer && measured > 0 ? scored / measured : 1.0;
+      for (auto& it : items_) {
+        if (it.kind == kind) it.importance = scale * influence(it.layer, kind);
+      }
+    }
+  }
+
   // H-GSP: each item's importance times ln(1 + prior)^T, the prior being its layer's
   // or block's measured influence 1 - cos(x_in, x_out) (hgsp_priors.hpp for the gating).
   std::vector<np::selection_item<double>> prior_weighted_items() const {
@@ -418,14 +455,18 @@ class planner {
     const auto n = static_cast<Eigen::Index>(calibration_->layers.size());
     Eigen::VectorXd layer(n), attention(n), mlp(n);
     for (Eigen::Index l = 0; l < n; ++l) {
-      const auto& stats = calibration_->layers[static_cast<std::size_t>(l)];
-      layer(l) = std::max(stats.layer_influence, 0.0);
-      attention(l) = std::max(stats.attn_influence, 0.0);
-      mlp(l) = std::max(stats.mlp_influence, 0.0);
+      layer(l) = influence(l, np::item_kind::whole_layer);
+      attention(l) = influence(l, np::item_kind::attention_block);
+      mlp(l) = influence(l, np::item_kind::mlp_block);
     }
     const np::hgsp_options options{o_.temperature, o_.tau, 0.0};
     const auto priors = np::hgsp_multipliers<double>(items_, layer, attention, mlp, options);
-    return np::apply_hgsp_priors<double>(items_, priors);
+    auto weighted = np::apply_hgsp_priors<double>(items_, priors);
+    // Layers and blocks are scored by their influence already (use_measured_influence).
+    for (std::size_t k = 0; k < items_.size(); ++k) {
+      if (is_block(items_[k].kind)) weighted[k] = items_[k];
+    }
+    return weighted;
   }
 
   std::int64_t total_heads() const {
