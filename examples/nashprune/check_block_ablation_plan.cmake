@@ -1,0 +1,42 @@
+# `nashprune ablation-plan` on an ablation of whole layers (planted losses on a
+# generated 4-layer model, examples/nashprune/testdata/layer_ablation.json): layers 1
+# and 2 have the smallest single losses but interact (+1.0), so the exact pair is
+# {1, 3} (loss +0.4, measured: exact) and greedy's is {1, 2}; layer 0 (the worst,
+# +5) stays frozen unless --freeze-first 0; a plan removing layers 1 and 3 is
+# written and prune applies it; a file that does not match the model is refused.
+# cmake -DTOOL=... -DDATA=... -DWORK_DIR=... -P check_block_ablation_plan.cmake
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(model ${WORK_DIR}/generated.gguf)
+
+function(run_tool expect_code out_var)
+  execute_process(COMMAND ${TOOL} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT code EQUAL expect_code)
+    message(FATAL_ERROR "${ARGN}: exit code ${code}, expected ${expect_code}\nstdout: ${out}\nstderr: ${err}")
+  endif()
+  set(${out_var} "${out}${err}" PARENT_SCOPE)
+endfunction()
+
+function(expect text regex)
+  if(NOT text MATCHES "${regex}")
+    message(FATAL_ERROR "output does not match '${regex}':\n${text}")
+  endif()
+endfunction()
+
+run_tool(0 ignored generate ${model} --force)
+run_tool(0 out ablation-plan ${model} --ablation ${DATA}/layer_ablation.json --count 2 --plan-out ${WORK_DIR}/exact.json)
+expect("${out}" "exact: removing 2 of 4 layers \\(3 sets of the 3 unfrozen compared\\): layers \\[1 3\\]; loss increase 0.4 .*measured")
+run_tool(0 out ablation-plan ${model} --ablation ${DATA}/layer_ablation.json --count 2 --method greedy --plan-out ${WORK_DIR}/greedy.json)
+expect("${out}" "greedy: .*layers \\[1 2\\]")
+run_tool(0 out ablation-plan ${model} --ablation ${DATA}/layer_ablation.json --count 3 --plan-out ${WORK_DIR}/three.json)
+expect("${out}" "layers \\[1 2 3\\]; loss increase 1.6 .*modelled from singles and pairs")
+run_tool(0 out ablation-plan ${model} --ablation ${DATA}/layer_ablation.json --count 3 --freeze-first 0 --freeze-last 1 --plan-out ${WORK_DIR}/unfrozen.json)
+expect("${out}" "layers \\[0 1 2\\]")
+run_tool(0 out prune ${model} ${WORK_DIR}/pruned.gguf --force --plan ${WORK_DIR}/exact.json)
+expect("${out}" "layer 1: removed\n.*layer 3: removed")
+run_tool(2 out ablation-plan ${model} --ablation ${DATA}/layer_ablation.json --count 4 --plan-out ${WORK_DIR}/bad.json)
+expect("${out}" "^nashprune: error: cannot remove 4 layers: 3 are not frozen")
+run_tool(2 out ablation-plan ${model} --ablation ${DATA}/layer_ablation.json --method nash --plan-out ${WORK_DIR}/bad.json)
+expect("${out}" "^nashprune: error: --method must be exact or greedy for layers units")
+run_tool(0 ignored generate ${WORK_DIR}/five.gguf --layers 5 --force)
+run_tool(2 out ablation-plan ${WORK_DIR}/five.gguf --ablation ${DATA}/layer_ablation.json --count 1 --plan-out ${WORK_DIR}/bad.json)
+expect("${out}" "^nashprune: error: the ablation file does not match the model: 4 layers units, the model has 5")
