@@ -123,7 +123,8 @@ int run(const ablate_args& a) {
     } else {
       for (const auto& h : parse_heads(a.remove)) removed.push_back({h.layer, h.head});
     }
-    std::cout << std::setprecision(10) << "mean NLL " << nll(removed) << " over " << session.predicted_tokens() << " predicted tokens\n";
+    const double loss = nll(removed);  // before printing: a refused unit leaves no half line
+    std::cout << std::setprecision(10) << "mean NLL " << loss << " over " << session.predicted_tokens() << " predicted tokens\n";
     return 0;
   }
   const auto units = all_units(session, a.model, a.units);
