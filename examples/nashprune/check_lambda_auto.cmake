@@ -4,19 +4,7 @@
 # cmake -DTOOL=... -DWORK_DIR=... -P check_lambda_auto.cmake
 file(MAKE_DIRECTORY ${WORK_DIR})
 
-function(run_tool out_var)
-  execute_process(COMMAND ${TOOL} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT code EQUAL 0)
-    message(FATAL_ERROR "${ARGN}: exit code ${code}\nstdout: ${out}\nstderr: ${err}")
-  endif()
-  set(${out_var} "${out}" PARENT_SCOPE)
-endfunction()
-
-function(expect text regex)
-  if(NOT text MATCHES "${regex}")
-    message(FATAL_ERROR "output does not match '${regex}':\n${text}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_checks.cmake)
 
 # Multi-head attention (4 layers x 8 heads): 25 % is 8 heads, pruned exactly.
 set(mha ${WORK_DIR}/lambda_mha.gguf)
