@@ -208,7 +208,7 @@ if ((ablation)); then
     name=layers_ablation_$k
     "$tool" ablation-plan "$model" --ablation "$out/layer_ablation.json" --count "$k" --plan-out "$out/$name.json" > "$out/$name.log"
     "$tool" prune "$model" "$out/$name.gguf" --plan "$out/$name.json" --force >> "$out/$name.log"
-    chosen=$(sed -n 's/.*layers \[\([0-9 ]*\)\].*/\1/p' "$out/$name.log" | head -n 1 | tr ' ' ,)
+    chosen=$(sed -n 's/.*layers \[\([0-9 ]*\)\].*/\1/p' "$out/$name.log" | tr ' ' ,)
     row "$k layer(s)" "layers_ablation (layers $chosen)" "$(ppl "$out/$name.gguf")"
   done
 fi
