@@ -58,7 +58,8 @@ for target in $targets; do
   done
   for rounds in ${ROUNDS-2 3}; do
     name=nash_ablation_iter${rounds}_$target
-    nice -n 15 "$tool" ablation-prune "$model" --text "$cal" --tokens "$tokens" --ctx 128 --pairs all --threads 1 --first "$out/ablation.json" \
+    # A plan of the same name with its log (quality_study.sh writes them too) is reused.
+    [[ -f $out/$name.json && -f $out/$name.log ]] || nice -n 15 "$tool" ablation-prune "$model" --text "$cal" --tokens "$tokens" --ctx 128 --pairs all --threads 1 --first "$out/ablation.json" \
       --target "$target" --rounds "$rounds" --plan-out "$out/$name.json" > "$out/$name.log"
     echo "| $target | nash iterative, $rounds rounds | $(count "$out/$name.log") | $(heldout_nll "$out/$name.log") |" >> "$table"
   done

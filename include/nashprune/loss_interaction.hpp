@@ -25,6 +25,12 @@
 // I = 2·offdiag(P) and D = 2·diag(P) this is exactly twice the game of
 // make_perturbation_game at price μ/2 (same equilibria).
 //
+// Iterative (re-linearised) use: with a set R removed already and the model
+// measured on the network without R (L0 = L(R)), search_loss_price's
+// `removed_already` pins s_i = 0 for i ∈ R (their terms drop out of Φ) and the
+// rounding takes them first, so higher-order effects of R enter through the
+// re-measured δ and I rather than through the quadratic.
+//
 // The exact reference (exact_loss_choice) enumerates one option per slot (e.g.
 // per layer: nothing, or one admissible GQA-consistent removal set) with the
 // requested total size; cross-layer interactions rule out a per-layer dynamic
