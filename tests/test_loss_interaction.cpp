@@ -218,6 +218,34 @@ TYPED_TEST(LossInteraction, ConditionalSearchIsTheGameOverTheFreeUnits) {
   EXPECT_TRUE(direct.s.isApprox(found.equilibrium.s, S(1e-4)) || (direct.s - found.equilibrium.s).cwiseAbs().maxCoeff() < S(1e-4));
 }
 
+TYPED_TEST(LossInteraction, LowestPriceIsTheBoundaryWhereThePlansReachTheCount) {
+  using S = TypeParam;
+  const auto [delta, inter] = random_model<S>(8, 5);
+  // Two GQA layers of 4 heads in 2 groups: at most one head per group goes (the 0.7 cap), so
+  // 4 heads is every layer's cap and the first price tried at the top already reaches it.
+  const std::vector<np::loss_layer> layers{{0, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group},
+                                           {4, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group}};
+  const auto removed_at = [&](S price) {  // the plans' count at one price, by the search's own steps
+    const auto g = np::make_loss_game(delta, inter, price);
+    const auto s = np::active_set_newton<S>().solve(g.game()).s;
+    const vec<S> scores = np::rounding_scores(g.game(), s);
+    std::int64_t removed = 0;
+    for (const auto& l : layers) removed += 4 - static_cast<std::int64_t>(np::gqa_prune_plan(l.geometry, l.granularity, scores.segment(l.first, 4)).q_heads.size());
+    return removed;
+  };
+  const auto span = std::span<const np::loss_layer>(layers);
+  const auto first = np::search_loss_price(delta, inter, span, 4);
+  np::price_search_options<S> lowest_options;
+  lowest_options.lowest_price = true;
+  const auto lowest = np::search_loss_price(delta, inter, span, 4, lowest_options);
+  ASSERT_TRUE(first.reached);
+  ASSERT_TRUE(lowest.reached);
+  EXPECT_LE(lowest.price, first.price);
+  EXPECT_GT(lowest.solves, first.solves);
+  EXPECT_EQ(removed_at(lowest.price), 4);
+  EXPECT_LT(removed_at(lowest.price * (1 - S(1e-3))), 4);  // just below: the plans fall short
+}
+
 TYPED_TEST(LossInteraction, BadInputsNameTheArgument) {
   using S = TypeParam;
   auto [delta, inter] = random_model<S>(4, 1);

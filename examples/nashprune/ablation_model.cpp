@@ -94,7 +94,7 @@ loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout
 }
 
 loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const std::string& method, std::int64_t requested,
-                           const np::nash_decision_options<double>& decisions) {
+                           const np::nash_decision_options<double>& decisions, bool lowest_price) {
   if (method != "nash" && method != "exact" && method != "greedy") throw usage_error("--method must be nash, exact or greedy, got '" + method + "'");
   const auto given_count = static_cast<std::int64_t>(model.given.size());
   if (requested < given_count) {
@@ -102,7 +102,10 @@ loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layou
   }
   loss_choice out;
   if (method == "nash") {
-    const auto found = np::search_loss_price(model.delta, model.interaction, std::span<const np::loss_layer>(layout.layers), requested, {decisions, 200},
+    np::price_search_options<double> search;
+    search.decisions = decisions;
+    search.lowest_price = lowest_price;
+    const auto found = np::search_loss_price(model.delta, model.interaction, std::span<const np::loss_layer>(layout.layers), requested, search,
                                              np::active_set_newton<double>(), std::span<const std::int64_t>(model.given));
     out.plans = found.plans;
     out.price = found.price;

@@ -53,8 +53,10 @@ struct loss_choice {
 /// enumerates the GQA-consistent sets of every layer jointly (those holding the
 /// given units), "greedy" does the same with the interactions dropped. Throws
 /// usage_error for another method or given units no allowed set holds.
+/// `lowest_price` (nash): the lowest price whose plans reach the count (price_search_options::lowest_price).
 [[nodiscard]] loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const std::string& method,
-                                         std::int64_t requested, const nashprune::nash_decision_options<double>& decisions);
+                                         std::int64_t requested, const nashprune::nash_decision_options<double>& decisions,
+                                         bool lowest_price = false);
 
 /// The plan of `shape` with the chosen query heads removed (everything else kept).
 [[nodiscard]] gguf::prune_plan plan_of(const gguf::llama_shape& shape, const loss_choice& choice);

@@ -26,6 +26,7 @@ using nashprune_tool::usage_error;
 struct plan_args {
   std::string model, ablation, method = "nash", plan_out;
   double target = 0.25;
+  bool lowest_price = false;
 };
 
 int run(const plan_args& a) {
@@ -36,7 +37,7 @@ int run(const plan_args& a) {
   const auto layout = nashprune_tool::make_ablation_layout(shape, decisions);
   const auto loss = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.ablation), layout);
   const auto requested = static_cast<std::int64_t>(std::floor(a.target * static_cast<double>(layout.units) + 1e-9));
-  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.method, requested, decisions);
+  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.method, requested, decisions, a.lowest_price);
   std::cout << choice.how << '\n';
   std::cout << "requested " << requested << " heads, removing " << choice.removed.size() << "; modelled loss increase " << choice.modelled << " (L0 " << loss.l0
             << (loss.given.empty() ? "" : ", given " + std::to_string(loss.given.size()) + " heads removed") << ")\n";
@@ -62,6 +63,7 @@ const nashprune_tool::register_command ablation_plan_command{{
       app.add_option("--method", a->method, "nash | exact | greedy (exact without interactions: the single score delta)")->capture_default_str();
       app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
       app.add_option("--plan-out", a->plan_out, "plan JSON to write")->required();
+      app.add_flag("--lowest-price", a->lowest_price, "nash: the lowest price whose plans reach the target (not the first found)");
       return [a] { return run(*a); };
     }}};
 

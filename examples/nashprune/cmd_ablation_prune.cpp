@@ -33,6 +33,7 @@ using nashprune_tool::usage_error;
 struct iterate_args {
   std::string model, text, method = "nash", pairs = "all", plan_out, first, rounds_out;
   double target = 0.25;
+  bool lowest_price = false;
   std::int64_t rounds = 2, tokens = 2048, context = 128;
   int threads = 0;
 };
@@ -80,7 +81,7 @@ int run(const iterate_args& a) {
                 << doc.at("passes").get<std::uint64_t>() << " passes)\n";
     }
     if (k == 1) l0 = model.l0;
-    choice = nashprune_tool::choose_by_loss(model, layout, a.method, goal, decisions);
+    choice = nashprune_tool::choose_by_loss(model, layout, a.method, goal, decisions, a.lowest_price);
     std::cout << "  L(R) " << model.l0 << "; " << choice.how << "; removing " << choice.removed.size() << " of " << goal << " heads asked, modelled L "
               << model.l0 + choice.modelled << '\n';
     removed = choice.removed;
@@ -115,6 +116,7 @@ const nashprune_tool::register_command ablation_prune_command{{
       app.add_option("--rounds-out", a->rounds_out, "write round k's measurement (k >= 2, or 1 without --first) to PREFIX_roundk.json");
       app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_option("--plan-out", a->plan_out, "plan JSON to write (apply with prune --plan)")->required();
+      app.add_flag("--lowest-price", a->lowest_price, "nash: the lowest price whose plans reach the target (not the first found)");
       return [a] { return run(*a); };
     }}};
 

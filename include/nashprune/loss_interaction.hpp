@@ -310,7 +310,7 @@ template <typename DeltaDerived, typename InteractionDerived, typename Scalar = 
     r.reached = r.removed == requested;
     return r;
   };
-  return detail::bisect_price<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate);
+  return detail::bisect_price<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate, options.lowest_price);
 }
 
 NASHPRUNE_END_NAMESPACE
