@@ -22,7 +22,10 @@
 #   loss with each head and each pair of heads removed, measured on ABL_TOKENS
 #   (default 2048) tokens of the calibration text; `nashprune ablation-plan`:
 #   the Nash game over the second-order loss model, its exact minimum, and the
-#   single score δ_i alone), applied with prune --plan; ABLATION=0 skips them;
+#   single score δ_i alone), applied with prune --plan; nash_ablation_iter
+#   (`nashprune ablation-prune`: a row per K in ITER_ROUNDS, default 2, each round re-measuring
+#   the loss model given the heads chosen so far; a plan OUT_DIR already holds,
+#   e.g. from benchmarks/ablation_design.sh, is reused); ABLATION=0 skips them;
 #   layers 1 / 2: lowest block influence vs random (5 seeds), both removed with
 #   llama-quantize --prune-layers; layers_ablation (`nashprune ablate --units
 #   layers`: the loss with each layer and each pair of layers removed, 16 passes
@@ -148,6 +151,17 @@ for target in 0.25 0.5; do
     "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --method "$method" --target "$target" --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
     "$tool" prune "$model" "$out/${name}_$target.gguf" --plan "$out/${name}_$target.json" --force >> "$out/${name}_$target.log"
     row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
+  done
+  # Iterative ablation (nashprune ablation-prune): a row per number of rounds in
+  # ITER_ROUNDS (default 2), round 1 the whole model's ablation.json, each later
+  # round the loss model re-measured (same tokens, all pairs) given the heads chosen so far.
+  for rounds in $( ((ablation)) && echo "${ITER_ROUNDS:-2}"); do
+    name=nash_ablation_iter${rounds}
+    # A plan already in OUT_DIR (benchmarks/ablation_design.sh writes the same) is reused.
+    [[ -f $out/${name}_$target.json ]] || nice -n 15 "$tool" ablation-prune "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all \
+      --threads 1 --first "$out/ablation.json" --target "$target" --rounds "$rounds" --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
+    "$tool" prune "$model" "$out/${name}_$target.gguf" --plan "$out/${name}_$target.json" --force > "$out/${name}_$target.prune.log"
+    row "$label" "$name ($rounds rounds, $((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
   done
   values=()
   for seed in $(seq "$seeds"); do

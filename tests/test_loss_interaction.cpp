@@ -2,7 +2,8 @@
 // equals −C − price on every binary point (indefinite I), the output-perturbation
 // energy is the special case (same game up to a factor 2, same loss), the exact
 // enumeration equals a brute force over all subsets, the price search on an
-// additive model removes the smallest δ, and bad inputs are refused naming the argument.
+// additive model removes the smallest δ, the conditional search (units removed
+// already) keeps them and plays the game of the others, and bad inputs are refused naming the argument.
 #include <gtest/gtest.h>
 
 #include <nashprune/loss_interaction.hpp>
@@ -49,6 +50,18 @@ double plain_loss(const vec<Scalar>& delta, const mat<Scalar>& inter, std::uint3
       if (mask >> j & 1U) c += static_cast<double>(inter(i, j));
   }
   return c;
+}
+
+/// An additive model (I = 0) over two multi-head layers of 4 heads: units 0..3 and 4..7.
+template <typename Scalar>
+std::pair<vec<Scalar>, mat<Scalar>> additive_model() {
+  vec<Scalar> delta(8);
+  delta << Scalar(0.5), Scalar(0.1), Scalar(0.9), Scalar(0.05), Scalar(0.7), Scalar(0.3), Scalar(0.8), Scalar(0.6);
+  return {delta, mat<Scalar>::Zero(8, 8)};
+}
+std::vector<np::loss_layer> two_mha_layers() {
+  return {{0, np::attention_geometry(4, 4, 2, 2), np::head_granularity::single_heads},
+          {4, np::attention_geometry(4, 4, 2, 2), np::head_granularity::single_heads}};
 }
 
 template <typename Scalar>
@@ -141,17 +154,96 @@ TYPED_TEST(LossInteraction, ExactChoiceRespectsSlots) {
 
 TYPED_TEST(LossInteraction, PriceSearchOnAnAdditiveModelRemovesTheSmallestDeltas) {
   using S = TypeParam;
-  const Eigen::Index n = 8;
-  vec<S> delta(n);
-  delta << S(0.5), S(0.1), S(0.9), S(0.05), S(0.7), S(0.3), S(0.8), S(0.6);
-  const mat<S> inter = mat<S>::Zero(n, n);
-  const std::vector<np::loss_layer> layers{{0, np::attention_geometry(4, 4, 2, 2), np::head_granularity::single_heads},
-                                           {4, np::attention_geometry(4, 4, 2, 2), np::head_granularity::single_heads}};
+  const auto [delta, inter] = additive_model<S>();
+  const auto layers = two_mha_layers();
   const auto found = np::search_loss_price(delta, inter, std::span<const np::loss_layer>(layers), 3);
   EXPECT_TRUE(found.reached);
   ASSERT_EQ(found.plans.size(), 2U);
   EXPECT_EQ(found.plans[0].q_heads, (std::vector<std::int64_t>{0, 2}));        // units 1, 3 removed
   EXPECT_EQ(found.plans[1].q_heads, (std::vector<std::int64_t>{0, 2, 3}));     // unit 5 removed
+}
+
+TYPED_TEST(LossInteraction, ConditionalSearchOnAnAdditiveModelKeepsThePinnedAndAddsTheSmallestFreeDeltas) {
+  using S = TypeParam;
+  const auto [delta, inter] = additive_model<S>();
+  const auto layers = two_mha_layers();
+  const std::vector<std::int64_t> pinned{6, 2};  // the largest deltas: no game would remove them
+  const auto found = np::search_loss_price(delta, inter, std::span<const np::loss_layer>(layers), 4, {}, np::active_set_newton<S>(),
+                                           std::span<const std::int64_t>(pinned));
+  EXPECT_TRUE(found.reached);
+  EXPECT_EQ(found.removed, 4);
+  EXPECT_EQ(found.equilibrium.s.size(), 6);
+  // Layer 0: 2 pinned, 3 the smallest free delta (the cap of 2 removals per layer of 4 stops 1);
+  // layer 1: 6 pinned, 5 the next smallest.
+  EXPECT_EQ(found.plans[0].q_heads, (std::vector<std::int64_t>{0, 1}));
+  EXPECT_EQ(found.plans[1].q_heads, (std::vector<std::int64_t>{0, 3}));
+}
+
+TYPED_TEST(LossInteraction, ConditionalSearchIsTheGameOverTheFreeUnits) {
+  using S = TypeParam;
+  const Eigen::Index n = 8;
+  auto [delta, inter] = random_model<S>(n, 11);
+  // Two layers of 4 query heads in 2 KV groups; one head of each group of layer 0 removed already.
+  const std::vector<np::loss_layer> layers{{0, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group},
+                                           {4, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group}};
+  const std::vector<std::int64_t> pinned{1, 2};
+  const std::vector<Eigen::Index> free{0, 3, 4, 5, 6, 7};
+  const auto search = [&](const vec<S>& d, const mat<S>& i) {
+    return np::search_loss_price(d, i, std::span<const np::loss_layer>(layers), 4, {}, np::active_set_newton<S>(), std::span<const std::int64_t>(pinned));
+  };
+  const auto found = search(delta, inter);
+  EXPECT_TRUE(found.reached);
+  EXPECT_EQ(found.plans[0].q_heads, (std::vector<std::int64_t>{0, 3}));
+  EXPECT_EQ(found.plans[1].q_heads.size(), 2U);
+  // The pinned units' own entries do not matter.
+  vec<S> other_delta = delta;
+  mat<S> other_inter = inter;
+  for (const auto u : pinned) {
+    other_delta(u) = S(-5);
+    for (Eigen::Index j = 0; j < n; ++j)
+      if (j != u) other_inter(u, j) = other_inter(j, u) = S(3);
+  }
+  const auto same = search(other_delta, other_inter);
+  EXPECT_EQ(same.plans[1].q_heads, found.plans[1].q_heads);
+  EXPECT_EQ(same.price, found.price);
+  // The equilibrium is the loss game of the sub-model (copied by plain loops) at the price found.
+  vec<S> sub_delta(6);
+  mat<S> sub_inter(6, 6);
+  for (std::size_t a = 0; a < free.size(); ++a) {
+    sub_delta(static_cast<Eigen::Index>(a)) = delta(free[a]);
+    for (std::size_t b = 0; b < free.size(); ++b) sub_inter(static_cast<Eigen::Index>(a), static_cast<Eigen::Index>(b)) = inter(free[a], free[b]);
+  }
+  const auto game = np::make_loss_game(sub_delta, sub_inter, found.price);
+  const auto direct = np::active_set_newton<S>().solve(game.game());
+  EXPECT_TRUE(direct.s.isApprox(found.equilibrium.s, S(1e-4)) || (direct.s - found.equilibrium.s).cwiseAbs().maxCoeff() < S(1e-4));
+}
+
+TYPED_TEST(LossInteraction, LowestPriceIsTheBoundaryWhereThePlansReachTheCount) {
+  using S = TypeParam;
+  const auto [delta, inter] = random_model<S>(8, 5);
+  // Two GQA layers of 4 heads in 2 groups: at most one head per group goes (the 0.7 cap), so
+  // 4 heads is every layer's cap and the first price tried at the top already reaches it.
+  const std::vector<np::loss_layer> layers{{0, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group},
+                                           {4, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group}};
+  const auto removed_at = [&](S price) {  // the plans' count at one price, by the search's own steps
+    const auto g = np::make_loss_game(delta, inter, price);
+    const auto s = np::active_set_newton<S>().solve(g.game()).s;
+    const vec<S> scores = np::rounding_scores(g.game(), s);
+    std::int64_t removed = 0;
+    for (const auto& l : layers) removed += 4 - static_cast<std::int64_t>(np::gqa_prune_plan(l.geometry, l.granularity, scores.segment(l.first, 4)).q_heads.size());
+    return removed;
+  };
+  const auto span = std::span<const np::loss_layer>(layers);
+  const auto first = np::search_loss_price(delta, inter, span, 4);
+  np::price_search_options<S> lowest_options;
+  lowest_options.lowest_price = true;
+  const auto lowest = np::search_loss_price(delta, inter, span, 4, lowest_options);
+  ASSERT_TRUE(first.reached);
+  ASSERT_TRUE(lowest.reached);
+  EXPECT_LE(lowest.price, first.price);
+  EXPECT_GT(lowest.solves, first.solves);
+  EXPECT_EQ(removed_at(lowest.price), 4);
+  EXPECT_LT(removed_at(lowest.price * (1 - S(1e-3))), 4);  // just below: the plans fall short
 }
 
 TYPED_TEST(LossInteraction, BadInputsNameTheArgument) {
@@ -188,6 +280,15 @@ TYPED_TEST(LossInteraction, BadInputsNameTheArgument) {
   expect_error<std::invalid_argument>([&] { (void)np::exact_loss_choice(delta, inter, std::span<const np::loss_slot>(empty_slot), 0); }, {"'slots[0]'", "empty"});
   const std::vector<np::loss_layer> misaligned{{1, np::attention_geometry(4, 4, 2, 2), np::head_granularity::single_heads}};
   expect_error<std::invalid_argument>([&] { (void)np::search_loss_price(delta, inter, std::span<const np::loss_layer>(misaligned), 1); }, {"'layers[0].first'"});
+  const std::vector<np::loss_layer> one{{0, np::attention_geometry(4, 4, 2, 2), np::head_granularity::single_heads}};
+  const auto conditional = [&](std::vector<std::int64_t> pinned, std::int64_t requested) {
+    (void)np::search_loss_price(delta, inter, std::span<const np::loss_layer>(one), requested, {}, np::active_set_newton<S>(),
+                                std::span<const std::int64_t>(pinned));
+  };
+  expect_error<std::invalid_argument>([&] { conditional({4}, 2); }, {"'removed_already'", "out of range", "index 0"});
+  expect_error<std::invalid_argument>([&] { conditional({1, 1}, 2); }, {"'removed_already'", "repeated", "index 1"});
+  expect_error<std::invalid_argument>([&] { conditional({0, 1, 2, 3}, 4); }, {"'removed_already'", "every unit"});
+  expect_error<std::invalid_argument>([&] { conditional({0, 1}, 1); }, {"'requested'", "removed already"});
 }
 
 }  // namespace

@@ -11,13 +11,16 @@
 // (llama_ablation.hpp), which is the model pruned of it.
 // `--remove L:h,L:h,...` instead prints the mean NLL with those heads removed
 // (with block units: `--remove L,L,...`, those layers' blocks).
+// `--given L:h,...` measures the conditional model: those heads are removed in
+// every pass (L0 = L(given)), the units are the other m heads (1 + m + pairs passes).
 //
 // ABLATION.json (version 1): {"version", "model", "text", "context",
 // "predicted_tokens", "pairs", "units": [[layer, head], ...] (unit index = row),
 // "l0", "loss": [L_i], "delta": [L_i − L0], "interaction": n×n rows
 // [I_ij = L_ij − L_i − L_j + L0; 0 on the diagonal and for pairs not measured],
-// "measured": n×n rows of 0/1 (1: I_ij measured)}. With block units the file also
-// has "unit_kind" (layers | attn-blocks | mlp-blocks) and each unit is [layer].
+// "measured": n×n rows of 0/1 (1: I_ij measured), "passes", "given": [[layer, head], ...]
+// (removed in every pass; their loss is L0, delta 0, no pair measured)}. With block
+// units the file also has "unit_kind" (layers | attn-blocks | mlp-blocks) and each unit is [layer].
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -30,145 +33,73 @@
 
 #include "block_ablation.hpp"
 #include "command.hpp"
-#include "progress.hpp"
 
-#ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
-#include <calibrate/llama_ablation.hpp>
-#endif
+#include "ablation_measure.hpp"
 
 namespace {
 
 using nashprune_tool::usage_error;
 
 struct ablate_args {
-  std::string model, text, output, pairs = "all", remove, units = "heads";
+  std::string model, text, output, pairs = "all", remove, given, units = "heads";
   std::int64_t tokens = 2048, context = 128;
   int threads = 0;
   bool force = false;
+  bool evaluate = false;  // --remove given (possibly empty: the model as it is)
 };
 
 #ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
-// One unit of the measurement: a query head (head >= 0) or the --units block of a layer (head -1).
-struct unit {
-  std::int64_t layer = 0;
-  std::int64_t head = -1;
-};
-
 std::optional<calibrate::block_part> block_part_of(const std::string& units) {
   if (units == "heads") return std::nullopt;
   if (!nashprune_tool::is_block_kind(units)) throw usage_error("--units must be heads, layers, attn-blocks or mlp-blocks, got '" + units + "'");
   return units == "layers" ? calibrate::block_part::layer : units == "attn-blocks" ? calibrate::block_part::attention : calibrate::block_part::mlp;
 }
 
-// Every unit of the model: its query heads, or each layer holding the --units block.
-std::vector<unit> all_units(const calibrate::ablation_session& session, const std::string& model, const std::string& kind) {
-  std::vector<unit> units;
-  if (kind == "heads") {
-    const auto heads = session.heads_per_layer();
-    for (std::size_t l = 0; l < heads.size(); ++l)
-      for (std::int64_t h = 0; h < heads[l]; ++h) units.push_back({static_cast<std::int64_t>(l), h});
-  } else {
-    for (const auto l : nashprune_tool::block_unit_layers(gguf::llama_shape::read(gguf::reader::open(model)), kind)) units.push_back({l, -1});
-  }
-  return units;
-}
-
-std::vector<unit> parse_layers(const std::string& list) {
-  std::vector<unit> out;
+/// --remove with block units: "LAYER,LAYER,..." (the layers' blocks of that kind).
+std::vector<calibrate::block_ref> parse_blocks(const std::string& list, calibrate::block_part part) {
+  std::vector<calibrate::block_ref> out;
   std::stringstream in(list);
   std::string item;
   while (std::getline(in, item, ',')) {
-    unit u;
+    calibrate::block_ref b{0, part};
     std::stringstream one(item);
-    if (!(one >> u.layer) || !one.eof()) throw usage_error("--remove: expected LAYER with block --units, got '" + item + "'");
-    out.push_back(u);
-  }
-  return out;
-}
-
-std::vector<calibrate::head_ref> parse_heads(const std::string& list) {
-  std::vector<calibrate::head_ref> out;
-  std::stringstream in(list);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    calibrate::head_ref h;
-    char colon = 0;
-    std::stringstream one(item);
-    if (!(one >> h.layer >> colon >> h.head) || colon != ':' || !one.eof()) throw usage_error("--remove: expected LAYER:HEAD, got '" + item + "'");
-    out.push_back(h);
+    if (!(one >> b.layer) || !one.eof()) throw usage_error("--remove: expected LAYER with block --units, got '" + item + "' at index " + std::to_string(out.size()));
+    out.push_back(b);
   }
   return out;
 }
 
 int run(const ablate_args& a) {
   namespace fs = std::filesystem;
-  if (a.pairs != "all" && a.pairs != "within-layer" && a.pairs != "none") throw usage_error("--pairs must be all, within-layer or none, got '" + a.pairs + "'");
-  if (a.remove.empty() && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
+  nashprune_tool::check_pairs(a.pairs);
+  if (!a.evaluate && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
   if (!a.output.empty() && fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
   const auto part = block_part_of(a.units);
   calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads});
-  const auto nll = [&](const std::vector<unit>& removed) {
-    std::vector<calibrate::head_ref> heads;
-    std::vector<calibrate::block_ref> blocks;
-    for (const auto& u : removed) {
-      if (u.head >= 0) heads.push_back({u.layer, u.head});
-      if (u.head < 0) blocks.push_back({u.layer, *part});
-    }
-    return session.mean_nll(heads, blocks);
-  };
-  if (!a.remove.empty()) {
-    std::vector<unit> removed;
-    if (part) {
-      removed = parse_layers(a.remove);
-    } else {
-      for (const auto& h : parse_heads(a.remove)) removed.push_back({h.layer, h.head});
-    }
-    const double loss = nll(removed);  // before printing: a refused unit leaves no half line
+  const auto given = nashprune_tool::parse_head_list("--given", a.given, session.heads_per_layer());
+  if (a.evaluate && part) {
+    const auto blocks = parse_blocks(a.remove, *part);
+    const double loss = session.mean_nll(given, blocks);  // before printing: a refused unit leaves no half line
     std::cout << std::setprecision(10) << "mean NLL " << loss << " over " << session.predicted_tokens() << " predicted tokens\n";
     return 0;
   }
-  const auto units = all_units(session, a.model, a.units);
-  const auto n = units.size();
-  const auto paired = [&](std::size_t i, std::size_t j) { return a.pairs == "all" || (a.pairs == "within-layer" && units[i].layer == units[j].layer); };
-  std::uint64_t passes = 1 + n;
-  for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t j = i + 1; j < n; ++j) passes += paired(i, j) ? 1 : 0;
-  nashprune_tool::progress_bar bar("ablating (" + std::to_string(passes) + " passes)");
-  std::uint64_t done = 0;
-  const auto loss_of = [&](const std::vector<unit>& removed) {
-    const double l = nll(removed);
-    bar.update(++done, passes);
-    return l;
-  };
-  const double l0 = loss_of({});
-  std::vector<double> loss(n), delta(n);
-  for (std::size_t i = 0; i < n; ++i) loss[i] = loss_of({units[i]}), delta[i] = loss[i] - l0;
-  nlohmann::json interaction = nlohmann::json::array(), measured = nlohmann::json::array();
-  std::vector<std::vector<double>> inter(n, std::vector<double>(n, 0.0));
-  std::vector<std::vector<int>> seen(n, std::vector<int>(n, 0));
-  for (std::size_t i = 0; i < n; ++i) {
-    for (std::size_t j = i + 1; j < n; ++j) {
-      if (!paired(i, j)) continue;
-      inter[i][j] = inter[j][i] = loss_of({units[i], units[j]}) - loss[i] - loss[j] + l0;
-      seen[i][j] = seen[j][i] = 1;
-    }
+  if (a.evaluate) {
+    const std::string list = a.given.empty() ? a.remove : a.remove.empty() ? a.given : a.remove + "," + a.given;
+    const auto heads = nashprune_tool::parse_head_list(a.given.empty() ? "--remove" : "--remove,--given", list, session.heads_per_layer());
+    std::cout << std::setprecision(10) << "mean NLL " << session.mean_nll(heads) << " over " << session.predicted_tokens() << " predicted tokens\n";
+    return 0;
   }
-  nlohmann::json doc = {{"version", 1}, {"model", fs::path(a.model).filename().string()}, {"text", fs::path(a.text).filename().string()},
-                        {"context", a.context}, {"predicted_tokens", session.predicted_tokens()}, {"pairs", a.pairs}, {"l0", l0},
-                        {"loss", loss}, {"delta", delta}, {"interaction", inter}, {"measured", seen}};
-  doc["units"] = nlohmann::json::array();
-  for (const auto& u : units) doc["units"].push_back(u.head >= 0 ? nlohmann::json::array({u.layer, u.head}) : nlohmann::json::array({u.layer}));
-  if (part) doc["unit_kind"] = a.units;
-  // Written beside the output and renamed, so an interrupted run leaves no partial file.
-  const std::string partial = a.output + ".partial";
-  {
-    std::ofstream out(partial);
-    out << std::setprecision(17) << doc.dump() << '\n';
-    if (!out) throw std::runtime_error("cannot write " + partial);
+  nashprune_tool::ablation_measure_options options{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context};
+  if (part) {
+    options.block = part;
+    options.unit_kind = a.units;
+    options.block_layers = nashprune_tool::block_unit_layers(gguf::llama_shape::read(gguf::reader::open(a.model)), a.units);
   }
-  fs::rename(partial, a.output);
-  std::cout << "ablated " << n << " " << (part ? a.units : std::string("heads")) << " (" << passes << " passes, pairs " << a.pairs << ") over " << session.predicted_tokens()
-            << " predicted tokens; L0 " << l0 << "\nwrote " << a.output << '\n';
+  const auto doc = nashprune_tool::measure_ablation(session, given, options);
+  nashprune_tool::write_json_atomically(a.output, doc);
+  std::cout << "ablated " << doc.at("units").size() - given.size() << " " << (part ? a.units : std::string("heads")) << (given.empty() ? "" : " given " + std::to_string(given.size()) + " removed")
+            << " (" << doc.at("passes").get<std::uint64_t>() << " passes, pairs " << a.pairs << ") over " << session.predicted_tokens()
+            << " predicted tokens; L0 " << doc.at("l0").get<double>() << "\nwrote " << a.output << '\n';
   return 0;
 }
 #else
@@ -178,7 +109,7 @@ int run(const ablate_args&) {
 #endif
 
 const nashprune_tool::register_command ablate_command{{
-    "ablate", "Measure the loss with heads, layers or blocks removed, alone and in pairs (llama.cpp): the ablation loss model",
+    "ablate", "Measure the loss with heads (or blocks) removed, alone and in pairs (llama.cpp): the ablation loss model",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<ablate_args>();
       app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
@@ -191,7 +122,10 @@ const nashprune_tool::register_command ablate_command{{
                      "what is removed: heads | layers | attn-blocks | mlp-blocks (a block is zeroed in the residual stream)")
           ->capture_default_str();
       app.add_option("--remove", a->remove,
-                     "print the mean NLL with these removed instead: LAYER:HEAD,... (heads) or LAYER,... (block --units)");
+                     "print the mean NLL with these removed instead: LAYER:HEAD,... (heads; \"\": none) or LAYER,... (block --units)")
+          ->each([a](const std::string&) { a->evaluate = true; });
+      app.add_option("--given", a->given,
+                     "heads removed before measuring (LAYER:HEAD,...): the conditional model, L0 = L(given); units are the other heads");
       app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_flag("--force", a->force, "replace an existing output");
       return [a] { return run(*a); };

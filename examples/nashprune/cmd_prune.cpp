@@ -18,7 +18,9 @@
 #include <set>
 #include <string>
 
+#include "ablation_model.hpp"
 #include "command.hpp"
+#include "json_io.hpp"
 #include "progress.hpp"
 #include "report.hpp"
 #include "selection.hpp"
@@ -38,6 +40,7 @@ struct prune_args {
   std::string stats;
   std::string plan_in;
   std::string plan_out;
+  std::string ablation;
   std::string unit = "params";
   std::vector<std::string> structures;
   bool dry_run = false;
@@ -96,6 +99,19 @@ void print_lambda(const nashprune_tool::lambda_report& r) {
   std::cout << '\n';
 }
 
+// --redundancy ablation: the heads the loss model of `nashprune ablate` chooses (ablation_model.hpp).
+nashprune_tool::selection choose_by_ablation(const prune_args& a, const gguf::llama_shape& shape) {
+  const nashprune::nash_decision_options<double> decisions{a.select.threshold, a.select.min_heads, a.select.max_prune};
+  const auto layout = nashprune_tool::make_ablation_layout(shape, decisions);
+  const auto loss = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.ablation), layout);
+  const auto requested = static_cast<std::int64_t>(std::floor(a.select.target * static_cast<double>(layout.units) + 1e-9));
+  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.select.method, requested, decisions);
+  nashprune_tool::selection out;
+  out.plan = nashprune_tool::plan_of(shape, choice);
+  out.perturbation = nashprune_tool::perturbation_report{a.select.method, choice.price, requested, static_cast<std::int64_t>(choice.removed.size()), choice.modelled, 0};
+  return out;
+}
+
 struct prune_outcome {
   gguf::prune_plan plan;
   gguf::llama_shape output_shape;
@@ -113,16 +129,20 @@ prune_outcome prune_file(const prune_args& a) {
     calibrate::check_matches(*calibration, shape, a.calibration);
   }
   nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr, calibration != nullptr);
+  if ((a.select.redundancy == "ablation") != !a.ablation.empty()) throw usage_error("--redundancy ablation and --ablation FILE go together");
 
   nashprune_tool::selection chosen;
   if (!a.plan_in.empty()) {
     chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
+  } else if (!a.ablation.empty()) {
+    chosen = choose_by_ablation(a, shape);
   } else {
     chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select, calibration.get());
   }
   const auto result = gguf::plan_output(model, shape, chosen.plan, {});
   const auto tokens = calibration ? calibration->tokens : im ? im->tokens() : 0;
-  const double lambda = chosen.lambda ? chosen.lambda->lambda : a.select.lambda;
+  // λ of the cosine game; with --redundancy output / ablation the price the search used (0 for exact).
+  const double lambda = chosen.lambda ? chosen.lambda->lambda : chosen.perturbation ? chosen.perturbation->price : a.select.lambda;
   const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty(), lambda);
   auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
 
@@ -130,8 +150,10 @@ prune_outcome prune_file(const prune_args& a) {
   nashprune_tool::print_shape(std::cout, shape);
   if (chosen.lambda) print_lambda(*chosen.lambda);
   if (const auto& p = chosen.perturbation) {
-    std::cout << "output perturbation (" << p->method << "): price " << p->price << ", requested " << p->requested << " heads, plans remove "
-              << p->removed << ", energy " << p->energy << " (relative to the residual stream)\n";
+    const bool ablation = a.select.redundancy == "ablation";
+    std::cout << (ablation ? "ablation loss model (" : "output perturbation (") << p->method << "): price " << p->price << ", requested " << p->requested
+              << " heads, plans remove " << p->removed << (ablation ? ", modelled loss increase " : ", energy ") << p->energy
+              << (ablation ? " (nats per token)\n" : " (relative to the residual stream)\n");
   }
   std::cout << "plan:\n";
   nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
@@ -258,8 +280,10 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--method", s.method, "nash | knapsack | both | exact (exact: with --redundancy output)")->capture_default_str();
       app.add_option("--redundancy", s.redundancy,
                      "cosine: per-layer game on the heads' cosine; output: one game over all layers on the energy of the "
-                     "change removing heads makes to the attention output (needs --calibration v2, --unit heads)")
+                     "change removing heads makes to the attention output (needs --calibration v2, --unit heads); "
+                     "ablation: one game over all layers on the loss measured by nashprune ablate (needs --ablation, --unit heads)")
           ->capture_default_str();
+      app.add_option("--ablation", a->ablation, "nashprune ablate output, for --redundancy ablation (--method nash or exact)");
       app.add_option("--lambda", a->lambda_text,
                      "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
           ->capture_default_str();

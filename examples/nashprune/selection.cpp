@@ -616,10 +616,16 @@ void check_options(const selection_options& o, bool have_activations, bool have_
   if (o.method != "nash" && o.method != "knapsack" && o.method != "both" && o.method != "exact") {
     throw usage_error("--method must be nash, knapsack, both or exact, got '" + o.method + "'");
   }
-  if (o.redundancy != "cosine" && o.redundancy != "output") {
-    throw usage_error("--redundancy must be cosine or output, got '" + o.redundancy + "'");
+  if (o.redundancy != "cosine" && o.redundancy != "output" && o.redundancy != "ablation") {
+    throw usage_error("--redundancy must be cosine, output or ablation, got '" + o.redundancy + "'");
   }
-  if (o.method == "exact" && o.redundancy != "output") throw usage_error("--method exact needs --redundancy output");
+  if (o.method == "exact" && o.redundancy == "cosine") throw usage_error("--method exact needs --redundancy output or ablation");
+  if (o.redundancy == "ablation") {
+    if (!o.unit_heads || (o.method != "nash" && o.method != "exact")) throw usage_error("--redundancy ablation needs --unit heads and --method nash or exact");
+    if (o.lambda_auto) throw usage_error("--redundancy ablation searches its own price for the target: drop --lambda auto");
+    if (o.structures != std::set<std::string>{"heads"}) throw usage_error("--redundancy ablation prunes query heads only: drop --structures");
+    if (o.freeze_first != 0 || o.freeze_last != 0) throw usage_error("--redundancy ablation plays one game over every layer: drop --freeze-first/--freeze-last");
+  }
   if (o.redundancy == "output") {
     if (!have_calibration) throw usage_error("--redundancy output reads the heads' measured outputs: pass --calibration FILE (nashprune calibrate)");
     if (!o.unit_heads || (o.method != "nash" && o.method != "exact")) {

@@ -22,7 +22,8 @@ struct selection_options {
   std::string score = "magnitude";            // magnitude | wanda | activation
   std::string method = "nash";                // nash | knapsack | both | exact (exact: --redundancy output only)
   // cosine: the seed's game per layer (importance --score, cosine redundancy);
-  // output: heads' output-perturbation game over all layers (perturbation_selection.hpp).
+  // output: heads' output-perturbation game over all layers (perturbation_selection.hpp);
+  // ablation: the game on the measured loss model (ablation_model.hpp, prune --ablation FILE).
   std::string redundancy = "cosine";
   // The seed's options (nash-head-pruning-llama-cpp.md §3.1, §7.2).
   double lambda = 0.5;       // with lambda_auto: where the search starts
@@ -65,7 +66,7 @@ struct selection {
   gguf::prune_plan plan;
   std::vector<head_stat> heads;
   std::optional<lambda_report> lambda;  // set with --lambda auto
-  std::optional<perturbation_report> perturbation;  // set with --redundancy output
+  std::optional<perturbation_report> perturbation;  // set with --redundancy output or ablation (energy: the modelled loss)
 };
 
 /// Throws usage_error for unknown structures, scores or methods, a target out of

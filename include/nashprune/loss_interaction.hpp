@@ -25,6 +25,12 @@
 // I = 2·offdiag(P) and D = 2·diag(P) this is exactly twice the game of
 // make_perturbation_game at price μ/2 (same equilibria).
 //
+// Iterative (re-linearised) use: with a set R removed already and the model
+// measured on the network without R (L0 = L(R)), search_loss_price's
+// `removed_already` pins s_i = 0 for i ∈ R (their terms drop out of Φ) and the
+// rounding takes them first, so higher-order effects of R enter through the
+// re-measured δ and I rather than through the quadratic.
+//
 // The exact reference (exact_loss_choice) enumerates one option per slot (e.g.
 // per layer: nothing, or one admissible GQA-consistent removal set) with the
 // requested total size; cross-layer interactions rule out a per-layer dynamic
@@ -228,19 +234,29 @@ struct loss_search_result {
   std::int64_t removed = 0;  ///< units the plans remove at `price`
   bool reached = false;
   std::int64_t solves = 0;
-  nash_solution<Scalar> equilibrium;  ///< of the one game over all units
+  nash_solution<Scalar> equilibrium;  ///< of the one game over all units (not removed already)
   std::vector<head_keep_plan> plans;  ///< per layer, GQA-consistent
 };
 
 /// The price μ whose equilibrium's GQA-consistent plans remove the most units
 /// ≤ `requested` (one game over every unit, so cross-layer interactions count),
 /// by bisection on μ ∈ [0, max_i c_i(μ=0)] as search_price does for per-layer games.
+///
+/// `removed_already` (the conditional, re-linearised step of an iterative plan):
+/// units removed before this round. The model (δ, I) is then the one measured
+/// with them removed (L0 = L(R); their own entries are ignored), they take no part
+/// in the game (s_i = 0 pinned) and rank below every other unit in the rounding,
+/// so every plan removes them; `requested` and `removed` count them too, and
+/// `equilibrium` is the game over the other units, in ascending order. Throws
+/// std::invalid_argument for an out-of-range or repeated unit, for every unit
+/// removed already, or for `requested` below their count.
 template <typename DeltaDerived, typename InteractionDerived, typename Scalar = typename DeltaDerived::Scalar,
           typename Solver = active_set_newton<Scalar>>
 [[nodiscard]] loss_search_result<Scalar> search_loss_price(const Eigen::MatrixBase<DeltaDerived>& delta,
                                                            const Eigen::MatrixBase<InteractionDerived>& interaction,
                                                            std::span<const loss_layer> layers, std::int64_t requested,
-                                                           const price_search_options<Scalar>& options = {}, const Solver& solver = Solver()) {
+                                                           const price_search_options<Scalar>& options = {}, const Solver& solver = Solver(),
+                                                           std::span<const std::int64_t> removed_already = {}) {
   detail::validate_loss_model(delta, interaction);
   detail::require(!layers.empty(), "layers", "is empty");
   detail::require(requested >= 0, "requested", "must be >= 0, got " + std::to_string(requested));
@@ -252,15 +268,40 @@ template <typename DeltaDerived, typename InteractionDerived, typename Scalar = 
     next += layers[l].geometry.n_head();
   }
   detail::require_size("delta", delta.size(), next, "size (units of all layers)");
-  const nash_vector<Scalar> shift = concave_shift(delta, interaction);
-  const Scalar top = make_loss_game(delta, interaction, Scalar(0), shift).importance.maxCoeff();
+  std::vector<bool> pinned(static_cast<std::size_t>(next), false);
+  for (std::size_t k = 0; k < removed_already.size(); ++k) {
+    const auto u = removed_already[k];
+    const auto at = detail::at_index(static_cast<std::int64_t>(k));
+    if (u < 0 || u >= next) detail::fail_argument("removed_already", "unit " + std::to_string(u) + " out of range [0, " + std::to_string(next) + ") at " + at);
+    if (pinned[static_cast<std::size_t>(u)]) detail::fail_argument("removed_already", "unit " + std::to_string(u) + " repeated at " + at);
+    pinned[static_cast<std::size_t>(u)] = true;
+  }
+  const auto fixed = static_cast<std::int64_t>(removed_already.size());
+  detail::require(fixed < next, "removed_already", "holds every unit: nothing is left to choose");
+  detail::require(requested >= fixed, "requested", "must be >= the " + std::to_string(fixed) + " units removed already, got " + std::to_string(requested));
+  // The game over the free units only (a pinned s_i = 0 drops unit i's terms).
+  std::vector<Eigen::Index> free;
+  for (Eigen::Index i = 0; i < next; ++i)
+    if (!pinned[static_cast<std::size_t>(i)]) free.push_back(i);
+  const auto m = static_cast<Eigen::Index>(free.size());
+  nash_vector<Scalar> free_delta(m);
+  nash_matrix<Scalar> free_interaction(m, m);
+  for (Eigen::Index a = 0; a < m; ++a) {
+    free_delta(a) = delta(free[static_cast<std::size_t>(a)]);
+    for (Eigen::Index b = 0; b < m; ++b) free_interaction(a, b) = interaction(free[static_cast<std::size_t>(a)], free[static_cast<std::size_t>(b)]);
+  }
+  const nash_vector<Scalar> shift = concave_shift(free_delta, free_interaction);
+  const Scalar top = make_loss_game(free_delta, free_interaction, Scalar(0), shift).importance.maxCoeff();
   const auto evaluate = [&](Scalar price, const loss_search_result<Scalar>* warm) {
     loss_search_result<Scalar> r;
     r.price = price;
     r.requested = requested;
-    const auto g = make_loss_game(delta, interaction, price, shift);
+    const auto g = make_loss_game(free_delta, free_interaction, price, shift);
     r.equilibrium = warm ? solver.solve(g.game(), warm->equilibrium.s) : solver.solve(g.game());
-    const nash_vector<Scalar> scores = rounding_scores(g.game(), r.equilibrium.s);
+    const nash_vector<Scalar> free_scores = rounding_scores(g.game(), r.equilibrium.s);
+    // Pinned units score below every free one (scores are finite), so the rounding takes them first.
+    nash_vector<Scalar> scores = nash_vector<Scalar>::Constant(next, free_scores.minCoeff() - 1);
+    for (Eigen::Index a = 0; a < m; ++a) scores(free[static_cast<std::size_t>(a)]) = free_scores(a);
     for (const auto& layer : layers) {
       const auto n = layer.geometry.n_head();
       r.plans.push_back(gqa_prune_plan(layer.geometry, layer.granularity, scores.segment(layer.first, n), options.decisions));
@@ -269,7 +310,7 @@ template <typename DeltaDerived, typename InteractionDerived, typename Scalar = 
     r.reached = r.removed == requested;
     return r;
   };
-  return detail::bisect_price<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate);
+  return detail::bisect_price<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate, options.lowest_price);
 }
 
 NASHPRUNE_END_NAMESPACE

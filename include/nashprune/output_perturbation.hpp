@@ -293,6 +293,11 @@ template <typename Scalar>
 struct price_search_options {
   nash_decision_options<Scalar> decisions{};  ///< threshold and caps of the GQA rounding
   std::int64_t max_solves = 200;              ///< price evaluations (of every layer) at most
+  /// Bisect on to the lowest price whose plans reach the count (to 1e-9 relative) instead of
+  /// stopping at the first that does: the equilibrium with the most units still in play. Without
+  /// it a target every layer's caps bind at (stories260K at 50 %) stops at the top price, where
+  /// every s_i = 0 and the rounding ranks by the gradient there alone.
+  bool lowest_price = false;
 };
 
 template <typename Scalar>
@@ -311,10 +316,10 @@ namespace detail {
 /// The bisection of the price searches: `evaluate(price, warm)` returns a result
 /// with fields price, removed, reached and solves (`warm`: the result at a lower
 /// price, to start the solver from, or null). Invariant lo.removed < requested <=
-/// hi.removed (or an end of [0, top]); stops when reached, after `max_solves`
+/// hi.removed (or an end of [0, top]); stops when reached (unless `lowest`), after `max_solves`
 /// evaluations or at a relative 1e-9 width; returns hi when reached, else lo.
 template <typename Result, typename Scalar, typename Evaluate>
-[[nodiscard]] Result bisect_price(Scalar top, std::int64_t requested, std::int64_t max_solves, const Evaluate& evaluate) {
+[[nodiscard]] Result bisect_price(Scalar top, std::int64_t requested, std::int64_t max_solves, const Evaluate& evaluate, bool lowest = false) {
   std::int64_t solves = 0;
   const auto run = [&](Scalar price, const Result* warm) {
     ++solves;
@@ -328,7 +333,7 @@ template <typename Result, typename Scalar, typename Evaluate>
   if (lo.removed >= requested) return finish(lo);
   auto hi = run(top * Scalar(1.000001) + std::numeric_limits<Scalar>::min(), &lo);
   if (hi.removed < requested) return finish(hi);  // beyond the caps: everything they allow
-  while (!hi.reached && solves < max_solves && hi.price - lo.price > Scalar(1e-9) * hi.price) {
+  while ((lowest || !hi.reached) && solves < max_solves && hi.price - lo.price > Scalar(1e-9) * hi.price) {
     auto mid = run((lo.price + hi.price) / Scalar(2), &lo);
     if (mid.removed >= requested) {
       hi = std::move(mid);
@@ -376,7 +381,7 @@ template <typename Scalar, typename Solver = active_set_newton<Scalar>>
     r.reached = r.removed == requested;
     return r;
   };
-  return detail::bisect_price<price_search_result<Scalar>>(top, requested, options.max_solves, evaluate);
+  return detail::bisect_price<price_search_result<Scalar>>(top, requested, options.max_solves, evaluate, options.lowest_price);
 }
 
 NASHPRUNE_END_NAMESPACE

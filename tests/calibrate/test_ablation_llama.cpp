@@ -3,7 +3,11 @@
 // of those heads by `nashprune prune --plan` (to 1e-5 relative), removing a head
 // changes the NLL, and bad inputs are refused. The same holds for whole blocks
 // (attention, MLP) and whole layers, zeroed as the products of attn_output and
-// ffn_down: singles, a pair, and layer 0 (written with one zero head).
+// ffn_down: singles, a pair, and layer 0 (written with one zero head). The conditional ablation (ablate
+// --given G) measures the model pruned of G: its L0 and L_i are the pruned
+// model's NLLs; the iterative plan (ablation-prune) of one round is ablation-plan's,
+// prune --redundancy ablation chooses the same heads and records the price, and
+// a two-round plan is GQA-consistent with its measured loss that of the pruned model.
 #include <gtest/gtest.h>
 
 #include <calibrate/llama_ablation.hpp>
@@ -13,8 +17,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace {
@@ -31,6 +37,20 @@ struct real_ablation : ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir); }
   calibrate::ablation_options options(const std::filesystem::path& m) const { return {m, text, 512, 128, 1}; }
   static int run(const std::string& command) { return std::system(command.c_str()); }
+  static std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+  /// The tool's stdout (to `log`) and exit status for `args`.
+  int tool(const std::string& args, const std::filesystem::path& log) const {
+    return run(std::string(NASHPRUNE_TOOL) + " " + args + " > '" + log.string() + "' 2>&1");
+  }
+  /// The number printed after `key` in a tool log.
+  static double number_after(const std::string& text, const std::string& key) {
+    const auto at = text.find(key);
+    EXPECT_NE(at, std::string::npos) << key << " in " << text;
+    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + key.size()));
+  }
 };
 
 TEST_F(real_ablation, AblatedNllEqualsThePrunedModelsNll) {
@@ -122,6 +142,92 @@ TEST_F(real_ablation, BadInputsAreRefused) {
   std::ofstream(tiny) << "Once upon a time";
   EXPECT_THROW(calibrate::ablation_session({model, tiny, 0, 128, 1}), std::invalid_argument);
   EXPECT_THROW(calibrate::ablation_session({model, text, 64, 128, 1}), std::invalid_argument);
+}
+
+TEST_F(real_ablation, ConditionalAblationMeasuresThePrunedModel) {
+  const auto full = dir / "full.json", plan = dir / "plan.json", pruned = dir / "pruned.gguf", ablation = dir / "given.json";
+  // One head from every KV group of layer 2 (heads 0, 2, 5, 7 go; 1, 3, 4, 6 become 0..3).
+  ASSERT_EQ(tool("prune '" + model.string() + "' --dry-run --unit heads --target 0 --plan-out '" + full.string() + "'", dir / "full.log"), 0);
+  auto doc = nlohmann::json::parse(slurp(full));
+  doc["layers"][2]["q_heads"] = {1, 3, 4, 6};
+  std::ofstream(plan) << doc.dump();
+  ASSERT_EQ(tool("prune '" + model.string() + "' '" + pruned.string() + "' --plan '" + plan.string() + "' --force", dir / "prune.log"), 0);
+  ASSERT_EQ(tool("ablate '" + model.string() + "' --text '" + text.string() + "' --tokens 256 --ctx 128 --threads 1 --pairs none --given 2:0,2:2,2:5,2:7 -o '" +
+                     ablation.string() + "'",
+                 dir / "ablate.log"),
+            0)
+      << slurp(dir / "ablate.log");
+  const auto measured = nlohmann::json::parse(slurp(ablation));
+  EXPECT_EQ(measured.at("passes").get<int>(), 1 + 36);
+  EXPECT_EQ(measured.at("given").size(), 4U);
+  calibrate::ablation_session cut({pruned, text, 256, 128, 1});
+  const double l0 = measured.at("l0").get<double>();
+  EXPECT_NEAR(l0, cut.mean_nll({}), 1e-5 * l0);
+  // Unit 2·8 + 3 (layer 2, head 3) is the pruned model's layer 2, head 1; unit 4·8 + 6 stays head 6 of layer 4.
+  const std::vector<calibrate::head_ref> layer2_head1{{2, 1}}, layer4_head6{{4, 6}};
+  EXPECT_NEAR(measured.at("loss")[19].get<double>(), cut.mean_nll(layer2_head1), 1e-5 * l0);
+  EXPECT_NEAR(measured.at("loss")[38].get<double>(), cut.mean_nll(layer4_head6), 1e-5 * l0);
+  EXPECT_EQ(measured.at("delta")[16].get<double>(), 0.0);  // a given head
+}
+
+TEST_F(real_ablation, IterativePlansAreConsistentWithTheOneShotPlanAndThePrunedModel) {
+  const auto ablation = dir / "ablation.json";
+  const std::string m = "'" + model.string() + "'";
+  ASSERT_EQ(tool("ablate " + m + " --text '" + text.string() + "' --tokens 256 --ctx 128 --threads 1 --pairs within-layer -o '" + ablation.string() + "'",
+                 dir / "ablate.log"),
+            0)
+      << slurp(dir / "ablate.log");
+  const std::string from = " --ablation '" + ablation.string() + "'";
+  ASSERT_EQ(tool("ablation-plan " + m + from + " --target 0.25 --plan-out '" + (dir / "one_shot.json").string() + "'", dir / "one_shot.log"), 0);
+  // One round from the same measurement is the one-shot plan.
+  const std::string iterate = "ablation-prune " + m + " --text '" + text.string() + "' --tokens 256 --ctx 128 --threads 1 --pairs within-layer --first '" +
+                              ablation.string() + "'";
+  ASSERT_EQ(tool(iterate + " --target 0.25 --rounds 1 --plan-out '" + (dir / "one_round.json").string() + "'", dir / "one_round.log"), 0)
+      << slurp(dir / "one_round.log");
+  EXPECT_EQ(slurp(dir / "one_round.json"), slurp(dir / "one_shot.json"));
+  // prune --redundancy ablation reads the same file to the same plan, and records the price it used.
+  ASSERT_EQ(tool("prune " + m + " '" + (dir / "direct.gguf").string() + "' --unit heads --target 0.25 --redundancy ablation" + from + " --force --plan-out '" +
+                     (dir / "direct.json").string() + "'",
+                 dir / "direct.log"),
+            0)
+      << slurp(dir / "direct.log");
+  EXPECT_EQ(slurp(dir / "direct.json"), slurp(dir / "one_shot.json"));
+  const double price = number_after(slurp(dir / "direct.log"), "ablation loss model (nash): price ");
+  EXPECT_GT(price, 0.0);
+  ASSERT_EQ(tool("inspect '" + (dir / "direct.gguf").string() + "' --metadata", dir / "meta.log"), 0);
+  EXPECT_NEAR(number_after(slurp(dir / "meta.log"), "general.pruning.lambda = "), price, 1e-5 * price);
+  // Two rounds to 50 %: whole GQA steps (20 heads), and the loss it measured is the pruned model's.
+  ASSERT_EQ(tool(iterate + " --target 0.5 --rounds 2 --plan-out '" + (dir / "two_rounds.json").string() + "'", dir / "two_rounds.log"), 0)
+      << slurp(dir / "two_rounds.log");
+  const auto log = slurp(dir / "two_rounds.log");
+  EXPECT_NE(log.find("round 2: measured 32 heads given 8 removed"), std::string::npos) << log;
+  EXPECT_NE(log.find("requested 20 heads, removing 20 in 2 round(s)"), std::string::npos) << log;
+  const auto pruned = dir / "two_rounds.gguf";
+  ASSERT_EQ(tool("prune " + m + " '" + pruned.string() + "' --plan '" + (dir / "two_rounds.json").string() + "' --force", dir / "apply.log"), 0);
+  calibrate::ablation_session cut({pruned, text, 256, 128, 1});
+  const double direct = cut.mean_nll({});
+  EXPECT_NEAR(number_after(log, "measured L of the plan "), direct, 1e-5 * direct);
+}
+
+TEST_F(real_ablation, BadGivenHeadsAndRoundsAreRefused) {
+  const std::string ablate = "ablate '" + model.string() + "' --text '" + text.string() + "' --tokens 256 --pairs none -o '" + (dir / "x.json").string() + "'";
+  const auto refused = [&](const std::string& args, const std::string& message) {
+    const auto log = dir / "refused.log";
+    const int status = tool(args, log);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 2) << args;
+    EXPECT_NE(slurp(log).find(message), std::string::npos) << slurp(log);
+  };
+  refused(ablate + " --given 0:8", "nashprune: error: --given: head 0:8 out of range at index 0");
+  refused(ablate + " --given 1:0,5:0", "--given: head 5:0 out of range at index 1");
+  refused(ablate + " --given 1:0,2:3,1:0", "--given: head 1:0 repeated at index 2");
+  refused(ablate + " --given 1-0", "--given: expected LAYER:HEAD, got '1-0'");
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.json"));
+  const std::string iterate = "ablation-prune '" + model.string() + "' --text '" + text.string() + "' --plan-out '" + (dir / "p.json").string() + "'";
+  refused(iterate + " --rounds 0", "--rounds must be at least 1");
+  refused(iterate + " --pairs some", "--pairs must be all, within-layer or none");
+  refused(iterate + " --method best", "--method must be nash, exact or greedy");
+  refused("prune '" + model.string() + "' --dry-run --unit heads --redundancy ablation", "--redundancy ablation and --ablation FILE go together");
 }
 
 }  // namespace

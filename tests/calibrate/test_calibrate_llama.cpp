@@ -267,7 +267,8 @@ namespace {
 
 // --redundancy output: the price-searched game and the exact optimum remove the same
 // number of heads within the budget, the game's plan costs no less energy than the
-// exact one (printed by prune), and it is refused without calibration (exit 2).
+// exact one (printed by prune), the written model records the price as
+// general.pruning.lambda, and it is refused without calibration (exit 2).
 TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
   gguf_test::scratch_dir dir;
   calibrate::write_stats(dir / "stats.gguf", calibrate::run_calibration(options(2048)), false);
@@ -294,6 +295,23 @@ TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
     EXPECT_GT(exact_removed, 0) << target;
     EXPECT_GE(nash_energy, exact_energy * (1 - 1e-6)) << target;
   }
+  // The written model records the price the search used as general.pruning.lambda (not the unused default 0.5).
+  const auto out = dir / "output.gguf", log = dir / "output.log", meta = dir / "meta.log";
+  ASSERT_EQ(std::system((std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" + out.string() + "' --unit heads --target 0.25 --redundancy output --calibration '" +
+                         (dir / "stats.gguf").string() + "' --force > '" + log.string() + "'")
+                            .c_str()),
+            0);
+  ASSERT_EQ(std::system((std::string(NASHPRUNE_TOOL) + " inspect '" + out.string() + "' --metadata > '" + meta.string() + "'").c_str()), 0);
+  const auto number_after = [](const std::filesystem::path& file, const std::string& key) {
+    std::ifstream in(file);
+    const std::string text(std::istreambuf_iterator<char>(in), {});
+    const auto at = text.find(key);
+    EXPECT_NE(at, std::string::npos) << key << " in " << text;
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + key.size()));
+  };
+  const double price = number_after(log, "output perturbation (nash): price ");
+  EXPECT_GT(price, 0.0);
+  EXPECT_NEAR(number_after(meta, "general.pruning.lambda = "), price, 1e-5 * price);
   const std::string no_stats = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() +
                                "' --dry-run --unit heads --redundancy output 2> /dev/null";
   const int status = std::system(no_stats.c_str());
