@@ -97,14 +97,15 @@ struct gram_problem {
   Index d = 0;
   Index total_tokens = 0;   // L / d
   Index batch_tokens = 0;   // tokens per batch
+  Index offset_floats = 0;  // the batch starts this many floats past a 64-byte boundary
   aligned_floats storage;
   Eigen::Map<RowMatrixf> token_major;  // batch_tokens × (n·d): the only input every impl gets
 
-  gram_problem(Index n_head, Index head_dim, Index reduction_length)
+  gram_problem(Index n_head, Index head_dim, Index reduction_length, Index offset = 0)
       : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim),
-        batch_tokens(std::min(total_tokens, batch_token_count())),
-        storage(batch_tokens * n * d),
-        token_major(storage.data.get(), batch_tokens, n * d) {
+        batch_tokens(std::min(total_tokens, batch_token_count())), offset_floats(offset),
+        storage(batch_tokens * n * d + offset),
+        token_major(storage.data.get() + offset, batch_tokens, n * d) {
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.1f, 1.0f);
     for (Index i = 0; i < token_major.size(); ++i) token_major.data()[i] = normal(rng);
@@ -382,13 +383,19 @@ void register_cka() {
 
 /// The problem of the last benchmark: consecutive benchmarks share a shape, and
 /// rebuilding the buffers each time the library re-runs one costs seconds.
-const gram_problem& problem_of(Index n, Index d, Index length) {
-  static std::unique_ptr<gram_problem> last;
-  if (!last || last->n != n || last->d != d || last->total_tokens != length / d) {
-    last.reset();
-    last = std::make_unique<gram_problem>(n, d, length);
+/// One problem per offset is kept, so aligned and misaligned rows alternate freely.
+const gram_problem& problem_of(Index n, Index d, Index length, Index offset_floats = 0) {
+  static std::vector<std::unique_ptr<gram_problem>> kept;
+  for (auto& last : kept) {
+    if (last->offset_floats != offset_floats) continue;
+    if (last->n != n || last->d != d || last->total_tokens != length / d) {
+      last.reset();
+      last = std::make_unique<gram_problem>(n, d, length, offset_floats);
+    }
+    return *last;
   }
-  return *last;
+  kept.push_back(std::make_unique<gram_problem>(n, d, length, offset_floats));
+  return *kept.back();
 }
 
 void set_gflops(benchmark::State& state, const gram_problem& p) {
@@ -415,34 +422,41 @@ int register_all() {
       for (Index n : heads) {
         for (Index length : lengths) {
           using runner = std::function<void(benchmark::State&, const gram_problem&, int)>;
-          std::vector<std::pair<std::string, runner>> impls{
+          struct contender {
+            std::string name;
+            runner run;
+            Index offset_floats = 0;  // the batch's distance past a 64-byte boundary
+          };
+          std::vector<contender> impls{
               {"simd", run_gram<simd_impl<nashprune::simd_target::automatic>>},
+              {"simd_misaligned", run_gram<simd_impl<nashprune::simd_target::automatic>>, 4},
               {"eigen", run_gram<eigen_impl>}};
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
-          impls.emplace_back("openblas", run_gram<openblas_impl>);
-          if (threads == 2) impls.emplace_back("openblas_threads", run_openblas_threads<openblas_impl>);
+          impls.push_back({"openblas", run_gram<openblas_impl>});
+          if (threads == 2) impls.push_back({"openblas_threads", run_openblas_threads<openblas_impl>});
 #endif
           // The other target and the slower formulations at the middle length only;
           // naive loops at the short one (they take minutes beyond it).
           if (length == middle_length) {
-            impls.emplace_back("eigen_gather", run_gram<eigen_gather_impl>);
-            impls.emplace_back("simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>);
+            impls.push_back({"eigen_gather", run_gram<eigen_gather_impl>});
+            impls.push_back({"simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>});
+            impls.push_back({"simd_avx2_misaligned", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>, 4});
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
-            impls.emplace_back("openblas_gather", run_gram<openblas_gather_impl>);
+            impls.push_back({"openblas_gather", run_gram<openblas_gather_impl>});
 #endif
           }
           if (length == short_length) {
-            impls.emplace_back("naive", run_gram<naive_impl>);
-            impls.emplace_back("portable",
-                               run_gram<simd_impl<nashprune::simd_target::portable>>);
+            impls.push_back({"naive", run_gram<naive_impl>});
+            impls.push_back({"portable", run_gram<simd_impl<nashprune::simd_target::portable>>});
           }
-          for (const auto& impl : impls) {
-            const runner run = impl.second;  // a copy: lambdas cannot capture bindings in clang 14
-            const std::string label = "Gram/" + impl.first + "/" + std::to_string(n) + "/" +
+          for (const contender& impl : impls) {
+            const runner run = impl.run;  // copies: lambdas cannot capture bindings in clang 14
+            const Index offset = impl.offset_floats;
+            const std::string label = "Gram/" + impl.name + "/" + std::to_string(n) + "/" +
                                       std::to_string(length) + "/head_dim:" + std::to_string(d) +
                                       "/threads:" + std::to_string(threads);
             benchmark::RegisterBenchmark(label.c_str(), [=](benchmark::State& s) {
-              const gram_problem& p = problem_of(n, d, length);
+              const gram_problem& p = problem_of(n, d, length, offset);
               run(s, p, threads);
               set_gflops(s, p);
             })->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
