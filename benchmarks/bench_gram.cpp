@@ -260,81 +260,30 @@ using openblas_impl = per_token_impl<openblas_slab_update>;
 #if defined(NASHPRUNE_SIMD_X86)
 NASHPRUNE_TARGET_REGION_BEGIN("avx512f,avx2,fma")
 namespace roof_avx512 {
-constexpr int lanes = 16;
-// A store and a scalar sum: GCC 12's _mm512_reduce_add_ps trips -Wuninitialized.
-float horizontal_sum(__m512 v) {
-  alignas(64) float out[lanes];
-  _mm512_store_ps(out, v);
-  float sum = 0;
-  for (float x : out) sum += x;
-  return sum;
-}
-constexpr int chains = 12;  // ≥ FMA latency (4) × zmm FMAs per cycle (2 pipes): no stall
-float fma_chains(std::int64_t steps, float seed) {
-  __m512 acc[chains];
-  for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(seed + static_cast<float>(c));
-  const __m512 scale = _mm512_set1_ps(0.999999f);
-  const __m512 shift = _mm512_set1_ps(1e-6f);
-  for (std::int64_t s = 0; s < steps; ++s) {
-    #pragma GCC unroll 12
-    for (int c = 0; c < chains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], scale, shift);
-  }
-  __m512 total = acc[0];
-  for (int c = 1; c < chains; ++c) total = _mm512_add_ps(total, acc[c]);
-  return horizontal_sum(total);
-}
-float read_sum(const float* p, Index count) {
-  __m512 acc[8];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  Index k = 0;
-  for (; k + 8 * lanes <= count; k += 8 * lanes) {
-    #pragma GCC unroll 8
-    for (int c = 0; c < 8; ++c) acc[c] = _mm512_add_ps(acc[c], _mm512_loadu_ps(p + k + c * lanes));
-  }
-  float tail = 0;
-  for (; k < count; ++k) tail += p[k];
-  for (int c = 1; c < 8; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
-  return horizontal_sum(acc[0]) + tail;
-}
+struct simd_ops {
+  using vec = __m512;
+  static constexpr int lanes = 16;
+  static vec set1(float x) { return _mm512_set1_ps(x); }
+  static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
+};
+#include "roofline_kernels.inl"
 }  // namespace roof_avx512
 NASHPRUNE_TARGET_REGION_END
 NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
 namespace roof_avx2 {
-constexpr int lanes = 8;
-constexpr int chains = 10;
-float fma_chains(std::int64_t steps, float seed) {
-  __m256 acc[chains];
-  for (int c = 0; c < chains; ++c) acc[c] = _mm256_set1_ps(seed + static_cast<float>(c));
-  const __m256 scale = _mm256_set1_ps(0.999999f);
-  const __m256 shift = _mm256_set1_ps(1e-6f);
-  for (std::int64_t s = 0; s < steps; ++s) {
-    #pragma GCC unroll 10
-    for (int c = 0; c < chains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], scale, shift);
-  }
-  alignas(32) float out[lanes];
-  __m256 total = acc[0];
-  for (int c = 1; c < chains; ++c) total = _mm256_add_ps(total, acc[c]);
-  _mm256_store_ps(out, total);
-  float sum = 0;
-  for (float v : out) sum += v;
-  return sum;
-}
-float read_sum(const float* p, Index count) {
-  __m256 acc[8];
-  for (auto& a : acc) a = _mm256_setzero_ps();
-  Index k = 0;
-  for (; k + 8 * lanes <= count; k += 8 * lanes) {
-    #pragma GCC unroll 8
-    for (int c = 0; c < 8; ++c) acc[c] = _mm256_add_ps(acc[c], _mm256_loadu_ps(p + k + c * lanes));
-  }
-  float tail = 0;
-  for (; k < count; ++k) tail += p[k];
-  for (int c = 1; c < 8; ++c) acc[0] = _mm256_add_ps(acc[0], acc[c]);
-  alignas(32) float out[lanes];
-  _mm256_store_ps(out, acc[0]);
-  for (float v : out) tail += v;
-  return tail;
-}
+struct simd_ops {
+  using vec = __m256;
+  static constexpr int lanes = 8;
+  static vec set1(float x) { return _mm256_set1_ps(x); }
+  static vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
+  static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
+};
+#include "roofline_kernels.inl"
 }  // namespace roof_avx2
 NASHPRUNE_TARGET_REGION_END
 #endif
@@ -344,11 +293,11 @@ float widest_fma_chains(std::int64_t steps, float seed, double& flops) {
 #if defined(NASHPRUNE_SIMD_X86)
   const auto& cpu = nashprune::detail::detected_cpu_features();
   if (cpu.avx512) {
-    flops = 2.0 * roof_avx512::chains * roof_avx512::lanes * static_cast<double>(steps);
+    flops = 2.0 * roof_avx512::chains * roof_avx512::simd_ops::lanes * static_cast<double>(steps);
     return roof_avx512::fma_chains(steps, seed);
   }
   if (cpu.avx2_fma) {
-    flops = 2.0 * roof_avx2::chains * roof_avx2::lanes * static_cast<double>(steps);
+    flops = 2.0 * roof_avx2::chains * roof_avx2::simd_ops::lanes * static_cast<double>(steps);
     return roof_avx2::fma_chains(steps, seed);
   }
 #endif
