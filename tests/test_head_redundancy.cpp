@@ -237,6 +237,7 @@ TEST(HeadRedundancyMisaligned, EveryOffsetOnEveryTargetMatchesTheReference) {
   struct shape {
     Index n, d, tokens, padding;
     bool row_major;
+    bool repeated_row = false;  // outer stride 0: every token reads the same row
   };
   const std::vector<shape> shapes{
       {5, 64, 40, 0, true},    // 4 vectors per run, 160 steps: three panels
@@ -245,20 +246,22 @@ TEST(HeadRedundancyMisaligned, EveryOffsetOnEveryTargetMatchesTheReference) {
       {4, 24, 33, 0, true},    // runs of 1.5 AVX-512 vectors (3 AVX2 ones)
       {3, 8, 48, 0, false},    // column-major: runs of 48 tokens
       {2, 4, 2080, 16, false}, // column-major, runs cut into 1024-column panels
+      {3, 32, 20, 0, true, true},
   };
   for (const shape& sh : shapes) {
     const Index width = sh.n * sh.d;
-    const RowBlock<float> values = random_block<float>(sh.tokens, width, 17, 0.3);
+    RowBlock<float> values = random_block<float>(sh.tokens, width, 17, 0.3);
+    if (sh.repeated_row) values.rowwise() = RowBlock<float>(values.row(0)).row(0);
     reference_stats reference(sh.n, sh.d);
     reference.add(values);
-    const Index outer = (sh.row_major ? width : sh.tokens) + sh.padding;
+    const Index outer = sh.repeated_row ? 0 : (sh.row_major ? width : sh.tokens) + sh.padding;
     const Index inner_count = sh.row_major ? sh.tokens : width;
     const Index used = (inner_count - 1) * outer + (sh.row_major ? width : sh.tokens);
     for (Index offset = 0; offset <= 16; ++offset) {
-      const auto bytes = static_cast<std::size_t>((offset + used) * 4 + 63) / 64 * 64;
-      std::unique_ptr<float, decltype(&std::free)> buffer(
-          static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
-      ASSERT_NE(buffer, nullptr);
+      // posix_memalign: 64-byte aligned, and exactly the bytes asked for.
+      void* memory = nullptr;
+      ASSERT_EQ(posix_memalign(&memory, 64, static_cast<std::size_t>(offset + used) * sizeof(float)), 0);
+      const std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(memory), &std::free);
       float* start = buffer.get() + offset;
       for (Index t = 0; t < sh.tokens; ++t) {
         for (Index c = 0; c < width; ++c) {

@@ -202,11 +202,15 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
   constexpr Eigen::Index tile = simd_ops::tile;
   const Eigen::Index steps_per_slice = (x.slice_length + lanes - 1) / lanes;
   // Every run shares the batch's misalignment when both strides and the run
-  // length are whole vectors (panels cut runs at whole vectors too).
+  // length are whole vectors (panels cut runs at whole vectors too). Slices must
+  // also follow each other without overlap (not a repeated row, stride 0): the
+  // joining loads read up to a vector past a run's end and before the next
+  // run's start, which is then memory between the two.
   const auto address = reinterpret_cast<std::uintptr_t>(x.base);
-  const bool uniform = address % sizeof(float) == 0 && x.slice_length % lanes == 0 &&
-                       (x.heads == 1 || x.head_stride % lanes == 0) &&
-                       (x.slices == 1 || x.slice_stride % lanes == 0);
+  const bool uniform =
+      address % sizeof(float) == 0 && x.slice_length % lanes == 0 &&
+      (x.heads == 1 || x.head_stride % lanes == 0) &&
+      (x.slices == 1 || (x.slice_stride % lanes == 0 && x.slice_stride >= x.slice_length));
   const Eigen::Index shift =
       uniform ? static_cast<Eigen::Index>(address / sizeof(float) % lanes) : 0;
   Eigen::Index slices_per_panel = 1;
