@@ -42,6 +42,20 @@
 // selfadjointView<Lower>().rankUpdate(Xᵀ) in place, added to a double total;
 // openblas: cblas_ssyrk on Xᵀ in place (no copy: here a plain matrix view
 // exists), added likewise. GFLOPS counts 2·(n·d)²·tokens.
+//
+// Roofline (read the fractions from one run): Roofline/peak_fma/threads:<t> is
+// the compute roof, register-only FMA chains on the widest target;
+// Roofline/read/<shape> the memory roof of a shape, its batches streamed once
+// and summed with the widest loads (the same bytes, from the same cache level).
+// Every Gram row carries roofline_fraction = (least time) / (its time), the
+// least time being max(useful flops / peak, bytes / read rate), i.e. achieved /
+// min(peak, bandwidth × intensity), with useful flops n(n+1)·L (the lower half
+// of G, which is what ours and ssyrk execute) and bytes 4·n·L (each activation
+// once). So no row can exceed 1, and a contender at fraction f can be beaten by
+// at most 1/f: where 4 × OpenBLAS's fraction exceeds 1, "4× OpenBLAS" is
+// physically out of reach on this machine. Rates of rows a filter left out are
+// measured before the timed loop. simd_misaligned / simd_avx2_misaligned run
+// on the same batch placed 16 bytes past a 64-byte boundary.
 // Times are process CPU time (all threads): the machine is shared, and wall time
 // under load measures the neighbours. So GFLOPS is per busy core-second, and
 // the two-thread rows show what parallel overhead costs, not wall speed-up.
@@ -50,10 +64,13 @@
 
 #include <benchmark/benchmark.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <new>
 #include <random>
@@ -97,14 +114,15 @@ struct gram_problem {
   Index d = 0;
   Index total_tokens = 0;   // L / d
   Index batch_tokens = 0;   // tokens per batch
+  Index offset_floats = 0;  // the batch starts this many floats past a 64-byte boundary
   aligned_floats storage;
   Eigen::Map<RowMatrixf> token_major;  // batch_tokens × (n·d): the only input every impl gets
 
-  gram_problem(Index n_head, Index head_dim, Index reduction_length)
+  gram_problem(Index n_head, Index head_dim, Index reduction_length, Index offset = 0)
       : n(n_head), d(head_dim), total_tokens(reduction_length / head_dim),
-        batch_tokens(std::min(total_tokens, batch_token_count())),
-        storage(batch_tokens * n * d),
-        token_major(storage.data.get(), batch_tokens, n * d) {
+        batch_tokens(std::min(total_tokens, batch_token_count())), offset_floats(offset),
+        storage(batch_tokens * n * d + offset),
+        token_major(storage.data.get() + offset, batch_tokens, n * d) {
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.1f, 1.0f);
     for (Index i = 0; i < token_major.size(); ++i) token_major.data()[i] = normal(rng);
@@ -234,6 +252,185 @@ struct openblas_slab_update {
 using openblas_impl = per_token_impl<openblas_slab_update>;
 #endif
 
+// ---- The roofline: what this machine can do at all, measured in this run.
+// Compute roof: independent FMA chains held in registers on the widest target
+// (no memory traffic). Memory roof: the batches streamed once each and summed
+// (every byte a Gram benchmark must read, read as fast as the widest loads go,
+// from whichever cache level the shape's batch buffer lives in).
+#if defined(NASHPRUNE_SIMD_X86)
+NASHPRUNE_TARGET_REGION_BEGIN("avx512f,avx2,fma")
+namespace roof_avx512 {
+struct simd_ops {
+  using vec = __m512;
+  static constexpr int lanes = 16;
+  static vec set1(float x) { return _mm512_set1_ps(x); }
+  static vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
+};
+#include "roofline_kernels.inl"
+}  // namespace roof_avx512
+NASHPRUNE_TARGET_REGION_END
+NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
+namespace roof_avx2 {
+struct simd_ops {
+  using vec = __m256;
+  static constexpr int lanes = 8;
+  static vec set1(float x) { return _mm256_set1_ps(x); }
+  static vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
+  static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
+};
+#include "roofline_kernels.inl"
+}  // namespace roof_avx2
+NASHPRUNE_TARGET_REGION_END
+#endif
+
+/// The widest target's FMA chains: flops done (stored in `flops`), result returned.
+float widest_fma_chains(std::int64_t steps, float seed, double& flops) {
+#if defined(NASHPRUNE_SIMD_X86)
+  const auto& cpu = nashprune::detail::detected_cpu_features();
+  if (cpu.avx512) {
+    flops = 2.0 * roof_avx512::chains * roof_avx512::simd_ops::lanes * static_cast<double>(steps);
+    return roof_avx512::fma_chains(steps, seed);
+  }
+  if (cpu.avx2_fma) {
+    flops = 2.0 * roof_avx2::chains * roof_avx2::simd_ops::lanes * static_cast<double>(steps);
+    return roof_avx2::fma_chains(steps, seed);
+  }
+#endif
+  float acc[8];
+  for (int c = 0; c < 8; ++c) acc[c] = seed + static_cast<float>(c);
+  for (std::int64_t s = 0; s < steps; ++s) {
+    for (float& a : acc) a = std::fma(a, 0.999999f, 1e-6f);
+  }
+  flops = 2.0 * 8 * static_cast<double>(steps);
+  return acc[0] + acc[7];
+}
+
+float widest_read_sum(const float* p, Index count) {
+#if defined(NASHPRUNE_SIMD_X86)
+  const auto& cpu = nashprune::detail::detected_cpu_features();
+  if (cpu.avx512) return roof_avx512::read_sum(p, count);
+  if (cpu.avx2_fma) return roof_avx2::read_sum(p, count);
+#endif
+  float sum = 0;
+  for (Index k = 0; k < count; ++k) sum += p[k];
+  return sum;
+}
+
+double process_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+/// Calls body(first, last) on the batch range [0, batches) split like run_gram:
+/// one caller thread, or the second half on a worker thread.
+void split_batches(const gram_problem& p, int threads, const std::function<void(Index, Index)>& body) {
+  if (threads == 1) return body(0, p.batches());
+  const Index half = p.batches() / 2;
+  std::thread worker([&] { body(half, p.batches()); });
+  body(0, half);
+  worker.join();
+}
+
+/// One pass of the memory roof: every batch's bytes read once; returns bytes read.
+double stream_batches(const gram_problem& p, int threads, float& sink) {
+  float sums[2] = {0, 0};
+  split_batches(p, threads, [&](Index first, Index last) {
+    float& sum = sums[first == 0 ? 0 : 1];
+    p.for_batches(first, last, [&](Index tokens) {
+      sum += widest_read_sum(p.token_major.data(), tokens * p.n * p.d);
+    });
+  });
+  sink += sums[0] + sums[1];
+  return 4.0 * static_cast<double>(p.total_tokens * p.n * p.d);
+}
+
+/// One pass of the compute roof on `threads` threads; returns flops done.
+double run_fma_chains(int threads, std::int64_t steps, float& sink) {
+  double flops[2] = {0, 0};
+  float results[2] = {0, 0};
+  std::thread worker;
+  if (threads == 2) worker = std::thread([&] { results[1] = widest_fma_chains(steps, 2.0f, flops[1]); });
+  results[0] = widest_fma_chains(steps, 1.0f, flops[0]);
+  if (worker.joinable()) worker.join();
+  sink += results[0] + results[1];
+  return flops[0] + flops[1];
+}
+
+/// The best rates seen in this run (per busy core-second, like every row):
+/// peak flops per thread count, read bytes per shape and thread count.
+struct roofline_record {
+  std::map<int, double> peak_flops;
+  std::map<std::string, double> read_bytes;
+  static std::string key(const gram_problem& p, int threads) {
+    return std::to_string(p.n) + "/" + std::to_string(p.total_tokens * p.d) + "/" +
+           std::to_string(p.d) + "/" + std::to_string(threads);
+  }
+  static void keep_best(double& slot, double rate) { slot = std::max(slot, rate); }
+};
+roofline_record& roofline() {
+  static roofline_record record;
+  return record;
+}
+
+constexpr std::int64_t fma_steps_per_pass = std::int64_t{1} << 24;
+
+void run_peak_fma(benchmark::State& state, int threads) {
+  float sink = 0;
+  double flops = 0;
+  const double start = process_cpu_seconds();
+  for (auto _ : state) flops += run_fma_chains(threads, fma_steps_per_pass, sink);
+  roofline_record::keep_best(roofline().peak_flops[threads], flops / (process_cpu_seconds() - start));
+  benchmark::DoNotOptimize(sink);
+  state.counters["GFLOPS"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsRate);
+}
+
+void run_read_stream(benchmark::State& state, const gram_problem& p, int threads) {
+  float sink = 0;
+  double bytes = 0;
+  const double start = process_cpu_seconds();
+  for (auto _ : state) bytes += stream_batches(p, threads, sink);
+  roofline_record::keep_best(roofline().read_bytes[roofline_record::key(p, threads)],
+                             bytes / (process_cpu_seconds() - start));
+  benchmark::DoNotOptimize(sink);
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+}
+
+/// The Gram roofline of a shape: the least time the useful work can take,
+/// max(flops / peak, bytes / bandwidth) = work / min(peak, bandwidth × intensity).
+/// Useful flops: the n(n+1)/2 lower entries of G, 2·L each (what ours executes,
+/// tile waste aside); bytes: every activation once. Rates missing from this run
+/// (rows filtered out) are measured here, before the timed loop.
+double roofline_seconds(const gram_problem& p, int threads) {
+  auto& record = roofline();
+  float sink = 0;
+  if (record.peak_flops.count(threads) == 0) {
+    for (int pass = 0; pass < 3; ++pass) {
+      const double start = process_cpu_seconds();
+      const double flops = run_fma_chains(threads, fma_steps_per_pass, sink);
+      roofline_record::keep_best(record.peak_flops[threads], flops / (process_cpu_seconds() - start));
+    }
+  }
+  const std::string key = roofline_record::key(p, threads);
+  if (record.read_bytes.count(key) == 0) {
+    for (int pass = 0; pass < 3; ++pass) {
+      const double start = process_cpu_seconds();
+      const double bytes = stream_batches(p, threads, sink);
+      roofline_record::keep_best(record.read_bytes[key], bytes / (process_cpu_seconds() - start));
+    }
+  }
+  benchmark::DoNotOptimize(sink);
+  const double length = static_cast<double>(p.total_tokens * p.d);
+  const double flops = static_cast<double>(p.n * (p.n + 1)) * length;
+  const double bytes = 4.0 * static_cast<double>(p.n) * length;
+  return std::max(flops / record.peak_flops[threads], bytes / record.read_bytes[key]);
+}
+
 /// Reports the mean over iterations of the sum of G's entries: every impl of a
 /// shape must show the same value (to float rounding), or it computed another G.
 void set_gram_sum(benchmark::State& state, double checksum) {
@@ -247,19 +444,13 @@ void run_gram(benchmark::State& state, const gram_problem& p, int threads) {
 #endif
   double checksum = 0;
   for (auto _ : state) {
-    if (threads == 1) {
-      Impl impl(p);
-      p.for_batches(0, p.batches(), [&](Index tokens) { impl.add(tokens); });
-      checksum += impl.checksum();
-    } else {
-      Impl first(p), second(p);
-      const Index half = p.batches() / 2;
-      std::thread worker([&] { p.for_batches(half, p.batches(), [&](Index t) { second.add(t); }); });
-      p.for_batches(0, half, [&](Index tokens) { first.add(tokens); });
-      worker.join();
-      first.merge(second);
-      checksum += first.checksum();
-    }
+    Impl first(p), second(p);
+    split_batches(p, threads, [&](Index begin, Index end) {
+      Impl& impl = begin == 0 ? first : second;
+      p.for_batches(begin, end, [&](Index tokens) { impl.add(tokens); });
+    });
+    if (threads == 2) first.merge(second);
+    checksum += first.checksum();
   }
   set_gram_sum(state, checksum);
 }
@@ -382,13 +573,19 @@ void register_cka() {
 
 /// The problem of the last benchmark: consecutive benchmarks share a shape, and
 /// rebuilding the buffers each time the library re-runs one costs seconds.
-const gram_problem& problem_of(Index n, Index d, Index length) {
-  static std::unique_ptr<gram_problem> last;
-  if (!last || last->n != n || last->d != d || last->total_tokens != length / d) {
-    last.reset();
-    last = std::make_unique<gram_problem>(n, d, length);
+/// One problem per offset is kept, so aligned and misaligned rows alternate freely.
+const gram_problem& problem_of(Index n, Index d, Index length, Index offset_floats = 0) {
+  static std::vector<std::unique_ptr<gram_problem>> kept;
+  for (auto& last : kept) {
+    if (last->offset_floats != offset_floats) continue;
+    if (last->n != n || last->d != d || last->total_tokens != length / d) {
+      last.reset();
+      last = std::make_unique<gram_problem>(n, d, length, offset_floats);
+    }
+    return *last;
   }
-  return *last;
+  kept.push_back(std::make_unique<gram_problem>(n, d, length, offset_floats));
+  return *kept.back();
 }
 
 void set_gflops(benchmark::State& state, const gram_problem& p) {
@@ -411,40 +608,57 @@ int register_all() {
         ->MeasureProcessCPUTime()
         ->Unit(benchmark::kMillisecond);
 #endif
+    benchmark::RegisterBenchmark(("Roofline/peak_fma/threads:" + std::to_string(threads)).c_str(),
+                                 [threads](benchmark::State& s) { run_peak_fma(s, threads); })
+        ->MeasureProcessCPUTime()
+        ->Unit(benchmark::kMillisecond);
     for (Index d : head_dims) {
       for (Index n : heads) {
         for (Index length : lengths) {
           using runner = std::function<void(benchmark::State&, const gram_problem&, int)>;
-          std::vector<std::pair<std::string, runner>> impls{
+          struct contender {
+            std::string name;
+            runner run;
+            Index offset_floats = 0;  // the batch's distance past a 64-byte boundary
+          };
+          std::vector<contender> impls{
               {"simd", run_gram<simd_impl<nashprune::simd_target::automatic>>},
+              {"simd_misaligned", run_gram<simd_impl<nashprune::simd_target::automatic>>, 4},
               {"eigen", run_gram<eigen_impl>}};
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
-          impls.emplace_back("openblas", run_gram<openblas_impl>);
-          if (threads == 2) impls.emplace_back("openblas_threads", run_openblas_threads<openblas_impl>);
+          impls.push_back({"openblas", run_gram<openblas_impl>});
+          if (threads == 2) impls.push_back({"openblas_threads", run_openblas_threads<openblas_impl>});
 #endif
           // The other target and the slower formulations at the middle length only;
           // naive loops at the short one (they take minutes beyond it).
           if (length == middle_length) {
-            impls.emplace_back("eigen_gather", run_gram<eigen_gather_impl>);
-            impls.emplace_back("simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>);
+            impls.push_back({"eigen_gather", run_gram<eigen_gather_impl>});
+            impls.push_back({"simd_avx2", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>});
+            impls.push_back({"simd_avx2_misaligned", run_gram<simd_impl<nashprune::simd_target::avx2_fma>>, 4});
 #if defined(NASHPRUNE_BENCH_HAVE_OPENBLAS)
-            impls.emplace_back("openblas_gather", run_gram<openblas_gather_impl>);
+            impls.push_back({"openblas_gather", run_gram<openblas_gather_impl>});
 #endif
           }
           if (length == short_length) {
-            impls.emplace_back("naive", run_gram<naive_impl>);
-            impls.emplace_back("portable",
-                               run_gram<simd_impl<nashprune::simd_target::portable>>);
+            impls.push_back({"naive", run_gram<naive_impl>});
+            impls.push_back({"portable", run_gram<simd_impl<nashprune::simd_target::portable>>});
           }
-          for (const auto& impl : impls) {
-            const runner run = impl.second;  // a copy: lambdas cannot capture bindings in clang 14
-            const std::string label = "Gram/" + impl.first + "/" + std::to_string(n) + "/" +
-                                      std::to_string(length) + "/head_dim:" + std::to_string(d) +
-                                      "/threads:" + std::to_string(threads);
-            benchmark::RegisterBenchmark(label.c_str(), [=](benchmark::State& s) {
-              const gram_problem& p = problem_of(n, d, length);
+          const std::string shape = std::to_string(n) + "/" + std::to_string(length) +
+                                    "/head_dim:" + std::to_string(d) + "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(("Roofline/read/" + shape).c_str(), [=](benchmark::State& s) {
+            run_read_stream(s, problem_of(n, d, length), threads);
+          })->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+          for (const contender& impl : impls) {
+            const runner run = impl.run;  // copies: lambdas cannot capture bindings in clang 14
+            const Index offset = impl.offset_floats;
+            benchmark::RegisterBenchmark(("Gram/" + impl.name + "/" + shape).c_str(), [=](benchmark::State& s) {
+              const gram_problem& p = problem_of(n, d, length, offset);
+              const double least_seconds = roofline_seconds(p, threads);
+              const double start = process_cpu_seconds();
               run(s, p, threads);
+              const double seconds = (process_cpu_seconds() - start) / static_cast<double>(s.iterations());
               set_gflops(s, p);
+              s.counters["roofline_fraction"] = least_seconds / seconds;
             })->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
           }
         }

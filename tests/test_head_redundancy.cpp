@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <cstdlib>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -223,6 +225,65 @@ TYPED_TEST(HeadRedundancy, StridedAndColumnMajorLayoutsReadInPlace) {
     check(Eigen::Map<const RowBlock<S>, 0, Eigen::Stride<Eigen::Dynamic, 2>>(
         doubled.data(), tokens, n * d, Eigen::Stride<Eigen::Dynamic, 2>(2 * n * d, 2)));
     check(packed * S(1));
+  }
+}
+
+// A float batch at every distance 0..16 floats past a 64-byte boundary, on every
+// target: runs of whole vectors (a misaligned batch is then read as aligned
+// vectors, joined across runs) and runs that are not (unaligned loads), row- and
+// column-major, padded strides, several panels, column-chunked panels. The
+// buffer ends at the block's last element, so a read past it shows under ASan.
+TEST(HeadRedundancyMisaligned, EveryOffsetOnEveryTargetMatchesTheReference) {
+  struct shape {
+    Index n, d, tokens, padding;
+    bool row_major;
+    bool repeated_row = false;  // outer stride 0: every token reads the same row
+  };
+  const std::vector<shape> shapes{
+      {5, 64, 40, 0, true},    // 4 vectors per run, 160 steps: three panels
+      {3, 16, 70, 16, true},   // one vector per run, padded rows
+      {4, 32, 9, 5, true},     // padding of no whole vector: unaligned loads
+      {4, 24, 33, 0, true},    // runs of 1.5 AVX-512 vectors (3 AVX2 ones)
+      {3, 8, 48, 0, false},    // column-major: runs of 48 tokens
+      {2, 4, 2080, 16, false}, // column-major, runs cut into 1024-column panels
+      {3, 32, 20, 0, true, true},
+  };
+  for (const shape& sh : shapes) {
+    const Index width = sh.n * sh.d;
+    RowBlock<float> values = random_block<float>(sh.tokens, width, 17, 0.3);
+    if (sh.repeated_row) values.rowwise() = RowBlock<float>(values.row(0)).row(0);
+    reference_stats reference(sh.n, sh.d);
+    reference.add(values);
+    const Index outer = sh.repeated_row ? 0 : (sh.row_major ? width : sh.tokens) + sh.padding;
+    const Index inner_count = sh.row_major ? sh.tokens : width;
+    const Index used = (inner_count - 1) * outer + (sh.row_major ? width : sh.tokens);
+    for (Index offset = 0; offset <= 16; ++offset) {
+      // posix_memalign: 64-byte aligned, and exactly the bytes asked for.
+      void* memory = nullptr;
+      ASSERT_EQ(posix_memalign(&memory, 64, static_cast<std::size_t>(offset + used) * sizeof(float)), 0);
+      const std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(memory), &std::free);
+      float* start = buffer.get() + offset;
+      for (Index t = 0; t < sh.tokens; ++t) {
+        for (Index c = 0; c < width; ++c) {
+          start[sh.row_major ? t * outer + c : c * outer + t] = values(t, c);
+        }
+      }
+      for (simd_target target : supported_targets<float>()) {
+        SCOPED_TRACE(name_of(target) + " n=" + std::to_string(sh.n) + " d=" +
+                     std::to_string(sh.d) + " offset=" + std::to_string(offset));
+        head_redundancy<float> acc(sh.n, sh.d, {.target = target});
+        if (sh.row_major) {
+          acc.add_batch(Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>>(
+              start, sh.tokens, width, Eigen::OuterStride<>(outer)));
+        } else {
+          acc.add_batch(Eigen::Map<const ColBlock<float>, 0, Eigen::OuterStride<>>(
+              start, sh.tokens, width, Eigen::OuterStride<>(outer)));
+        }
+        EXPECT_LT(gram_error(acc.gram(), reference.gram), 1e-6);
+        EXPECT_LT((acc.sums() - reference.sums).cwiseAbs().maxCoeff(),
+                  1e-6 * static_cast<double>(sh.tokens * sh.d));
+      }
+    }
   }
 }
 

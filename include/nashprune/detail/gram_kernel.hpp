@@ -12,7 +12,7 @@
 // run time; double batches always run on the portable loop (they are rare and
 // already accurate). Why compiler target regions rather than Highway or xsimd:
 // the library is header-only and depends on Eigen alone, and the kernel needs
-// only five vector operations (load, masked tail load, FMA, add, reduce to
+// only six vector operations (load, two masked part loads, FMA, add, reduce to
 // double). gram_kernel_simd.inl holds the kernel once; it is included inside a
 // "#pragma GCC target" (or "#pragma clang attribute") region per instruction set,
 // so the build needs no -march flag and a binary built anywhere runs anywhere:
@@ -106,10 +106,19 @@ struct simd_ops {
   static constexpr Eigen::Index tile = 3;
   static vec zero() { return _mm256_setzero_ps(); }
   static vec load(const float* p) { return _mm256_loadu_ps(p); }
-  static vec load_first(const float* p, Eigen::Index count) {
+  static __m256i lanes_below(Eigen::Index count) {
     const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), index);
-    return _mm256_maskload_ps(p, mask);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), index);
+  }
+  static vec load_low(const float* p, Eigen::Index count) {
+    return _mm256_maskload_ps(p, lanes_below(count));
+  }
+  static vec load_high(vec low, const float* p, Eigen::Index count) {
+    const __m256i high = _mm256_xor_si256(lanes_below(count), _mm256_set1_epi32(-1));
+    return _mm256_blendv_ps(low, _mm256_maskload_ps(p, high), _mm256_castsi256_ps(high));
+  }
+  static vec blend_low(vec low, vec high, Eigen::Index count) {
+    return _mm256_blendv_ps(high, low, _mm256_castsi256_ps(lanes_below(count)));
   }
   static vec fma(vec a, vec b, vec acc) { return _mm256_fmadd_ps(a, b, acc); }
   static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
@@ -136,8 +145,17 @@ struct simd_ops {
   static constexpr Eigen::Index tile = 4;
   static vec zero() { return _mm512_setzero_ps(); }
   static vec load(const float* p) { return _mm512_loadu_ps(p); }
-  static vec load_first(const float* p, Eigen::Index count) {
-    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
+  static __mmask16 lanes_below(Eigen::Index count) {
+    return static_cast<__mmask16>((1u << count) - 1u);
+  }
+  static vec load_low(const float* p, Eigen::Index count) {
+    return _mm512_maskz_loadu_ps(lanes_below(count), p);
+  }
+  static vec load_high(vec low, const float* p, Eigen::Index count) {
+    return _mm512_mask_loadu_ps(low, static_cast<__mmask16>(~lanes_below(count)), p);
+  }
+  static vec blend_low(vec low, vec high, Eigen::Index count) {
+    return _mm512_mask_blend_ps(lanes_below(count), high, low);
   }
   static vec fma(vec a, vec b, vec acc) { return _mm512_fmadd_ps(a, b, acc); }
   static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }

@@ -2,22 +2,100 @@
 // written once against a small vector interface and compiled once per instruction
 // set: gram_kernel.hpp includes this file inside a target region ("#pragma GCC
 // target" / "#pragma clang attribute") and a namespace that defines `simd_ops`:
-//   vec, lanes, tile (heads per register tile), zero(), load(p), load_first(p, m),
-//   fma(a, b, acc), add(a, b), reduce_to_double(acc).
+//   vec, lanes, tile (heads per register tile), zero(), load(p), load_low(p, m)
+//   (lanes [0, m) from p, the rest zero), load_high(v, p, m) (lanes [m, lanes)
+//   from p, the rest from v), fma(a, b, acc), add(a, b), reduce_to_double(acc).
 // No include guard on purpose; not a header to include directly.
 
 /// One panel: slices [first_slice, first_slice + slices) × columns [column, column + length).
+/// `shift` > 0 when every run of the panel starts `shift` floats past a vector
+/// boundary and its length is whole vectors: the kernel then loads aligned
+/// vectors (see gram_tile); 0 reads each run from its start with unaligned loads.
 struct gram_panel {
   Eigen::Index first_slice;
   Eigen::Index slices;
   Eigen::Index column;
   Eigen::Index length;
+  Eigen::Index shift;
+};
+
+/// One vector step of a tile: loads RI rows and RJ columns through `step`
+/// (step.row(r), step.column(c)) and adds their products (and, on a diagonal
+/// tile, the rows) into the register accumulators. The columns are loaded one at
+/// a time beside their FMAs, keeping AVX2's 3 × 3 tile within 16 registers.
+template <int RI, int RJ, bool Diagonal, typename Step>
+inline void gram_step(const Step& step, typename simd_ops::vec (&acc)[RI][RJ],
+                      typename simd_ops::vec (&sum)[RI]) {
+  typename simd_ops::vec vi[RI];
+  #pragma GCC unroll 8
+  for (int r = 0; r < RI; ++r) {
+    vi[r] = step.row(r);
+    if constexpr (Diagonal) sum[r] = simd_ops::add(sum[r], vi[r]);
+  }
+  #pragma GCC unroll 8
+  for (int c = 0; c < RJ; ++c) {
+    const typename simd_ops::vec vj = step.column(c);
+    #pragma GCC unroll 8
+    for (int r = 0; r < RI; ++r) acc[r][c] = simd_ops::fma(vi[r], vj, acc[r][c]);
+  }
+}
+
+/// A whole vector at offset k of every run.
+struct full_step {
+  const float* const* rows;
+  const float* const* columns;
+  Eigen::Index k;
+  [[nodiscard]] typename simd_ops::vec row(int r) const { return simd_ops::load(rows[r] + k); }
+  [[nodiscard]] typename simd_ops::vec column(int c) const { return simd_ops::load(columns[c] + k); }
+};
+
+/// A vector made of two parts of every run: lanes [0, split) at offset `low`,
+/// lanes [split, lanes) at offset `high`; a missing part (Low / High false) is zero.
+template <bool Low, bool High>
+struct split_step {
+  const float* const* rows;
+  const float* const* columns;
+  Eigen::Index low;
+  Eigen::Index high;
+  Eigen::Index split;
+  [[nodiscard]] typename simd_ops::vec part(const float* run) const {
+    typename simd_ops::vec v = simd_ops::zero();
+    if constexpr (Low) v = simd_ops::load_low(run + low, split);
+    if constexpr (High) v = simd_ops::load_high(v, run + high, split);
+    return v;
+  }
+  [[nodiscard]] typename simd_ops::vec row(int r) const { return part(rows[r]); }
+  [[nodiscard]] typename simd_ops::vec column(int c) const { return part(columns[c]); }
+};
+
+/// The vector joining two consecutive runs: lanes [0, split) of the whole vector
+/// at offset `low` (the previous run's end), lanes [split, lanes) of the whole
+/// vector at offset 0 (this run's aligned start). Plain aligned loads and a blend:
+/// the lanes they read beyond the two runs lie between them, inside the batch.
+struct joined_step {
+  const float* const* rows;
+  const float* const* columns;
+  Eigen::Index low;
+  Eigen::Index split;
+  [[nodiscard]] typename simd_ops::vec part(const float* run) const {
+    return simd_ops::blend_low(simd_ops::load(run + low), simd_ops::load(run), split);
+  }
+  [[nodiscard]] typename simd_ops::vec row(int r) const { return part(rows[r]); }
+  [[nodiscard]] typename simd_ops::vec column(int c) const { return part(columns[c]); }
 };
 
 /// Accumulates the RI × RJ tile of heads [i0, i0 + RI) × [j0, j0 + RJ) over one
 /// panel in float vector registers, then adds it to the double Gram (lower
 /// triangle only). A diagonal tile (i0 == j0) also accumulates the head sums, so
 /// each activation is read once per tile row and the sums cost no extra load.
+///
+/// Misaligned runs (p.shift > 0): every run starts `shift` lanes into an aligned
+/// vector and spans whole vectors, so it is read as aligned vectors, its first
+/// one missing lanes [0, shift) and its last one (just past it) holding only
+/// lanes [0, shift). Each run's first vector is completed by the previous run's
+/// last: one merged vector per run, whose lanes still pair the same entries of
+/// every head (all runs share the shift). No line-splitting load, and as many
+/// steps as the aligned batch, plus one per panel; no lane adds more products.
 template <int RI, int RJ, bool Diagonal>
 inline void gram_tile(const gram_layout<float>& x, const gram_panel& p, Eigen::Index i0,
                       Eigen::Index j0, double* gram, double* sums) {
@@ -33,41 +111,32 @@ inline void gram_tile(const gram_layout<float>& x, const gram_panel& p, Eigen::I
   }
   const Eigen::Index full = p.length - p.length % lanes;
   const Eigen::Index tail = p.length - full;
+  // Shifted: a run's first vector is completed by the previous run's last one,
+  // `carried` floats from the current run's aligned start.
+  const Eigen::Index carried = p.length - x.slice_stride;
+  const float* xi[RI] = {};
+  const float* xj[RJ] = {};
   for (Eigen::Index a = p.first_slice; a < p.first_slice + p.slices; ++a) {
-    const float* xi[RI];
-    const float* xj[RJ];
     #pragma GCC unroll 8
-    for (int r = 0; r < RI; ++r) xi[r] = x.run(i0 + r, a) + p.column;
+    for (int r = 0; r < RI; ++r) xi[r] = x.run(i0 + r, a) + p.column - p.shift;
     #pragma GCC unroll 8
-    for (int c = 0; c < RJ; ++c) xj[c] = x.run(j0 + c, a) + p.column;
-    for (Eigen::Index k = 0; k < full; k += lanes) {
-      vec vi[RI];
-      #pragma GCC unroll 8
-      for (int r = 0; r < RI; ++r) {
-        vi[r] = simd_ops::load(xi[r] + k);
-        if constexpr (Diagonal) sum[r] = simd_ops::add(sum[r], vi[r]);
+    for (int c = 0; c < RJ; ++c) xj[c] = x.run(j0 + c, a) + p.column - p.shift;
+    Eigen::Index k = 0;
+    if (p.shift != 0) {
+      if (a == p.first_slice) {
+        gram_step<RI, RJ, Diagonal>(split_step<false, true>{xi, xj, 0, 0, p.shift}, acc, sum);
+      } else {
+        gram_step<RI, RJ, Diagonal>(joined_step{xi, xj, carried, p.shift}, acc, sum);
       }
-      #pragma GCC unroll 8
-      for (int c = 0; c < RJ; ++c) {
-        const vec vj = simd_ops::load(xj[c] + k);
-        #pragma GCC unroll 8
-        for (int r = 0; r < RI; ++r) acc[r][c] = simd_ops::fma(vi[r], vj, acc[r][c]);
-      }
+      k = lanes;
     }
+    for (; k < full; k += lanes) gram_step<RI, RJ, Diagonal>(full_step{xi, xj, k}, acc, sum);
     if (tail != 0) {
-      vec vi[RI];
-      #pragma GCC unroll 8
-      for (int r = 0; r < RI; ++r) {
-        vi[r] = simd_ops::load_first(xi[r] + full, tail);
-        if constexpr (Diagonal) sum[r] = simd_ops::add(sum[r], vi[r]);
-      }
-      #pragma GCC unroll 8
-      for (int c = 0; c < RJ; ++c) {
-        const vec vj = simd_ops::load_first(xj[c] + full, tail);
-        #pragma GCC unroll 8
-        for (int r = 0; r < RI; ++r) acc[r][c] = simd_ops::fma(vi[r], vj, acc[r][c]);
-      }
+      gram_step<RI, RJ, Diagonal>(split_step<true, false>{xi, xj, full, 0, tail}, acc, sum);
     }
+  }
+  if (p.shift != 0) {  // the last run's last vector
+    gram_step<RI, RJ, Diagonal>(split_step<true, false>{xi, xj, p.length, 0, p.shift}, acc, sum);
   }
   const Eigen::Index n = x.heads;
   #pragma GCC unroll 8
@@ -105,12 +174,15 @@ inline void gram_offdiagonal_tile(int rows, const gram_layout<float>& x, const g
 /// a pattern of short strided runs the hardware prefetchers follow poorly.
 inline void prefetch_heads(const gram_layout<float>& x, const gram_panel& p, Eigen::Index i0,
                            int rows) {
-  constexpr Eigen::Index line_floats = 16;  // 64-byte cache lines
+  constexpr std::uintptr_t line_bytes = 64;
   for (Eigen::Index a = p.first_slice; a < p.first_slice + p.slices; ++a) {
     for (int r = 0; r < rows; ++r) {
+      // Every line the run touches: a misaligned run spans one line more.
       const float* run = x.run(i0 + r, a) + p.column;
-      for (Eigen::Index k = 0; k < p.length; k += line_floats) {
-        _mm_prefetch(reinterpret_cast<const char*>(run + k), _MM_HINT_T0);
+      const auto first = reinterpret_cast<std::uintptr_t>(run) / line_bytes;
+      const auto last = reinterpret_cast<std::uintptr_t>(run + p.length - 1) / line_bytes;
+      for (std::uintptr_t line = first; line <= last; ++line) {
+        _mm_prefetch(reinterpret_cast<const char*>(line * line_bytes), _MM_HINT_T0);
       }
     }
   }
@@ -129,6 +201,18 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
   constexpr Eigen::Index lanes = simd_ops::lanes;
   constexpr Eigen::Index tile = simd_ops::tile;
   const Eigen::Index steps_per_slice = (x.slice_length + lanes - 1) / lanes;
+  // Every run shares the batch's misalignment when both strides and the run
+  // length are whole vectors (panels cut runs at whole vectors too). Slices must
+  // also follow each other without overlap (not a repeated row, stride 0): the
+  // joining loads read up to a vector past a run's end and before the next
+  // run's start, which is then memory between the two.
+  const auto address = reinterpret_cast<std::uintptr_t>(x.base);
+  const bool uniform =
+      address % sizeof(float) == 0 && x.slice_length % lanes == 0 &&
+      (x.heads == 1 || x.head_stride % lanes == 0) &&
+      (x.slices == 1 || (x.slice_stride % lanes == 0 && x.slice_stride >= x.slice_length));
+  const Eigen::Index shift =
+      uniform ? static_cast<Eigen::Index>(address / sizeof(float) % lanes) : 0;
   Eigen::Index slices_per_panel = 1;
   Eigen::Index columns_per_panel = x.slice_length;
   if (steps_per_slice > gram_steps_per_flush) {
@@ -139,7 +223,7 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
   // Panels in order: column chunks of one slice group, then the next group.
   const auto panel_at = [&](Eigen::Index first_slice, Eigen::Index column) {
     return gram_panel{first_slice, std::min(slices_per_panel, x.slices - first_slice), column,
-                      std::min(columns_per_panel, x.slice_length - column)};
+                      std::min(columns_per_panel, x.slice_length - column), shift};
   };
   gram_panel p = panel_at(0, 0);
   while (p.first_slice < x.slices) {
