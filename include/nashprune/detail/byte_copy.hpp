@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -135,6 +136,132 @@ inline void finish_copies() {
 #if defined(__SSE2__)
   _mm_sfence();
 #endif
+}
+
+/// A run of bytes within a line: [offset, offset + length).
+struct byte_span {
+  std::int64_t offset;
+  std::int64_t length;
+};
+
+/// Spans at least this long are worth non-temporal stores; shorter ones would
+/// leave partly written cache lines behind, which costs more than it saves.
+inline constexpr std::int64_t streaming_min_span_bytes = 256;
+
+/// How far ahead of the copy a large gather prefetches its source, in bytes of
+/// kept source. The hardware prefetcher loses the stream at every removed range
+/// and needs several misses to find the next one; requests issued this far
+/// ahead cover the memory latency across the jump and still fit the L2. On the
+/// Zen 4 test machine 3 to 6 KiB did alike (q4_K gate rows of 2304 bytes with
+/// 30 % of them removed at random: 1.3x faster; f32 wo head columns: 1.5x).
+inline constexpr std::int64_t prefetch_distance_bytes = 4096;
+
+/// A large gather copies at most this many bytes between two prefetch rounds.
+inline constexpr std::int64_t prefetch_step_bytes = 1024;
+
+/// Requests the cache line holding `p` into L2 (a hint: no fault, no effect on results).
+inline void prefetch_to_l2(const std::byte* p) {
+#if defined(__SSE2__)
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
+#elif defined(__GNUC__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
+/// Walks the source bytes of a line-spans gather in copy order (line by line,
+/// span by span), requesting each cache line into L2 once, ahead of the copy.
+class span_prefetcher {
+ public:
+  span_prefetcher(const std::byte* from, std::int64_t from_stride, std::int64_t lines, std::span<const byte_span> spans)
+      : from_(from), from_stride_(from_stride), lines_(lines), spans_(spans) {}
+
+  /// Requests the source through its first `bytes` bytes in copy order.
+  void request_through(std::int64_t bytes) {
+    while (requested_ < bytes && line_ < lines_) {
+      const auto& span = spans_[span_];
+      const std::byte* p = from_ + line_ * from_stride_ + span.offset + offset_;
+      const std::int64_t left = span.length - offset_;
+      const auto to_next_line = static_cast<std::int64_t>(64 - (reinterpret_cast<std::uintptr_t>(p) & 63));
+      if (left > 0) prefetch_to_l2(p);
+      if (to_next_line < left) {
+        offset_ += to_next_line;
+        requested_ += to_next_line;
+        continue;
+      }
+      requested_ += left;
+      offset_ = 0;
+      if (++span_ == spans_.size()) {
+        span_ = 0;
+        ++line_;
+      }
+    }
+  }
+
+  /// Bytes of source requested so far, in copy order.
+  [[nodiscard]] std::int64_t requested() const { return requested_; }
+
+ private:
+  const std::byte* from_;
+  std::int64_t from_stride_;
+  std::int64_t lines_;
+  std::span<const byte_span> spans_;
+  std::int64_t line_ = 0;
+  std::size_t span_ = 0;
+  std::int64_t offset_ = 0;
+  std::int64_t requested_ = 0;
+};
+
+/// The next piece of a large gather's copy to `to` with `left` bytes to go:
+/// at most prefetch_step_bytes, ending on a 64-byte boundary of the destination
+/// when it is not the last one (no cache line split between two streaming copies).
+[[nodiscard]] inline std::int64_t next_piece(const std::byte* to, std::int64_t left) {
+  if (left <= prefetch_step_bytes) return left;
+  const auto end = reinterpret_cast<std::uintptr_t>(to) + static_cast<std::uintptr_t>(prefetch_step_bytes);
+  return prefetch_step_bytes - static_cast<std::int64_t>(end & 63);
+}
+
+/// For each of `lines` lines, copies the spans of the source line back to back
+/// to the start of the destination line. A `large` gather (an output beyond the
+/// caches) prefetches its source ahead of the copy and writes spans of at least
+/// streaming_min_span_bytes with non-temporal stores when they make most of the
+/// output; it ends with finish_copies().
+inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                              std::int64_t lines, std::span<const byte_span> spans, bool large) {
+  if (!large) {
+    for (std::int64_t line = 0; line < lines; ++line) {
+      const std::byte* source_line = from + line * from_stride;
+      std::byte* out = to + line * to_stride;
+      for (const auto& span : spans) {
+        std::memcpy(out, source_line + span.offset, static_cast<std::size_t>(span.length));
+        out += span.length;
+      }
+    }
+    return;
+  }
+  std::int64_t line_bytes = 0;
+  for (const auto& span : spans) line_bytes += span.length;
+  const bool streaming = line_bytes >= streaming_min_span_bytes * static_cast<std::int64_t>(spans.size());
+  span_prefetcher prefetcher(from, from_stride, lines, spans);
+  std::int64_t copied = 0;
+  for (std::int64_t line = 0; line < lines; ++line) {
+    const std::byte* source_line = from + line * from_stride;
+    std::byte* out = to + line * to_stride;
+    for (const auto& span : spans) {
+      const bool stream_span = streaming && span.length >= streaming_min_span_bytes;
+      const std::byte* source = source_line + span.offset;
+      for (std::int64_t done = 0; done < span.length;) {
+        const std::int64_t piece = next_piece(out + done, span.length - done);
+        prefetcher.request_through(copied + piece + prefetch_distance_bytes);
+        copy_bytes(out + done, source + done, static_cast<std::size_t>(piece), stream_span);
+        done += piece;
+        copied += piece;
+      }
+      out += span.length;
+    }
+  }
+  finish_copies();
 }
 
 }  // namespace detail
