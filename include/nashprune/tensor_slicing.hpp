@@ -21,9 +21,10 @@
 //    starts and ends on a block boundary (a block's bytes cannot be split).
 //    A column range of a ggml row occupies bytes [begin/bs·ts, end/bs·ts).
 //
-// Every gather reads the source once, line by line in memory order. Large
-// outputs made of long runs are written with non-temporal stores (see
-// detail/byte_copy.hpp); short runs of typed columns use an element loop.
+// Every gather reads the source once, line by line in memory order. Gathers on
+// contiguous storage copy bytes (detail/byte_copy.hpp: large outputs prefetch
+// across removed ranges and stream long runs with non-temporal stores); short
+// runs of typed columns use AVX-512 compress or an element loop.
 #pragma once
 
 #include <Eigen/Core>
