@@ -175,7 +175,10 @@ inline void prefetch_to_l2(const std::byte* p) {
 }
 
 /// Walks the source bytes of a line-spans gather in copy order (line by line,
-/// span by span), requesting each cache line into L2 once, ahead of the copy.
+/// span by span), ahead of the copy, requesting into L2 the cache lines of the
+/// first prefetch_distance_bytes of each span: by then the hardware prefetcher
+/// has found the stream, and requests for the rest of a long span only cost
+/// time (q8_0 wq rows, runs of 2 MiB: 1.2 of memcpy with them, 1.45 without).
 class span_prefetcher {
  public:
   span_prefetcher(const std::byte* from, std::int64_t from_stride, std::int64_t lines, std::span<const byte_span> spans)
@@ -188,8 +191,8 @@ class span_prefetcher {
       const std::byte* p = from_ + line_ * from_stride_ + span.offset + offset_;
       const std::int64_t left = span.length - offset_;
       const auto to_next_line = static_cast<std::int64_t>(64 - (reinterpret_cast<std::uintptr_t>(p) & 63));
-      if (left > 0) prefetch_to_l2(p);
-      if (to_next_line < left) {
+      if (left > 0 && offset_ < prefetch_distance_bytes) prefetch_to_l2(p);
+      if (to_next_line < left && offset_ < prefetch_distance_bytes) {
         offset_ += to_next_line;
         requested_ += to_next_line;
         continue;
