@@ -467,3 +467,93 @@ TEST(SlicingBytes, BadLayoutsBuffersAndKeepListsAreRejected) {
 }
 
 }  // namespace
+
+namespace {
+
+/// Random spans of a line of `line_bytes` bytes: ascending, disjoint, lengths
+/// and gaps drawn from [0, max_length] and [0, max_gap].
+std::vector<detail::byte_span> random_spans(std::mt19937& rng, std::int64_t line_bytes, std::int64_t max_length,
+                                            std::int64_t max_gap) {
+  std::uniform_int_distribution<std::int64_t> length(1, max_length), gap(0, max_gap);
+  std::vector<detail::byte_span> spans;
+  for (std::int64_t at = gap(rng);;) {
+    const std::int64_t n = std::min(length(rng), line_bytes - at);
+    if (n <= 0) break;
+    spans.push_back({at, n});
+    at += n + gap(rng);
+  }
+  if (spans.empty()) spans.push_back({0, 1});
+  return spans;
+}
+
+}  // namespace
+
+TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
+  // The large-output path (prefetch, streaming writer with its buffer for short
+  // pieces and ragged ends, plain copies) forced on small inputs: every
+  // strategy choose_gather_strategy can make, destinations off alignment, packed
+  // and padded destination lines; the bytes around each line stay untouched.
+  std::mt19937 rng(41);
+  struct pattern {
+    std::int64_t max_length, max_gap;
+  };
+  const pattern patterns[] = {{40, 30}, {120, 40}, {3000, 2000}, {700, 20}, {90, 5000}, {5000, 0}};
+  for (const auto& p : patterns) {
+    for (int trial = 0; trial < 6; ++trial) {
+      const std::int64_t line_bytes = std::uniform_int_distribution<std::int64_t>(1, 12000)(rng);
+      const auto spans = random_spans(rng, line_bytes, p.max_length, p.max_gap);
+      std::int64_t kept = 0;
+      for (const auto& s : spans) kept += s.length;
+      const std::int64_t lines = std::uniform_int_distribution<std::int64_t>(1, 9)(rng);
+      const std::int64_t from_stride = line_bytes + std::uniform_int_distribution<std::int64_t>(0, 70)(rng);
+      const std::int64_t to_stride = kept + (trial % 2 == 0 ? 0 : std::uniform_int_distribution<std::int64_t>(1, 90)(rng));
+      const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + line_bytes));
+      const auto offset = std::uniform_int_distribution<std::size_t>(1, 64)(rng);
+      std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + offset + 64, std::byte{0xCD});
+      detail::gather_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans, true);
+      const auto strategy = detail::choose_gather_strategy(spans);
+      std::vector<std::byte> expected(out.size(), std::byte{0xCD});
+      for (std::int64_t line = 0; line < lines; ++line) {
+        auto at = static_cast<std::size_t>(line * to_stride) + offset;
+        for (const auto& s : spans)
+          for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
+      }
+      ASSERT_EQ(out, expected) << "spans " << spans.size() << " kept " << kept << " lines " << lines << " stream "
+                               << strategy.stream << " prefetch " << strategy.prefetch;
+    }
+  }
+}
+
+TEST(SlicingBytes, GatherStrategyStreamsLongSpansAndPrefetchesAcrossLongGaps) {
+  using span_list = std::vector<detail::byte_span>;
+  // q4_K rows of 2304 bytes, one removed between runs: long spans, long gaps.
+  const auto rows = detail::choose_gather_strategy(span_list{{0, 4608}, {6912, 2304}, {11520, 6912}});
+  EXPECT_TRUE(rows.stream);
+  EXPECT_TRUE(rows.prefetch);
+  // q8_0 blocks of 34 bytes kept in short runs: plain copies.
+  const auto blocks = detail::choose_gather_strategy(span_list{{0, 68}, {102, 34}, {170, 102}, {306, 34}});
+  EXPECT_FALSE(blocks.stream);
+  EXPECT_FALSE(blocks.prefetch);
+  // One span per line: nothing to jump over.
+  EXPECT_FALSE(detail::choose_gather_strategy(span_list{{64, 8192}}).prefetch);
+  // Short spans far apart: prefetched, not streamed.
+  const auto sparse = detail::choose_gather_strategy(span_list{{0, 64}, {4096, 64}, {8192, 64}});
+  EXPECT_FALSE(sparse.stream);
+  EXPECT_TRUE(sparse.prefetch);
+}
+
+TEST(SlicingBytes, PrefetcherWalksTheKeptBytesInCopyOrderAndStops) {
+  // Requests run ahead only as far as asked (to the end of the cache line
+  // reached), and never past the last kept byte of the last line.
+  std::vector<std::byte> source(3 * 1000);
+  const std::vector<detail::byte_span> spans{{10, 100}, {300, 5}, {500, 400}};
+  detail::span_prefetcher prefetcher(source.data(), 1000, 3, spans);
+  prefetcher.request_through(50);
+  EXPECT_GE(prefetcher.requested(), 50);
+  EXPECT_LT(prefetcher.requested(), 50 + 64);
+  prefetcher.request_through(104);
+  EXPECT_GE(prefetcher.requested(), 104);
+  EXPECT_LE(prefetcher.requested(), 105);  // the 5-byte span is requested whole
+  prefetcher.request_through(1 << 20);
+  EXPECT_EQ(prefetcher.requested(), 3 * 505);
+}

@@ -21,9 +21,10 @@
 //    starts and ends on a block boundary (a block's bytes cannot be split).
 //    A column range of a ggml row occupies bytes [begin/bs·ts, end/bs·ts).
 //
-// Every gather reads the source once, line by line in memory order. Large
-// outputs made of long runs are written with non-temporal stores (see
-// detail/byte_copy.hpp); short runs of typed columns use an element loop.
+// Every gather reads the source once, line by line in memory order. Gathers on
+// contiguous storage copy bytes (detail/byte_copy.hpp: large outputs prefetch
+// across removed ranges and stream long runs with non-temporal stores); short
+// runs of typed columns use AVX-512 compress or an element loop.
 #pragma once
 
 #include <Eigen/Core>
@@ -80,38 +81,54 @@ void require_no_alias(const Eigen::MatrixBase<DIn>& source, const Eigen::MatrixB
 /// Typed segments shorter than this on average are copied element by element.
 inline constexpr std::int64_t short_segment_bytes = 64;
 
-/// A run of bytes within a line: [offset, offset + length).
-struct byte_span {
-  std::int64_t offset;
-  std::int64_t length;
-};
+/// Whether a gather writing `bytes` bytes is large: beyond the caches, so it
+/// prefetches its source and streams its stores (detail/byte_copy.hpp).
+[[nodiscard]] inline bool is_large_output(std::int64_t bytes) { return bytes >= streaming_threshold_bytes; }
 
-/// Spans at least this long are worth non-temporal stores; shorter ones would
-/// leave partly written cache lines behind, which costs more than it saves.
-inline constexpr std::int64_t streaming_min_span_bytes = 256;
-
-/// Whether a gather writing `lines` lines of `spans` should stream its stores:
-/// a large output made of long pieces.
-[[nodiscard]] inline bool should_stream(std::int64_t lines, std::span<const byte_span> spans) {
-  std::int64_t line_bytes = 0;
-  for (const auto& span : spans) line_bytes += span.length;
-  const auto count = static_cast<std::int64_t>(spans.size());
-  return lines * line_bytes >= streaming_threshold_bytes && line_bytes >= streaming_min_span_bytes * count;
+/// Copies the kept lines (ranges of line indices, lines of `line_bytes` bytes)
+/// of a source to consecutive lines of a destination. When both are packed
+/// each range is a single run of bytes, so the prefetch runs ahead across the
+/// removed ranges.
+inline void gather_lines(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                         std::int64_t line_bytes, std::span<const index_range> keep) {
+  const bool large = is_large_output(total_size(keep) * line_bytes);
+  if (from_stride == line_bytes && to_stride == line_bytes) {
+    std::vector<byte_span> runs;
+    runs.reserve(keep.size());
+    for (const auto& r : keep) runs.push_back({r.begin * line_bytes, r.size * line_bytes});
+    gather_line_spans(from, 0, to, 0, 1, runs, large);
+    return;
+  }
+  const byte_span whole_line[] = {{0, line_bytes}};
+  std::int64_t at = 0;
+  for (const auto& r : keep) {
+    gather_line_spans(from + r.begin * from_stride, from_stride, to + at * to_stride, to_stride, r.size, whole_line,
+                      large);
+    at += r.size;
+  }
 }
 
-/// For each of `lines` lines, copies the spans of the source line back to back
-/// to the start of the destination line; when `streaming`, the long spans with
-/// non-temporal stores (the caller calls finish_copies() once).
-inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
-                            std::int64_t lines, std::span<const byte_span> spans, bool streaming) {
-  for (std::int64_t line = 0; line < lines; ++line) {
-    const std::byte* source_line = from + line * from_stride;
-    std::byte* out = to + line * to_stride;
-    for (const auto& span : spans) {
-      copy_bytes(out, source_line + span.offset, static_cast<std::size_t>(span.length),
-                 streaming && span.length >= streaming_min_span_bytes);
-      out += span.length;
-    }
+/// Both matrices expose their storage, in the same order.
+template <typename DIn, typename DOut>
+inline constexpr bool same_order_storage = (static_cast<unsigned>(DIn::Flags) & Eigen::DirectAccessBit) != 0 &&
+                                           (static_cast<unsigned>(DOut::Flags) & Eigen::DirectAccessBit) != 0 &&
+                                           static_cast<bool>(DIn::IsRowMajor) == static_cast<bool>(DOut::IsRowMajor);
+
+/// The outer-axis gather on raw storage (kept units are whole storage lines),
+/// when both matrices store their lines contiguously in the same order: byte
+/// copies of the kept lines. False (nothing done) for other layouts.
+template <typename DIn, typename DOut>
+bool copy_lines_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
+                         Eigen::MatrixBase<DOut>& out) {
+  if constexpr (same_order_storage<DIn, DOut>) {
+    if (source.innerStride() != 1 || out.innerStride() != 1) return false;
+    constexpr auto scalar_bytes = static_cast<std::int64_t>(sizeof(typename DIn::Scalar));
+    gather_lines(reinterpret_cast<const std::byte*>(source.derived().data()), source.outerStride() * scalar_bytes,
+                 reinterpret_cast<std::byte*>(out.derived().data()), out.outerStride() * scalar_bytes,
+                 source.innerSize() * scalar_bytes, keep);
+    return true;
+  } else {
+    return false;
   }
 }
 
@@ -123,10 +140,7 @@ inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std
 template <typename DIn, typename DOut>
 bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
                             Eigen::MatrixBase<DOut>& out) {
-  constexpr bool direct = (static_cast<unsigned>(DIn::Flags) & Eigen::DirectAccessBit) != 0 &&
-                          (static_cast<unsigned>(DOut::Flags) & Eigen::DirectAccessBit) != 0 &&
-                          static_cast<bool>(DIn::IsRowMajor) == static_cast<bool>(DOut::IsRowMajor);
-  if constexpr (direct) {
+  if constexpr (same_order_storage<DIn, DOut>) {
     using Scalar = typename DIn::Scalar;
     if (source.innerStride() != 1 || out.innerStride() != 1) return false;
     const Scalar* from = source.derived().data();
@@ -136,11 +150,11 @@ bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<cons
     std::vector<byte_span> spans;
     spans.reserve(keep.size());
     for (const auto& r : keep) spans.push_back({r.begin * scalar_bytes, r.size * scalar_bytes});
-    if (total_size(keep) * scalar_bytes >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
-      const bool streaming = should_stream(lines, spans);
-      copy_line_spans(reinterpret_cast<const std::byte*>(from), source.outerStride() * scalar_bytes,
-                      reinterpret_cast<std::byte*>(to), out.outerStride() * scalar_bytes, lines, spans, streaming);
-      finish_copies();
+    const std::int64_t line_bytes = total_size(keep) * scalar_bytes;
+    if (line_bytes >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
+      gather_line_spans(reinterpret_cast<const std::byte*>(from), source.outerStride() * scalar_bytes,
+                        reinterpret_cast<std::byte*>(to), out.outerStride() * scalar_bytes, lines, spans,
+                        is_large_output(lines * line_bytes));
       return true;
     }
     const Eigen::Index inner = DIn::IsRowMajor ? source.cols() : source.rows();
@@ -175,6 +189,7 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   constexpr bool row_major = DIn::IsRowMajor;
   if (rows == row_major) {
     // The kept units are whole storage lines of the source: copy each range as a block.
+    if (copy_lines_directly(source, keep, out)) return;
     Eigen::Index at = 0;
     for (const auto& r : keep) {
       if (rows) {
@@ -380,21 +395,8 @@ inline checked_ggml_gather check_ggml_gather(const ggml_matrix_view& source, std
 inline void gather_ggml_rows(const ggml_matrix_view& source, std::span<const index_range> keep,
                              const ggml_matrix_span& destination) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::rows, destination);
-  const bool packed = in.row_stride == in.row_bytes && out.row_stride == out.row_bytes;
-  const detail::byte_span whole_row[] = {{0, in.row_bytes}};
-  const bool streaming = detail::should_stream(destination.n_rows, whole_row);
-  std::int64_t at = 0;
-  for (const auto& r : keep) {
-    const std::byte* from = source.bytes.data() + r.begin * in.row_stride;
-    std::byte* to = destination.bytes.data() + at * out.row_stride;
-    if (packed) {
-      detail::copy_bytes(to, from, static_cast<std::size_t>(r.size * in.row_bytes), streaming);
-    } else {
-      detail::copy_line_spans(from, in.row_stride, to, out.row_stride, r.size, whole_row, streaming);
-    }
-    at += r.size;
-  }
-  detail::finish_copies();
+  detail::gather_lines(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride, in.row_bytes,
+                       keep);
 }
 
 /// Copies the kept column ranges of every row of `source` into `destination`
@@ -411,10 +413,8 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
   spans.reserve(keep.size());
   for (const auto& r : keep)
     spans.push_back({r.begin / t.block_size * t.type_size, r.size / t.block_size * t.type_size});
-  const bool streaming = detail::should_stream(source.n_rows, spans);
-  detail::copy_line_spans(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride, source.n_rows,
-                          spans, streaming);
-  detail::finish_copies();
+  detail::gather_line_spans(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride,
+                            source.n_rows, spans, detail::is_large_output(source.n_rows * out.row_bytes));
 }
 
 /// The kept rows of `source`, packed (row_stride = row_bytes), as a new buffer.
