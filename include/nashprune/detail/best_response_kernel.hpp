@@ -14,6 +14,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include "../config.hpp"
 #include "simd_dispatch.hpp"
@@ -34,10 +38,16 @@ struct best_response_sweep_data {
   double* g;
 };
 
+/// The most games one kernel call sweeps interleaved.
+inline constexpr int max_sweep_group = 4;
+
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
 
 #if defined(NASHPRUNE_SIMD_X86)
+
+// The register kernel's lambdas must inline, or its vectors would live in memory.
+#define NASHPRUNE_KERNEL_INLINE __attribute__((always_inline))
 
 NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
 NASHPRUNE_BEGIN_NAMESPACE
@@ -54,6 +64,17 @@ struct simd_ops {
   static void store(double* p, vec v) { _mm256_storeu_pd(p, v); }
   static void store_first(double* p, Eigen::Index count, vec v) { _mm256_maskstore_pd(p, first_mask(count), v); }
   static vec fma(vec a, vec b, vec acc) { return _mm256_fmadd_pd(a, b, acc); }
+  /// v with `value` added at `lane` (nothing when lane ∉ [0, lanes)).
+  static vec add_at_lane(vec v, Eigen::Index lane, double value) {
+    const __m256i hit = _mm256_cmpeq_epi64(_mm256_set1_epi64x(lane), _mm256_setr_epi64x(0, 1, 2, 3));
+    return _mm256_blendv_pd(v, _mm256_add_pd(v, _mm256_set1_pd(value)), _mm256_castsi256_pd(hit));
+  }
+  /// Lane `lane` ∈ [0, lanes) of v.
+  static double extract(vec v, Eigen::Index lane) {
+    const auto low = static_cast<int>(2 * lane);
+    const __m256i pick = _mm256_setr_epi32(low, low + 1, 0, 0, 0, 0, 0, 0);
+    return _mm256_cvtsd_f64(_mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), pick)));
+  }
 };
 #include "best_response_kernel_simd.inl"
 }  // namespace detail::best_response_avx2
@@ -73,35 +94,43 @@ struct simd_ops {
   static void store(double* p, vec v) { _mm512_storeu_pd(p, v); }
   static void store_first(double* p, Eigen::Index count, vec v) { _mm512_mask_storeu_pd(p, first_mask(count), v); }
   static vec fma(vec a, vec b, vec acc) { return _mm512_fmadd_pd(a, b, acc); }
+  static vec add_at_lane(vec v, Eigen::Index lane, double value) {
+    const auto hit = static_cast<__mmask8>(static_cast<std::uint64_t>(lane) < lanes ? 1u << lane : 0u);
+    return _mm512_mask_add_pd(v, hit, v, _mm512_set1_pd(value));
+  }
+  static double extract(vec v, Eigen::Index lane) {
+    return _mm512_cvtsd_f64(_mm512_maskz_permutexvar_pd(0xFF, _mm512_set1_epi64(lane), v));  // maskz: GCC 12 warns on the unmasked form
+  }
 };
 #include "best_response_kernel_simd.inl"
 }  // namespace detail::best_response_avx512
 NASHPRUNE_END_NAMESPACE
 NASHPRUNE_TARGET_REGION_END
 
+#undef NASHPRUNE_KERNEL_INLINE
+
 #endif  // NASHPRUNE_SIMD_X86
 
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail {
 
-/// Sweeps `a` on `target` (already resolved), or `a` and `b` with their steps
-/// interleaved when `b` is given (each exactly as a sweep of its own); false
-/// when `target` has no kernel here (portable), so the caller runs its own loop.
-inline bool best_response_sweep_on(simd_target target, const best_response_sweep_data& a,
-                                   const best_response_sweep_data* b = nullptr) {
+/// Sweeps `count` games (1..max_sweep_group) on `target` (already resolved),
+/// their steps interleaved, each exactly as a sweep of its own; false when
+/// `target` has no kernel here (portable), so the caller runs its own loop.
+inline bool best_response_sweep_on(simd_target target, const best_response_sweep_data* games, int count = 1) {
 #if defined(NASHPRUNE_SIMD_X86)
   if (target == simd_target::avx512) {
-    b != nullptr ? best_response_avx512::sweep_pair(a, *b) : best_response_avx512::sweep(a);
+    best_response_avx512::sweep(games, count);
     return true;
   }
   if (target == simd_target::avx2_fma) {
-    b != nullptr ? best_response_avx2::sweep_pair(a, *b) : best_response_avx2::sweep(a);
+    best_response_avx2::sweep(games, count);
     return true;
   }
 #endif
   (void)target;
-  (void)a;
-  (void)b;
+  (void)games;
+  (void)count;
   return false;
 }
 
