@@ -116,13 +116,16 @@ struct quadratic_game {
   nash_vector<Scalar> inverse_diagonal;  ///< 1/Q_ii: a best response is s_i + g_i/Q_ii
 
   quadratic_game() = default;
-  explicit quadratic_game(const nash_game<Scalar>& game) { load(game); }
+  explicit quadratic_game(const nash_game<Scalar>& game, simd_target simd = simd_target::automatic) {
+    load(game, -1, simd);
+  }
   quadratic_game(const quadratic_game&) = delete;  // `r` may view `owned_`
   quadratic_game& operator=(const quadratic_game&) = delete;
 
   /// Validates `game` (as validate_nash_game, naming "layers[layer]." when
-  /// layer ≥ 0) and makes it the current game; `game` must outlive its use.
-  void load(const nash_game<Scalar>& game, std::ptrdiff_t layer = -1) {
+  /// layer ≥ 0; R's entries by a SIMD pass on `simd` for double games) and
+  /// makes it the current game; `game` must outlive its use.
+  void load(const nash_game<Scalar>& game, std::ptrdiff_t layer = -1, simd_target simd = simd_target::automatic) {
     const auto& source = game.redundancy;
     const bool shapes_agree = source.rows() == game.size() && source.cols() == game.size() && game.size() > 0;
     if (shapes_agree && source.innerStride() == 1) {
@@ -131,7 +134,15 @@ struct quadratic_game {
       owned_ = source;
       new (&r) matrix_view(owned_.data(), owned_.rows(), owned_.cols(), Eigen::OuterStride<>(owned_.rows()));
     }
-    if (!shapes_agree || !passes_validation(game, r)) {
+    bool entries_checked = false;
+    if constexpr (std::is_same_v<Scalar, double>) {
+      if (shapes_agree) {
+        (void)finite_and_nearly_symmetric_on(resolve_simd_target<Scalar, double>(simd), r.data(), r.outerStride(),
+                                             r.rows(), nash_validation_options<Scalar>{}.symmetry_tolerance,
+                                             entries_checked);
+      }
+    }
+    if (!shapes_agree || !passes_validation(game, r, {}, entries_checked)) {
       validate_nash_game(game, {}, layer < 0 ? std::string() : layer_prefix(static_cast<std::size_t>(layer)));
       fail_domain("redundancy", "failed validation");  // unreachable: the checks agree
     }
@@ -230,6 +241,16 @@ void validate_start(const nash_game<Scalar>& game, const nash_vector<Scalar>& st
   }
 }
 
+/// The instruction set an options struct asks for (automatic when it has none).
+template <typename Options>
+[[nodiscard]] simd_target simd_of(const Options& options) {
+  if constexpr (requires { options.simd; }) {
+    return options.simd;
+  } else {
+    return simd_target::automatic;
+  }
+}
+
 template <typename Options>
 void validate_solver_options(const Options& options) {
   validate_iteration_options(double(options.tolerance), options.max_iterations);
@@ -255,13 +276,13 @@ class nash_solver {
 
   /// Solves one layer starting from nobody playing (s = 0).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game) const {
-    const detail::quadratic_game<Scalar> quadratic(game);
+    const detail::quadratic_game<Scalar> quadratic(game, detail::simd_of(options_));
     return Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size()));
   }
 
   /// Warm start from `start` ∈ [0,1]ⁿ (e.g. the equilibrium at a nearby λ).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game, const nash_vector<Scalar>& start) const {
-    const detail::quadratic_game<Scalar> quadratic(game);
+    const detail::quadratic_game<Scalar> quadratic(game, detail::simd_of(options_));
     detail::validate_start(game, start);
     return Policy::run(options_, quadratic, start);
   }
@@ -278,7 +299,7 @@ class nash_solver {
       for (std::size_t first = 0; first < layers.size(); first += group.size()) {
         const std::size_t count = std::min(group.size(), layers.size() - first);
         for (std::size_t k = 0; k < count; ++k) {
-          group[k].load(layers[first + k], static_cast<std::ptrdiff_t>(first + k));
+          group[k].load(layers[first + k], static_cast<std::ptrdiff_t>(first + k), detail::simd_of(options_));
         }
         Policy::run_group(options_, std::span<const detail::quadratic_game<Scalar>>(group.data(), count), workspace,
                           out);
@@ -286,7 +307,7 @@ class nash_solver {
     } else {
       detail::quadratic_game<Scalar> quadratic;
       for (std::size_t l = 0; l < layers.size(); ++l) {
-        quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l));
+        quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l), detail::simd_of(options_));
         out.push_back(Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size())));
       }
     }

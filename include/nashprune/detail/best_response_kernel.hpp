@@ -75,6 +75,19 @@ struct simd_ops {
     const __m256i pick = _mm256_setr_epi32(low, low + 1, 0, 0, 0, 0, 0, 0);
     return _mm256_cvtsd_f64(_mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), pick)));
   }
+  /// p[0], p[stride], … (the first `count` of them; zeros after).
+  static vec gather_first(const double* p, Eigen::Index stride, Eigen::Index count) {
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256i offsets = _mm256_mul_epu32(lane, _mm256_set1_epi64x(stride));  // stride < 2³²: checked by the caller
+    return _mm256_mask_i64gather_pd(_mm256_setzero_pd(), p, offsets, _mm256_castsi256_pd(_mm256_cmpgt_epi64(
+                                                                         _mm256_set1_epi64x(count), lane)),
+                                    8);
+  }
+  /// True when some lane has !(|a − b| ≤ bound) (a NaN or infinity included).
+  static bool any_apart(vec a, vec b, vec bound) {
+    const vec distance = _mm256_andnot_pd(_mm256_set1_pd(-0.0), _mm256_sub_pd(a, b));
+    return _mm256_movemask_pd(_mm256_cmp_pd(distance, bound, _CMP_NLE_UQ)) != 0;
+  }
 };
 #include "best_response_kernel_simd.inl"
 }  // namespace detail::best_response_avx2
@@ -100,6 +113,14 @@ struct simd_ops {
   }
   static double extract(vec v, Eigen::Index lane) {
     return _mm512_cvtsd_f64(_mm512_maskz_permutexvar_pd(0xFF, _mm512_set1_epi64(lane), v));  // maskz: GCC 12 warns on the unmasked form
+  }
+  static vec gather_first(const double* p, Eigen::Index stride, Eigen::Index count) {
+    const __m512i offsets = _mm512_maskz_mul_epu32(0xFF, _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(stride));
+    return _mm512_mask_i64gather_pd(_mm512_setzero_pd(), first_mask(count), offsets, p, 8);
+  }
+  static bool any_apart(vec a, vec b, vec bound) {
+    const vec distance = _mm512_abs_pd(_mm512_sub_pd(a, b));
+    return _mm512_cmp_pd_mask(distance, bound, _CMP_NLE_UQ) != 0;
   }
 };
 #include "best_response_kernel_simd.inl"
@@ -131,6 +152,32 @@ inline bool best_response_sweep_on(simd_target target, const best_response_sweep
   (void)target;
   (void)games;
   (void)count;
+  return false;
+}
+
+/// finite_and_nearly_symmetric on `target` (already resolved) into `result`;
+/// false when `target` has no kernel here (portable) or ld ≥ 2³² (the gather's
+/// offsets are 32-bit products), so the caller runs its own check.
+inline bool finite_and_nearly_symmetric_on(simd_target target, const double* r, Eigen::Index ld, Eigen::Index n,
+                                           double tolerance, bool& result) {
+#if defined(NASHPRUNE_SIMD_X86)
+  if (ld < (Eigen::Index(1) << 32)) {
+    if (target == simd_target::avx512) {
+      result = best_response_avx512::finite_and_nearly_symmetric(r, ld, n, tolerance);
+      return true;
+    }
+    if (target == simd_target::avx2_fma) {
+      result = best_response_avx2::finite_and_nearly_symmetric(r, ld, n, tolerance);
+      return true;
+    }
+  }
+#endif
+  (void)target;
+  (void)r;
+  (void)ld;
+  (void)n;
+  (void)tolerance;
+  (void)result;
   return false;
 }
 

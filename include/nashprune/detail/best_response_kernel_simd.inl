@@ -177,3 +177,25 @@ inline void sweep(const best_response_sweep_data* games, int count) {
     default: sweep_equal_or_group<4>(games); break;
   }
 }
+
+/// The solvers' fast look at R (n×n, column-major, leading dimension ld):
+/// true when every entry is finite and |r_ij − r_ji| ≤ tolerance for every
+/// pair, which passes validate_nash_game's symmetry test whatever the
+/// magnitudes. Column j's rows 0..j are read as they lie and compared with row
+/// j's columns 0..j, gathered, so each entry is read once (the diagonal twice:
+/// a non-finite r_jj gives a NaN difference). False only means "look closer".
+inline bool finite_and_nearly_symmetric(const double* r, Eigen::Index ld, Eigen::Index n, double tolerance) {
+  constexpr Eigen::Index lanes = simd_ops::lanes;
+  const simd_ops::vec bound = simd_ops::broadcast(tolerance);
+  bool apart = false;  // an OR over the matrix: no early exit, no branch per chunk
+  for (Eigen::Index j = 0; j < n; ++j) {
+    const double* const column = r + j * ld;
+    for (Eigen::Index i = 0; i <= j; i += lanes) {
+      const Eigen::Index count = std::min(lanes, j + 1 - i);
+      const simd_ops::vec down = count == lanes ? simd_ops::load(column + i) : simd_ops::load_first(column + i, count);
+      const simd_ops::vec across = simd_ops::gather_first(r + i * ld + j, ld, count);
+      apart |= simd_ops::any_apart(down, across, bound);
+    }
+  }
+  return !apart;
+}
