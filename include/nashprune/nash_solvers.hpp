@@ -114,6 +114,7 @@ struct quadratic_game {
   nash_vector<Scalar> diagonal;          ///< r_ii
   nash_vector<Scalar> half_diagonal;     ///< b_i = λ·r_ii = Q_ii/2
   nash_vector<Scalar> inverse_diagonal;  ///< 1/Q_ii: a best response is s_i + g_i/Q_ii
+  simd_target target = simd_target::portable;  ///< of the SIMD passes (validation, ε), resolved
 
   quadratic_game() = default;
   explicit quadratic_game(const nash_game<Scalar>& game, simd_target simd = simd_target::automatic) {
@@ -134,10 +135,11 @@ struct quadratic_game {
       owned_ = source;
       new (&r) matrix_view(owned_.data(), owned_.rows(), owned_.cols(), Eigen::OuterStride<>(owned_.rows()));
     }
+    target = resolve_simd_target<Scalar, double>(simd);
     bool entries_checked = false;
     if constexpr (std::is_same_v<Scalar, double>) {
       if (shapes_agree) {
-        (void)finite_and_nearly_symmetric_on(resolve_simd_target<Scalar, double>(simd), r.data(), r.outerStride(),
+        (void)finite_and_nearly_symmetric_on(target, r.data(), r.outerStride(),
                                              r.rows(), nash_validation_options<Scalar>{}.symmetry_tolerance,
                                              entries_checked);
       }
@@ -206,6 +208,13 @@ struct quadratic_game {
   }
 
   [[nodiscard]] Scalar exploitability(const nash_vector<Scalar>& s, const nash_vector<Scalar>& g) const {
+    if constexpr (std::is_same_v<Scalar, double>) {
+      double result = 0;
+      if (exploitability_on(target, s.data(), g.data(), half_diagonal.data(), inverse_diagonal.data(), size(),
+                            result)) {
+        return result;
+      }
+    }
     return exploitability_from_gradient<Scalar>(s, g, half_diagonal, inverse_diagonal);
   }
 

@@ -83,6 +83,15 @@ struct simd_ops {
                                                                          _mm256_set1_epi64x(count), lane)),
                                     8);
   }
+  static vec add(vec a, vec b) { return _mm256_add_pd(a, b); }
+  static vec sub(vec a, vec b) { return _mm256_sub_pd(a, b); }
+  static vec mul(vec a, vec b) { return _mm256_mul_pd(a, b); }
+  static vec max(vec a, vec b) { return _mm256_max_pd(a, b); }
+  static vec min(vec a, vec b) { return _mm256_min_pd(a, b); }
+  static double reduce_max(vec v) {
+    const __m128d half = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(half, _mm_unpackhi_pd(half, half)));
+  }
   /// True when some lane has !(|a − b| ≤ bound) (a NaN or infinity included).
   static bool any_apart(vec a, vec b, vec bound) {
     const vec distance = _mm256_andnot_pd(_mm256_set1_pd(-0.0), _mm256_sub_pd(a, b));
@@ -118,6 +127,17 @@ struct simd_ops {
     const __m512i offsets = _mm512_maskz_mul_epu32(0xFF, _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(stride));
     return _mm512_mask_i64gather_pd(_mm512_setzero_pd(), first_mask(count), offsets, p, 8);
   }
+  static vec add(vec a, vec b) { return _mm512_add_pd(a, b); }
+  static vec sub(vec a, vec b) { return _mm512_sub_pd(a, b); }
+  static vec mul(vec a, vec b) { return _mm512_mul_pd(a, b); }
+  // maskz forms throughout: GCC 12 warns on the unmasked ones (an undefined source).
+  static vec max(vec a, vec b) { return _mm512_maskz_max_pd(0xFF, a, b); }
+  static vec min(vec a, vec b) { return _mm512_maskz_min_pd(0xFF, a, b); }
+  static double reduce_max(vec v) {
+    const __m256d half = _mm256_max_pd(_mm512_maskz_extractf64x4_pd(0xF, v, 0), _mm512_maskz_extractf64x4_pd(0xF, v, 1));
+    const __m128d quarter = _mm_max_pd(_mm256_castpd256_pd128(half), _mm256_extractf128_pd(half, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(quarter, _mm_unpackhi_pd(quarter, quarter)));
+  }
   static bool any_apart(vec a, vec b, vec bound) {
     const vec distance = _mm512_abs_pd(_mm512_sub_pd(a, b));
     return _mm512_cmp_pd_mask(distance, bound, _CMP_NLE_UQ) != 0;
@@ -152,6 +172,31 @@ inline bool best_response_sweep_on(simd_target target, const best_response_sweep
   (void)target;
   (void)games;
   (void)count;
+  return false;
+}
+
+/// The exploitability ε = max(0, max_i Δ_i·g_i − b_i·Δ_i²), Δ_i = clamp(s_i + g_i/(2b_i), 0, 1) − s_i
+/// (nash_game.hpp, exploitability_from_gradient) on `target` into `result`;
+/// false when `target` has no kernel here.
+inline bool exploitability_on(simd_target target, const double* s, const double* g, const double* half_diagonal,
+                              const double* inverse_diagonal, Eigen::Index n, double& result) {
+#if defined(NASHPRUNE_SIMD_X86)
+  if (target == simd_target::avx512) {
+    result = best_response_avx512::exploitability(s, g, half_diagonal, inverse_diagonal, n);
+    return true;
+  }
+  if (target == simd_target::avx2_fma) {
+    result = best_response_avx2::exploitability(s, g, half_diagonal, inverse_diagonal, n);
+    return true;
+  }
+#endif
+  (void)target;
+  (void)s;
+  (void)g;
+  (void)half_diagonal;
+  (void)inverse_diagonal;
+  (void)n;
+  (void)result;
   return false;
 }
 

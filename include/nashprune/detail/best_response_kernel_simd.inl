@@ -199,3 +199,26 @@ inline bool finite_and_nearly_symmetric(const double* r, Eigen::Index ld, Eigen:
   }
   return !apart;
 }
+
+/// ε(s) from g = c − Q·s, b_i and 1/(2b_i) (see exploitability_on); lanes past
+/// n read as zeros and gain nothing.
+inline double exploitability(const double* s, const double* g, const double* half_diagonal,
+                             const double* inverse_diagonal, Eigen::Index n) {
+  using vec = simd_ops::vec;
+  constexpr Eigen::Index lanes = simd_ops::lanes;
+  const vec zero = simd_ops::broadcast(0.0);
+  const vec one = simd_ops::broadcast(1.0);
+  vec worst = zero;
+  for (Eigen::Index k = 0; k < n; k += lanes) {
+    const auto read = [&](const double* p) {
+      return k + lanes <= n ? simd_ops::load(p + k) : simd_ops::load_first(p + k, n - k);
+    };
+    const vec x = read(s);
+    const vec gradient = read(g);
+    const vec best = simd_ops::min(simd_ops::max(simd_ops::add(x, simd_ops::mul(gradient, read(inverse_diagonal))), zero), one);
+    const vec step = simd_ops::sub(best, x);
+    const vec gain = simd_ops::sub(simd_ops::mul(step, gradient), simd_ops::mul(read(half_diagonal), simd_ops::mul(step, step)));
+    worst = simd_ops::max(worst, gain);
+  }
+  return simd_ops::reduce_max(worst);
+}
