@@ -30,9 +30,11 @@
 //                           exact maximiser, so it ends at machine precision.
 //                           Indefinite Q_FF falls back to a projected-gradient step.
 // With an indefinite M every variant still stops within max_iterations.
-// Cost: R is read in place (no n×n copy) and validated in the same pass
-// (nash_game.hpp, passes_validation: the checks of validate_nash_game, which
-// is called only to name a defect); a batch reuses one workspace.
+// Cost: R is read in place (no n×n copy). Double games on AVX2/AVX-512 check
+// its entries in one SIMD pass (finite, |r_ij − r_ji| ≤ tolerance) and compute
+// every ε by SIMD too (detail/best_response_kernel.hpp); the exact checks of
+// nash_game.hpp (passes_validation) run only when that pass flags something,
+// and validate_nash_game only to name a defect. A batch reuses one workspace.
 #pragma once
 
 #include <Eigen/Cholesky>
