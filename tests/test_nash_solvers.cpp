@@ -252,25 +252,101 @@ TEST(NashSolvers, BestResponseKernelOnEveryTarget) {
   }
 }
 
-// A batch runs its layers two at a time with interleaved sweeps; every layer's
-// result is exactly that of solving it alone (odd count, mixed sizes, every target).
-TEST(NashSolvers, BatchOfPairsEqualsLayersAlone) {
-  std::vector<owned_game<double>> owned;
-  for (std::uint32_t l = 0; l < 7; ++l) owned.push_back(random_psd_game<double>(5 + 6 * l, 400 + l, 0.4));
-  std::vector<nashprune::nash_game<double>> layers;
-  for (const auto& g : owned) layers.push_back(g.view());
-  for (const auto target : supported_sweep_targets()) {
-    nashprune::nash_iteration_options<double> options;
-    options.simd = target;
-    const nashprune::best_response_sweeps<double> solver(options);
-    const auto batch = solver.solve(layers);
-    ASSERT_EQ(batch.size(), layers.size());
-    for (std::size_t l = 0; l < layers.size(); ++l) {
-      const auto alone = solver.solve(layers[l]);
-      EXPECT_EQ(batch[l].s, alone.s) << "layer " << l << ", target " << int(target);
-      EXPECT_EQ(batch[l].iterations, alone.iterations);
-      EXPECT_EQ(batch[l].exploitability, alone.exploitability);
-      EXPECT_TRUE(batch[l].converged);
+// A batch runs its layers four at a time with interleaved sweeps; every layer's
+// result is exactly that of solving it alone, every target. Mixed sizes take the
+// kernel that keeps g in memory while a layer alone (n ≤ 32) keeps it in
+// registers, so this also finds any difference between the two; equal sizes
+// (9 layers: groups of 4, 4, 1) sweep in registers together.
+TEST(NashSolvers, BatchOfGroupsEqualsLayersAlone) {
+  for (const bool equal : {false, true}) {
+    std::vector<owned_game<double>> owned;
+    for (std::uint32_t l = 0; l < (equal ? 9u : 7u); ++l) {
+      owned.push_back(random_psd_game<double>(equal ? 20 : 5 + 6 * l, 400 + l, 0.4));
+    }
+    std::vector<nashprune::nash_game<double>> layers;
+    for (const auto& g : owned) layers.push_back(g.view());
+    for (const auto target : supported_sweep_targets()) {
+      nashprune::nash_iteration_options<double> options;
+      options.simd = target;
+      const nashprune::best_response_sweeps<double> solver(options);
+      const auto batch = solver.solve(layers);
+      ASSERT_EQ(batch.size(), layers.size());
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        const auto alone = solver.solve(layers[l]);
+        EXPECT_EQ(batch[l].s, alone.s) << "layer " << l << ", target " << int(target) << ", equal " << equal;
+        EXPECT_EQ(batch[l].iterations, alone.iterations);
+        EXPECT_EQ(batch[l].exploitability, alone.exploitability);
+        EXPECT_TRUE(batch[l].converged);
+      }
+    }
+  }
+}
+
+// The SIMD exploitability against the closed form of nash_game.hpp, on every
+// target, at sizes around the vector widths and random points of the box.
+TEST(NashSolvers, ExploitabilityKernelMatchesTheClosedForm) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (const Eigen::Index n : {1, 3, 4, 7, 8, 9, 31, 32, 33, 100}) {
+    const auto g = random_psd_game<double>(n, std::uint32_t(500 + n));
+    const nashprune::detail::quadratic_game<double> game(g.view());
+    for (int trial = 0; trial < 5; ++trial) {
+      nash_vector<double> s(n);
+      for (Eigen::Index i = 0; i < n; ++i) s(i) = trial == 0 ? 0.0 : trial == 1 ? 1.0 : unit(rng);
+      const nash_vector<double> gradient = game.gradient(s);
+      const double expected = nashprune::nash_exploitability(g.view(), s);
+      for (const auto target : supported_sweep_targets()) {
+        double found = -1;
+        const bool ran = nashprune::detail::exploitability_on(target, s.data(), gradient.data(),
+                                                              game.half_diagonal.data(),
+                                                              game.inverse_diagonal.data(), n, found);
+        EXPECT_EQ(ran, target != nashprune::simd_target::portable);
+        if (ran) {
+          EXPECT_NEAR(found, expected, 1e-13 * (1 + expected)) << "n = " << n << ", trial " << trial;
+        }
+      }
+    }
+  }
+}
+
+// The SIMD look at R (finite, |r_ij − r_ji| ≤ tolerance) against plain loops, on
+// every target: sizes around the vector widths, R inside a larger matrix, and
+// one defect at a time (NaN, ±infinity, an asymmetry just over or under the
+// tolerance) anywhere, the diagonal included.
+TEST(NashSolvers, FiniteAndNearlySymmetricMatchesPlainLoops) {
+  const double tolerance = 1e-5;
+  std::mt19937 rng(77);
+  for (const Eigen::Index n : {1, 2, 3, 5, 8, 9, 16, 17, 31, 32, 33, 40}) {
+    const auto base = random_psd_game<double>(n, std::uint32_t(n)).redundancy;
+    std::uniform_int_distribution<Eigen::Index> pick(0, n - 1);
+    for (int trial = 0; trial < 12; ++trial) {
+      nash_matrix<double> wide = nash_matrix<double>::Constant(n + 3, n, 0.25);  // leading dimension n + 3
+      auto r = wide.topRows(n);
+      r = base;
+      const Eigen::Index i = pick(rng);
+      const Eigen::Index j = pick(rng);
+      const double defects[] = {0.0,
+                                std::nan(""),
+                                std::numeric_limits<double>::infinity(),
+                                -std::numeric_limits<double>::infinity(),
+                                r(i, j) + 2 * tolerance,
+                                r(i, j) + 0.5 * tolerance};
+      r(i, j) = defects[trial % 6] == 0.0 ? r(i, j) : defects[trial % 6];
+      bool expected = true;
+      for (Eigen::Index a = 0; a < n; ++a) {
+        for (Eigen::Index b = 0; b < n; ++b) {
+          expected = expected && std::isfinite(r(a, b)) && std::abs(r(a, b) - r(b, a)) <= tolerance;
+        }
+      }
+      for (const auto target : supported_sweep_targets()) {
+        bool found = !expected;
+        const bool ran = nashprune::detail::finite_and_nearly_symmetric_on(target, wide.data(), wide.outerStride(), n,
+                                                                          tolerance, found);
+        EXPECT_EQ(ran, target != nashprune::simd_target::portable);
+        if (ran) {
+          EXPECT_EQ(found, expected) << "n = " << n << ", entry (" << i << ", " << j << "), trial " << trial;
+        }
+      }
     }
   }
 }
@@ -306,7 +382,11 @@ TEST(NashSolvers, FusedValidationThrowsWhatValidateThrows) {
     const auto game = bad[k].view();
     const std::string expected = thrown_by([&] { nashprune::validate_nash_game(game); });
     ASSERT_NE(expected, "none") << "case " << k;
-    EXPECT_EQ(thrown_by([&] { (void)nashprune::best_response_sweeps<double>().solve(game); }), expected);
+    for (const auto target : supported_sweep_targets()) {
+      nashprune::nash_iteration_options<double> options;
+      options.simd = target;
+      EXPECT_EQ(thrown_by([&] { (void)nashprune::best_response_sweeps<double>(options).solve(game); }), expected);
+    }
     EXPECT_EQ(thrown_by([&] { (void)nashprune::active_set_newton<double>().solve(game); }), expected);
     const std::vector<nashprune::nash_game<double>> layers{good.view(), good.view(), game};
     const std::string in_batch = thrown_by([&] { nashprune::validate_nash_game(game, {}, "layers[2]."); });

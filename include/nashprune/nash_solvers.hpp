@@ -19,7 +19,7 @@
 //                           (exact coordinate ascent on Φ); g kept up to date by
 //                           g −= Δ·Q.col(i) (AVX2/AVX-512 kernel for double,
 //                           detail/best_response_kernel.hpp). Each sweep is one
-//                           sequential chain, so a batch sweeps two layers with
+//                           sequential chain, so a batch sweeps four layers with
 //                           their steps interleaved (same results as alone).
 //   accelerated_projected_gradient  FISTA with gradient-based adaptive restart
 //                           (O'Donoghue & Candès 2015), one product Q·x per step.
@@ -30,14 +30,17 @@
 //                           exact maximiser, so it ends at machine precision.
 //                           Indefinite Q_FF falls back to a projected-gradient step.
 // With an indefinite M every variant still stops within max_iterations.
-// Cost: R is read in place (no n×n copy) and validated in the same pass
-// (nash_game.hpp, passes_validation: the checks of validate_nash_game, which
-// is called only to name a defect); a batch reuses one workspace.
+// Cost: R is read in place (no n×n copy). Double games on AVX2/AVX-512 check
+// its entries in one SIMD pass (finite, |r_ij − r_ji| ≤ tolerance) and compute
+// every ε by SIMD too (detail/best_response_kernel.hpp); the exact checks of
+// nash_game.hpp (passes_validation) run only when that pass flags something,
+// and validate_nash_game only to name a defect. A batch reuses one workspace.
 #pragma once
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -113,15 +116,19 @@ struct quadratic_game {
   nash_vector<Scalar> diagonal;          ///< r_ii
   nash_vector<Scalar> half_diagonal;     ///< b_i = λ·r_ii = Q_ii/2
   nash_vector<Scalar> inverse_diagonal;  ///< 1/Q_ii: a best response is s_i + g_i/Q_ii
+  simd_target target = simd_target::portable;  ///< of the SIMD passes (validation, ε), resolved
 
   quadratic_game() = default;
-  explicit quadratic_game(const nash_game<Scalar>& game) { load(game); }
+  explicit quadratic_game(const nash_game<Scalar>& game, simd_target simd = simd_target::automatic) {
+    load(game, -1, simd);
+  }
   quadratic_game(const quadratic_game&) = delete;  // `r` may view `owned_`
   quadratic_game& operator=(const quadratic_game&) = delete;
 
   /// Validates `game` (as validate_nash_game, naming "layers[layer]." when
-  /// layer ≥ 0) and makes it the current game; `game` must outlive its use.
-  void load(const nash_game<Scalar>& game, std::ptrdiff_t layer = -1) {
+  /// layer ≥ 0; R's entries by a SIMD pass on `simd` for double games) and
+  /// makes it the current game; `game` must outlive its use.
+  void load(const nash_game<Scalar>& game, std::ptrdiff_t layer = -1, simd_target simd = simd_target::automatic) {
     const auto& source = game.redundancy;
     const bool shapes_agree = source.rows() == game.size() && source.cols() == game.size() && game.size() > 0;
     if (shapes_agree && source.innerStride() == 1) {
@@ -130,7 +137,16 @@ struct quadratic_game {
       owned_ = source;
       new (&r) matrix_view(owned_.data(), owned_.rows(), owned_.cols(), Eigen::OuterStride<>(owned_.rows()));
     }
-    if (!shapes_agree || !passes_validation(game, r)) {
+    target = resolve_simd_target<Scalar, double>(simd);
+    bool entries_checked = false;
+    if constexpr (std::is_same_v<Scalar, double>) {
+      if (shapes_agree) {
+        (void)finite_and_nearly_symmetric_on(target, r.data(), r.outerStride(),
+                                             r.rows(), nash_validation_options<Scalar>{}.symmetry_tolerance,
+                                             entries_checked);
+      }
+    }
+    if (!shapes_agree || !passes_validation(game, r, {}, entries_checked)) {
       validate_nash_game(game, {}, layer < 0 ? std::string() : layer_prefix(static_cast<std::size_t>(layer)));
       fail_domain("redundancy", "failed validation");  // unreachable: the checks agree
     }
@@ -194,6 +210,13 @@ struct quadratic_game {
   }
 
   [[nodiscard]] Scalar exploitability(const nash_vector<Scalar>& s, const nash_vector<Scalar>& g) const {
+    if constexpr (std::is_same_v<Scalar, double>) {
+      double result = 0;
+      if (exploitability_on(target, s.data(), g.data(), half_diagonal.data(), inverse_diagonal.data(), size(),
+                            result)) {
+        return result;
+      }
+    }
     return exploitability_from_gradient<Scalar>(s, g, half_diagonal, inverse_diagonal);
   }
 
@@ -229,6 +252,16 @@ void validate_start(const nash_game<Scalar>& game, const nash_vector<Scalar>& st
   }
 }
 
+/// The instruction set an options struct asks for (automatic when it has none).
+template <typename Options>
+[[nodiscard]] simd_target simd_of(const Options& options) {
+  if constexpr (requires { options.simd; }) {
+    return options.simd;
+  } else {
+    return simd_target::automatic;
+  }
+}
+
 template <typename Options>
 void validate_solver_options(const Options& options) {
   validate_iteration_options(double(options.tolerance), options.max_iterations);
@@ -254,36 +287,40 @@ class nash_solver {
 
   /// Solves one layer starting from nobody playing (s = 0).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game) const {
-    const detail::quadratic_game<Scalar> quadratic(game);
+    const detail::quadratic_game<Scalar> quadratic(game, detail::simd_of(options_));
     return Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size()));
   }
 
   /// Warm start from `start` ∈ [0,1]ⁿ (e.g. the equilibrium at a nearby λ).
   [[nodiscard]] nash_solution<Scalar> solve(const nash_game<Scalar>& game, const nash_vector<Scalar>& start) const {
-    const detail::quadratic_game<Scalar> quadratic(game);
+    const detail::quadratic_game<Scalar> quadratic(game, detail::simd_of(options_));
     detail::validate_start(game, start);
     return Policy::run(options_, quadratic, start);
   }
 
-  /// Solves a batch layer by layer, reusing one workspace; a bad layer is named
+  /// Solves a batch layer by layer, reusing one workspace (a policy with a
+  /// `group_size` advances that many layers at once); a bad layer is named
   /// ("layers[3].lambda") and nothing is returned.
   [[nodiscard]] std::vector<nash_solution<Scalar>> solve(std::span<const nash_game<Scalar>> layers) const {
     std::vector<nash_solution<Scalar>> out;
     out.reserve(layers.size());
-    detail::quadratic_game<Scalar> quadratic, partner;
-    std::size_t l = 0;
-    if constexpr (requires { Policy::run_pair(options_, quadratic, partner); }) {
-      for (; l + 1 < layers.size(); l += 2) {  // two layers at a time when the policy can
-        quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l));
-        partner.load(layers[l + 1], static_cast<std::ptrdiff_t>(l + 1));
-        auto [first, second] = Policy::run_pair(options_, quadratic, partner);
-        out.push_back(std::move(first));
-        out.push_back(std::move(second));
+    if constexpr (requires { Policy::group_size; }) {
+      std::array<detail::quadratic_game<Scalar>, Policy::group_size> group;
+      typename Policy::workspace workspace;
+      for (std::size_t first = 0; first < layers.size(); first += group.size()) {
+        const std::size_t count = std::min(group.size(), layers.size() - first);
+        for (std::size_t k = 0; k < count; ++k) {
+          group[k].load(layers[first + k], static_cast<std::ptrdiff_t>(first + k), detail::simd_of(options_));
+        }
+        Policy::run_group(options_, std::span<const detail::quadratic_game<Scalar>>(group.data(), count), workspace,
+                          out);
       }
-    }
-    for (; l < layers.size(); ++l) {
-      quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l));
-      out.push_back(Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size())));
+    } else {
+      detail::quadratic_game<Scalar> quadratic;
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        quadratic.load(layers[l], static_cast<std::ptrdiff_t>(l), detail::simd_of(options_));
+        out.push_back(Policy::run(options_, quadratic, nash_vector<Scalar>::Zero(quadratic.size())));
+      }
     }
     return out;
   }
@@ -430,14 +467,9 @@ inline best_response_sweep_data sweep_kernel_data(const quadratic_game<double>& 
           game.lambda,    s.data(),             g.data()};
 }
 
-/// One Gauss–Seidel sweep of best responses on `target` (resolved by
-/// resolve_simd_target<Scalar, double>); keeps g = c − Q·s current.
+/// One Gauss–Seidel sweep of best responses, portable loop; keeps g = c − Q·s current.
 template <typename Scalar>
-void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g,
-                         simd_target target) {
-  if constexpr (std::is_same_v<Scalar, double>) {
-    if (best_response_sweep_on(target, sweep_kernel_data(game, s, g))) return;
-  }
+void best_response_sweep_portable(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g) {
   for (Eigen::Index i = 0; i < s.size(); ++i) {
     const Scalar best = std::clamp(s(i) + g(i) * game.inverse_diagonal(i), Scalar(0), Scalar(1));
     const Scalar delta = best - s(i);
@@ -448,76 +480,100 @@ void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>
   }
 }
 
-/// The state of one best-response solve, so a batch can advance two at once
-/// exactly as each would advance alone.
+/// One sweep on `target` (resolved by resolve_simd_target<Scalar, double>).
+template <typename Scalar>
+void best_response_sweep(const quadratic_game<Scalar>& game, nash_vector<Scalar>& s, nash_vector<Scalar>& g,
+                         simd_target target) {
+  if constexpr (std::is_same_v<Scalar, double>) {
+    const best_response_sweep_data data = sweep_kernel_data(game, s, g);
+    if (best_response_sweep_on(target, &data)) return;
+  }
+  best_response_sweep_portable(game, s, g);
+}
+
+/// The state of one best-response solve; a batch advances several at once
+/// exactly as each would advance alone. Its vectors are reused from layer to layer.
 template <typename Scalar>
 struct sweep_run {
-  const quadratic_game<Scalar>& game;
-  const nash_iteration_options<Scalar>& options;
+  const quadratic_game<Scalar>* game = nullptr;
   nash_vector<Scalar> s;
-  nash_vector<Scalar> g = game.gradient(s);
+  nash_vector<Scalar> g;
   std::int64_t k = 0;
+  bool running = false;
 
-  [[nodiscard]] bool running() const {
-    return k < options.max_iterations && game.exploitability(s, g) > options.tolerance;
+  template <typename Start>
+  void start(const quadratic_game<Scalar>& q, const Start& initial, const nash_iteration_options<Scalar>& options) {
+    game = &q;
+    s = initial;
+    g.resize(s.size());
+    q.gradient(s, g);
+    k = 0;
+    update_running(options);
   }
-  void sweep(simd_target target) { best_response_sweep(game, s, g, target); }
-  void after_sweep() {
+  void update_running(const nash_iteration_options<Scalar>& options) {
+    running = k < options.max_iterations && game->exploitability(s, g) > options.tolerance;
+  }
+  void after_sweep(const nash_iteration_options<Scalar>& options) {
     // Incremental updates drift by rounding; refresh the gradient now and then.
-    if ((k & 63) == 63) game.gradient(s, g);
+    if ((k & 63) == 63) game->gradient(s, g);
     ++k;
+    update_running(options);
   }
-  [[nodiscard]] nash_solution<Scalar> finish() { return game.finish(std::move(s), k, options.tolerance); }
+  [[nodiscard]] nash_solution<Scalar> finish(const nash_iteration_options<Scalar>& options) const {
+    return game->finish(s, k, options.tolerance);
+  }
 };
+
+/// Sweeps every run still running (interleaved on a SIMD target) until none is.
+template <typename Scalar>
+void advance_sweep_runs(const nash_iteration_options<Scalar>& options, std::span<sweep_run<Scalar>> runs) {
+  const simd_target target = resolve_simd_target<Scalar, double>(options.simd);
+  for (;;) {
+    std::array<sweep_run<Scalar>*, max_sweep_group> active{};
+    int count = 0;
+    for (auto& run : runs) {
+      if (run.running && count < max_sweep_group) active[count++] = &run;
+    }
+    if (count == 0) return;
+    bool swept = false;
+    if constexpr (std::is_same_v<Scalar, double>) {
+      std::array<best_response_sweep_data, max_sweep_group> data;
+      for (int a = 0; a < count; ++a) data[a] = sweep_kernel_data(*active[a]->game, active[a]->s, active[a]->g);
+      swept = best_response_sweep_on(target, data.data(), count);
+    }
+    for (int a = 0; a < count; ++a) {
+      if (!swept) best_response_sweep_portable(*active[a]->game, active[a]->s, active[a]->g);
+      active[a]->after_sweep(options);
+    }
+  }
+}
 }  // namespace detail
 
 template <typename Scalar>
 struct best_response_sweeps_policy {
   using options_type = nash_iteration_options<Scalar>;
+  using workspace = std::array<detail::sweep_run<Scalar>, detail::max_sweep_group>;
+  static constexpr std::size_t group_size = detail::max_sweep_group;
 
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> s) {
-    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
-    detail::sweep_run<Scalar> run{game, options, std::move(s)};
-    while (run.running()) {
-      run.sweep(target);
-      run.after_sweep();
-    }
-    return run.finish();
+    detail::sweep_run<Scalar> run;
+    run.start(game, s, options);
+    detail::advance_sweep_runs(options, std::span<detail::sweep_run<Scalar>>(&run, 1));
+    return run.finish(options);
   }
 
-  /// Two games from s = 0 with their sweeps interleaved (a SIMD target overlaps
-  /// the two sequential chains); each result equals run() of its game alone.
-  [[nodiscard]] static std::pair<nash_solution<Scalar>, nash_solution<Scalar>> run_pair(
-      const options_type& options, const detail::quadratic_game<Scalar>& first,
-      const detail::quadratic_game<Scalar>& second) {
-    const simd_target target = detail::resolve_simd_target<Scalar, double>(options.simd);
-    detail::sweep_run<Scalar> a{first, options, nash_vector<Scalar>::Zero(first.size())};
-    detail::sweep_run<Scalar> b{second, options, nash_vector<Scalar>::Zero(second.size())};
-    bool a_running = a.running();
-    bool b_running = b.running();
-    while (a_running && b_running) {
-      bool interleaved = false;
-      if constexpr (std::is_same_v<Scalar, double>) {
-        const auto second_data = detail::sweep_kernel_data(second, b.s, b.g);
-        interleaved = detail::best_response_sweep_on(target, detail::sweep_kernel_data(first, a.s, a.g), &second_data);
-      }
-      if (!interleaved) {
-        a.sweep(target);
-        b.sweep(target);
-      }
-      a.after_sweep();
-      b.after_sweep();
-      a_running = a.running();
-      b_running = b.running();
+  /// Up to group_size games from s = 0 with their sweeps interleaved (a SIMD
+  /// target overlaps their sequential chains); each result equals run() of its
+  /// game alone.
+  static void run_group(const options_type& options, std::span<const detail::quadratic_game<Scalar>> games,
+                        workspace& runs, std::vector<nash_solution<Scalar>>& out) {
+    for (std::size_t k = 0; k < games.size(); ++k) {
+      runs[k].start(games[k], nash_vector<Scalar>::Zero(games[k].size()), options);
     }
-    for (auto* rest : {&a, &b}) {
-      while (rest->running()) {
-        rest->sweep(target);
-        rest->after_sweep();
-      }
-    }
-    return {a.finish(), b.finish()};
+    const std::span<detail::sweep_run<Scalar>> active(runs.data(), games.size());
+    detail::advance_sweep_runs(options, active);
+    for (const auto& run : active) out.push_back(run.finish(options));
   }
 };
 
