@@ -45,7 +45,7 @@ inline vec load_at(const float* p, Eigen::Index k, Eigen::Index count) {
     (void)count;
     return simd_ops::load(p + k);
   } else {
-    return simd_ops::load_first(p + k, count);
+    return simd_ops::load_low(p + k, count);
   }
 }
 
@@ -130,7 +130,7 @@ inline void scaled_group_totals(const line_inputs* l, const float* position, Eig
       }
     }
     if (k < stop) {
-      const vec factor = simd_ops::load_first(position + k, stop - k);
+      const vec factor = simd_ops::load_low(position + k, stop - k);
       for (Eigen::Index i = 0; i < lines_per_group; ++i) {
         acc[i] = simd_ops::fma(scores_at<Kind, false>(l[i], k, stop - k), factor, acc[i]);
       }
