@@ -122,11 +122,23 @@ template <typename Scalar, typename OnNonFinite>
   return result;
 }
 
-/// One pass over the scores: the sum of each row (lines == rows) or of each
-/// column (lines == cols), the chunks of lines across the storage order summed
-/// in the scalar type (accumulation_chunk, detail/score_kernel.hpp). Calls
-/// `on_non_finite(line)` for the first non-finite total; it must throw.
-template <typename LineFn, typename OnNonFinite>
+/// The sum of the `Count` lines from `first`, as one lazy expression (a
+/// pairwise tree, so a single loop reads all of them concurrently).
+template <Eigen::Index Count, typename LineFn>
+[[nodiscard]] auto sum_of_lines(const LineFn& line, Eigen::Index first) {
+  if constexpr (Count == 1) {
+    return line(first);
+  } else {
+    return sum_of_lines<Count / 2>(line, first) + sum_of_lines<Count - Count / 2>(line, first + Count / 2);
+  }
+}
+
+/// One pass over the scores of `Inputs` input matrices: the sum of each row
+/// (lines == rows) or of each column (lines == cols), the chunks of lines
+/// across the storage order summed in the scalar type (accumulation_chunk,
+/// detail/score_kernel.hpp). Calls `on_non_finite(line)` for the first
+/// non-finite total; it must throw.
+template <int Inputs, typename LineFn, typename OnNonFinite>
 [[nodiscard]] auto line_totals(const score_lines_view<LineFn>& view, matrix_axis lines, OnNonFinite&& on_non_finite) {
   using Scalar = typename std::decay_t<decltype(view.line(0))>::Scalar;
   Eigen::ArrayXd totals;
@@ -135,17 +147,17 @@ template <typename LineFn, typename OnNonFinite>
     totals.resize(view.outer);
     for (Eigen::Index o = 0; o < view.outer; ++o) totals[o] = static_cast<double>(view.line(o).sum());
   } else {
-    // A total per position across the lines: add lines four at a time into a
-    // cache-resident chunk (fewer loads and stores of the chunk per weight).
+    // A total per position across the lines: add a pass of lines at a time into
+    // a cache-resident chunk (fewer loads and stores of the chunk per weight,
+    // and the lines stream from memory concurrently).
+    constexpr Eigen::Index pass = lines_per_pass(Inputs);
     totals = Eigen::ArrayXd::Zero(view.inner);
     Eigen::Array<Scalar, Eigen::Dynamic, 1> chunk(view.inner);
     for (Eigen::Index first = 0; first < view.outer; first += accumulation_chunk) {
       chunk.setZero();
       const Eigen::Index last = std::min(view.outer, first + accumulation_chunk);
       Eigen::Index o = first;
-      for (; o + 4 <= last; o += 4) {
-        chunk += (view.line(o) + view.line(o + 1)) + (view.line(o + 2) + view.line(o + 3));
-      }
+      for (; o + pass <= last; o += pass) chunk += sum_of_lines<pass>(view.line, o);
       for (; o < last; ++o) chunk += view.line(o);
       totals += chunk.template cast<double>();
     }
@@ -172,7 +184,8 @@ template <typename... Named>
 /// line_totals of a scores view, explaining a non-finite total by the named inputs.
 template <typename LineFn, typename... Named>
 [[nodiscard]] auto score_lines(const score_lines_view<LineFn>& view, matrix_axis lines, const Named&... inputs) {
-  return line_totals(view, lines, [&](Eigen::Index) { explain_non_finite_score(inputs...); });
+  return line_totals<static_cast<int>(sizeof...(Named))>(view, lines,
+                                                        [&](Eigen::Index) { explain_non_finite_score(inputs...); });
 }
 
 /// line_totals of a lazy score expression over the whole matrix.
