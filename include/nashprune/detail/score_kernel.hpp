@@ -68,6 +68,14 @@ struct score_scaling {
 /// lines); the portable path uses the same chunk.
 inline constexpr Eigen::Index accumulation_chunk = 256;
 
+/// Storage lines one pass reads together (across lines, and along lines with
+/// factors by position) when a score reads `inputs` planes: about eight
+/// concurrent streams kept the memory bus busiest on the test machine (eight
+/// lines of one plane ~1.0 of the read bandwidth, four ~0.87; eight lines of two
+/// planes fell back to ~0.75). A divisor of accumulation_chunk.
+[[nodiscard]] constexpr Eigen::Index lines_per_pass(int inputs) { return inputs == 1 ? 8 : 4; }
+static_assert(accumulation_chunk % lines_per_pass(1) == 0 && accumulation_chunk % lines_per_pass(2) == 0);
+
 /// Float vector steps an accumulator takes along a line before it is added into double.
 inline constexpr Eigen::Index score_steps_per_flush = 64;
 
