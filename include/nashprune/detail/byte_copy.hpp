@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -128,6 +129,27 @@ inline void copy_bytes(std::byte* to, const std::byte* from, std::size_t n, bool
   (void)streaming;
 #endif
   std::memcpy(to, from, n);
+}
+
+/// Copies n < 64 bytes as two fixed-size moves, from the start and to the end,
+/// which may overlap (inlined, no call): gathers of F32 MLP channels copy runs of
+/// a few floats, where a memcpy call per run costs more than the copy itself.
+inline void copy_short(std::byte* to, const std::byte* from, std::size_t n) {
+  const auto both_ends = [&]<std::size_t Width>(std::integral_constant<std::size_t, Width>) {
+    std::memcpy(to, from, Width);
+    std::memcpy(to + n - Width, from + n - Width, Width);
+  };
+  if (n >= 32) {
+    both_ends(std::integral_constant<std::size_t, 32>{});
+  } else if (n >= 16) {
+    both_ends(std::integral_constant<std::size_t, 16>{});
+  } else if (n >= 8) {
+    both_ends(std::integral_constant<std::size_t, 8>{});
+  } else if (n >= 4) {
+    both_ends(std::integral_constant<std::size_t, 4>{});
+  } else {
+    for (std::size_t i = 0; i < n; ++i) to[i] = from[i];
+  }
 }
 
 /// Makes non-temporal stores visible in program order to later loads and stores.
