@@ -90,26 +90,58 @@ struct activation_source {
   }
 };
 
-// Per-line scores of one projection along its structure axis.
-np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
-                                    const activation_source& im, const std::string& score) {
-  model.populate(model.tensor(tensor).data);
-  const gguf::float_matrix w(model.tensor(tensor));
+// The weights of one tensor as floats, for one read: its pages mapped in one
+// call up front and released when done (scoring streams the model).
+class streamed_weights {
+ public:
+  streamed_weights(const gguf::reader& model, const std::string& name)
+      : model_(model), tensor_(populated(model, model.tensor(name))), weights_(tensor_) {}
+  ~streamed_weights() { model_.release(tensor_.data); }
+  streamed_weights(const streamed_weights&) = delete;
+  streamed_weights& operator=(const streamed_weights&) = delete;
+  [[nodiscard]] Eigen::Map<const gguf::row_major_matrix> map() const { return weights_.map(); }
+
+ private:
+  const gguf::reader& model_;
+  const gguf::tensor_view& tensor_;
+  gguf::float_matrix weights_;
+
+  static const gguf::tensor_view& populated(const gguf::reader& model, const gguf::tensor_view& t) {
+    model.populate(t.data);
+    return t;
+  }
+};
+
+// Per-line scores of one projection (weights `w` of `tensor`) along its structure axis.
+np::score_vector<float> line_scores(const Eigen::Map<const gguf::row_major_matrix>& w, const std::string& tensor,
+                                    np::tensor_role role, const activation_source& im, const std::string& score) {
   const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
   np::score_vector<float> lines;
   if (score == "wanda" && im.calibration_lacks_energy(tensor)) {
     // Calibration statistics measure only the inputs of attn_output and ffn_down, so
     // Wanda then scores heads by their attn_output columns (q lines are left out) and
     // channels by their ffn_down columns (gate/up lines count 0).
-    if (role != np::tensor_role::q) lines.setZero(axis == np::matrix_axis::rows ? w.map().rows() : w.map().cols());
+    if (role != np::tensor_role::q) lines.setZero(axis == np::matrix_axis::rows ? w.rows() : w.cols());
   } else if (score == "wanda") {
     const auto norms = np::activation_norms(im.energy(tensor), im.tokens());
-    lines = np::wanda_line_scores(w.map(), norms, np::matrix_axis::cols, axis);
+    lines = np::wanda_line_scores(w, norms, np::matrix_axis::cols, axis);
   } else {
-    lines = np::magnitude_line_scores(w.map(), axis);
+    lines = np::magnitude_line_scores(w, axis);
   }
-  model.release(model.tensor(tensor).data);
   return lines;
+}
+
+np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
+                                    const activation_source& im, const std::string& score) {
+  const streamed_weights w(model, tensor);
+  return line_scores(w.map(), tensor, role, im, score);
+}
+
+// Cosine redundancy of the heads' output directions: their columns of attn_output.
+Eigen::MatrixXd head_cosine(const Eigen::Map<const gguf::row_major_matrix>& wo, std::int64_t n_head, std::int64_t head_dim_v) {
+  np::head_redundancy<float> acc(n_head, head_dim_v);
+  acc.add_batch(wo);
+  return acc.cosine();
 }
 
 np::attention_geometry geometry_of(const gguf::llama_shape& shape, std::int64_t layer) {
@@ -117,8 +149,11 @@ np::attention_geometry geometry_of(const gguf::llama_shape& shape, std::int64_t 
   return {l.n_head, l.n_head_kv, shape.head_dim_k, shape.head_dim_v};
 }
 
+// Scores one layer's heads and channels. With `weight_cosine`, also the heads'
+// cosine redundancy from attn_output (head_cosine) when its weights are read
+// for the scores anyway (left empty otherwise): one read of the tensor for both.
 layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer,
-                         const activation_source& im, const selection_options& o) {
+                         const activation_source& im, const selection_options& o, Eigen::MatrixXd* weight_cosine) {
   const auto& l = shape.layers[static_cast<std::size_t>(layer)];
   const auto name = [&](const char* suffix) { return gguf::layer_tensor(layer, suffix); };
   const double tokens = im.tokens();
@@ -133,7 +168,9 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
     } else {
       np::attention_line_scores<float> lines;
       lines.q = line_scores(model, name("attn_q.weight"), np::tensor_role::q, im, o.score);
-      lines.o = line_scores(model, name("attn_output.weight"), np::tensor_role::o, im, o.score);
+      const streamed_weights wo(model, name("attn_output.weight"));
+      lines.o = line_scores(wo.map(), name("attn_output.weight"), np::tensor_role::o, im, o.score);
+      if (weight_cosine != nullptr) *weight_cosine = head_cosine(wo.map(), l.n_head, shape.head_dim_v);
       s.heads = to_double(np::q_head_scores(g, lines));
     }
   }
@@ -150,15 +187,11 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
   return s;
 }
 
-// Cosine redundancy of the heads' output directions (their attn_output columns).
+// Cosine redundancy of the heads' output directions, read on its own (when the
+// scores came from activations, not from the weights).
 Eigen::MatrixXd weight_redundancy(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer) {
-  const auto& l = shape.layers[static_cast<std::size_t>(layer)];
-  const auto& tensor = model.tensor(gguf::layer_tensor(layer, "attn_output.weight"));
-  const gguf::float_matrix wo(tensor);
-  np::head_redundancy<float> acc(l.n_head, shape.head_dim_v);
-  acc.add_batch(wo.map());
-  model.release(tensor.data);
-  return acc.cosine();
+  const streamed_weights wo(model, gguf::layer_tensor(layer, "attn_output.weight"));
+  return head_cosine(wo.map(), shape.layers[static_cast<std::size_t>(layer)].n_head, shape.head_dim_v);
 }
 
 // Cosine similarity -> the game's redundancy (see the comment at the top).
@@ -207,13 +240,15 @@ class planner {
   planner(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im, const selection_options& o)
       : model_(model), shape_(shape), o_(o), calibration_(im.calibration) {
     for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
-      auto s = score_layer(model, shape, i, im, o);
+      const auto& l = shape.layers[static_cast<std::size_t>(i)];
       const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
-      if (o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && s.heads.size() > 1) {
-        Eigen::MatrixXd cosine;
+      const bool game = o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && l.n_head > 1;
+      Eigen::MatrixXd cosine;
+      auto s = score_layer(model, shape, i, im, o, game && im.calibration == nullptr ? &cosine : nullptr);
+      if (game) {
         if (im.calibration != nullptr) {
           cosine = im.calibration->layers[static_cast<std::size_t>(i)].head_cosine;
-        } else {
+        } else if (cosine.size() == 0) {
           try {
             cosine = weight_redundancy(model, shape, i);
           } catch (const std::invalid_argument& e) {
