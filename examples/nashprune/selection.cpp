@@ -34,8 +34,11 @@
 #include <nashprune/nash_solvers.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <limits>
 #include <numeric>
+#include <thread>
 
 #include "command.hpp"
 
@@ -201,6 +204,34 @@ Eigen::MatrixXd redundancy_from_cosine(const Eigen::MatrixXd& cosine) {
   return r;
 }
 
+// Runs work(0) .. work(n - 1) on up to `threads` threads (0: one per core), the
+// calling one included, handing out indices in order; rethrows the failure of
+// the lowest failing index once all are done.
+template <typename Work>
+void for_each_in_parallel(std::int64_t n, int threads, const Work& work) {
+  const auto cores = static_cast<std::int64_t>(std::max(1U, std::thread::hardware_concurrency()));
+  const std::int64_t count = std::clamp<std::int64_t>(threads > 0 ? threads : cores, 1, std::max<std::int64_t>(n, 1));
+  std::vector<std::exception_ptr> failures(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  std::atomic<std::int64_t> next{0};
+  const auto run = [&] {
+    for (std::int64_t i = next++; i < n; i = next++) {
+      try {
+        work(i);
+      } catch (...) {
+        failures[static_cast<std::size_t>(i)] = std::current_exception();
+      }
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;
+    for (std::int64_t t = 1; t < count; ++t) helpers.emplace_back(run);
+    run();
+  }
+  for (const auto& failure : failures) {
+    if (failure) std::rethrow_exception(failure);
+  }
+}
+
 // The game's incentives: head importance scaled to a maximum of 1.
 vector_d game_importance(const layer_scores& s) {
   const double top = s.heads.maxCoeff();
@@ -239,13 +270,21 @@ class planner {
  public:
   planner(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im, const selection_options& o)
       : model_(model), shape_(shape), o_(o), calibration_(im.calibration) {
+    const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
+    const auto game = [&](std::int64_t i) {
+      return o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && shape.layers[static_cast<std::size_t>(i)].n_head > 1;
+    };
+    // Reading the weights is most of the work, and each layer's is its own.
+    std::vector<layer_scores> scored(static_cast<std::size_t>(shape.n_layer()));
+    std::vector<Eigen::MatrixXd> cosines(scored.size());
+    for_each_in_parallel(shape.n_layer(), o.threads, [&](std::int64_t i) {
+      const auto at = static_cast<std::size_t>(i);
+      scored[at] = score_layer(model, shape, i, im, o, game(i) && im.calibration == nullptr ? &cosines[at] : nullptr);
+    });
     for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
-      const auto& l = shape.layers[static_cast<std::size_t>(i)];
-      const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
-      const bool game = o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && l.n_head > 1;
-      Eigen::MatrixXd cosine;
-      auto s = score_layer(model, shape, i, im, o, game && im.calibration == nullptr ? &cosine : nullptr);
-      if (game) {
+      auto& s = scored[static_cast<std::size_t>(i)];
+      auto& cosine = cosines[static_cast<std::size_t>(i)];
+      if (game(i)) {
         if (im.calibration != nullptr) {
           cosine = im.calibration->layers[static_cast<std::size_t>(i)].head_cosine;
         } else if (cosine.size() == 0) {
