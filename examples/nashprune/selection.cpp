@@ -204,13 +204,18 @@ Eigen::MatrixXd redundancy_from_cosine(const Eigen::MatrixXd& cosine) {
   return r;
 }
 
-// Runs work(0) .. work(n - 1) on up to `threads` threads (0: one per core), the
-// calling one included, handing out indices in order; rethrows the failure of
-// the lowest failing index once all are done.
+// Threads for the scoring pass: as asked, else one per core but at most 4 (each
+// holds one tensor mapped, and a few saturate the memory bandwidth).
+int scoring_threads(int requested) {
+  return requested > 0 ? requested : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1U, 4U));
+}
+
+// Runs work(0) .. work(n - 1) on up to `threads` threads, the calling one
+// included, handing out indices in order; rethrows the failure of the lowest
+// failing index once all are done.
 template <typename Work>
 void for_each_in_parallel(std::int64_t n, int threads, const Work& work) {
-  const auto cores = static_cast<std::int64_t>(std::max(1U, std::thread::hardware_concurrency()));
-  const std::int64_t count = std::clamp<std::int64_t>(threads > 0 ? threads : cores, 1, std::max<std::int64_t>(n, 1));
+  const std::int64_t count = std::clamp<std::int64_t>(threads, 1, std::max<std::int64_t>(n, 1));
   std::vector<std::exception_ptr> failures(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
   std::atomic<std::int64_t> next{0};
   const auto run = [&] {
@@ -277,7 +282,7 @@ class planner {
     // Reading the weights is most of the work, and each layer's is its own.
     std::vector<layer_scores> scored(static_cast<std::size_t>(shape.n_layer()));
     std::vector<Eigen::MatrixXd> cosines(scored.size());
-    for_each_in_parallel(shape.n_layer(), o.threads, [&](std::int64_t i) {
+    for_each_in_parallel(shape.n_layer(), scoring_threads(o.threads), [&](std::int64_t i) {
       const auto at = static_cast<std::size_t>(i);
       scored[at] = score_layer(model, shape, i, im, o, game(i) && im.calibration == nullptr ? &cosines[at] : nullptr);
     });
