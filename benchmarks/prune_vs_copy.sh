@@ -9,7 +9,11 @@
 # medians, the prune/cp ratios, and prune's peak RSS (all from /usr/bin/time).
 # On a shared, busy machine the wall ratio is noisy; the CPU ratio is the work done.
 #
-#   bash benchmarks/prune_vs_copy.sh [path/to/nashprune] [repetitions] [prune options...]
+# With REFERENCE=path/to/another/nashprune (e.g. main's build) that tool prunes
+# the same model once, untimed, and its output must equal the contender's byte
+# for byte (cmp), so a speed-up cannot change what is written.
+#
+#   [REFERENCE=tool] bash benchmarks/prune_vs_copy.sh [path/to/nashprune] [repetitions] [prune options...]
 # default prune options: --target 0.25 --structures heads,mlp
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +53,12 @@ for ((i = 0; i < reps; i++)); do
   fi
 done
 pruned_size=$(stat -c %s "$dir/pruned.gguf")
+if [ -n "${REFERENCE:-}" ]; then
+  "$REFERENCE" prune "$model" "$dir/reference.gguf" "${prune_args[@]}" > /dev/null
+  cmp "$dir/pruned.gguf" "$dir/reference.gguf" || { echo "the output differs from $REFERENCE's" >&2; exit 1; }
+  rm -f "$dir/reference.gguf"
+  identical="byte-identical to $REFERENCE's"
+fi
 column_of() { awk -v c="$2" '{print $c}' "$dir/$1"; }
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 cp_wall=$(column_of cp 1 | median)
@@ -57,6 +67,7 @@ prune_wall=$(column_of prune 1 | median)
 prune_cpu=$(column_of prune 2 | median)
 rss_max=$(column_of prune 3 | sort -g | tail -1)
 echo "model:           $size bytes ($(numfmt --to=iec "$size")), pruned to $pruned_size bytes with: ${prune_args[*]}"
+[ -z "${identical:-}" ] || echo "output:          $identical"
 echo "cp wall:         $(column_of cp 1 | tr '\n' ' ')s (median $cp_wall s)"
 echo "prune wall:      $(column_of prune 1 | tr '\n' ' ')s (median $prune_wall s)"
 echo "cp cpu:          $(column_of cp 2 | tr '\n' ' ')s (median $cp_cpu s)"

@@ -1,6 +1,7 @@
 // GGUF reader/writer: round trips of every value type, alignment, streaming,
 // the writer's safety rules, and the two real models in ../shared/models.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <limits>
@@ -130,6 +131,24 @@ TEST(GgufIo, StreamingInPiecesGivesTheSameFile) {
   write_file(dir / "whole.gguf", kv, tensors);
   write_file(dir / "pieces.gguf", kv, tensors, 3);
   EXPECT_EQ(gguf_test::read_bytes(dir / "whole.gguf"), gguf_test::read_bytes(dir / "pieces.gguf"));
+}
+
+TEST(GgufIo, SpaceReservedUpFrontIsExactlyTheFile) {
+  // The writer preallocates the final size on disk (where the file system can):
+  // no block beyond the file's end may stay allocated, for any alignment.
+  for (std::uint32_t alignment : {1U, 32U, 4096U}) {
+    gguf_test::scratch_dir dir;
+    gguf::metadata kv = {{"general.alignment", value::u32(alignment)}};
+    const std::vector<gguf::tensor_spec> tensors{{"a", {4096, 300}, ggml_type::f32}, {"b", {7}, ggml_type::f32}};
+    write_file(dir / "a.gguf", kv, tensors);
+    const auto expected = gguf_test::build_file(kv, tensors);
+    struct stat st {};
+    ASSERT_EQ(::stat((dir / "a.gguf").c_str(), &st), 0);
+    EXPECT_EQ(static_cast<std::size_t>(st.st_size), expected.size());
+    const auto block = static_cast<std::uint64_t>(st.st_blksize);
+    EXPECT_LE(static_cast<std::uint64_t>(st.st_blocks) * 512, gguf::align_up(expected.size(), block)) << "alignment " << alignment;
+    EXPECT_EQ(gguf_test::read_bytes(dir / "a.gguf"), expected);
+  }
 }
 
 // writer::copy (file to file in the kernel for large pieces) and write_gathered

@@ -371,6 +371,55 @@ TYPED_TEST(SlicingTyped, ManySingleColumnsOfContiguousLinesLeaveTheDestinationPa
   }
 }
 
+TEST(SlicingBytes, ShortColumnRunsOfOneElementTypesMatchTheReferenceAndKeepThePadding) {
+  // Single MLP channels of ffn_down (runs of a few elements): 4- and 8-byte
+  // elements take the compress path where the CPU has it, unless a buffer is not
+  // element-aligned (then, like 1- and 2-byte elements, inline short copies).
+  std::mt19937 rng(41);
+  for (const auto type : {ggml_type::f32, ggml_type::f16, ggml_type::i8, ggml_type::i32, ggml_type::f64}) {
+    const auto size = static_cast<std::int64_t>(traits_of(type).type_size);
+    for (const std::int64_t n_cols : {1, 15, 17, 40, 301}) {
+      const auto ranges = unit_ranges(random_keep(rng, n_cols), 1);
+      const std::int64_t kept = detail::total_size(ranges), n_rows = 7;
+      for (const std::int64_t misalign : {std::int64_t{0}, std::int64_t{1}}) {
+        const std::int64_t in_stride = (n_cols + 3) * size + misalign, out_stride = (kept + 2) * size + misalign;
+        const auto bytes = random_bytes(rng, static_cast<std::size_t>(n_rows * in_stride + misalign));
+        const ggml_matrix_view source{type, n_cols, n_rows, in_stride,
+                                      std::span(bytes).subspan(static_cast<std::size_t>(misalign))};
+        std::vector<std::byte> out(static_cast<std::size_t>(n_rows * out_stride + misalign), std::byte{0xAB});
+        gather_ggml_cols(source, ranges,
+                         ggml_matrix_span{type, kept, n_rows, out_stride, std::span(out).subspan(static_cast<std::size_t>(misalign))});
+        const auto expected = reference_gather(source, ranges, false);
+        const std::byte* to = out.data() + misalign;
+        for (std::int64_t r = 0; r < n_rows; ++r) {
+          ASSERT_TRUE(std::equal(to + r * out_stride, to + r * out_stride + kept * size, expected.begin() + r * kept * size))
+              << traits_of(type).name << " n_cols " << n_cols << " misalign " << misalign << " row " << r;
+          for (std::int64_t b = kept * size; b < out_stride; ++b) ASSERT_EQ(to[r * out_stride + b], std::byte{0xAB});
+        }
+        if (misalign != 0) {
+          ASSERT_EQ(out[0], std::byte{0xAB});
+        }
+      }
+    }
+  }
+}
+
+TEST(SlicingBytes, ShortCopiesAreExactForEveryLength) {
+  std::mt19937 rng(42);
+  const auto source = random_bytes(rng, 80);
+  std::vector<std::byte> buffer(80);
+  for (std::size_t n = 0; n < 64; ++n) {
+    for (std::size_t offset : {0, 1, 3}) {
+      std::fill(buffer.begin(), buffer.end(), std::byte{0xAB});
+      detail::copy_short(buffer.data() + 1, source.data() + offset, n);
+      ASSERT_TRUE(std::equal(buffer.begin() + 1, buffer.begin() + 1 + static_cast<std::ptrdiff_t>(n), source.begin() + static_cast<std::ptrdiff_t>(offset)))
+          << "n " << n;
+      ASSERT_EQ(buffer[0], std::byte{0xAB});
+      ASSERT_EQ(buffer[n + 1], std::byte{0xAB}) << "n " << n;
+    }
+  }
+}
+
 TEST(SlicingBytes, StreamingCopiesAreExactForEveryAlignmentAndLength) {
   // Every head (to's offset from a 64-byte boundary), relative misalignment of
   // the source (which picks the 64-, 32- or 16-byte stores) and tail length.

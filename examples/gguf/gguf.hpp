@@ -222,6 +222,8 @@ class writer {
 
   bool copy_in_kernel_ = true;  // until copy_file_range refuses once
 
+  // Preallocates the file's final size (header + aligned tensors) on disk.
+  void reserve_space(std::uint64_t header_bytes);
   void put(std::span<const std::byte> bytes);
   // Writes bytes to the file at once (the buffer must be empty).
   void write_through(std::span<const std::byte> bytes);

@@ -62,8 +62,19 @@ void writer::begin(const gguf::metadata& kv, std::vector<tensor_spec> tensors) {
   const auto header = encode_header(kv, tensors, alignment_);
   tensors_ = std::move(tensors);
   begun_ = true;
+  reserve_space(header.size());
   put(header);
   advance_completed_tensors();
+}
+
+void writer::reserve_space(std::uint64_t header_bytes) {
+  std::uint64_t total = header_bytes;
+  for (const auto& t : tensors_) total += align_up(t.bytes(), alignment_);
+  // Blocks allocated up front spare ext4 a delayed-allocation reservation per
+  // written block (about a third of its write cost). KEEP_SIZE: the file grows
+  // only as bytes arrive, so a short count cannot leave stray zeros behind. A
+  // hint: where unsupported (or the disk is full) the writes report it.
+  if (total > 0) (void)::fallocate(fd_, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(total));
 }
 
 void writer::advance_completed_tensors() {

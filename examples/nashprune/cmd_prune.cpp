@@ -308,6 +308,9 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--stats", a->stats, "write per-head statistics (JSON)");
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
+      app.add_option("--threads", s.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
+          ->capture_default_str()
+          ->check(CLI::NonNegativeNumber);
       app.add_flag("--dry-run", a->dry_run, "choose and report, write no model");
       app.add_flag("--force", a->force, "replace an existing output");
       return [a] {

@@ -41,8 +41,11 @@
 #include <nashprune/nash_solvers.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <limits>
 #include <numeric>
+#include <thread>
 
 #include "command.hpp"
 
@@ -97,26 +100,58 @@ struct activation_source {
   }
 };
 
-// Per-line scores of one projection along its structure axis.
-np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
-                                    const activation_source& im, const std::string& score) {
-  model.populate(model.tensor(tensor).data);
-  const gguf::float_matrix w(model.tensor(tensor));
+// The weights of one tensor as floats, for one read: its pages mapped in one
+// call up front and released when done (scoring streams the model).
+class streamed_weights {
+ public:
+  streamed_weights(const gguf::reader& model, const std::string& name)
+      : model_(model), tensor_(populated(model, model.tensor(name))), weights_(tensor_) {}
+  ~streamed_weights() { model_.release(tensor_.data); }
+  streamed_weights(const streamed_weights&) = delete;
+  streamed_weights& operator=(const streamed_weights&) = delete;
+  [[nodiscard]] Eigen::Map<const gguf::row_major_matrix> map() const { return weights_.map(); }
+
+ private:
+  const gguf::reader& model_;
+  const gguf::tensor_view& tensor_;
+  gguf::float_matrix weights_;
+
+  static const gguf::tensor_view& populated(const gguf::reader& model, const gguf::tensor_view& t) {
+    model.populate(t.data);
+    return t;
+  }
+};
+
+// Per-line scores of one projection (weights `w` of `tensor`) along its structure axis.
+np::score_vector<float> line_scores(const Eigen::Map<const gguf::row_major_matrix>& w, const std::string& tensor,
+                                    np::tensor_role role, const activation_source& im, const std::string& score) {
   const auto axis = np::structure_axis(role, np::matrix_orientation::out_by_in);
   np::score_vector<float> lines;
   if (score == "wanda" && im.calibration_lacks_energy(tensor)) {
     // Calibration statistics measure only the inputs of attn_output and ffn_down, so
     // Wanda then scores heads by their attn_output columns (q lines are left out) and
     // channels by their ffn_down columns (gate/up lines count 0).
-    if (role != np::tensor_role::q) lines.setZero(axis == np::matrix_axis::rows ? w.map().rows() : w.map().cols());
+    if (role != np::tensor_role::q) lines.setZero(axis == np::matrix_axis::rows ? w.rows() : w.cols());
   } else if (score == "wanda") {
     const auto norms = np::activation_norms(im.energy(tensor), im.tokens());
-    lines = np::wanda_line_scores(w.map(), norms, np::matrix_axis::cols, axis);
+    lines = np::wanda_line_scores(w, norms, np::matrix_axis::cols, axis);
   } else {
-    lines = np::magnitude_line_scores(w.map(), axis);
+    lines = np::magnitude_line_scores(w, axis);
   }
-  model.release(model.tensor(tensor).data);
   return lines;
+}
+
+np::score_vector<float> line_scores(const gguf::reader& model, const std::string& tensor, np::tensor_role role,
+                                    const activation_source& im, const std::string& score) {
+  const streamed_weights w(model, tensor);
+  return line_scores(w.map(), tensor, role, im, score);
+}
+
+// Cosine redundancy of the heads' output directions: their columns of attn_output.
+Eigen::MatrixXd head_cosine(const Eigen::Map<const gguf::row_major_matrix>& wo, std::int64_t n_head, std::int64_t head_dim_v) {
+  np::head_redundancy<float> acc(n_head, head_dim_v);
+  acc.add_batch(wo);
+  return acc.cosine();
 }
 
 np::attention_geometry geometry_of(const gguf::llama_shape& shape, std::int64_t layer) {
@@ -124,8 +159,11 @@ np::attention_geometry geometry_of(const gguf::llama_shape& shape, std::int64_t 
   return {l.n_head, l.n_head_kv, shape.head_dim_k, shape.head_dim_v};
 }
 
+// Scores one layer's heads and channels. With `weight_cosine`, also the heads'
+// cosine redundancy from attn_output (head_cosine) when its weights are read
+// for the scores anyway (left empty otherwise): one read of the tensor for both.
 layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer,
-                         const activation_source& im, const selection_options& o) {
+                         const activation_source& im, const selection_options& o, Eigen::MatrixXd* weight_cosine) {
   const auto& l = shape.layers[static_cast<std::size_t>(layer)];
   const auto name = [&](const char* suffix) { return gguf::layer_tensor(layer, suffix); };
   const double tokens = im.tokens();
@@ -140,7 +178,9 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
     } else {
       np::attention_line_scores<float> lines;
       lines.q = line_scores(model, name("attn_q.weight"), np::tensor_role::q, im, o.score);
-      lines.o = line_scores(model, name("attn_output.weight"), np::tensor_role::o, im, o.score);
+      const streamed_weights wo(model, name("attn_output.weight"));
+      lines.o = line_scores(wo.map(), name("attn_output.weight"), np::tensor_role::o, im, o.score);
+      if (weight_cosine != nullptr) *weight_cosine = head_cosine(wo.map(), l.n_head, shape.head_dim_v);
       s.heads = to_double(np::q_head_scores(g, lines));
     }
   }
@@ -157,15 +197,11 @@ layer_scores score_layer(const gguf::reader& model, const gguf::llama_shape& sha
   return s;
 }
 
-// Cosine redundancy of the heads' output directions (their attn_output columns).
+// Cosine redundancy of the heads' output directions, read on its own (when the
+// scores came from activations, not from the weights).
 Eigen::MatrixXd weight_redundancy(const gguf::reader& model, const gguf::llama_shape& shape, std::int64_t layer) {
-  const auto& l = shape.layers[static_cast<std::size_t>(layer)];
-  const auto& tensor = model.tensor(gguf::layer_tensor(layer, "attn_output.weight"));
-  const gguf::float_matrix wo(tensor);
-  np::head_redundancy<float> acc(l.n_head, shape.head_dim_v);
-  acc.add_batch(wo.map());
-  model.release(tensor.data);
-  return acc.cosine();
+  const streamed_weights wo(model, gguf::layer_tensor(layer, "attn_output.weight"));
+  return head_cosine(wo.map(), shape.layers[static_cast<std::size_t>(layer)].n_head, shape.head_dim_v);
 }
 
 // Cosine similarity -> the game's redundancy (see the comment at the top).
@@ -173,6 +209,39 @@ Eigen::MatrixXd redundancy_from_cosine(const Eigen::MatrixXd& cosine) {
   Eigen::MatrixXd r = cosine.cwiseMax(0.0);
   r.diagonal().setOnes();
   return r;
+}
+
+// Threads for the scoring pass: as asked, else one per core but at most 4 (each
+// holds one tensor mapped, and a few saturate the memory bandwidth).
+int scoring_threads(int requested) {
+  return requested > 0 ? requested : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1U, 4U));
+}
+
+// Runs work(0) .. work(n - 1) on up to `threads` threads, the calling one
+// included, handing out indices in order; rethrows the failure of the lowest
+// failing index once all are done.
+template <typename Work>
+void for_each_in_parallel(std::int64_t n, int threads, const Work& work) {
+  const std::int64_t count = std::clamp<std::int64_t>(threads, 1, std::max<std::int64_t>(n, 1));
+  std::vector<std::exception_ptr> failures(static_cast<std::size_t>(std::max<std::int64_t>(n, 0)));
+  std::atomic<std::int64_t> next{0};
+  const auto run = [&] {
+    for (std::int64_t i = next++; i < n; i = next++) {
+      try {
+        work(i);
+      } catch (...) {
+        failures[static_cast<std::size_t>(i)] = std::current_exception();
+      }
+    }
+  };
+  {
+    std::vector<std::jthread> helpers;
+    for (std::int64_t t = 1; t < count; ++t) helpers.emplace_back(run);
+    run();
+  }
+  for (const auto& failure : failures) {
+    if (failure) std::rethrow_exception(failure);
+  }
 }
 
 // The game's incentives: head importance scaled to a maximum of 1.
@@ -213,14 +282,24 @@ class planner {
  public:
   planner(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im, const selection_options& o)
       : model_(model), shape_(shape), o_(o), calibration_(im.calibration) {
+    const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
+    const auto game = [&](std::int64_t i) {
+      return o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && shape.layers[static_cast<std::size_t>(i)].n_head > 1;
+    };
+    // Reading the weights is most of the work, and each layer's is its own.
+    std::vector<layer_scores> scored(static_cast<std::size_t>(shape.n_layer()));
+    std::vector<Eigen::MatrixXd> cosines(scored.size());
+    for_each_in_parallel(shape.n_layer(), scoring_threads(o.threads), [&](std::int64_t i) {
+      const auto at = static_cast<std::size_t>(i);
+      scored[at] = score_layer(model, shape, i, im, o, game(i) && im.calibration == nullptr ? &cosines[at] : nullptr);
+    });
     for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
-      auto s = score_layer(model, shape, i, im, o);
-      const bool heads_wanted = o.structures.contains("heads") || o.structures.contains("groups");
-      if (o.method != "knapsack" && o.redundancy == "cosine" && heads_wanted && s.heads.size() > 1) {
-        Eigen::MatrixXd cosine;
+      auto& s = scored[static_cast<std::size_t>(i)];
+      auto& cosine = cosines[static_cast<std::size_t>(i)];
+      if (game(i)) {
         if (im.calibration != nullptr) {
           cosine = im.calibration->layers[static_cast<std::size_t>(i)].head_cosine;
-        } else {
+        } else if (cosine.size() == 0) {
           try {
             cosine = weight_redundancy(model, shape, i);
           } catch (const std::invalid_argument& e) {

@@ -40,6 +40,7 @@ struct selection_options {
   double temperature = 1.0;
   std::optional<double> tau;      // unset: automatic (25th percentile of layer influence)
   bool priors_requested = false;  // --temperature or --tau given explicitly
+  int threads = 0;                // threads reading the weights for their scores (0: one per core, at most 4)
 };
 
 /// The seed's llama_head_stats (§3.3).

@@ -78,7 +78,9 @@ void require_no_alias(const Eigen::MatrixBase<DIn>& source, const Eigen::MatrixB
   }
 }
 
-/// Typed segments shorter than this on average are copied element by element.
+/// Segments shorter than this are too short for a copy call: typed gathers whose
+/// segments are this short on average copy element by element (or compress);
+/// a byte span this short is copied inline (copy_short).
 inline constexpr std::int64_t short_segment_bytes = 64;
 
 /// Whether a gather writing `bytes` bytes is large: beyond the caches, so it
@@ -388,6 +390,29 @@ inline checked_ggml_gather check_ggml_gather(const ggml_matrix_view& source, std
   return {in, out};
 }
 
+/// A column gather of a one-element-per-block type (F32, I32, F64) whose kept
+/// runs are a few elements long on average (single MLP channels) goes through
+/// the element compress path (detail/compress_copy.hpp) when the CPU has it and
+/// both buffers hold whole, aligned elements; false (nothing done) otherwise.
+inline bool compress_short_spans(const ggml_matrix_view& source, std::span<const index_range> keep,
+                                 const checked_ggml_layout& in, const ggml_matrix_span& destination,
+                                 const checked_ggml_layout& out) {
+  const auto& t = traits_of(source.type);
+  const std::int64_t size = t.type_size;
+  if (t.block_size != 1 || total_size(keep) * size >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
+    return false;
+  }
+  const auto aligned = [size](const void* p, std::int64_t stride) {
+    return reinterpret_cast<std::uintptr_t>(p) % static_cast<std::uintptr_t>(size) == 0 && stride % size == 0;
+  };
+  if (!aligned(source.bytes.data(), in.row_stride) || !aligned(destination.bytes.data(), out.row_stride)) return false;
+  const masked_lines lines{source.bytes.data(), in.row_stride / size, destination.bytes.data(), out.row_stride / size,
+                           source.n_rows};
+  if (size == 4) return compress_kept_elements<4>(lines, keep, source.n_cols);
+  if (size == 8) return compress_kept_elements<8>(lines, keep, source.n_cols);
+  return false;
+}
+
 }  // namespace detail
 
 /// Copies the kept rows of `source` into `destination` (same type and n_cols,
@@ -413,6 +438,7 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
   spans.reserve(keep.size());
   for (const auto& r : keep)
     spans.push_back({r.begin / t.block_size * t.type_size, r.size / t.block_size * t.type_size});
+  if (detail::compress_short_spans(source, keep, in, destination, out)) return;
   detail::gather_line_spans(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride,
                             source.n_rows, spans, detail::is_large_output(source.n_rows * out.row_bytes));
 }

@@ -347,7 +347,12 @@ inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, s
       const std::byte* source_line = from + line * from_stride;
       std::byte* out = to + line * to_stride;
       for (const auto& span : spans) {
-        std::memcpy(out, source_line + span.offset, static_cast<std::size_t>(span.length));
+        // F32 MLP channels are runs of a few floats: a memcpy call costs more than the copy.
+        if (span.length < 64) {
+          copy_short(out, source_line + span.offset, span.length);
+        } else {
+          std::memcpy(out, source_line + span.offset, static_cast<std::size_t>(span.length));
+        }
         out += span.length;
       }
     }

@@ -31,13 +31,14 @@ inline void validate_ranges(std::string_view argument, std::span<const index_ran
   std::int64_t previous_end = 0;
   for (std::size_t i = 0; i < ranges.size(); ++i) {
     const index_range& r = ranges[i];
-    const auto where = " at " + at_index(static_cast<std::int64_t>(i));
-    if (r.size <= 0) fail_argument(argument, "empty range " + describe_range(r) + where);
+    // Built only for a message: gathers validate thousands of ranges per call.
+    const auto where = [i] { return " at " + at_index(static_cast<std::int64_t>(i)); };
+    if (r.size <= 0) fail_argument(argument, "empty range " + describe_range(r) + where());
     if (r.begin < 0 || r.begin > extent - r.size) {
-      fail_argument(argument, "range " + describe_range(r) + where + " is outside [0, " + std::to_string(extent) + ")");
+      fail_argument(argument, "range " + describe_range(r) + where() + " is outside [0, " + std::to_string(extent) + ")");
     }
     if (disjoint_ascending && i > 0 && r.begin < previous_end) {
-      fail_argument(argument, "range " + describe_range(r) + where +
+      fail_argument(argument, "range " + describe_range(r) + where() +
                                   " overlaps or precedes the range before it (duplicate or unsorted)");
     }
     previous_end = r.end();
