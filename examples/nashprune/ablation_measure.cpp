@@ -38,10 +38,18 @@ struct measurement_plan {
   }
 };
 
-measurement_plan plan_measurement(std::span<const std::int64_t> heads_per_layer, std::span<const calibrate::head_ref> given, const std::string& pairs) {
+/// `block_layers` given: block units (head -1) on those layers instead of the heads.
+measurement_plan plan_measurement(std::span<const std::int64_t> heads_per_layer, std::span<const calibrate::head_ref> given, const std::string& pairs,
+                                  const std::vector<std::int64_t>* block_layers = nullptr) {
   check_pairs(pairs);
   measurement_plan p;
   p.pairs = pairs;
+  if (block_layers != nullptr) {
+    if (!given.empty()) throw usage_error("--given removes heads: measure block --units without it");
+    for (const auto l : *block_layers) p.units.push_back({l, -1});
+    p.free.assign(p.units.size(), true);
+    return p;
+  }
   for (std::size_t l = 0; l < heads_per_layer.size(); ++l) {
     for (std::int64_t h = 0; h < heads_per_layer[l]; ++h) {
       p.units.push_back({static_cast<std::int64_t>(l), h});
@@ -81,13 +89,7 @@ std::uint64_t ablation_passes(std::span<const std::int64_t> heads_per_layer, std
 }
 
 nlohmann::json measure_ablation(calibrate::ablation_session& session, std::span<const calibrate::head_ref> given, const ablation_measure_options& o) {
-  auto p = plan_measurement(session.heads_per_layer(), given, o.pairs);
-  if (o.block) {
-    if (!given.empty()) throw usage_error("--given removes heads: measure block --units without it");
-    p.units.clear();
-    for (const auto l : o.block_layers) p.units.push_back({l, -1});
-    p.free.assign(p.units.size(), true);
-  }
+  const auto p = plan_measurement(session.heads_per_layer(), given, o.pairs, o.block ? &o.block_layers : nullptr);
   const auto n = p.units.size();
   const auto passes = p.passes();
   progress_bar bar(o.label + " (" + std::to_string(passes) + " passes)");

@@ -229,6 +229,10 @@ class span_prefetcher {
   return prefetch_step_bytes - static_cast<std::int64_t>(end & 63);
 }
 
+/// Spans shorter than this are copied inline by copy_short: a memcpy call costs
+/// more than the copy (F32 MLP channels are runs of a few floats).
+inline constexpr std::int64_t inline_copy_bytes = 64;
+
 /// Copies n bytes, n small, in fixed-size moves (the last one overlapping the
 /// one before): the compiler turns a variable-length memcpy into a bounded
 /// buffer into `rep movs`, which takes ~4x as long for pieces of ~100 bytes.
@@ -347,8 +351,7 @@ inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, s
       const std::byte* source_line = from + line * from_stride;
       std::byte* out = to + line * to_stride;
       for (const auto& span : spans) {
-        // F32 MLP channels are runs of a few floats: a memcpy call costs more than the copy.
-        if (span.length < 64) {
+        if (span.length < inline_copy_bytes) {
           copy_short(out, source_line + span.offset, span.length);
         } else {
           std::memcpy(out, source_line + span.offset, static_cast<std::size_t>(span.length));
