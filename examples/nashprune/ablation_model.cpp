@@ -55,33 +55,39 @@ ablation_layout make_ablation_layout(const gguf::llama_shape& shape, const np::n
   return out;
 }
 
-loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout& layout) {
+loss_terms read_loss_terms(const nlohmann::json& doc, const std::vector<std::vector<std::int64_t>>& expected, const std::string& count_mismatch) {
   const auto units = doc.at("units").get<std::vector<std::vector<std::int64_t>>>();
-  for (std::size_t l = 0; l < layout.layers.size(); ++l) {
-    const auto& layer = layout.layers[l];
-    for (std::int64_t h = 0; h < layer.geometry.n_head(); ++h) {
-      const auto u = static_cast<std::size_t>(layer.first + h);
-      if (u >= units.size() || units[u] != std::vector<std::int64_t>{static_cast<std::int64_t>(l), h}) {
-        throw usage_error("the ablation file does not match the model: unit " + std::to_string(u) + " should be [" + std::to_string(l) + ", " + std::to_string(h) + "]");
-      }
-    }
+  if (units.size() != expected.size()) throw usage_error("the ablation file does not match the model: " + count_mismatch);
+  for (std::size_t u = 0; u < expected.size(); ++u) {
+    if (units[u] == expected[u]) continue;
+    std::string should;
+    for (const auto v : expected[u]) should += (should.empty() ? "" : ", ") + std::to_string(v);
+    throw usage_error("the ablation file does not match the model: unit " + std::to_string(u) + " should be [" + should + "]");
   }
-  if (static_cast<std::int64_t>(units.size()) != layout.units) {
-    throw usage_error("the ablation file does not match the model: " + std::to_string(units.size()) + " units, the model has " + std::to_string(layout.units) + " heads");
-  }
-  const auto n = static_cast<Eigen::Index>(layout.units);
-  loss_model out;
-  out.l0 = doc.at("l0").get<double>();
-  out.delta.resize(n);
-  out.interaction.resize(n, n);
+  const auto n = static_cast<Eigen::Index>(expected.size());
   const auto d = doc.at("delta").get<std::vector<double>>();
   const auto inter = doc.at("interaction").get<std::vector<std::vector<double>>>();
   if (static_cast<Eigen::Index>(d.size()) != n || static_cast<Eigen::Index>(inter.size()) != n) throw usage_error("the ablation file's delta/interaction do not have one entry per unit");
+  loss_terms out{Eigen::VectorXd(n), Eigen::MatrixXd(n, n)};
   for (Eigen::Index i = 0; i < n; ++i) {
     out.delta(i) = d[static_cast<std::size_t>(i)];
     if (static_cast<Eigen::Index>(inter[static_cast<std::size_t>(i)].size()) != n) throw usage_error("interaction row " + std::to_string(i) + " has the wrong length");
     for (Eigen::Index j = 0; j < n; ++j) out.interaction(i, j) = inter[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
   }
+  return out;
+}
+
+loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout& layout) {
+  std::vector<std::vector<std::int64_t>> expected;
+  for (std::size_t l = 0; l < layout.layers.size(); ++l)
+    for (std::int64_t h = 0; h < layout.layers[l].geometry.n_head(); ++h) expected.push_back({static_cast<std::int64_t>(l), h});
+  const auto units_in_file = doc.at("units").size();
+  auto terms = read_loss_terms(doc, expected, std::to_string(units_in_file) + " units, the model has " + std::to_string(layout.units) + " heads");
+  loss_model out;
+  out.l0 = doc.at("l0").get<double>();
+  out.delta = std::move(terms.delta);
+  out.interaction = std::move(terms.interaction);
+  const auto& units = expected;
   // "given" (conditional ablation): [layer, head] pairs removed before measuring.
   for (const auto& g : doc.value("given", std::vector<std::vector<std::int64_t>>{})) {
     const auto at = std::find(units.begin(), units.end(), g);

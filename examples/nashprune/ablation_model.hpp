@@ -37,6 +37,16 @@ struct loss_model {
   std::vector<std::int64_t> given;  // ascending
 };
 
+/// The δ and I of an ABLATION.json document whose "units" must equal `expected`
+/// (row i = unit i): throws usage_error naming the first unit that differs, or
+/// `count_mismatch` when the counts differ, or a delta/interaction of the wrong size.
+struct loss_terms {
+  Eigen::VectorXd delta;
+  Eigen::MatrixXd interaction;
+};
+[[nodiscard]] loss_terms read_loss_terms(const nlohmann::json& doc, const std::vector<std::vector<std::int64_t>>& expected,
+                                         const std::string& count_mismatch);
+
 /// An ABLATION.json document checked against `layout` (unit order, sizes); throws usage_error naming what differs.
 [[nodiscard]] loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout& layout);
 

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <limits>
 
+#include "ablation_model.hpp"
 #include "command.hpp"
 
 namespace nashprune_tool {
@@ -37,36 +38,20 @@ std::vector<std::int64_t> block_unit_layers(const gguf::llama_shape& shape, cons
 gguf::prune_plan plan_block_ablation(const gguf::llama_shape& shape, const nlohmann::json& doc, const block_plan_options& o) {
   const auto kind = doc.at("unit_kind").get<std::string>();
   const auto layers = block_unit_layers(shape, kind);
-  const auto units = doc.at("units").get<std::vector<std::vector<std::int64_t>>>();
+  std::vector<std::vector<std::int64_t>> expected;
+  for (const auto l : layers) expected.push_back({l});
   const auto n = static_cast<std::int64_t>(layers.size());
-  if (static_cast<std::int64_t>(units.size()) != n) {
-    throw usage_error("the ablation file does not match the model: " + std::to_string(units.size()) + " " + kind + " units, the model has " + std::to_string(n));
-  }
-  for (std::size_t u = 0; u < units.size(); ++u) {
-    if (units[u] != std::vector<std::int64_t>{layers[u]}) {
-      throw usage_error("the ablation file does not match the model: unit " + std::to_string(u) + " should be [" + std::to_string(layers[u]) + "]");
-    }
-  }
+  auto terms = read_loss_terms(doc, expected, std::to_string(doc.at("units").size()) + " " + kind + " units, the model has " + std::to_string(n));
   if (o.method != "exact" && o.method != "greedy") throw usage_error("--method must be exact or greedy for " + kind + " units, got '" + o.method + "'");
   if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");
-  const auto d = doc.at("delta").get<std::vector<double>>();
-  const auto inter = doc.at("interaction").get<std::vector<std::vector<double>>>();
   const auto seen = doc.at("measured").get<std::vector<std::vector<int>>>();
-  if (static_cast<std::int64_t>(d.size()) != n || static_cast<std::int64_t>(inter.size()) != n || static_cast<std::int64_t>(seen.size()) != n) {
-    throw usage_error("the ablation file's delta/interaction/measured do not have one entry per unit");
+  if (static_cast<std::int64_t>(seen.size()) != n) throw usage_error("the ablation file's measured does not have one entry per unit");
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    if (static_cast<std::int64_t>(seen[i].size()) != n) throw usage_error("measured row " + std::to_string(i) + " has the wrong length");
   }
-  Eigen::VectorXd delta(n);
-  Eigen::MatrixXd interaction = Eigen::MatrixXd::Zero(n, n);
-  for (Eigen::Index i = 0; i < n; ++i) {
-    delta(i) = d[static_cast<std::size_t>(i)];
-    const auto& row = inter[static_cast<std::size_t>(i)];
-    if (static_cast<std::int64_t>(row.size()) != n || static_cast<std::int64_t>(seen[static_cast<std::size_t>(i)].size()) != n) {
-      throw usage_error("interaction/measured row " + std::to_string(i) + " has the wrong length");
-    }
-    if (o.method == "exact") {
-      for (Eigen::Index j = 0; j < n; ++j) interaction(i, j) = row[static_cast<std::size_t>(j)];
-    }
-  }
+  const Eigen::VectorXd& delta = terms.delta;
+  // greedy: the single losses alone.
+  const Eigen::MatrixXd interaction = o.method == "exact" ? terms.interaction : Eigen::MatrixXd::Zero(n, n);
   // One slot per unfrozen unit: keep it, or remove it.
   std::vector<nashprune::loss_slot> slots;
   for (std::int64_t u = 0; u < n; ++u) {
