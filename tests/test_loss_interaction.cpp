@@ -10,6 +10,7 @@
 
 #include <bit>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "expect_error.hpp"
@@ -220,7 +221,9 @@ TYPED_TEST(LossInteraction, ConditionalSearchIsTheGameOverTheFreeUnits) {
 
 TYPED_TEST(LossInteraction, LowestPriceIsTheBoundaryWhereThePlansReachTheCount) {
   using S = TypeParam;
-  const auto [delta, inter] = random_model<S>(8, 5);
+  vec<S> delta;  // not a structured binding: the lambdas below capture it (clang 14 cannot)
+  mat<S> inter;
+  std::tie(delta, inter) = random_model<S>(8, 5);
   // Two GQA layers of 4 heads in 2 groups: at most one head per group goes (the 0.7 cap), so
   // 4 heads is every layer's cap and the first price tried at the top already reaches it.
   const std::vector<np::loss_layer> layers{{0, np::attention_geometry(4, 2, 2, 2), np::head_granularity::heads_per_group},
@@ -248,7 +251,9 @@ TYPED_TEST(LossInteraction, LowestPriceIsTheBoundaryWhereThePlansReachTheCount) 
 
 TYPED_TEST(LossInteraction, BadInputsNameTheArgument) {
   using S = TypeParam;
-  auto [delta, inter] = random_model<S>(4, 1);
+  vec<S> delta;  // not a structured binding: the lambdas below capture it (clang 14 cannot)
+  mat<S> inter;
+  std::tie(delta, inter) = random_model<S>(4, 1);
   const std::vector<std::int64_t> none;
   const auto loss = [&](const vec<S>& d, const mat<S>& i) { (void)np::removal_loss(d, i, std::span<const std::int64_t>(none)); };
   vec<S> bad_delta = delta;
