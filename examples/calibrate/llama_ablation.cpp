@@ -23,6 +23,7 @@ struct ablation_session::state {
   std::vector<std::int64_t> ffn;    // FFN width per layer
   std::vector<bool> attn_bias, ffn_bias;  // per layer: attn_output / ffn_down has a bias
   std::int64_t head_dim_v = 0;
+  std::int64_t score_from = 0;  // first scored position of each chunk
   std::vector<std::vector<std::int64_t>> zero;  // per layer, the heads removed in this pass
   std::vector<std::int64_t> seen;               // per layer, kqv_out nodes zeroed in this pass
   // Per layer and block (attention, MLP): removed in this pass, and projections zeroed.
@@ -81,7 +82,12 @@ struct ablation_session::state {
 
 ablation_session::ablation_session(const ablation_options& o) : state_(std::make_unique<state>()) {
   check_chunking(o.context, o.max_tokens);
+  if (o.score_from < 0 || o.score_from > o.context - 2) {
+    throw std::invalid_argument("--score-from must be in [0, " + std::to_string(o.context - 2) + "] (--ctx " + std::to_string(o.context) + " minus 2), got " +
+                                std::to_string(o.score_from));
+  }
   auto& s = *state_;
+  s.score_from = o.score_from;
   {
     const auto file = gguf::reader::open(o.model);
     const auto shape = gguf::llama_shape::read(file);
@@ -101,7 +107,9 @@ ablation_session::ablation_session(const ablation_options& o) : state_(std::make
 
 ablation_session::~ablation_session() = default;
 
-std::int64_t ablation_session::predicted_tokens() const { return state_->run->chunks() * (state_->run->context() - 1); }
+std::int64_t ablation_session::predicted_tokens() const {
+  return state_->run->chunks() * (state_->run->context() - 1 - state_->score_from);
+}
 
 std::span<const std::int64_t> ablation_session::heads_per_layer() const { return state_->heads; }
 
@@ -142,7 +150,7 @@ double ablation_session::mean_nll(std::span<const head_ref> removed, std::span<c
     if (!s.error.empty()) throw std::runtime_error(s.error);
     if (status != 0) throw std::runtime_error("llama_decode failed with status " + std::to_string(status));
     const float* logits = run.logits();
-    for (std::int64_t j = 0; j + 1 < run.context(); ++j) {
+    for (std::int64_t j = s.score_from; j + 1 < run.context(); ++j) {
       const float* row = logits + j * n_vocab;
       const float top = *std::max_element(row, row + n_vocab);
       double sum = 0;

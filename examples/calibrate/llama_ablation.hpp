@@ -7,8 +7,10 @@
 // evaluation callback, which runs after the node is computed and before its
 // consumers: attn_output has no bias, so this is exactly the forward pass of the
 // model pruned of those heads (up to the summation order of the projection).
-// The NLL averages −log softmax(logits_t)[token_{t+1}] over every position of
-// every evaluated chunk (each chunk starts a sequence with BOS, as calibrate does).
+// The NLL averages −log softmax(logits_t)[token_{t+1}] over the positions t ≥
+// score_from of every evaluated chunk (each chunk starts a sequence with BOS, as
+// calibrate does). llama-perplexity scores from t = n_ctx/2 on: with score_from =
+// ctx/2 the NLL is the log of its perplexity on the same chunks (checked in tests).
 // Memory: one context's logits, whatever the number of tokens.
 //
 // Whole blocks (block_ref) are removed by zeroing their contribution to the
@@ -36,6 +38,7 @@ struct ablation_options {
   std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
   std::int64_t context = 128;
   int threads = 0;  // 0: hardware concurrency
+  std::int64_t score_from = 0;  // first position of a chunk whose prediction counts, in [0, context - 2]
 };
 
 /// A query head of a layer.

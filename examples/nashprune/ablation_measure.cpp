@@ -119,7 +119,7 @@ nlohmann::json measure_ablation(calibrate::ablation_session& session, std::span<
     }
   }
   nlohmann::json doc = {{"version", 1}, {"model", o.model_name}, {"text", o.text_name}, {"context", o.context},
-                        {"predicted_tokens", session.predicted_tokens()}, {"pairs", o.pairs}, {"passes", passes}, {"l0", l0},
+                        {"score_from", o.score_from}, {"predicted_tokens", session.predicted_tokens()}, {"pairs", o.pairs}, {"passes", passes}, {"l0", l0},
                         {"loss", loss}, {"delta", delta}, {"interaction", inter}, {"measured", seen}};
   doc["units"] = nlohmann::json::array();
   for (const auto& u : p.units) doc["units"].push_back(u.head >= 0 ? nlohmann::json::array({u.layer, u.head}) : nlohmann::json::array({u.layer}));

@@ -32,6 +32,7 @@ struct ablation_measure_options {
   std::string pairs = "all";  // all | within-layer | none
   std::string model_name, text_name;
   std::int64_t context = 128;
+  std::int64_t score_from = 0;  // the session's first scored position (written to the file)
   std::string label = "ablating";  // of the progress bar
   /// Block units instead of heads: the part removed and the layers holding it
   /// (block_ablation.hpp block_unit_layers); `unit_kind` is written to the file.

@@ -42,7 +42,7 @@ using nashprune_tool::usage_error;
 
 struct ablate_args {
   std::string model, text, output, pairs = "all", remove, given, units = "heads";
-  std::int64_t tokens = 2048, context = 128;
+  std::int64_t tokens = 2048, context = 128, score_from = 0;
   int threads = 0;
   bool force = false;
   bool evaluate = false;  // --remove given (possibly empty: the model as it is)
@@ -75,7 +75,7 @@ int run(const ablate_args& a) {
   if (!a.evaluate && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
   if (!a.output.empty() && fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
   const auto part = block_part_of(a.units);
-  calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads});
+  calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads, a.score_from});
   const auto given = nashprune_tool::parse_head_list("--given", a.given, session.heads_per_layer());
   if (a.evaluate && part) {
     const auto blocks = parse_blocks(a.remove, *part);
@@ -89,7 +89,7 @@ int run(const ablate_args& a) {
     std::cout << std::setprecision(10) << "mean NLL " << session.mean_nll(heads) << " over " << session.predicted_tokens() << " predicted tokens\n";
     return 0;
   }
-  nashprune_tool::ablation_measure_options options{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context};
+  nashprune_tool::ablation_measure_options options{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context, a.score_from};
   if (part) {
     options.block = part;
     options.unit_kind = a.units;
@@ -117,6 +117,7 @@ const nashprune_tool::register_command ablate_command{{
       app.add_option("-o,--output", a->output, "ablation file to write (JSON)");
       app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
       app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
+      app.add_option("--score-from", a->score_from, "predictions from this position of each chunk on count (llama-perplexity's: ctx/2)")->capture_default_str();
       app.add_option("--pairs", a->pairs, "pairs measured: all | within-layer | none")->capture_default_str();
       app.add_option("--units", a->units,
                      "what is removed: heads | layers | attn-blocks | mlp-blocks (a block is zeroed in the residual stream)")

@@ -34,7 +34,7 @@ struct iterate_args {
   std::string model, text, method = "nash", pairs = "all", plan_out, first, rounds_out;
   double target = 0.25;
   bool lowest_price = false;
-  std::int64_t rounds = 2, tokens = 2048, context = 128;
+  std::int64_t rounds = 2, tokens = 2048, context = 128, score_from = 0;
   int threads = 0;
 };
 
@@ -55,8 +55,8 @@ int run(const iterate_args& a) {
     first = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.first), layout);
     if (!first->given.empty()) throw usage_error("--first must measure the whole model (ablate without --given)");
   }
-  calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads});
-  const nashprune_tool::ablation_measure_options measure{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context};
+  calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads, a.score_from});
+  const nashprune_tool::ablation_measure_options measure{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context, a.score_from};
   const auto heads_of = [&](const std::vector<std::int64_t>& units) {
     return nashprune_tool::parse_head_list("removed", nashprune_tool::head_list(layout, units), session.heads_per_layer());
   };
@@ -111,6 +111,7 @@ const nashprune_tool::register_command ablation_prune_command{{
       app.add_option("--method", a->method, "nash | exact | greedy, each round (as ablation-plan)")->capture_default_str();
       app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
       app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
+      app.add_option("--score-from", a->score_from, "predictions from this position of each chunk on count (llama-perplexity's: ctx/2)")->capture_default_str();
       app.add_option("--pairs", a->pairs, "pairs measured each round: all | within-layer | none")->capture_default_str();
       app.add_option("--first", a->first, "round 1's measurement: an ablate output of the whole model on the same text, tokens and context");
       app.add_option("--rounds-out", a->rounds_out, "write round k's measurement (k >= 2, or 1 without --first) to PREFIX_roundk.json");

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -142,6 +143,23 @@ TEST_F(real_ablation, BadInputsAreRefused) {
   std::ofstream(tiny) << "Once upon a time";
   EXPECT_THROW(calibrate::ablation_session({model, tiny, 0, 128, 1}), std::invalid_argument);
   EXPECT_THROW(calibrate::ablation_session({model, text, 64, 128, 1}), std::invalid_argument);
+  EXPECT_THROW(calibrate::ablation_session({model, text, 512, 128, 1, -1}), std::invalid_argument);
+  EXPECT_THROW(calibrate::ablation_session({model, text, 512, 128, 1, 127}), std::invalid_argument);
+}
+
+TEST_F(real_ablation, ScoringFromHalfAContextIsLlamaPerplexity) {
+  // llama-perplexity scores the predictions of positions ctx/2 .. ctx-2 of each chunk:
+  // the NLL from score_from = 64 is the log of its perplexity on the same 4 chunks,
+  // and scoring from 0 differs (the early positions have little context).
+  const auto log = dir / "eval.json";
+  ASSERT_EQ(tool("eval '" + model.string() + "' '" + model.string() + "' --text '" + text.string() + "' -c 128 --chunks 4 --json", log), 0) << slurp(log);
+  const double perplexity = number_after(slurp(log), "\"perplexity\":");
+  calibrate::ablation_session from_half({model, text, 512, 128, 1, 64});
+  EXPECT_EQ(from_half.predicted_tokens(), 4 * 63);
+  const double half = from_half.mean_nll(std::vector<calibrate::head_ref>{});
+  EXPECT_NEAR(std::exp(half), perplexity, 1e-3 * perplexity);
+  calibrate::ablation_session from_start(options(model));
+  EXPECT_GT(std::abs(from_start.mean_nll(std::vector<calibrate::head_ref>{}) - half), 0.01);
 }
 
 TEST_F(real_ablation, ConditionalAblationMeasuresThePrunedModel) {
