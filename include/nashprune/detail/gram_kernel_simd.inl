@@ -161,13 +161,21 @@ inline void gram_tile(const gram_layout<float>& x, const gram_panel& p, Eigen::I
   // Shifted: a run's first vector is completed by the previous run's last one,
   // `carried` floats from the current run's aligned start.
   const Eigen::Index carried = p.length - x.slice_stride;
-  const float* xi[RI] = {};
-  const float* xj[RJ] = {};
+  // The runs of the current slice, advanced by one slice stride per slice (not
+  // recomputed: at d = 64 a slice is a few steps, and AVX2 is issue-bound there).
+  const float* xi[RI];
+  const float* xj[RJ];
+  #pragma GCC unroll 8
+  for (int r = 0; r < RI; ++r) xi[r] = x.run(i0 + r, p.first_slice) + p.column - p.shift;
+  #pragma GCC unroll 8
+  for (int c = 0; c < RJ; ++c) xj[c] = x.run(j0 + c, p.first_slice) + p.column - p.shift;
   for (Eigen::Index a = p.first_slice; a < p.first_slice + p.slices; ++a) {
-    #pragma GCC unroll 8
-    for (int r = 0; r < RI; ++r) xi[r] = x.run(i0 + r, a) + p.column - p.shift;
-    #pragma GCC unroll 8
-    for (int c = 0; c < RJ; ++c) xj[c] = x.run(j0 + c, a) + p.column - p.shift;
+    if (a != p.first_slice) {
+      #pragma GCC unroll 8
+      for (int r = 0; r < RI; ++r) xi[r] += x.slice_stride;
+      #pragma GCC unroll 8
+      for (int c = 0; c < RJ; ++c) xj[c] += x.slice_stride;
+    }
     Eigen::Index k = 0;
     if (p.shift != 0) {
       if (a == p.first_slice) {
@@ -294,11 +302,17 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
       const Eigen::Index j_end = std::min(x.heads, j_begin + block);
       for (Eigen::Index i0 = j_begin; i0 < x.heads; i0 += tile) {
         const int rows = static_cast<int>(std::min(tile, x.heads - i0));
+        // The row's off-diagonal heads in as few tiles as tile_columns allows, of
+        // balanced widths: a narrow leftover tile (AVX2's 3 × 1) would hold too
+        // few accumulators to hide the FMA latency.
         const Eigen::Index j_stop = std::min(i0, j_end);
-        for (Eigen::Index j0 = j_begin; j0 < j_stop; j0 += simd_ops::tile_columns) {
-          const int columns = static_cast<int>(std::min(simd_ops::tile_columns, j_stop - j0));
+        for (Eigen::Index j0 = j_begin; j0 < j_stop;) {
+          const Eigen::Index left = j_stop - j0;
+          const Eigen::Index count = (left + simd_ops::tile_columns - 1) / simd_ops::tile_columns;
+          const int columns = static_cast<int>((left + count - 1) / count);
           gram_offdiagonal_tile<tile, simd_ops::tile_columns>(rows, columns, x, p, i0, j0, gram,
                                                               sums);
+          j0 += columns;
         }
         if (i0 < j_end) {  // the tile row's diagonal tile lies in this block
           gram_diagonal_tile<tile>(rows, x, p, i0, gram, sums);
