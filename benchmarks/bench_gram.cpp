@@ -403,8 +403,8 @@ void run_read_stream(benchmark::State& state, const gram_problem& p, int threads
 
 /// The Gram roofline of a shape: the least time the useful work can take,
 /// max(flops / peak, bytes / bandwidth) = work / min(peak, bandwidth × intensity).
-/// Useful flops: the n(n+1)/2 lower entries of G, 2·L each (what ours executes,
-/// tile waste aside); bytes: every activation once. Rates missing from this run
+/// Useful flops: the n(n+1)/2 lower entries of G, 2·L each (exactly what ours
+/// executes: its diagonal tiles form only their lower triangle); bytes: every activation once. Rates missing from this run
 /// (rows filtered out) are measured here, before the timed loop.
 double roofline_seconds(const gram_problem& p, int threads) {
   auto& record = roofline();

@@ -287,6 +287,48 @@ TEST(HeadRedundancyMisaligned, EveryOffsetOnEveryTargetMatchesTheReference) {
   }
 }
 
+// Every head count 1..40 on every target: every mix of full and partial diagonal
+// tiles (4 heads on AVX-512, 3 on AVX2) and off-diagonal tiles (4 × 6 and 3 × 4,
+// cut short by the tile row's diagonal), n not a multiple of any tile. Each count
+// runs packed (runs of whole vectors at d = 16, a vector and a tail at d = 20)
+// and as a strided, misaligned window of a larger buffer; 70 tokens make a full
+// panel and part of the next.
+TEST(HeadRedundancyTiles, EveryHeadCountUpToFortyPackedStridedAndMisaligned) {
+  const Index tokens = 70;
+  for (Index n = 1; n <= 40; ++n) {
+    const Index d = n % 2 == 0 ? 16 : 20;
+    const Index width = n * d;
+    const RowBlock<float> x = random_block<float>(tokens, width, static_cast<std::uint32_t>(n), 0.2);
+    reference_stats reference(n, d);
+    reference.add(x);
+    // The window: `offset` floats past a 64-byte boundary (posix_memalign), rows
+    // padded by a whole vector (even n) or by 5 floats (odd n: unaligned runs).
+    const Index offset = n % 16;
+    const Index outer = width + (n % 2 == 0 ? 16 : 5);
+    void* memory = nullptr;
+    ASSERT_EQ(posix_memalign(&memory, 64,
+                             static_cast<std::size_t>(offset + (tokens - 1) * outer + width) *
+                                 sizeof(float)),
+              0);
+    const std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(memory), &std::free);
+    Eigen::Map<RowBlock<float>, 0, Eigen::OuterStride<>> window(buffer.get() + offset, tokens,
+                                                                width, Eigen::OuterStride<>(outer));
+    window = x;
+    for (simd_target target : supported_targets<float>()) {
+      SCOPED_TRACE(name_of(target) + " n=" + std::to_string(n) + " d=" + std::to_string(d));
+      head_redundancy<float> packed(n, d, {.target = target});
+      packed.add_batch(x);
+      head_redundancy<float> strided(n, d, {.target = target});
+      strided.add_batch(window);
+      for (const auto* acc : {&packed, &strided}) {
+        EXPECT_LT(gram_error(acc->gram(), reference.gram), 1e-6);
+        EXPECT_LT((acc->sums() - reference.sums).cwiseAbs().maxCoeff(),
+                  1e-6 * static_cast<double>(tokens * d));
+      }
+    }
+  }
+}
+
 TYPED_TEST(HeadRedundancy, DeadHeadsHaveZeroCosineAndCorrelationAndAreFlagged) {
   using S = TypeParam;
   const Index n = 7, d = 9;

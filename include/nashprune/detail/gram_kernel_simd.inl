@@ -2,7 +2,8 @@
 // written once against a small vector interface and compiled once per instruction
 // set: gram_kernel.hpp includes this file inside a target region ("#pragma GCC
 // target" / "#pragma clang attribute") and a namespace that defines `simd_ops`:
-//   vec, lanes, tile (heads per register tile), zero(), load(p), load_low(p, m)
+//   vec, lanes, tile (heads per diagonal register tile and rows of an off-diagonal
+//   one), tile_columns (columns of an off-diagonal tile), zero(), load(p), load_low(p, m)
 //   (lanes [0, m) from p, the rest zero), load_high(v, p, m) (lanes [m, lanes)
 //   from p, the rest from v), fma(a, b, acc), add(a, b), reduce_to_double(acc).
 // No include guard on purpose; not a header to include directly.
@@ -20,9 +21,11 @@ struct gram_panel {
 };
 
 /// One vector step of a tile: loads RI rows and RJ columns through `step`
-/// (step.row(r), step.column(c)) and adds their products (and, on a diagonal
-/// tile, the rows) into the register accumulators. The columns are loaded one at
-/// a time beside their FMAs, keeping AVX2's 3 × 3 tile within 16 registers.
+/// (step.row(r), step.column(c)) and adds their products into the register
+/// accumulators. The columns are loaded one at a time beside their FMAs, so an
+/// off-diagonal tile needs RI·RJ + RI + 1 registers. A diagonal tile (columns =
+/// rows) loads its rows only, forms the lower triangle's RI(RI+1)/2 products
+/// alone (no FMA is spent on a pair twice) and adds the rows into the head sums.
 template <int RI, int RJ, bool Diagonal, typename Step>
 inline void gram_step(const Step& step, typename simd_ops::vec (&acc)[RI][RJ],
                       typename simd_ops::vec (&sum)[RI]) {
@@ -32,11 +35,20 @@ inline void gram_step(const Step& step, typename simd_ops::vec (&acc)[RI][RJ],
     vi[r] = step.row(r);
     if constexpr (Diagonal) sum[r] = simd_ops::add(sum[r], vi[r]);
   }
-  #pragma GCC unroll 8
-  for (int c = 0; c < RJ; ++c) {
-    const typename simd_ops::vec vj = step.column(c);
+  if constexpr (Diagonal) {
+    static_assert(RI == RJ);
     #pragma GCC unroll 8
-    for (int r = 0; r < RI; ++r) acc[r][c] = simd_ops::fma(vi[r], vj, acc[r][c]);
+    for (int c = 0; c < RJ; ++c) {
+      #pragma GCC unroll 8
+      for (int r = c; r < RI; ++r) acc[r][c] = simd_ops::fma(vi[r], vi[c], acc[r][c]);
+    }
+  } else {
+    #pragma GCC unroll 8
+    for (int c = 0; c < RJ; ++c) {
+      const typename simd_ops::vec vj = step.column(c);
+      #pragma GCC unroll 8
+      for (int r = 0; r < RI; ++r) acc[r][c] = simd_ops::fma(vi[r], vj, acc[r][c]);
+    }
   }
 }
 
@@ -84,6 +96,41 @@ struct joined_step {
   [[nodiscard]] typename simd_ops::vec column(int c) const { return part(columns[c]); }
 };
 
+/// out[v] += Σ of the lanes of vectors[v], v < Count, four vectors per reduction:
+/// the four are summed lane-wise down to one vector of four partial sums in float
+/// (the lanes hold at most gram_steps_per_flush products each) and then added in
+/// double. A third of the instructions of reducing each vector on its own, which
+/// matters because a tile is flushed every gram_steps_per_flush steps.
+template <int Count>
+inline void add_lane_sums(const typename simd_ops::vec* vectors, double* out) {
+  #pragma GCC unroll 8
+  for (int v = 0; v < Count; v += 4) {
+    const auto at = [&](int k) { return v + k < Count ? vectors[v + k] : simd_ops::zero(); };
+    const __m256d four = simd_ops::four_sums(at(0), at(1), at(2), at(3));
+    if (Count - v >= 4) {
+      _mm256_storeu_pd(out + v, _mm256_add_pd(_mm256_loadu_pd(out + v), four));
+    } else {
+      alignas(32) double part[4];
+      _mm256_store_pd(part, four);
+      for (int k = 0; v + k < Count; ++k) out[v + k] += part[k];
+    }
+  }
+}
+
+/// add_lane_sums over vectors [first, RI) of an RI-vector array, `first` known
+/// only at run time (a diagonal tile's column), dispatched to a fixed count.
+template <int RI>
+inline void add_lane_sums_from(const typename simd_ops::vec (&vectors)[RI], int first,
+                               double* out) {
+  if constexpr (RI >= 1) {
+    if (first == 0) return add_lane_sums<RI>(vectors, out);
+    typename simd_ops::vec rest[RI > 1 ? RI - 1 : 1];
+    #pragma GCC unroll 8
+    for (int r = 1; r < RI; ++r) rest[r - 1] = vectors[r];
+    if constexpr (RI > 1) add_lane_sums_from<RI - 1>(rest, first - 1, out);
+  }
+}
+
 /// Accumulates the RI × RJ tile of heads [i0, i0 + RI) × [j0, j0 + RJ) over one
 /// panel in float vector registers, then adds it to the double Gram (lower
 /// triangle only). A diagonal tile (i0 == j0) also accumulates the head sums, so
@@ -114,13 +161,21 @@ inline void gram_tile(const gram_layout<float>& x, const gram_panel& p, Eigen::I
   // Shifted: a run's first vector is completed by the previous run's last one,
   // `carried` floats from the current run's aligned start.
   const Eigen::Index carried = p.length - x.slice_stride;
-  const float* xi[RI] = {};
-  const float* xj[RJ] = {};
+  // The runs of the current slice, advanced by one slice stride per slice (not
+  // recomputed: at d = 64 a slice is a few steps, and AVX2 is issue-bound there).
+  const float* xi[RI];
+  const float* xj[RJ];
+  #pragma GCC unroll 8
+  for (int r = 0; r < RI; ++r) xi[r] = x.run(i0 + r, p.first_slice) + p.column - p.shift;
+  #pragma GCC unroll 8
+  for (int c = 0; c < RJ; ++c) xj[c] = x.run(j0 + c, p.first_slice) + p.column - p.shift;
   for (Eigen::Index a = p.first_slice; a < p.first_slice + p.slices; ++a) {
-    #pragma GCC unroll 8
-    for (int r = 0; r < RI; ++r) xi[r] = x.run(i0 + r, a) + p.column - p.shift;
-    #pragma GCC unroll 8
-    for (int c = 0; c < RJ; ++c) xj[c] = x.run(j0 + c, a) + p.column - p.shift;
+    if (a != p.first_slice) {
+      #pragma GCC unroll 8
+      for (int r = 0; r < RI; ++r) xi[r] += x.slice_stride;
+      #pragma GCC unroll 8
+      for (int c = 0; c < RJ; ++c) xj[c] += x.slice_stride;
+    }
     Eigen::Index k = 0;
     if (p.shift != 0) {
       if (a == p.first_slice) {
@@ -139,13 +194,17 @@ inline void gram_tile(const gram_layout<float>& x, const gram_panel& p, Eigen::I
     gram_step<RI, RJ, Diagonal>(split_step<true, false>{xi, xj, p.length, 0, p.shift}, acc, sum);
   }
   const Eigen::Index n = x.heads;
+  if constexpr (Diagonal) add_lane_sums<RI>(sum, sums + i0);
   #pragma GCC unroll 8
-  for (int r = 0; r < RI; ++r) {
-    if constexpr (Diagonal) sums[i0 + r] += simd_ops::reduce_to_double(sum[r]);
+  for (int c = 0; c < RJ; ++c) {
+    // Column c of the tile, rows [first, RI): consecutive entries of the
+    // column-major Gram (a diagonal tile keeps its lower triangle, rows ≥ c).
+    constexpr int none = 0;
+    const int first = Diagonal ? c : none;
+    vec column[RI];
     #pragma GCC unroll 8
-    for (int c = 0; c < RJ; ++c) {
-      if (!Diagonal || c <= r) gram[(i0 + r) + (j0 + c) * n] += simd_ops::reduce_to_double(acc[r][c]);
-    }
+    for (int r = 0; r < RI; ++r) column[r] = acc[r][c];
+    add_lane_sums_from(column, first, gram + (i0 + first) + (j0 + c) * n);
   }
 }
 
@@ -159,13 +218,16 @@ inline void gram_diagonal_tile(int rows, const gram_layout<float>& x, const gram
   }
 }
 
-/// Tile of a (possibly short) head block against a full earlier block.
-template <int R>
-inline void gram_offdiagonal_tile(int rows, const gram_layout<float>& x, const gram_panel& p,
-                                  Eigen::Index i0, Eigen::Index j0, double* gram, double* sums) {
-  if constexpr (R >= 1) {
-    if (rows == R) return gram_tile<R, simd_ops::tile, false>(x, p, i0, j0, gram, sums);
-    return gram_offdiagonal_tile<R - 1>(rows, x, p, i0, j0, gram, sums);
+/// Tile of a (possibly short) head block of `rows` heads against `columns`
+/// earlier heads (rows ∈ [1, tile], columns ∈ [1, tile_columns]).
+template <int R, int C>
+inline void gram_offdiagonal_tile(int rows, int columns, const gram_layout<float>& x,
+                                  const gram_panel& p, Eigen::Index i0, Eigen::Index j0,
+                                  double* gram, double* sums) {
+  if constexpr (R >= 1 && C >= 1) {
+    if (rows < R) return gram_offdiagonal_tile<R - 1, C>(rows, columns, x, p, i0, j0, gram, sums);
+    if (columns < C) return gram_offdiagonal_tile<R, C - 1>(rows, columns, x, p, i0, j0, gram, sums);
+    return gram_tile<R, C, false>(x, p, i0, j0, gram, sums);
   }
 }
 
@@ -240,8 +302,17 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
       const Eigen::Index j_end = std::min(x.heads, j_begin + block);
       for (Eigen::Index i0 = j_begin; i0 < x.heads; i0 += tile) {
         const int rows = static_cast<int>(std::min(tile, x.heads - i0));
-        for (Eigen::Index j0 = j_begin; j0 < std::min(i0, j_end); j0 += tile) {
-          gram_offdiagonal_tile<tile>(rows, x, p, i0, j0, gram, sums);
+        // The row's off-diagonal heads in as few tiles as tile_columns allows, of
+        // balanced widths: a narrow leftover tile (AVX2's 3 × 1) would hold too
+        // few accumulators to hide the FMA latency.
+        const Eigen::Index j_stop = std::min(i0, j_end);
+        for (Eigen::Index j0 = j_begin; j0 < j_stop;) {
+          const Eigen::Index left = j_stop - j0;
+          const Eigen::Index count = (left + simd_ops::tile_columns - 1) / simd_ops::tile_columns;
+          const int columns = static_cast<int>((left + count - 1) / count);
+          gram_offdiagonal_tile<tile, simd_ops::tile_columns>(rows, columns, x, p, i0, j0, gram,
+                                                              sums);
+          j0 += columns;
         }
         if (i0 < j_end) {  // the tile row's diagonal tile lies in this block
           gram_diagonal_tile<tile>(rows, x, p, i0, gram, sums);
