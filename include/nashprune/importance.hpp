@@ -54,6 +54,7 @@
 #include "detail/index_ranges.hpp"
 #include "detail/score_kernel.hpp"
 #include "detail/simd_dispatch.hpp"
+#include "detail/taylor_score_ops.hpp"
 #include "detail/validate.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
@@ -329,20 +330,6 @@ auto taylor_first_expression(const Eigen::MatrixBase<DW>& w, const Eigen::Matrix
   return (w.array() * g.array()).abs();
 }
 
-template <typename DW, typename DG>
-auto taylor_fisher_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DG>& g) {
-  using Scalar = typename DW::Scalar;
-  // ½|w²·g²| = ½(w·g)².
-  return (w.array() * g.array()).abs() + Scalar(0.5) * (w.array() * g.array()).abs2();
-}
-
-template <typename DW, typename DG, typename DH>
-auto taylor_second_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DG>& g,
-                              const Eigen::MatrixBase<DH>& h) {
-  using Scalar = typename DW::Scalar;
-  return (w.array() * g.array()).abs() + Scalar(0.5) * (w.array().abs2() * h.array().abs());
-}
-
 // The norms are one value per input unit: evaluating them once is cheap and
 // lets any vector expression (e.g. sqrt of an imatrix row) be passed in.
 template <typename DA>
@@ -437,7 +424,7 @@ template <typename DW, typename DG>
           detail::named("weights", weights), detail::named("gradients", gradients))) {
     return *totals;
   }
-  return detail::score_lines(detail::taylor_fisher_expression(weights, gradients), lines,
+  return detail::score_lines(detail::taylor_fisher_scores(weights, gradients), lines,
                              detail::named("weights", weights), detail::named("gradients", gradients));
 }
 
@@ -457,7 +444,7 @@ template <typename DW, typename DG, typename DH>
           detail::named("hessian_diagonal", hessian_diagonal))) {
     return *totals;
   }
-  return detail::score_lines(detail::taylor_second_expression(weights, gradients, hessian_diagonal), lines,
+  return detail::score_lines(detail::taylor_hessian_scores(weights, gradients, hessian_diagonal), lines,
                              detail::named("weights", weights), detail::named("gradients", gradients),
                              detail::named("hessian_diagonal", hessian_diagonal));
 }
@@ -515,7 +502,7 @@ void taylor_second_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eig
   detail::require_same_floating_scalar<DW, DG, DO>();
   detail::require_same_shape("gradients", gradients, weights);
   detail::require_output_shape(out, weights);
-  detail::score_weights(detail::taylor_fisher_expression(weights, gradients), out, detail::named("weights", weights),
+  detail::score_weights(detail::taylor_fisher_scores(weights, gradients), out, detail::named("weights", weights),
                         detail::named("gradients", gradients));
 }
 
@@ -526,7 +513,7 @@ void taylor_second_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eig
   detail::require_same_shape("gradients", gradients, weights);
   detail::require_same_shape("hessian_diagonal", hessian_diagonal, weights);
   detail::require_output_shape(out, weights);
-  detail::score_weights(detail::taylor_second_expression(weights, gradients, hessian_diagonal), out,
+  detail::score_weights(detail::taylor_hessian_scores(weights, gradients, hessian_diagonal), out,
                         detail::named("weights", weights), detail::named("gradients", gradients),
                         detail::named("hessian_diagonal", hessian_diagonal));
 }
