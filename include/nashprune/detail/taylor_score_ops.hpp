@@ -7,9 +7,10 @@
 // Written as an expression of Eigen operators, w·g appears twice (or w twice),
 // and Eigen evaluates each occurrence on its own: twice the loads and pointers.
 // Column totals sum a pass of four lines in one loop, so the duplicates pushed
-// it past the 16 general registers of x86-64 and it spilled (~0.55 of the read
-// bandwidth). A functor reads each input once and forms each product once; it
-// does the same arithmetic in the same order as the expressions did.
+// it past the 16 general registers of x86-64 and it spilled (0.49-0.55 of the
+// read bandwidth on a loaded test machine). A functor reads each input once and
+// forms each product once (Fisher 0.70-0.77, same load); it does the same
+// arithmetic in the same order as the expressions did.
 #pragma once
 
 #include <Eigen/Core>
