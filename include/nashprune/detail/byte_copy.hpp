@@ -156,9 +156,20 @@ struct byte_span {
 /// kept source. The hardware prefetcher loses the stream at every removed range
 /// and needs several misses to find the next one; requests issued this far
 /// ahead cover the memory latency across the jump and still fit the L2. On the
-/// Zen 4 test machine 3 to 6 KiB did alike (q4_K gate rows of 2304 bytes with
-/// 30 % of them removed at random: 1.3x faster; f32 wo head columns: 1.5x).
-inline constexpr std::int64_t prefetch_distance_bytes = 4096;
+/// Zen 4 test machine (q4_K gate rows of 2304 bytes with 30 % of them removed at
+/// random: 1.3x faster; f32 wo head columns: 1.5x) 3 to 6 KiB did alike when
+/// only the first 4 KiB of each span were requested; requesting spans through
+/// their first 16 KiB, 8 KiB ahead did best (f32 wo columns, spans of 2 to 6
+/// KiB: 0.85-0.89 of memcpy against 0.79-0.85 with 4 KiB of both, loaded machine,
+/// 5 repetitions; 12 and 16 KiB ahead: 0.75-0.79).
+inline constexpr std::int64_t prefetch_distance_bytes = 8192;
+
+/// The bytes at the start of each span that a large gather prefetches: past
+/// them the hardware prefetcher has found the stream, and requests for the rest
+/// of a long span only cost time (q8_0 wq rows, runs of 2 MiB: 1.2 of memcpy
+/// with every line requested, 1.45 without). Head columns of 2 to 6 KiB and
+/// q4_K runs of a few 2304-byte rows are requested whole.
+inline constexpr std::int64_t prefetch_span_bytes = 16384;
 
 /// A large gather copies at most this many bytes between two prefetch rounds.
 inline constexpr std::int64_t prefetch_step_bytes = 1024;
@@ -176,9 +187,7 @@ inline void prefetch_to_l2(const std::byte* p) {
 
 /// Walks the source bytes of a line-spans gather in copy order (line by line,
 /// span by span), ahead of the copy, requesting into L2 the cache lines of the
-/// first prefetch_distance_bytes of each span: by then the hardware prefetcher
-/// has found the stream, and requests for the rest of a long span only cost
-/// time (q8_0 wq rows, runs of 2 MiB: 1.2 of memcpy with them, 1.45 without).
+/// first prefetch_span_bytes of each span.
 class span_prefetcher {
  public:
   span_prefetcher(const std::byte* from, std::int64_t from_stride, std::int64_t lines, std::span<const byte_span> spans)
@@ -191,8 +200,8 @@ class span_prefetcher {
       const std::byte* p = from_ + line_ * from_stride_ + span.offset + offset_;
       const std::int64_t left = span.length - offset_;
       const auto to_next_line = static_cast<std::int64_t>(64 - (reinterpret_cast<std::uintptr_t>(p) & 63));
-      if (left > 0 && offset_ < prefetch_distance_bytes) prefetch_to_l2(p);
-      if (to_next_line < left && offset_ < prefetch_distance_bytes) {
+      if (left > 0 && offset_ < prefetch_span_bytes) prefetch_to_l2(p);
+      if (to_next_line < left && offset_ < prefetch_span_bytes) {
         offset_ += to_next_line;
         requested_ += to_next_line;
         continue;
