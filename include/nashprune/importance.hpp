@@ -127,14 +127,15 @@ template <typename Scalar, typename OnNonFinite>
   return result;
 }
 
-/// The sum of the `Count` lines from `first`, as one lazy expression (a
-/// pairwise tree, so a single loop reads all of them concurrently).
+/// The sum of the `Count` lines first, first + stride, ..., as one lazy
+/// expression (a pairwise tree, so a single loop reads all of them concurrently).
 template <Eigen::Index Count, typename LineFn>
-[[nodiscard]] auto sum_of_lines(const LineFn& line, Eigen::Index first) {
+[[nodiscard]] auto sum_of_lines(const LineFn& line, Eigen::Index first, Eigen::Index stride) {
   if constexpr (Count == 1) {
     return line(first);
   } else {
-    return sum_of_lines<Count / 2>(line, first) + sum_of_lines<Count - Count / 2>(line, first + Count / 2);
+    return sum_of_lines<Count / 2>(line, first, stride) +
+           sum_of_lines<Count - Count / 2>(line, first + Count / 2 * stride, stride);
   }
 }
 
@@ -158,31 +159,34 @@ template <int Inputs, typename LineFn, typename OnNonFinite>
     // factor is loaded once per pass and the lines stream concurrently (~0.65
     // of the read bandwidth one line at a time, ~0.87 in passes; scores without
     // factors lost ~0.1 in passes, so they keep the simple reduction).
+    // The passes take their lines in interleaved_passes order.
     constexpr Eigen::Index pass = lines_per_pass(Inputs);
     constexpr Eigen::Index block = 16;
     totals.resize(view.outer);
     const Eigen::Index body = view.inner - view.inner % block;
-    const auto add_lines = [&](Eigen::Index first, auto count) {
+    const interleaved_passes order(view.outer, pass);
+    const auto add_lines = [&](Eigen::Index first, Eigen::Index stride, auto count) {
       constexpr Eigen::Index n = decltype(count)::value;
       Eigen::Array<Scalar, block, 1> acc[n];
-      for (Eigen::Index i = 0; i < n; ++i) totals[first + i] = 0;
+      for (Eigen::Index i = 0; i < n; ++i) totals[first + i * stride] = 0;
       for (Eigen::Index k = 0; k < body;) {
         for (auto& a : acc) a.setZero();
         const Eigen::Index stop = std::min(body, k + score_steps_per_flush * block);
         for (; k < stop; k += block) {
-          for (Eigen::Index i = 0; i < n; ++i) acc[i] += view.line(first + i).template segment<block>(k);
+          for (Eigen::Index i = 0; i < n; ++i) acc[i] += view.line(first + i * stride).template segment<block>(k);
         }
-        for (Eigen::Index i = 0; i < n; ++i) totals[first + i] += static_cast<double>(acc[i].sum());
+        for (Eigen::Index i = 0; i < n; ++i) totals[first + i * stride] += static_cast<double>(acc[i].sum());
       }
       if (body < view.inner) {
         for (Eigen::Index i = 0; i < n; ++i) {
-          totals[first + i] += static_cast<double>(view.line(first + i).tail(view.inner - body).sum());
+          totals[first + i * stride] += static_cast<double>(view.line(first + i * stride).tail(view.inner - body).sum());
         }
       }
     };
-    Eigen::Index o = 0;
-    for (; o + pass <= view.outer; o += pass) add_lines(o, std::integral_constant<Eigen::Index, pass>{});
-    for (; o < view.outer; ++o) add_lines(o, std::integral_constant<Eigen::Index, 1>{});
+    for (Eigen::Index step = 0; step < order.steps; ++step) {
+      add_lines(order.line(step, 0), order.steps, std::integral_constant<Eigen::Index, pass>{});
+    }
+    for (Eigen::Index o = order.rest(); o < view.outer; ++o) add_lines(o, 0, std::integral_constant<Eigen::Index, 1>{});
   } else {
     // A total per position across the lines: add a pass of lines at a time into
     // a cache-resident chunk (fewer loads and stores of the chunk per weight,
@@ -193,12 +197,17 @@ template <int Inputs, typename LineFn, typename OnNonFinite>
     constexpr Eigen::Index pass = Inputs >= 3 ? 2 : lines_per_pass(Inputs);
     totals = Eigen::ArrayXd::Zero(view.inner);
     Eigen::Array<Scalar, Eigen::Dynamic, 1> chunk(view.inner);
-    for (Eigen::Index first = 0; first < view.outer; first += accumulation_chunk) {
+    const interleaved_passes order(view.outer, pass);
+    constexpr Eigen::Index steps_per_chunk = accumulation_chunk / pass;
+    for (Eigen::Index first = 0; first < order.steps; first += steps_per_chunk) {
       chunk.setZero();
-      const Eigen::Index last = std::min(view.outer, first + accumulation_chunk);
-      Eigen::Index o = first;
-      for (; o + pass <= last; o += pass) chunk += sum_of_lines<pass>(view.line, o);
-      for (; o < last; ++o) chunk += view.line(o);
+      const Eigen::Index last = std::min(order.steps, first + steps_per_chunk);
+      for (Eigen::Index step = first; step < last; ++step) chunk += sum_of_lines<pass>(view.line, step, order.steps);
+      totals += chunk.template cast<double>();
+    }
+    if (order.rest() < view.outer) {
+      chunk.setZero();
+      for (Eigen::Index o = order.rest(); o < view.outer; ++o) chunk += view.line(o);
       totals += chunk.template cast<double>();
     }
   }

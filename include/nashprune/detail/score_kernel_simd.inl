@@ -109,7 +109,7 @@ inline double line_total(const line_inputs& l, const float* position, Eigen::Ind
   return total;
 }
 
-/// line_total with factors by position for a pass of lines at once: each vector
+/// line_total with factors by position for a pass of lines at once (totals[i] for line i): each vector
 /// of factors is loaded once for all of them, and the lines are read as
 /// concurrent streams (one line at a time ran at ~0.7 of the read bandwidth on
 /// the test machine).
@@ -178,27 +178,35 @@ inline void add_line_at(const line_inputs& l, vec scale, float* sums, Eigen::Ind
   store_at<Full>(sums, k, count, next);
 }
 
-/// sums[k] += Σ_{o in [first, last)} f(line o at k) · line_scale[o] (line_scale
-/// unused unless Scaled). Lines are taken a pass at a time: each sums
-/// entry is loaded and stored once per pass, and the lines stream concurrently.
+/// sums[k] += Σ over the lines of steps [first_step, last_step) of `order` of
+/// f(line at k) · line_scale[line] (line_scale unused unless Scaled). Each sums
+/// entry is loaded and stored once per pass, and the pass's lines stream concurrently.
 template <score_kind Kind, bool Scaled>
-inline void add_lines(const score_planes& x, Eigen::Index first, Eigen::Index last, const float* line_scale,
-                      float* sums) {
+inline void add_passes(const score_planes& x, const interleaved_passes& order, Eigen::Index first_step,
+                       Eigen::Index last_step, const float* line_scale, float* sums) {
   const Eigen::Index n = x.inner;
   const Eigen::Index full = n - n % lanes;
   constexpr Eigen::Index pass = lines_per_pass(inputs_of(Kind));
-  Eigen::Index o = first;
-  for (; o + pass <= last; o += pass) {
+  for (Eigen::Index step = first_step; step < last_step; ++step) {
     line_inputs l[pass];
     vec scale[pass];
     for (Eigen::Index i = 0; i < pass; ++i) {
-      l[i] = line_at(x, o + i);
-      scale[i] = simd_ops::broadcast(Scaled ? line_scale[o + i] : 1.0f);
+      const Eigen::Index line = order.line(step, i);
+      l[i] = line_at(x, line);
+      scale[i] = simd_ops::broadcast(Scaled ? line_scale[line] : 1.0f);
     }
     for (Eigen::Index k = 0; k < full; k += lanes) add_group_at<Kind, Scaled, true>(l, scale, sums, k, lanes);
     if (full < n) add_group_at<Kind, Scaled, false>(l, scale, sums, full, n - full);
   }
-  for (; o < last; ++o) {
+}
+
+/// sums[k] += Σ_{o in [first, last)} f(line o at k) · line_scale[o], one line at a time.
+template <score_kind Kind, bool Scaled>
+inline void add_single_lines(const score_planes& x, Eigen::Index first, Eigen::Index last, const float* line_scale,
+                             float* sums) {
+  const Eigen::Index n = x.inner;
+  const Eigen::Index full = n - n % lanes;
+  for (Eigen::Index o = first; o < last; ++o) {
     const line_inputs l = line_at(x, o);
     const vec scale = simd_ops::broadcast(Scaled ? line_scale[o] : 1.0f);
     for (Eigen::Index k = 0; k < full; k += lanes) add_line_at<Kind, Scaled, true>(l, scale, sums, k, lanes);
@@ -208,37 +216,51 @@ inline void add_lines(const score_planes& x, Eigen::Index first, Eigen::Index la
 
 template <score_kind Kind>
 inline void score_totals_of(const score_planes& x, const score_scaling& scaling, bool along, double* totals) {
+  constexpr Eigen::Index pass = lines_per_pass(inputs_of(Kind));
+  const interleaved_passes order(x.outer, pass);
   if (along) {
-    Eigen::Index o = 0;
     if (scaling.per_position != nullptr) {
-      constexpr Eigen::Index pass = lines_per_pass(inputs_of(Kind));
-      for (; o + pass <= x.outer; o += pass) {
+      for (Eigen::Index step = 0; step < order.steps; ++step) {
         line_inputs l[pass];
-        for (Eigen::Index i = 0; i < pass; ++i) l[i] = line_at(x, o + i);
-        scaled_group_totals<Kind>(l, scaling.per_position, x.inner, totals + o);
+        double pass_totals[pass];
+        for (Eigen::Index i = 0; i < pass; ++i) l[i] = line_at(x, order.line(step, i));
+        scaled_group_totals<Kind>(l, scaling.per_position, x.inner, pass_totals);
+        for (Eigen::Index i = 0; i < pass; ++i) totals[order.line(step, i)] = pass_totals[i];
       }
     }
-    for (; o < x.outer; ++o) {
+    for (Eigen::Index o = scaling.per_position != nullptr ? order.rest() : 0; o < x.outer; ++o) {
       const line_inputs l = line_at(x, o);
       totals[o] = scaling.per_position != nullptr ? line_total<Kind, true>(l, scaling.per_position, x.inner)
                                                   : line_total<Kind, false>(l, nullptr, x.inner);
     }
     if (scaling.per_line != nullptr) {
-      for (o = 0; o < x.outer; ++o) totals[o] *= static_cast<double>(scaling.per_line[o]);
+      for (Eigen::Index o = 0; o < x.outer; ++o) totals[o] *= static_cast<double>(scaling.per_line[o]);
     }
     return;
   }
+  // Float sums of at most accumulation_chunk lines at a time, added into double.
   std::fill(totals, totals + x.inner, 0.0);
   std::vector<float> sums(static_cast<std::size_t>(x.inner));
-  for (Eigen::Index first = 0; first < x.outer; first += accumulation_chunk) {
+  const auto add_into_totals = [&](auto&& add_to_sums) {
     std::fill(sums.begin(), sums.end(), 0.0f);
-    const Eigen::Index last = std::min(x.outer, first + accumulation_chunk);
     if (scaling.per_line != nullptr) {
-      add_lines<Kind, true>(x, first, last, scaling.per_line, sums.data());
+      add_to_sums(std::true_type{}, scaling.per_line);
     } else {
-      add_lines<Kind, false>(x, first, last, nullptr, sums.data());
+      add_to_sums(std::false_type{}, nullptr);
     }
     for (Eigen::Index k = 0; k < x.inner; ++k) totals[k] += static_cast<double>(sums[static_cast<std::size_t>(k)]);
+  };
+  constexpr Eigen::Index steps_per_chunk = accumulation_chunk / pass;
+  for (Eigen::Index first = 0; first < order.steps; first += steps_per_chunk) {
+    const Eigen::Index last = std::min(order.steps, first + steps_per_chunk);
+    add_into_totals([&](auto scaled, const float* line_scale) {
+      add_passes<Kind, decltype(scaled)::value>(x, order, first, last, line_scale, sums.data());
+    });
+  }
+  if (order.rest() < x.outer) {
+    add_into_totals([&](auto scaled, const float* line_scale) {
+      add_single_lines<Kind, decltype(scaled)::value>(x, order.rest(), x.outer, line_scale, sums.data());
+    });
   }
   if (scaling.per_position != nullptr) {
     for (Eigen::Index k = 0; k < x.inner; ++k) totals[k] *= static_cast<double>(scaling.per_position[k]);
