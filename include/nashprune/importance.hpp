@@ -159,9 +159,9 @@ template <int Inputs, typename LineFn, typename OnNonFinite>
     // factor is loaded once per pass and the lines stream concurrently (~0.65
     // of the read bandwidth one line at a time, ~0.87 in passes; scores without
     // factors lost ~0.1 in passes, so they keep the simple reduction). Passes
-    // of four lines in interleaved_passes order: Wanda row totals at Llama-3-8B
-    // shapes (SSE2 build, idle test machine) 0.71-0.85, eight lines 0.71-0.77.
-    constexpr Eigen::Index pass = 4;
+    // of factor_lines_per_pass in interleaved_passes order: Wanda row totals at
+    // Llama-3-8B shapes (SSE2 build, idle test machine) 0.71-0.85, eight lines 0.71-0.77.
+    constexpr Eigen::Index pass = factor_lines_per_pass;
     constexpr Eigen::Index block = 16;
     totals.resize(view.outer);
     const Eigen::Index body = view.inner - view.inner % block;

@@ -69,13 +69,20 @@ struct score_scaling {
 /// lines); the portable path uses the same chunk.
 inline constexpr Eigen::Index accumulation_chunk = 256;
 
-/// Storage lines one pass reads together (across lines, and along lines with
-/// factors by position) when a score reads `inputs` planes: about eight
-/// concurrent streams kept the memory bus busiest on the test machine (eight
-/// lines of one plane ~1.0 of the read bandwidth, four ~0.87; eight lines of two
-/// planes fell back to ~0.75). A divisor of accumulation_chunk.
+/// Storage lines one pass reads together across lines when a score reads
+/// `inputs` planes: about eight concurrent streams kept the memory bus busiest
+/// on the test machine (eight lines of one plane ~1.0 of the read bandwidth,
+/// four ~0.87; eight lines of two planes fell back to ~0.75). A divisor of
+/// accumulation_chunk.
 [[nodiscard]] constexpr Eigen::Index lines_per_pass(int inputs) { return inputs == 1 ? 8 : 4; }
 static_assert(accumulation_chunk % lines_per_pass(1) == 0 && accumulation_chunk % lines_per_pass(2) == 0);
+
+/// Storage lines one pass reads together along lines with factors by position
+/// (Wanda row totals), portable and SIMD: the factors are a fifth stream. At
+/// Llama-3-8B shapes on the idle test machine (paired runs, medians of 3) four
+/// lines ran at 0.81-0.84 of the read bandwidth on AVX2 and 0.89-0.97 on
+/// AVX-512, eight 0.76-0.82 and 0.78-0.85, two 0.71-0.74 and 0.76-0.79.
+inline constexpr Eigen::Index factor_lines_per_pass = 4;
 
 /// Float vector steps an accumulator takes along a line before it is added into double.
 inline constexpr Eigen::Index score_steps_per_flush = 64;

@@ -109,13 +109,13 @@ inline double line_total(const line_inputs& l, const float* position, Eigen::Ind
   return total;
 }
 
-/// line_total with factors by position for a pass of lines at once (totals[i] for line i): each vector
-/// of factors is loaded once for all of them, and the lines are read as
-/// concurrent streams (one line at a time ran at ~0.7 of the read bandwidth on
-/// the test machine).
+/// line_total with factors by position for a pass of factor_lines_per_pass
+/// lines at once (totals[i] for line i): each vector of factors is loaded once
+/// for all of them, and the lines are read as concurrent streams (one line at a
+/// time ran at ~0.7 of the read bandwidth on the test machine).
 template <score_kind Kind>
 inline void scaled_group_totals(const line_inputs* l, const float* position, Eigen::Index n, double* totals) {
-  constexpr Eigen::Index pass = lines_per_pass(inputs_of(Kind));
+  constexpr Eigen::Index pass = factor_lines_per_pass;
   vec acc[pass];
   for (Eigen::Index i = 0; i < pass; ++i) totals[i] = 0;
   Eigen::Index k = 0;
@@ -216,16 +216,15 @@ inline void add_single_lines(const score_planes& x, Eigen::Index first, Eigen::I
 
 template <score_kind Kind>
 inline void score_totals_of(const score_planes& x, const score_scaling& scaling, bool along, double* totals) {
-  constexpr Eigen::Index pass = lines_per_pass(inputs_of(Kind));
-  const interleaved_passes order(x.outer, pass);
   if (along) {
+    const interleaved_passes order(x.outer, factor_lines_per_pass);
     if (scaling.per_position != nullptr) {
       for (Eigen::Index step = 0; step < order.steps; ++step) {
-        line_inputs l[pass];
-        double pass_totals[pass];
-        for (Eigen::Index i = 0; i < pass; ++i) l[i] = line_at(x, order.line(step, i));
+        line_inputs l[factor_lines_per_pass];
+        double pass_totals[factor_lines_per_pass];
+        for (Eigen::Index i = 0; i < factor_lines_per_pass; ++i) l[i] = line_at(x, order.line(step, i));
         scaled_group_totals<Kind>(l, scaling.per_position, x.inner, pass_totals);
-        for (Eigen::Index i = 0; i < pass; ++i) totals[order.line(step, i)] = pass_totals[i];
+        for (Eigen::Index i = 0; i < factor_lines_per_pass; ++i) totals[order.line(step, i)] = pass_totals[i];
       }
     }
     for (Eigen::Index o = scaling.per_position != nullptr ? order.rest() : 0; o < x.outer; ++o) {
@@ -238,6 +237,8 @@ inline void score_totals_of(const score_planes& x, const score_scaling& scaling,
     }
     return;
   }
+  constexpr Eigen::Index pass = lines_per_pass(inputs_of(Kind));
+  const interleaved_passes order(x.outer, pass);
   // Float sums of at most accumulation_chunk lines at a time, added into double.
   std::fill(totals, totals + x.inner, 0.0);
   std::vector<float> sums(static_cast<std::size_t>(x.inner));
