@@ -217,8 +217,11 @@ inline void add_single_lines(const score_planes& x, Eigen::Index first, Eigen::I
 template <score_kind Kind>
 inline void score_totals_of(const score_planes& x, const score_scaling& scaling, bool along, double* totals) {
   if (along) {
-    const interleaved_passes order(x.outer, factor_lines_per_pass);
+    // With factors by position, passes of lines first; the lines left (all of
+    // them without factors) one at a time.
+    Eigen::Index first_single = 0;
     if (scaling.per_position != nullptr) {
+      const interleaved_passes order(x.outer, factor_lines_per_pass);
       for (Eigen::Index step = 0; step < order.steps; ++step) {
         line_inputs l[factor_lines_per_pass];
         double pass_totals[factor_lines_per_pass];
@@ -226,8 +229,9 @@ inline void score_totals_of(const score_planes& x, const score_scaling& scaling,
         scaled_group_totals<Kind>(l, scaling.per_position, x.inner, pass_totals);
         for (Eigen::Index i = 0; i < factor_lines_per_pass; ++i) totals[order.line(step, i)] = pass_totals[i];
       }
+      first_single = order.rest();
     }
-    for (Eigen::Index o = scaling.per_position != nullptr ? order.rest() : 0; o < x.outer; ++o) {
+    for (Eigen::Index o = first_single; o < x.outer; ++o) {
       const line_inputs l = line_at(x, o);
       totals[o] = scaling.per_position != nullptr ? line_total<Kind, true>(l, scaling.per_position, x.inner)
                                                   : line_total<Kind, false>(l, nullptr, x.inner);
