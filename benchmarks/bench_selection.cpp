@@ -148,10 +148,10 @@ void exact_case(benchmark::State& state, exact_instance kind) {
     items.push_back({i % 4, np::item_kind::mlp_channel, i / 4, importance, c});
   }
   const std::int64_t budget = np::budget_from_fraction(0.3, total_of(items));
-  np::selection_options o;
+  np::exact_options o;
   o.max_nodes = 20'000'000;
   o.algorithm = state.range(1) == 0 ? np::exact_algorithm::branch_and_bound : np::exact_algorithm::dynamic_programming;
-  if (kind == exact_instance::strongly_correlated_exact_sum) o.exact_min_removed = budget - 20;
+  if (kind == exact_instance::strongly_correlated_exact_sum) o.min_removed = budget - 20;
   double nodes = 0, proven = 1;
   for (auto _ : state) {
     np::selection_result<double> r;
@@ -161,7 +161,7 @@ void exact_case(benchmark::State& state, exact_instance kind) {
       state.SkipWithError("no selection removes an amount in [B - 20, B]");
       break;
     } catch (const std::invalid_argument&) {
-      state.SkipWithError("beyond the solver's limits (dp_max_cells or exact_max_items)");
+      state.SkipWithError("beyond the solver's limits (dp_max_cells or max_items)");
       break;
     }
     nodes = static_cast<double>(r.nodes);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -166,7 +167,7 @@ TYPED_TEST(GlobalSelectionTyped, ExactEqualsBruteForceAndGreedyStaysWithinItsCer
 TYPED_TEST(GlobalSelectionTyped, DynamicProgrammingAndBranchAndBoundAgree) {
   using Scalar = TypeParam;
   std::mt19937 rng(17);
-  np::selection_options dp, bnb;
+  np::exact_options dp, bnb;
   dp.algorithm = np::exact_algorithm::dynamic_programming;
   bnb.algorithm = np::exact_algorithm::branch_and_bound;
   for (int trial = 0; trial < 300; ++trial) {
@@ -200,7 +201,7 @@ TYPED_TEST(GlobalSelectionTyped, DynamicProgrammingAndBranchAndBoundAgree) {
   keep_one.min_kept = {{item_kind::mlp_channel, 1, -1}};
   EXPECT_THROW((void)np::solve_exact<Scalar>(items, 4, keep_one, dp), std::invalid_argument);
   EXPECT_EQ(np::solve_exact<Scalar>(items, 4, keep_one).algorithm, np::exact_algorithm::branch_and_bound);
-  np::selection_options tiny = dp;
+  np::exact_options tiny = dp;
   tiny.dp_max_cells = 1;
   EXPECT_THROW((void)np::solve_exact<Scalar>(items, 4, {}, tiny), std::invalid_argument);
 }
@@ -255,7 +256,7 @@ TYPED_TEST(GlobalSelectionTyped, ConstraintsHoldAndFillIsMaximalOverThousandsOfI
     for (const auto& it : items) total += it.cost;
     const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(0, total)(rng);
     const auto fill = np::select_greedy<Scalar>(items, budget, c);
-    np::selection_options reference_rule;
+    np::greedy_options reference_rule;
     reference_rule.rule = np::greedy_rule::stop_at_first_misfit;
     const auto stop = np::select_greedy<Scalar>(items, budget, c, reference_rule);
     EXPECT_EQ(first_violation(items, fill.pruned, c, budget), "") << "trial " << trial;
@@ -293,7 +294,7 @@ TYPED_TEST(GlobalSelectionTyped, FillKeepsGoingWhereTheReferenceStops) {
   const items_t<Scalar> items{{0, item_kind::mlp_channel, 0, Scalar(5), 5},
                               {0, item_kind::mlp_channel, 1, Scalar(10), 5},
                               {0, item_kind::mlp_channel, 2, Scalar(9), 3}};
-  np::selection_options reference;
+  np::greedy_options reference;
   reference.rule = np::greedy_rule::stop_at_first_misfit;
   const auto stop = np::select_greedy<Scalar>(items, 8, {}, reference);
   const auto fill = np::select_greedy<Scalar>(items, 8);
@@ -314,13 +315,13 @@ TYPED_TEST(GlobalSelectionTyped, ExactBeatsGreedyOnClassicTrap) {
   const items_t<Scalar> items{{0, item_kind::mlp_channel, 0, Scalar(1), 1},
                               {0, item_kind::mlp_channel, 1, Scalar(20), 10},
                               {0, item_kind::mlp_channel, 2, Scalar(30), 10}};
-  np::selection_options ask;
-  ask.exact_min_removed = 10;
+  np::exact_options ask;
+  ask.min_removed = 10;
   const auto exact = np::solve_exact<Scalar>(items, 10, {}, ask);
   EXPECT_THAT(exact.pruned, ::testing::ElementsAre(1));
   EXPECT_EQ(exact.achieved, 10);
   EXPECT_TRUE(exact.proven_optimal);
-  ask.exact_min_removed = 11;
+  ask.min_removed = 11;
   EXPECT_THROW((void)np::solve_exact<Scalar>(items, 10, {}, ask), std::invalid_argument);
 }
 
@@ -331,7 +332,7 @@ TEST(GlobalSelection, NodeLimitIsReportedNotThrown) {
   for (auto& it : items) it.importance = static_cast<double>(it.cost) * noise(rng);  // weak bounds
   std::int64_t total = 0;
   for (const auto& it : items) total += it.cost;
-  np::selection_options o;
+  np::exact_options o;
   o.algorithm = np::exact_algorithm::branch_and_bound;  // the DP would solve this outright
   o.max_nodes = 50;
   // With the greedy as incumbent the answer is feasible, bounded, and not proven.
@@ -342,7 +343,7 @@ TEST(GlobalSelection, NodeLimitIsReportedNotThrown) {
   EXPECT_LE(static_cast<double>(r.lower_bound), static_cast<double>(r.objective) + 1e-9);
   EXPECT_GE(r.achieved, np::select_greedy<double>(items, total / 2).achieved);
   // Asking for an exact sum without an incumbent: nothing found yet is a field, not a throw.
-  o.exact_min_removed = total / 2;
+  o.min_removed = total / 2;
   const auto none = np::solve_exact<double>(items, total / 2, {}, o);
   EXPECT_FALSE(none.proven_optimal);
   EXPECT_FALSE(none.feasible);
@@ -471,6 +472,27 @@ TEST(GlobalSelection, FrozenLayersAndKindNames) {
   EXPECT_FALSE(np::find_item_kind("head").has_value());
 }
 
+TEST(GlobalSelection, KindsSayWhichHoldWhich) {
+  // kind, is a block, is a container, the block of its layer it lies in
+  struct row {
+    item_kind kind;
+    bool block, container;
+    item_kind lies_in;
+  };
+  const row table[] = {{item_kind::attention_group, false, false, item_kind::attention_block},
+                       {item_kind::q_head, false, false, item_kind::attention_block},
+                       {item_kind::mlp_channel, false, false, item_kind::mlp_block},
+                       {item_kind::attention_block, true, true, item_kind::attention_block},
+                       {item_kind::mlp_block, true, true, item_kind::mlp_block},
+                       {item_kind::whole_layer, false, true, item_kind::whole_layer}};
+  ASSERT_EQ(std::size(table), np::item_kind_count);
+  for (const auto& r : table) {
+    EXPECT_EQ(np::is_block(r.kind), r.block) << np::name_of(r.kind);
+    EXPECT_EQ(np::is_container(r.kind), r.container) << np::name_of(r.kind);
+    EXPECT_EQ(np::block_of(r.kind), r.lies_in) << np::name_of(r.kind);
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -567,7 +589,7 @@ TYPED_TEST(GlobalSelectionTyped, GreedyEqualsPlainLoopReferenceOnLargeTables) {
       for (const double fraction : {0.0, 0.05, 0.3, 0.9}) {
         const std::int64_t budget = np::budget_from_fraction(fraction, total);
         for (const auto rule : {np::greedy_rule::fill, np::greedy_rule::stop_at_first_misfit}) {
-          np::selection_options o;
+          np::greedy_options o;
           o.rule = rule;
           const auto got = np::select_greedy<Scalar>(items, budget, c, o);
           const auto want = plain_greedy(items, budget, c, rule);
@@ -826,7 +848,7 @@ TEST(GlobalSelection, MixedGranularitySemantics) {
   const auto exact = np::solve_exact<double>(items, 14);
   EXPECT_THAT(exact.pruned, ::testing::ElementsAre(2, 3));
   EXPECT_EQ(exact.algorithm, np::exact_algorithm::branch_and_bound);
-  np::selection_options dp;
+  np::exact_options dp;
   dp.algorithm = np::exact_algorithm::dynamic_programming;
   try {
     (void)np::solve_exact<double>(items, 14, {}, dp);

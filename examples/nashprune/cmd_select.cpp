@@ -116,12 +116,12 @@ int run_select(const std::string& input, const std::string& output) {
   const std::int64_t total = np::selection_total_cost<double>(items);  // a container counted once
   const std::int64_t budget = parse_budget(doc, total);
   const auto constraints = parse_constraints(doc);
-  np::selection_options options;
+  np::exact_options options;
   const json* exact_field = jio::optional_field(doc, "", "exact");
   const bool exact = exact_field != nullptr && jio::as_bool(*exact_field, "exact");
   if (const json* v = jio::optional_field(doc, "", "max_nodes")) options.max_nodes = jio::as_integer(*v, "max_nodes");
   const auto r = exact ? np::solve_exact<double>(items, budget, constraints, options)
-                       : np::select_greedy<double>(items, budget, constraints, options);
+                       : np::select_greedy<double>(items, budget, constraints);
   nlohmann::ordered_json out;
   out["pruned"] = r.pruned;
   out["achieved"] = {{"parameters", r.achieved}, {"fraction", r.achieved_fraction()}};
