@@ -23,7 +23,7 @@
 //     among blocks is the measurement's, the scale the finer items'). H-GSP priors
 //     then leave these items alone: their importance already is the prior.
 // With --lambda auto (--unit heads, --method nash) step 3 is replaced: one λ shared
-// by the unfrozen layers is searched (lambda_calibration.hpp) so that the
+// by the unfrozen layers is searched (lambda_search.hpp) so that the
 // GQA-consistent keep plans of its equilibria (nash_decisions.hpp) remove the
 // target's count of heads: the search counts with the rule that builds the plans.
 // With --redundancy output (--unit heads) steps 2-3 are replaced by the
@@ -36,7 +36,7 @@
 #include <nashprune/head_redundancy.hpp>
 #include <nashprune/hgsp_priors.hpp>
 #include <nashprune/importance.hpp>
-#include <nashprune/lambda_calibration.hpp>
+#include <nashprune/lambda_search.hpp>
 #include <nashprune/nash_decisions.hpp>
 #include <nashprune/nash_solvers.hpp>
 
@@ -433,7 +433,7 @@ class planner {
   }
 
   // The GQA-consistent keep plans of one λ's equilibria; returns the heads they remove.
-  std::int64_t plan_equilibria(const np::lambda_calibration_result<double>& found,
+  std::int64_t plan_equilibria(const np::lambda_search_result<double>& found,
                                const np::nash_decision_options<double>& decisions, gguf::prune_plan& plan) const {
     plan = gguf::keep_all(shape_);
     std::int64_t removed = 0;
@@ -451,7 +451,7 @@ class planner {
     if (pending_.empty()) throw usage_error("--lambda auto: no unfrozen layer has two or more attention heads to play the game");
     std::vector<np::nash_game<double>> games;
     for (const auto& g : pending_) games.push_back(np::make_nash_game(g.importance, g.redundancy, o_.lambda));
-    np::lambda_calibration_options<double> options;
+    np::lambda_search_options<double> options;
     options.decisions = {o_.threshold, o_.min_heads, o_.max_prune};
     np::active_set_newton_options<double> solver_options;
     solver_options.max_iterations = static_cast<std::int64_t>(o_.iterations);
@@ -459,7 +459,7 @@ class planner {
       return removed_by(k, layer_plan(k, s, decisions));
     };
     const auto requested = np::budget_from_fraction(o_.target, total_heads());
-    const auto found = np::calibrate_lambda_over_layers<double>(games, np::prune_target::heads(requested), options,
+    const auto found = np::search_lambda_over_layers<double>(games, np::prune_target::heads(requested), options,
                                                                 np::active_set_newton<double>(solver_options), count_plan);
     selection out;
     lambda_report report{found.lambda, requested, 0, 0, found.reachable, found.solves};
@@ -497,10 +497,6 @@ class planner {
   }
 
   bool wants(const char* s) const { return o_.structures.contains(s); }
-
-  static bool is_block(np::item_kind kind) {
-    return kind == np::item_kind::whole_layer || kind == np::item_kind::attention_block || kind == np::item_kind::mlp_block;
-  }
 
   // The calibration's influence 1 - cos(x_in, x_out) of a layer's block (or whole layer).
   double influence(std::int64_t layer, np::item_kind kind) const {
@@ -543,7 +539,7 @@ class planner {
     auto weighted = np::apply_hgsp_priors<double>(items_, priors);
     // Layers and blocks are scored by their influence already (use_measured_influence).
     for (std::size_t k = 0; k < items_.size(); ++k) {
-      if (is_block(items_[k].kind)) weighted[k] = items_[k];
+      if (np::is_container(items_[k].kind)) weighted[k] = items_[k];
     }
     return weighted;
   }

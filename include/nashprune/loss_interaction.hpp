@@ -5,7 +5,8 @@
 // exact optimum by enumeration as the reference.
 //
 // Seed: nash-head-pruning-llama-cpp.md §1.2–1.3 (the game), §4.4 (decisions);
-// the measurement is issue 7's ablation (L0, L_i, L_ij on calibration text).
+// the losses come from ablation on calibration text (L0 intact, L_i with unit i
+// removed, L_ij with units i and j removed).
 // With binary removal z ∈ {0,1}ⁿ and the measured losses,
 //     δ_i  = L_i − L0                  (unit i removed alone)
 //     I_ij = L_ij − L_i − L_j + L0     (i ≠ j; I symmetric, zero diagonal)
@@ -310,7 +311,7 @@ template <typename DeltaDerived, typename InteractionDerived, typename Scalar = 
     r.reached = r.removed == requested;
     return r;
   };
-  return detail::bisect_price<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate, options.lowest_price);
+  return detail::search_price_count<loss_search_result<Scalar>>(std::max(top, Scalar(0)), requested, options.max_solves, evaluate, options.lowest_price);
 }
 
 NASHPRUNE_END_NAMESPACE

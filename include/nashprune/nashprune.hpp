@@ -11,7 +11,7 @@
 #include "hgsp_priors.hpp"
 #include "head_cka.hpp"
 #include "head_redundancy.hpp"
-#include "lambda_calibration.hpp"
+#include "lambda_search.hpp"
 #include "nash_decisions.hpp"
 #include "nash_game.hpp"
 #include "nash_solvers.hpp"

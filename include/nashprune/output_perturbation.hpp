@@ -43,6 +43,7 @@
 
 #include "attention_geometry.hpp"
 #include "config.hpp"
+#include "count_search.hpp"
 #include "detail/validate.hpp"
 #include "nash_decisions.hpp"
 #include "nash_game.hpp"
@@ -313,42 +314,31 @@ struct price_search_result {
 
 namespace detail {
 
-/// The bisection of the price searches: `evaluate(price, warm)` returns a result
-/// with fields price, removed, reached and solves (`warm`: the result at a lower
-/// price, to start the solver from, or null). Invariant lo.removed < requested <=
-/// hi.removed (or an end of [0, top]); stops when reached (unless `lowest`), after `max_solves`
-/// evaluations or at a relative 1e-9 width; returns hi when reached, else lo.
+/// The price search of search_price and search_loss_price (count_search.hpp): μ from
+/// 0 up to just above `top` (where s = 0 is the equilibrium) on a linear scale, for
+/// the most units <= requested. `evaluate(price, warm)` returns a result with fields
+/// price, removed and solves (`warm`: the result at a lower price, or null).
 template <typename Result, typename Scalar, typename Evaluate>
-[[nodiscard]] Result bisect_price(Scalar top, std::int64_t requested, std::int64_t max_solves, const Evaluate& evaluate, bool lowest = false) {
-  std::int64_t solves = 0;
-  const auto run = [&](Scalar price, const Result* warm) {
-    ++solves;
-    return evaluate(price, warm);
-  };
-  const auto finish = [&](Result& r) {
-    r.solves = solves;
-    return std::move(r);
-  };
-  auto lo = run(Scalar(0), nullptr);
-  if (lo.removed >= requested) return finish(lo);
-  auto hi = run(top * Scalar(1.000001) + std::numeric_limits<Scalar>::min(), &lo);
-  if (hi.removed < requested) return finish(hi);  // beyond the caps: everything they allow
-  while ((lowest || !hi.reached) && solves < max_solves && hi.price - lo.price > Scalar(1e-9) * hi.price) {
-    auto mid = run((lo.price + hi.price) / Scalar(2), &lo);
-    if (mid.removed >= requested) {
-      hi = std::move(mid);
-    } else {
-      lo = std::move(mid);
-    }
-  }
-  return finish(hi.reached ? hi : lo);
+[[nodiscard]] Result search_price_count(Scalar top, std::int64_t requested, std::int64_t max_solves, const Evaluate& evaluate,
+                                        bool lowest) {
+  count_search_options<Scalar> search;
+  search.low = Scalar(0);
+  search.high = top * Scalar(1.000001) + std::numeric_limits<Scalar>::min();
+  search.scale = search_scale::linear;
+  search.goal = count_goal::at_most;
+  search.max_evaluations = max_solves;
+  search.lowest = lowest;
+  auto found = search_count(requested, search, evaluate, [](const Result& r) { return r.removed; });
+  Result best = std::move(found.best().point);
+  best.solves = found.evaluations;
+  return best;
 }
 
 }  // namespace detail
 
 /// The price μ whose equilibria's GQA-consistent plans remove the most heads
-/// ≤ `requested` over all layers (a budget, as in global_selection.hpp), by
-/// bisecting on μ ∈ [0, max_l max_i (P_l·1)_i] (to a relative 1e-9) for the
+/// ≤ `requested` over all layers (a budget, as in global_selection.hpp), by the
+/// count search of count_search.hpp bisecting on μ ∈ [0, max_l max_i (P_l·1)_i] (to a relative 1e-9) for the
 /// boundary where the count reaches `requested`; each solve starts from the
 /// equilibria at the price below. When the plans' counts step over `requested`
 /// (GQA steps), the price just below the step is returned. The count need not be
@@ -381,7 +371,7 @@ template <typename Scalar, typename Solver = active_set_newton<Scalar>>
     r.reached = r.removed == requested;
     return r;
   };
-  return detail::bisect_price<price_search_result<Scalar>>(top, requested, options.max_solves, evaluate, options.lowest_price);
+  return detail::search_price_count<price_search_result<Scalar>>(top, requested, options.max_solves, evaluate, options.lowest_price);
 }
 
 NASHPRUNE_END_NAMESPACE

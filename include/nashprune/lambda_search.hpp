@@ -1,4 +1,4 @@
-// nashprune/lambda_calibration.hpp — choosing the redundancy weight λ so the
+// nashprune/lambda_search.hpp — searching the redundancy weight λ so the
 // equilibrium prunes a requested number (or fraction) of heads.
 //
 // Seed: nash-head-pruning-llama-cpp.md §3.1 (λ "[0.1-1.0], default 0.5") and §4.4.
@@ -6,8 +6,9 @@
 // shrinks every head's own incentive, so along the equilibrium path s*(λ) heads
 // fall below the prune threshold as λ grows (λ → 0: every head with c_i > 0 plays 1;
 // λ → ∞: every head plays 0). The count the seed's rule prunes (nash_decisions.hpp,
-// caps included) is searched over λ: bracket by doubling/halving from the games' own
-// λ, then bisect in log λ, each solve warm-started from the nearest equilibrium.
+// caps included) is searched over λ (count_search.hpp): bracket by doubling/halving
+// from the games' own λ, then bisect in log λ, each solve warm-started from the
+// nearest equilibrium.
 // The count is monotone in λ for typical games but not in every game (and it moves
 // in steps), so the result reports the count achieved and whether it is the target;
 // a target beyond the caps (n − min_keep) or below what the smallest λ already
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "count_search.hpp"
 #include "detail/validate.hpp"
 #include "nash_decisions.hpp"
 #include "nash_game.hpp"
@@ -65,7 +67,7 @@ struct prune_target {
 };
 
 template <typename Scalar>
-struct lambda_calibration_options {
+struct lambda_search_options {
   nash_decision_options<Scalar> decisions{};  ///< the rule that counts pruned heads
   Scalar lambda_min = Scalar(1e-6);           ///< the search never leaves [lambda_min, lambda_max]
   Scalar lambda_max = Scalar(1e6);
@@ -73,7 +75,7 @@ struct lambda_calibration_options {
 };
 
 template <typename Scalar>
-struct lambda_calibration_result {
+struct lambda_search_result {
   Scalar lambda = 0;           ///< the λ chosen
   std::int64_t requested = 0;  ///< heads the target asked for
   std::int64_t achieved = 0;   ///< heads the counter (default: the seed's rule) prunes at λ
@@ -85,7 +87,7 @@ struct lambda_calibration_result {
 
 /// The default counter: the heads the seed's rule (§4.4, caps included) prunes.
 /// A counter is called as count(layer, participation, decisions) → heads pruned,
-/// `layer` indexing the span given to the calibration.
+/// `layer` indexing the span given to the search.
 struct seed_rule_counter {
   template <typename Scalar>
   [[nodiscard]] std::int64_t operator()(std::size_t /*layer*/, const nash_vector<Scalar>& participation,
@@ -100,24 +102,20 @@ namespace detail {
 /// `first_layer` is the scope's first index in the caller's span (what the
 /// counter is told).
 template <typename Scalar, typename Solver, typename Counter>
-lambda_calibration_result<Scalar> calibrate_scope(std::span<const nash_game<Scalar>> layers, std::size_t first_layer,
-                                                  std::int64_t requested,
-                                                  const lambda_calibration_options<Scalar>& options,
-                                                  const Solver& solver, const Counter& count_pruned) {
+lambda_search_result<Scalar> search_scope(std::span<const nash_game<Scalar>> layers, std::size_t first_layer, std::int64_t requested,
+                                          const lambda_search_options<Scalar>& options, const Solver& solver,
+                                          const Counter& count_pruned) {
   struct point {
-    Scalar lambda;
-    std::int64_t count;
+    std::int64_t count = 0;
     std::vector<nash_solution<Scalar>> equilibria;
   };
-  std::int64_t solves = 0;
   const auto evaluate = [&](Scalar lambda, const point* warm) {
-    point p{lambda, 0, {}};
+    point p;
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const nash_game<Scalar> game{layers[l].importance, layers[l].redundancy, lambda};
       p.equilibria.push_back(warm ? solver.solve(game, warm->equilibria[l].s) : solver.solve(game));
       p.count += count_pruned(first_layer + l, p.equilibria.back().s, options.decisions);
     }
-    ++solves;
     return p;
   };
 
@@ -126,53 +124,31 @@ lambda_calibration_result<Scalar> calibrate_scope(std::span<const nash_game<Scal
     const nash_vector<Scalar> nobody = nash_vector<Scalar>::Zero(layers[l].size());
     cap += count_pruned(first_layer + l, nobody, options.decisions);
   }
-  const Scalar start = std::clamp(layers.front().lambda, options.lambda_min, options.lambda_max);
-  point lo = evaluate(start, nullptr);
-  point hi = lo;
-  // Bracket: lo.count < requested <= hi.count (or an end of the λ range).
-  while (hi.count < requested && hi.lambda < options.lambda_max && solves < options.max_solves) {
-    lo = std::move(hi);
-    hi = evaluate(std::min(options.lambda_max, lo.lambda * Scalar(2)), &lo);
-  }
-  if (hi.count >= requested) {
-    while (lo.count > requested && lo.lambda > options.lambda_min && solves < options.max_solves) {
-      hi = std::move(lo);
-      lo = evaluate(std::max(options.lambda_min, hi.lambda / Scalar(2)), &hi);
-    }
-  }
-  // Bisect in log λ until the count is hit or the bracket closes.
-  while (lo.count < requested && hi.count > requested && solves < options.max_solves &&
-         hi.lambda > lo.lambda * (Scalar(1) + Scalar(64) * std::numeric_limits<Scalar>::epsilon())) {
-    point mid = evaluate(std::sqrt(lo.lambda * hi.lambda), &lo);
-    if (mid.count < requested) {
-      lo = std::move(mid);
-    } else {
-      hi = std::move(mid);
-    }
-  }
-  point* best = &hi;
-  if (lo.count == requested) {
-    best = &lo;
-  } else if (hi.count != requested) {
-    // Not hit: the nearer count, ties to the smaller (pruning less).
-    best = (requested - lo.count <= std::abs(hi.count - requested)) ? &lo : &hi;
-  }
-  lambda_calibration_result<Scalar> out;
-  out.lambda = best->lambda;
+  count_search_options<Scalar> search;
+  search.low = options.lambda_min;
+  search.high = options.lambda_max;
+  search.start = std::clamp(layers.front().lambda, options.lambda_min, options.lambda_max);
+  search.scale = search_scale::logarithmic;
+  search.goal = count_goal::nearest;
+  search.max_evaluations = options.max_solves;
+  auto found = search_count(requested, search, evaluate, [](const point& p) { return p.count; });
+  auto& best = found.best();
+  lambda_search_result<Scalar> out;
+  out.lambda = best.at;
   out.requested = requested;
-  out.achieved = best->count;
-  out.reached = best->count == requested;
-  const bool below_smallest = lo.lambda <= options.lambda_min && lo.count > requested;
-  const bool beyond_largest = hi.lambda >= options.lambda_max && hi.count < requested;
+  out.achieved = best.count;
+  out.reached = best.count == requested;
+  const bool below_smallest = found.lo.at <= options.lambda_min && found.lo.count > requested;
+  const bool beyond_largest = found.hi.at >= options.lambda_max && found.hi.count < requested;
   out.reachable = requested <= cap && !below_smallest && !beyond_largest;
-  out.solves = solves;
-  out.equilibria = std::move(best->equilibria);
+  out.solves = found.evaluations;
+  out.equilibria = std::move(best.point.equilibria);
   return out;
 }
 
 template <typename Scalar>
-void validate_calibration(std::span<const nash_game<Scalar>> layers,
-                          const lambda_calibration_options<Scalar>& options) {
+void validate_lambda_search(std::span<const nash_game<Scalar>> layers,
+                          const lambda_search_options<Scalar>& options) {
   require(!layers.empty(), "layers", "is empty");
   for (std::size_t l = 0; l < layers.size(); ++l) validate_nash_game(layers[l], {}, layer_prefix(l));
   validate_decision_options(options.decisions);
@@ -188,15 +164,15 @@ void validate_calibration(std::span<const nash_game<Scalar>> layers,
 /// `count_pruned` (default: the seed's rule). The games' own λ are where each
 /// search starts.
 template <typename Scalar, typename Solver = active_set_newton<Scalar>, typename Counter = seed_rule_counter>
-[[nodiscard]] std::vector<lambda_calibration_result<Scalar>> calibrate_lambda_per_layer(
+[[nodiscard]] std::vector<lambda_search_result<Scalar>> search_lambda_per_layer(
     std::span<const nash_game<Scalar>> layers, prune_target target,
-    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver(),
+    const lambda_search_options<Scalar>& options = {}, const Solver& solver = Solver(),
     const Counter& count_pruned = Counter()) {
-  detail::validate_calibration(layers, options);
-  std::vector<lambda_calibration_result<Scalar>> out;
+  detail::validate_lambda_search(layers, options);
+  std::vector<lambda_search_result<Scalar>> out;
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const std::int64_t requested = target.heads_of(layers[l].size());
-    out.push_back(detail::calibrate_scope(layers.subspan(l, 1), l, requested, options, solver, count_pruned));
+    out.push_back(detail::search_scope(layers.subspan(l, 1), l, requested, options, solver, count_pruned));
   }
   return out;
 }
@@ -205,14 +181,14 @@ template <typename Scalar, typename Solver = active_set_newton<Scalar>, typename
 /// counted by `count_pruned` (default: the seed's rule). The first game's λ is
 /// where the search starts.
 template <typename Scalar, typename Solver = active_set_newton<Scalar>, typename Counter = seed_rule_counter>
-[[nodiscard]] lambda_calibration_result<Scalar> calibrate_lambda_over_layers(
+[[nodiscard]] lambda_search_result<Scalar> search_lambda_over_layers(
     std::span<const nash_game<Scalar>> layers, prune_target target,
-    const lambda_calibration_options<Scalar>& options = {}, const Solver& solver = Solver(),
+    const lambda_search_options<Scalar>& options = {}, const Solver& solver = Solver(),
     const Counter& count_pruned = Counter()) {
-  detail::validate_calibration(layers, options);
+  detail::validate_lambda_search(layers, options);
   std::int64_t total = 0;
   for (const auto& layer : layers) total += layer.size();
-  return detail::calibrate_scope(layers, 0, target.heads_of(total), options, solver, count_pruned);
+  return detail::search_scope(layers, 0, target.heads_of(total), options, solver, count_pruned);
 }
 
 NASHPRUNE_END_NAMESPACE
