@@ -39,16 +39,10 @@
 
 #include "config.hpp"
 #include "detail/validate.hpp"
+#include "index_range.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
 
-/// A run of consecutive rows or columns: [begin, begin + size).
-struct index_range {
-  std::int64_t begin = 0;
-  std::int64_t size = 0;
-  [[nodiscard]] constexpr std::int64_t end() const { return begin + size; }
-  friend constexpr bool operator==(const index_range&, const index_range&) = default;
-};
 
 enum class tensor_role { q, k, v, o, gate, up, down };
 

@@ -1,6 +1,7 @@
 // nashprune/head_cka.hpp — streaming linear CKA between the attention heads of
-// one layer (seed nash-head-pruning-llama-cpp.md §4.2; issue 5's optional
-// redundancy measure beside the cosine of head_redundancy.hpp).
+// one layer (seed nash-head-pruning-llama-cpp.md §4.2): an optional redundancy
+// measure beside the cosine of head_redundancy.hpp, invariant to rotations of a
+// head's output where the cosine is not.
 //
 // Head i's output over N tokens is X_i ∈ R^{N × d} (rows: tokens), centred by
 // subtracting its column means. Linear CKA (Kornblith et al. 2019, the
@@ -49,6 +50,7 @@
 #include "detail/gram_kernel.hpp"
 #include "detail/head_stream.hpp"
 #include "detail/validate.hpp"
+#include "simd_target.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
 

@@ -40,6 +40,7 @@
 #include "detail/gram_kernel.hpp"
 #include "detail/head_stream.hpp"
 #include "detail/validate.hpp"
+#include "simd_target.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
 

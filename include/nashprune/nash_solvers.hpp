@@ -58,6 +58,7 @@
 #include "detail/simd_dispatch.hpp"
 #include "detail/validate.hpp"
 #include "nash_game.hpp"
+#include "simd_target.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
 

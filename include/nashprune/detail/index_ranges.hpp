@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "../attention_geometry.hpp"
 #include "../config.hpp"
+#include "../index_range.hpp"
 #include "validate.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE

@@ -1,7 +1,7 @@
 // nashprune/detail/simd_dispatch.hpp — run-time choice of the instruction set
 // for the library's explicit SIMD kernels (see gram_kernel.hpp for the why).
 //
-// Not part of the public API apart from `simd_target`. Kernels are compiled per
+// Not part of the public API (the choice a caller makes is simd_target.hpp). Kernels are compiled per
 // instruction set inside NASHPRUNE_TARGET_REGION_BEGIN/END (a "#pragma GCC
 // target" or "#pragma clang attribute" region), so the build needs no -march
 // flag; a kernel for a target is only called after detected_cpu_features()
@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "../config.hpp"
+#include "../simd_target.hpp"
 
 #if !defined(NASHPRUNE_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && \
     (defined(__GNUC__) || defined(__clang__))
@@ -20,12 +21,6 @@
 #endif
 
 NASHPRUNE_BEGIN_NAMESPACE
-
-/// The instruction set an explicit SIMD kernel runs on. `automatic` picks the
-/// widest one the CPU supports; the others force a target (tests, benchmarks)
-/// and fall back to the widest supported narrower one when the CPU or compiler
-/// lacks it.
-enum class simd_target { automatic, portable, avx2_fma, avx512 };
 
 namespace detail {
 
