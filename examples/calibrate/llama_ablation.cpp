@@ -123,10 +123,13 @@ double ablation_session::mean_nll(std::span<const head_ref> removed, std::span<c
     const auto [layer, part] = blocks[k];
     const auto at = " (removed block at index " + std::to_string(k) + ")";
     if (layer < 0 || layer >= static_cast<std::int64_t>(s.heads.size())) throw std::invalid_argument("removed block: layer " + std::to_string(layer) + " out of range" + at);
+    if (!nashprune::is_container(part)) {
+      throw std::invalid_argument("removed block: kind " + std::string(nashprune::name_of(part)) + " is not a block or a whole layer" + at);
+    }
     const auto l = static_cast<std::size_t>(layer);
-    const bool attention = part != block_part::mlp, mlp = part != block_part::attention;
-    if (part == block_part::attention && s.heads[l] == 0) throw std::invalid_argument("layer " + std::to_string(layer) + " has no attention to remove" + at);
-    if (part == block_part::mlp && s.ffn[l] == 0) throw std::invalid_argument("layer " + std::to_string(layer) + " has no MLP to remove" + at);
+    const bool attention = part != nashprune::item_kind::mlp_block, mlp = part != nashprune::item_kind::attention_block;
+    if (part == nashprune::item_kind::attention_block && s.heads[l] == 0) throw std::invalid_argument("layer " + std::to_string(layer) + " has no attention to remove" + at);
+    if (part == nashprune::item_kind::mlp_block && s.ffn[l] == 0) throw std::invalid_argument("layer " + std::to_string(layer) + " has no MLP to remove" + at);
     if ((attention && s.attn_bias[l]) || (mlp && s.ffn_bias[l])) {
       throw std::invalid_argument("layer " + std::to_string(layer) + ": a projection with a bias cannot be ablated by zeroing its product" + at);
     }

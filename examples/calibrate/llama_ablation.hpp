@@ -30,6 +30,8 @@
 #include <memory>
 #include <span>
 
+#include <nashprune/selection_items.hpp>
+
 namespace calibrate {
 
 struct ablation_options {
@@ -47,11 +49,11 @@ struct head_ref {
   std::int64_t head = 0;
 };
 
-/// A whole block of a layer: its attention, its MLP, or both (the whole layer).
-enum class block_part { attention, mlp, layer };
+/// A whole block of a layer: its attention (attention_block), its MLP (mlp_block),
+/// or both (whole_layer); the container kinds of nashprune/selection_items.hpp.
 struct block_ref {
   std::int64_t layer = 0;
-  block_part part = block_part::layer;
+  nashprune::item_kind part = nashprune::item_kind::whole_layer;
 };
 
 /// The model and the tokenised text, loaded once; mean_nll evaluates one removal set.

@@ -36,7 +36,7 @@ struct ablation_measure_options {
   std::string label = "ablating";  // of the progress bar
   /// Block units instead of heads: the part removed and the layers holding it
   /// (block_ablation.hpp block_unit_layers); `unit_kind` is written to the file.
-  std::optional<calibrate::block_part> block{};
+  std::optional<nashprune::item_kind> block{};  // attention_block, mlp_block or whole_layer
   std::vector<std::int64_t> block_layers{};
   std::string unit_kind{};
 };

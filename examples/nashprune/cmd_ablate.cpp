@@ -49,14 +49,14 @@ struct ablate_args {
 };
 
 #ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
-std::optional<calibrate::block_part> block_part_of(const std::string& units) {
+std::optional<nashprune::item_kind> block_kind_of(const std::string& units) {
   if (units == "heads") return std::nullopt;
   if (!nashprune_tool::is_block_kind(units)) throw usage_error("--units must be heads, layers, attn-blocks or mlp-blocks, got '" + units + "'");
-  return units == "layers" ? calibrate::block_part::layer : units == "attn-blocks" ? calibrate::block_part::attention : calibrate::block_part::mlp;
+  return units == "layers" ? nashprune::item_kind::whole_layer : units == "attn-blocks" ? nashprune::item_kind::attention_block : nashprune::item_kind::mlp_block;
 }
 
 /// --remove with block units: "LAYER,LAYER,..." (the layers' blocks of that kind).
-std::vector<calibrate::block_ref> parse_blocks(const std::string& list, calibrate::block_part part) {
+std::vector<calibrate::block_ref> parse_blocks(const std::string& list, nashprune::item_kind part) {
   std::vector<calibrate::block_ref> out;
   std::stringstream in(list);
   std::string item;
@@ -74,7 +74,7 @@ int run(const ablate_args& a) {
   nashprune_tool::check_pairs(a.pairs);
   if (!a.evaluate && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
   if (!a.output.empty() && fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
-  const auto part = block_part_of(a.units);
+  const auto part = block_kind_of(a.units);
   calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads, a.score_from});
   const auto given = nashprune_tool::parse_head_list("--given", a.given, session.heads_per_layer());
   if (a.evaluate && part) {

@@ -90,15 +90,15 @@ TEST_F(real_ablation, AblatedBlocksEqualThePrunedModelsNll) {
   const std::string tool = NASHPRUNE_TOOL;
   const auto full = dir / "full.json";
   ASSERT_EQ(run(tool + " prune '" + model.string() + "' --dry-run --unit heads --target 0 --plan-out '" + full.string() + "' > /dev/null"), 0);
-  using calibrate::block_part;
+  using nashprune::item_kind;
   const std::vector<block_case> cases{
-      {"layer_2", {{2, block_part::layer}}},
-      {"layers_1_4", {{1, block_part::layer}, {4, block_part::layer}}},
-      {"layer_0", {{0, block_part::layer}}},
-      {"attention_3", {{3, block_part::attention}}},
-      {"attention_0", {{0, block_part::attention}}},
-      {"mlp_1", {{1, block_part::mlp}}},
-      {"attention_2_mlp_4", {{2, block_part::attention}, {4, block_part::mlp}}},
+      {"layer_2", {{2, item_kind::whole_layer}}},
+      {"layers_1_4", {{1, item_kind::whole_layer}, {4, item_kind::whole_layer}}},
+      {"layer_0", {{0, item_kind::whole_layer}}},
+      {"attention_3", {{3, item_kind::attention_block}}},
+      {"attention_0", {{0, item_kind::attention_block}}},
+      {"mlp_1", {{1, item_kind::mlp_block}}},
+      {"attention_2_mlp_4", {{2, item_kind::attention_block}, {4, item_kind::mlp_block}}},
   };
   calibrate::ablation_session original(options(model));
   const double intact = original.mean_nll({});
@@ -108,9 +108,9 @@ TEST_F(real_ablation, AblatedBlocksEqualThePrunedModelsNll) {
     auto doc = nlohmann::json::parse(in);
     for (const auto& b : c.blocks) {
       auto& layer = doc["layers"][static_cast<std::size_t>(b.layer)];
-      if (b.part == block_part::layer) layer["keep"] = false;
-      if (b.part == block_part::attention) layer["q_heads"] = layer["kv_heads"] = nlohmann::json::array();
-      if (b.part == block_part::mlp) layer["channels"] = nlohmann::json::array();
+      if (b.part == item_kind::whole_layer) layer["keep"] = false;
+      if (b.part == item_kind::attention_block) layer["q_heads"] = layer["kv_heads"] = nlohmann::json::array();
+      if (b.part == item_kind::mlp_block) layer["channels"] = nlohmann::json::array();
     }
     const auto plan = dir / (std::string(c.name) + ".json"), pruned = dir / (std::string(c.name) + ".gguf");
     std::ofstream(plan) << doc.dump();
@@ -125,7 +125,7 @@ TEST_F(real_ablation, AblatedBlocksEqualThePrunedModelsNll) {
   EXPECT_EQ(original.mean_nll({}), intact);  // no trace in later passes
   // The model without layer 3's attention (deci, attention-free layer 3) has none left to remove.
   calibrate::ablation_session attention_free(options(dir / "attention_3.gguf"));
-  const std::vector<calibrate::block_ref> gone{{3, block_part::attention}};
+  const std::vector<calibrate::block_ref> gone{{3, nashprune::item_kind::attention_block}};
   EXPECT_THROW((void)attention_free.mean_nll({}, gone), std::invalid_argument);
 }
 
@@ -135,9 +135,9 @@ TEST_F(real_ablation, BadInputsAreRefused) {
   EXPECT_THROW((void)session.mean_nll(beyond), std::invalid_argument);
   const std::vector<calibrate::head_ref> no_layer{{5, 0}};
   EXPECT_THROW((void)session.mean_nll(no_layer), std::invalid_argument);
-  const std::vector<calibrate::block_ref> no_block_layer{{5, calibrate::block_part::layer}};
+  const std::vector<calibrate::block_ref> no_block_layer{{5, nashprune::item_kind::whole_layer}};
   EXPECT_THROW((void)session.mean_nll({}, no_block_layer), std::invalid_argument);
-  const std::vector<calibrate::block_ref> negative{{-1, calibrate::block_part::mlp}};
+  const std::vector<calibrate::block_ref> negative{{-1, nashprune::item_kind::mlp_block}};
   EXPECT_THROW((void)session.mean_nll({}, negative), std::invalid_argument);
   const auto tiny = dir / "tiny.txt";
   std::ofstream(tiny) << "Once upon a time";
