@@ -201,99 +201,115 @@ reader reader::parse(std::span<const std::byte> bytes, std::string name) {
   return r;
 }
 
-void reader::parse_all() {
-  cursor in(bytes_, name_);
+namespace {
+
+struct header_counts {
+  std::uint64_t tensors = 0;
+  std::uint64_t metadata = 0;
+};
+
+/// Magic, version and the two counts, each count checked against the bytes left.
+header_counts read_header(cursor& in, std::uint32_t& version) {
   const auto magic = in.read<std::uint32_t>("magic");
   if (std::memcmp(&magic, "GGUF", 4) != 0) in.fail(0, "not a GGUF file (bad magic)");
-  version_ = in.read<std::uint32_t>("version");
-  if (version_ != 2 && version_ != 3) in.fail(4, "unsupported GGUF version " + std::to_string(version_) + " (expected 3)");
-
-  const auto tensor_count = in.read<std::uint64_t>("tensor count");
-  const auto kv_count = in.read<std::uint64_t>("metadata count");
+  version = in.read<std::uint32_t>("version");
+  if (version != 2 && version != 3) in.fail(4, "unsupported GGUF version " + std::to_string(version) + " (expected 3)");
+  header_counts counts;
+  counts.tensors = in.read<std::uint64_t>("tensor count");
+  counts.metadata = in.read<std::uint64_t>("metadata count");
   // Smallest metadata entry: key length + type + one byte; smallest tensor entry:
   // name length + n_dims + one dim + type + offset.
-  if (kv_count > in.remaining() / 13) in.fail(16, "metadata count " + std::to_string(kv_count) + " cannot fit in the file");
-  if (tensor_count > in.remaining() / 32) in.fail(8, "tensor count " + std::to_string(tensor_count) + " cannot fit in the file");
+  if (counts.metadata > in.remaining() / 13) in.fail(16, "metadata count " + std::to_string(counts.metadata) + " cannot fit in the file");
+  if (counts.tensors > in.remaining() / 32) in.fail(8, "tensor count " + std::to_string(counts.tensors) + " cannot fit in the file");
+  return counts;
+}
 
-  metadata_parser values(in);
+/// The key-value pairs; a repeated key is an error at its offset.
+metadata read_metadata(cursor& in, metadata_parser& values, std::uint64_t count) {
+  metadata out;
   std::unordered_set<std::string> keys;
-  metadata_.reserve(std::min(kv_count, max_reserve));
-  for (std::uint64_t i = 0; i < kv_count; ++i) {
+  out.reserve(std::min(count, max_reserve));
+  for (std::uint64_t i = 0; i < count; ++i) {
     const std::uint64_t at = in.position();
     std::string key = in.read_string("metadata key");
     if (!keys.insert(key).second) in.fail(at, "duplicate metadata key '" + key + "'");
     const value_type type = values.read_type("value type of '" + key + "'");
     value v = values.read_value(type, 0);
-    metadata_.emplace_back(std::move(key), std::move(v));
+    out.emplace_back(std::move(key), std::move(v));
   }
+  return out;
+}
 
-  if (const value* a = find(alignment_key); a != nullptr) {
-    if (a->type != value_type::uint32) in.fail(24, "general.alignment must be UINT32, found " + std::string(type_name(a->type)));
-    alignment_ = static_cast<std::uint64_t>(a->as_int());
-    if (alignment_ == 0 || !std::has_single_bit(alignment_)) {
-      in.fail(24, "general.alignment " + std::to_string(alignment_) + " is not a power of two");
-    }
+/// general.alignment when given: a UINT32 power of two.
+std::uint64_t checked_alignment(const cursor& in, const value& a) {
+  if (a.type != value_type::uint32) in.fail(24, "general.alignment must be UINT32, found " + std::string(type_name(a.type)));
+  const auto alignment = static_cast<std::uint64_t>(a.as_int());
+  if (alignment == 0 || !std::has_single_bit(alignment)) {
+    in.fail(24, "general.alignment " + std::to_string(alignment) + " is not a power of two");
   }
+  return alignment;
+}
 
-  std::unordered_set<std::string> names;
-  std::vector<std::uint64_t> entry_offsets;
-  tensors_.reserve(std::min(tensor_count, max_reserve));
-  for (std::uint64_t i = 0; i < tensor_count; ++i) {
-    const std::uint64_t at = in.position();
-    entry_offsets.push_back(at);
-    tensor_view t;
-    t.name = in.read_string("tensor name");
-    values.charge(sizeof(tensor_view) + t.name.size());
-    if (!names.insert(t.name).second) in.fail(at, "duplicate tensor name '" + t.name + "'");
-    const std::uint64_t dims_at = in.position();
-    const auto n_dims = in.read<std::uint32_t>("tensor dimension count");
-    if (n_dims == 0 || n_dims > max_dims) {
-      in.fail(dims_at, "tensor '" + t.name + "' has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
-    }
-    std::int64_t elements = 1;
-    for (std::uint32_t d = 0; d < n_dims; ++d) {
-      const std::uint64_t dim_at = in.position();
-      const auto dim = in.read<std::uint64_t>("tensor dimension");
-      if (dim == 0 || dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / elements)) {
-        in.fail(dim_at, "tensor '" + t.name + "' dimension " + std::to_string(d) + " = " + std::to_string(dim) +
-                            " is zero or makes the element count overflow");
-      }
-      elements *= static_cast<std::int64_t>(dim);
-      t.dims.push_back(static_cast<std::int64_t>(dim));
-    }
-    const std::uint64_t type_at = in.position();
-    const auto type_id = in.read<std::uint32_t>("tensor type");
-    const auto traits = nashprune::find_ggml_type(type_id);
-    if (!traits) in.fail(type_at, "tensor '" + t.name + "' has unknown ggml type " + std::to_string(type_id));
-    t.type = traits->type;
-    if (t.dims[0] % traits->block_size != 0) {
-      in.fail(dims_at, "tensor '" + t.name + "' row length " + std::to_string(t.dims[0]) + " is not a multiple of the " +
-                           std::string(traits->name) + " block size " + std::to_string(traits->block_size));
-    }
-    const std::uint64_t offset_at = in.position();
-    t.offset = in.read<std::uint64_t>("tensor offset");
-    if (t.offset % alignment_ != 0) {
-      in.fail(offset_at, "tensor '" + t.name + "' offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
-                             std::to_string(alignment_));
-    }
-    // bytes = elements / block * type_size, with elements < 2^63 and type_size
-    // < 512 this cannot overflow 64 bits.
-    const auto bytes = static_cast<std::uint64_t>(elements / traits->block_size) * static_cast<std::uint64_t>(traits->type_size);
-    if (bytes > bytes_.size()) in.fail(dims_at, "tensor '" + t.name + "' needs " + std::to_string(bytes) + " bytes, more than the whole file");
-    tensors_.push_back(std::move(t));
+/// One tensor table entry: name (unique), dimensions, type and aligned offset, its
+/// byte count checked against the file size (the data section is checked later).
+tensor_view read_tensor_entry(cursor& in, metadata_parser& values, std::unordered_set<std::string>& names, std::uint64_t alignment,
+                              std::uint64_t file_size) {
+  const std::uint64_t at = in.position();
+  tensor_view t;
+  t.name = in.read_string("tensor name");
+  values.charge(sizeof(tensor_view) + t.name.size());
+  if (!names.insert(t.name).second) in.fail(at, "duplicate tensor name '" + t.name + "'");
+  const std::uint64_t dims_at = in.position();
+  const auto n_dims = in.read<std::uint32_t>("tensor dimension count");
+  if (n_dims == 0 || n_dims > max_dims) {
+    in.fail(dims_at, "tensor '" + t.name + "' has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
   }
+  std::int64_t elements = 1;
+  for (std::uint32_t d = 0; d < n_dims; ++d) {
+    const std::uint64_t dim_at = in.position();
+    const auto dim = in.read<std::uint64_t>("tensor dimension");
+    if (dim == 0 || dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / elements)) {
+      in.fail(dim_at, "tensor '" + t.name + "' dimension " + std::to_string(d) + " = " + std::to_string(dim) +
+                          " is zero or makes the element count overflow");
+    }
+    elements *= static_cast<std::int64_t>(dim);
+    t.dims.push_back(static_cast<std::int64_t>(dim));
+  }
+  const std::uint64_t type_at = in.position();
+  const auto type_id = in.read<std::uint32_t>("tensor type");
+  const auto traits = nashprune::find_ggml_type(type_id);
+  if (!traits) in.fail(type_at, "tensor '" + t.name + "' has unknown ggml type " + std::to_string(type_id));
+  t.type = traits->type;
+  if (t.dims[0] % traits->block_size != 0) {
+    in.fail(dims_at, "tensor '" + t.name + "' row length " + std::to_string(t.dims[0]) + " is not a multiple of the " +
+                         std::string(traits->name) + " block size " + std::to_string(traits->block_size));
+  }
+  const std::uint64_t offset_at = in.position();
+  t.offset = in.read<std::uint64_t>("tensor offset");
+  if (t.offset % alignment != 0) {
+    in.fail(offset_at, "tensor '" + t.name + "' offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+                           std::to_string(alignment));
+  }
+  // bytes = elements / block * type_size, with elements < 2^63 and type_size
+  // < 512 this cannot overflow 64 bits.
+  const auto bytes = static_cast<std::uint64_t>(elements / traits->block_size) * static_cast<std::uint64_t>(traits->type_size);
+  if (bytes > file_size) in.fail(dims_at, "tensor '" + t.name + "' needs " + std::to_string(bytes) + " bytes, more than the whole file");
+  return t;
+}
 
-  data_offset_ = align_up(in.position(), alignment_);
-  if (data_offset_ > bytes_.size()) in.fail(in.position(), "file ends before the data section (padding to " + std::to_string(data_offset_) + ")");
-  const std::uint64_t data_size = bytes_.size() - data_offset_;
-
-  std::vector<std::size_t> order(tensors_.size());
+/// Points every tensor at its bytes in the data section, in offset order: each must
+/// lie inside the section and not overlap the one before it (errors name the
+/// tensor's table entry).
+void place_tensors(const cursor& in, std::vector<tensor_view>& tensors, const std::vector<std::uint64_t>& entry_offsets,
+                   std::span<const std::byte> bytes, std::uint64_t data_offset) {
+  const std::uint64_t data_size = bytes.size() - data_offset;
+  std::vector<std::size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tensors_[a].offset < tensors_[b].offset; });
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tensors[a].offset < tensors[b].offset; });
   std::uint64_t previous_end = 0;
   const tensor_view* previous = nullptr;
   for (std::size_t index : order) {
-    auto& t = tensors_[index];
+    auto& t = tensors[index];
     // A hostile shape can make the byte count overflow: refuse it at the tensor's entry.
     std::uint64_t row_bytes = 0;
     try {
@@ -305,20 +321,42 @@ void reader::parse_all() {
     if (rows != 0 && row_bytes > std::numeric_limits<std::uint64_t>::max() / rows) {
       in.fail(entry_offsets[index], "tensor '" + t.name + "': its byte size overflows 64 bits");
     }
-    const std::uint64_t bytes = row_bytes * rows;
-    if (t.offset > data_size || bytes > data_size - t.offset) {
-      in.fail(entry_offsets[index], "tensor '" + t.name + "' (" + std::to_string(bytes) + " bytes at data offset " +
+    const std::uint64_t size = row_bytes * rows;
+    if (t.offset > data_size || size > data_size - t.offset) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "' (" + std::to_string(size) + " bytes at data offset " +
                                         std::to_string(t.offset) + ") extends past the end of the file (data section of " +
-                                        std::to_string(data_size) + " bytes starting at " + std::to_string(data_offset_) + ")");
+                                        std::to_string(data_size) + " bytes starting at " + std::to_string(data_offset) + ")");
     }
     if (previous != nullptr && t.offset < previous_end) {
       in.fail(entry_offsets[index], "tensor '" + t.name + "' at data offset " + std::to_string(t.offset) +
                                         " overlaps tensor '" + previous->name + "' ending at " + std::to_string(previous_end));
     }
-    t.data = bytes_.subspan(data_offset_ + t.offset, bytes);
-    previous_end = t.offset + bytes;
+    t.data = bytes.subspan(data_offset + t.offset, size);
+    previous_end = t.offset + size;
     previous = &t;
   }
+}
+
+}  // namespace
+
+void reader::parse_all() {
+  cursor in(bytes_, name_);
+  const header_counts counts = read_header(in, version_);
+  metadata_parser values(in);
+  metadata_ = read_metadata(in, values, counts.metadata);
+  if (const value* a = find(alignment_key); a != nullptr) alignment_ = checked_alignment(in, *a);
+
+  std::unordered_set<std::string> names;
+  std::vector<std::uint64_t> entry_offsets;
+  tensors_.reserve(std::min(counts.tensors, max_reserve));
+  for (std::uint64_t i = 0; i < counts.tensors; ++i) {
+    entry_offsets.push_back(in.position());
+    tensors_.push_back(read_tensor_entry(in, values, names, alignment_, bytes_.size()));
+  }
+
+  data_offset_ = align_up(in.position(), alignment_);
+  if (data_offset_ > bytes_.size()) in.fail(in.position(), "file ends before the data section (padding to " + std::to_string(data_offset_) + ")");
+  place_tensors(in, tensors_, entry_offsets, bytes_, data_offset_);
 }
 
 const tensor_view* reader::find_tensor(std::string_view name) const {

@@ -44,12 +44,8 @@
 
 NASHPRUNE_BEGIN_NAMESPACE
 
-/// A tensor to quantize: `rows` rows of `row_length` weights (ggml ne = [row_length, rows]).
-struct quant_tensor {
-  std::string name;
-  std::int64_t row_length = 0;
-  std::int64_t rows = 0;
-};
+/// A tensor to quantize (ggml_types.hpp).
+using quant_tensor = tensor_shape;
 
 inline constexpr std::array<ggml_type, 7> default_quant_menu{ggml_type::q2_k, ggml_type::q3_k, ggml_type::q4_k, ggml_type::q5_k,
                                                              ggml_type::q6_k, ggml_type::q8_0, ggml_type::f16};
@@ -188,6 +184,122 @@ template <typename Scalar>
   return a;
 }
 
+namespace detail {
+
+/// The tensor's fitting menu types by ascending bytes (ties: ascending bits).
+inline std::vector<ggml_type> options_by_bytes(const std::vector<ggml_type>& menu, const quant_tensor& t, std::size_t position) {
+  std::vector<ggml_type> options = fitting_types(menu, t, position);
+  std::stable_sort(options.begin(), options.end(),
+                   [&](ggml_type x, ggml_type y) { return tensor_bytes_of(t, x) < tensor_bytes_of(t, y); });
+  return options;
+}
+
+/// The options (by ascending bytes) on the lower convex hull of (bytes, error).
+inline std::vector<ggml_type> lower_hull(const std::vector<ggml_type>& options, const quant_tensor& t, double importance) {
+  std::vector<ggml_type> h;
+  for (const ggml_type type : options) {
+    const auto b = static_cast<double>(tensor_bytes_of(t, type));
+    const double e = tensor_error(importance, t, type);
+    if (!h.empty() && b <= static_cast<double>(tensor_bytes_of(t, h.back()))) continue;  // same bytes: keep the first
+    if (!h.empty() && e >= tensor_error(importance, t, h.back())) continue;               // no gain
+    while (h.size() >= 2) {
+      const ggml_type p = h[h.size() - 2], q = h.back();
+      const double bp = static_cast<double>(tensor_bytes_of(t, p)), bq = static_cast<double>(tensor_bytes_of(t, q));
+      const double ep = tensor_error(importance, t, p), eq = tensor_error(importance, t, q);
+      // q lies on or above the chord p -> (b, e): not on the lower hull.
+      if ((eq - ep) * (b - bp) >= (e - ep) * (bq - bp)) {
+        h.pop_back();
+      } else {
+        break;
+      }
+    }
+    h.push_back(type);
+  }
+  return h;
+}
+
+/// Error saved per extra byte moving a tensor from `from` to `to`.
+inline double upgrade_ratio(const quant_tensor& t, double importance, ggml_type from, ggml_type to) {
+  const double db = static_cast<double>(tensor_bytes_of(t, to) - tensor_bytes_of(t, from));
+  return (tensor_error(importance, t, from) - tensor_error(importance, t, to)) / db;
+}
+
+/// From the cheapest hull point of every tensor (a.types), applies hull upgrades in
+/// descending error saved per byte while they fit: the LP order. Sets lower_bound
+/// (the LP value: the first upgrade that does not fit taken fractionally) and
+/// gap_bound (that upgrade's saving); returns the bytes used.
+inline std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor> tensors, const std::vector<double>& importance,
+                                const std::vector<std::vector<ggml_type>>& hull, std::int64_t used) {
+  const std::size_t n = tensors.size();
+  std::vector<std::size_t> step(n, 0);  // position on the hull
+  double error = 0;
+  for (std::size_t t = 0; t < n; ++t) error += tensor_error(importance[t], tensors[t], a.types[t]);
+  struct upgrade {
+    double ratio;
+    std::size_t tensor;
+    bool operator<(const upgrade& o) const { return ratio < o.ratio || (ratio == o.ratio && tensor > o.tensor); }
+  };
+  std::priority_queue<upgrade> queue;
+  for (std::size_t t = 0; t < n; ++t) {
+    if (hull[t].size() > 1) queue.push({upgrade_ratio(tensors[t], importance[t], hull[t][0], hull[t][1]), t});
+  }
+  bool blocked = false;
+  a.lower_bound = error;
+  while (!queue.empty()) {
+    const upgrade u = queue.top();
+    queue.pop();
+    const std::size_t t = u.tensor;
+    const ggml_type from = hull[t][step[t]], to = hull[t][step[t] + 1];
+    const std::int64_t extra = tensor_bytes_of(tensors[t], to) - tensor_bytes_of(tensors[t], from);
+    const double saved = tensor_error(importance[t], tensors[t], from) - tensor_error(importance[t], tensors[t], to);
+    if (used + extra > a.budget) {
+      if (!blocked) {  // the LP takes this step fractionally and stops
+        blocked = true;
+        a.gap_bound = saved;
+        a.lower_bound = error - saved * static_cast<double>(a.budget - used) / static_cast<double>(extra);
+      }
+      continue;
+    }
+    used += extra;
+    error -= saved;
+    ++step[t];
+    a.types[t] = to;
+    if (step[t] + 1 < hull[t].size()) queue.push({upgrade_ratio(tensors[t], importance[t], to, hull[t][step[t] + 1]), t});
+  }
+  if (!blocked) a.lower_bound = error;
+  return used;
+}
+
+/// Takes any upgrade (on the hull or not) that still fits, best error saved per
+/// byte first, until none fits.
+inline void fill_budget(bit_allocation& a, std::span<const quant_tensor> tensors, const std::vector<double>& importance,
+                        const std::vector<std::vector<ggml_type>>& options, std::int64_t used) {
+  const std::size_t n = tensors.size();
+  for (;;) {
+    double best = 0;
+    std::size_t best_t = n;
+    ggml_type best_type = ggml_type::f32;
+    for (std::size_t t = 0; t < n; ++t) {
+      const std::int64_t now = tensor_bytes_of(tensors[t], a.types[t]);
+      for (const ggml_type type : options[t]) {
+        const std::int64_t extra = tensor_bytes_of(tensors[t], type) - now;
+        if (extra <= 0 || used + extra > a.budget) continue;
+        const double ratio = upgrade_ratio(tensors[t], importance[t], a.types[t], type);
+        if (ratio > best) {
+          best = ratio;
+          best_t = t;
+          best_type = type;
+        }
+      }
+    }
+    if (best_t == n) break;
+    used += tensor_bytes_of(tensors[best_t], best_type) - tensor_bytes_of(tensors[best_t], a.types[best_t]);
+    a.types[best_t] = best_type;
+  }
+}
+
+}  // namespace detail
+
 /// The optimal allocator of the header comment under a byte budget.
 template <typename Scalar>
 [[nodiscard]] bit_allocation allocate_bits(
@@ -198,33 +310,11 @@ template <typename Scalar>
   const auto sorted_menu = detail::validated_menu(menu);
   const auto values = detail::validated_importance<Scalar>(importance, tensors.size());
   const std::size_t n = tensors.size();
-  // Per tensor: options by ascending bytes, then the lower convex hull of (bytes, error).
   std::vector<std::vector<ggml_type>> options(n), hull(n);
   std::int64_t least = 0;
   for (std::size_t t = 0; t < n; ++t) {
-    options[t] = detail::fitting_types(sorted_menu, tensors[t], t);
-    std::stable_sort(options[t].begin(), options[t].end(), [&](ggml_type x, ggml_type y) {
-      return detail::tensor_bytes_of(tensors[t], x) < detail::tensor_bytes_of(tensors[t], y);
-    });
-    for (const ggml_type type : options[t]) {
-      auto& h = hull[t];
-      const auto b = static_cast<double>(detail::tensor_bytes_of(tensors[t], type));
-      const double e = detail::tensor_error(values[t], tensors[t], type);
-      if (!h.empty() && b <= static_cast<double>(detail::tensor_bytes_of(tensors[t], h.back()))) continue;  // same bytes: keep the first
-      if (!h.empty() && e >= detail::tensor_error(values[t], tensors[t], h.back())) continue;               // no gain
-      while (h.size() >= 2) {
-        const ggml_type p = h[h.size() - 2], q = h.back();
-        const double bp = static_cast<double>(detail::tensor_bytes_of(tensors[t], p)), bq = static_cast<double>(detail::tensor_bytes_of(tensors[t], q));
-        const double ep = detail::tensor_error(values[t], tensors[t], p), eq = detail::tensor_error(values[t], tensors[t], q);
-        // q lies on or above the chord p -> (b, e): not on the lower hull.
-        if ((eq - ep) * (b - bp) >= (e - ep) * (bq - bp)) {
-          h.pop_back();
-        } else {
-          break;
-        }
-      }
-      h.push_back(type);
-    }
+    options[t] = detail::options_by_bytes(sorted_menu, tensors[t], t);
+    hull[t] = detail::lower_hull(options[t], tensors[t], values[t]);
     least += detail::tensor_bytes_of(tensors[t], options[t].front());
   }
   if (budget_bytes < least) {
@@ -233,70 +323,9 @@ template <typename Scalar>
   bit_allocation a;
   a.budget = budget_bytes;
   a.types.resize(n);
-  std::vector<std::size_t> step(n, 0);  // position on the hull
   for (std::size_t t = 0; t < n; ++t) a.types[t] = hull[t][0];
-  std::int64_t used = least;
-  double error = 0;
-  for (std::size_t t = 0; t < n; ++t) error += detail::tensor_error(values[t], tensors[t], a.types[t]);
-  struct upgrade {
-    double ratio;
-    std::size_t tensor;
-    bool operator<(const upgrade& o) const { return ratio < o.ratio || (ratio == o.ratio && tensor > o.tensor); }
-  };
-  auto next_upgrade = [&](std::size_t t, ggml_type from, ggml_type to) {
-    const double db = static_cast<double>(detail::tensor_bytes_of(tensors[t], to) - detail::tensor_bytes_of(tensors[t], from));
-    return (detail::tensor_error(values[t], tensors[t], from) - detail::tensor_error(values[t], tensors[t], to)) / db;
-  };
-  std::priority_queue<upgrade> queue;
-  for (std::size_t t = 0; t < n; ++t) {
-    if (hull[t].size() > 1) queue.push({next_upgrade(t, hull[t][0], hull[t][1]), t});
-  }
-  bool blocked = false;
-  a.lower_bound = error;
-  while (!queue.empty()) {
-    const upgrade u = queue.top();
-    queue.pop();
-    const std::size_t t = u.tensor;
-    const ggml_type from = hull[t][step[t]], to = hull[t][step[t] + 1];
-    const std::int64_t extra = detail::tensor_bytes_of(tensors[t], to) - detail::tensor_bytes_of(tensors[t], from);
-    const double saved = detail::tensor_error(values[t], tensors[t], from) - detail::tensor_error(values[t], tensors[t], to);
-    if (used + extra > budget_bytes) {
-      if (!blocked) {  // the LP takes this step fractionally and stops
-        blocked = true;
-        a.gap_bound = saved;
-        a.lower_bound = error - saved * static_cast<double>(budget_bytes - used) / static_cast<double>(extra);
-      }
-      continue;
-    }
-    used += extra;
-    error -= saved;
-    ++step[t];
-    a.types[t] = to;
-    if (step[t] + 1 < hull[t].size()) queue.push({next_upgrade(t, to, hull[t][step[t] + 1]), t});
-  }
-  if (!blocked) a.lower_bound = error;
-  // Fill: any upgrade (hull or not) that still fits, best error saved per byte first.
-  for (;;) {
-    double best = 0;
-    std::size_t best_t = n;
-    ggml_type best_type = ggml_type::f32;
-    for (std::size_t t = 0; t < n; ++t) {
-      const std::int64_t now = detail::tensor_bytes_of(tensors[t], a.types[t]);
-      for (const ggml_type type : options[t]) {
-        const std::int64_t extra = detail::tensor_bytes_of(tensors[t], type) - now;
-        if (extra <= 0 || used + extra > budget_bytes) continue;
-        const double ratio = next_upgrade(t, a.types[t], type);
-        if (ratio > best) {
-          best = ratio;
-          best_t = t;
-          best_type = type;
-        }
-      }
-    }
-    if (best_t == n) break;
-    used += detail::tensor_bytes_of(tensors[best_t], best_type) - detail::tensor_bytes_of(tensors[best_t], a.types[best_t]);
-    a.types[best_t] = best_type;
-  }
+  const std::int64_t used = detail::climb_hulls(a, tensors, values, hull, least);
+  detail::fill_budget(a, tensors, values, options, used);
   detail::finish_allocation(a, tensors, values);
   a.gap_bound = std::max(0.0, a.error - a.lower_bound);
   return a;

@@ -32,6 +32,14 @@ enum class ggml_type : std::uint32_t {
   iq1_m = 29, bf16 = 30, tq1_0 = 34, tq2_0 = 35, mxfp4 = 39, nvfp4 = 40, q1_0 = 41, q2_0 = 42,
 };
 
+/// A named ggml matrix: `rows` rows of `row_length` elements (ne = [row_length, rows]).
+/// Its bytes in a type T are rows · row_bytes(T, row_length).
+struct tensor_shape {
+  std::string name;
+  std::int64_t row_length = 0;
+  std::int64_t rows = 0;
+};
+
 struct ggml_type_traits {
   ggml_type type;
   std::string_view name;       // as ggml and llama-quantize spell it, e.g. "q4_K"

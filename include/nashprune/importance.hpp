@@ -56,6 +56,7 @@
 #include "detail/simd_dispatch.hpp"
 #include "detail/taylor_score_ops.hpp"
 #include "detail/validate.hpp"
+#include "simd_target.hpp"
 
 NASHPRUNE_BEGIN_NAMESPACE
 
@@ -312,6 +313,18 @@ template <typename Derived>
   return std::pair<std::string_view, const Derived&>(name, m.derived());
 }
 
+/// Line totals of a per-weight score of same-shape operands: the SIMD kernel for
+/// `kind` when it runs for them (simd_score_lines), else the portable Eigen
+/// expression `portable()` summed per line. Both explain a non-finite total by
+/// the named inputs.
+template <typename Scalar, typename Portable, typename... Named>
+[[nodiscard]] score_vector<Scalar> simd_or_portable_line_scores(simd_target target, score_kind kind, matrix_axis lines,
+                                                                const std::optional<std::pair<score_planes, bool>>& planes,
+                                                                const Portable& portable, const Named&... inputs) {
+  if (auto totals = simd_score_lines<Scalar>(target, kind, lines, planes, {}, inputs...)) return *totals;
+  return score_lines(portable(), lines, inputs...);
+}
+
 template <typename DerivedWeights, typename DerivedOut>
 void require_output_shape(const Eigen::MatrixBase<DerivedOut>& out, const Eigen::MatrixBase<DerivedWeights>& w) {
   require_same_shape("out", out, w);
@@ -414,13 +427,10 @@ template <typename DW, typename DG>
                                                                          simd_target target = simd_target::automatic) {
   detail::require_same_floating_scalar<DW, DG>();
   detail::require_same_shape("gradients", gradients, weights);
-  if (auto totals = detail::simd_score_lines<typename DW::Scalar>(
-          target, detail::score_kind::taylor_first, lines, detail::float_planes(weights, gradients), {},
-          detail::named("weights", weights), detail::named("gradients", gradients))) {
-    return *totals;
-  }
-  return detail::score_lines(detail::taylor_first_expression(weights, gradients), lines,
-                             detail::named("weights", weights), detail::named("gradients", gradients));
+  return detail::simd_or_portable_line_scores<typename DW::Scalar>(
+      target, detail::score_kind::taylor_first, lines, detail::float_planes(weights, gradients),
+      [&] { return detail::taylor_first_expression(weights, gradients); }, detail::named("weights", weights),
+      detail::named("gradients", gradients));
 }
 
 /// Σ(|w·g| + ½(w·g)²) of every row or column: second order with the Fisher
@@ -432,13 +442,10 @@ template <typename DW, typename DG>
                                                                           simd_target target = simd_target::automatic) {
   detail::require_same_floating_scalar<DW, DG>();
   detail::require_same_shape("gradients", gradients, weights);
-  if (auto totals = detail::simd_score_lines<typename DW::Scalar>(
-          target, detail::score_kind::taylor_fisher, lines, detail::float_planes(weights, gradients), {},
-          detail::named("weights", weights), detail::named("gradients", gradients))) {
-    return *totals;
-  }
-  return detail::score_lines(detail::taylor_fisher_scores(weights, gradients), lines,
-                             detail::named("weights", weights), detail::named("gradients", gradients));
+  return detail::simd_or_portable_line_scores<typename DW::Scalar>(
+      target, detail::score_kind::taylor_fisher, lines, detail::float_planes(weights, gradients),
+      [&] { return detail::taylor_fisher_scores(weights, gradients); }, detail::named("weights", weights),
+      detail::named("gradients", gradients));
 }
 
 /// Σ(|w·g| + ½|w²·h|) of every row or column, h the given Hessian diagonal.
@@ -451,15 +458,10 @@ template <typename DW, typename DG, typename DH>
   detail::require_same_floating_scalar<DW, DG, DH>();
   detail::require_same_shape("gradients", gradients, weights);
   detail::require_same_shape("hessian_diagonal", hessian_diagonal, weights);
-  if (auto totals = detail::simd_score_lines<typename DW::Scalar>(
-          target, detail::score_kind::taylor_hessian, lines, detail::float_planes(weights, gradients, hessian_diagonal),
-          {}, detail::named("weights", weights), detail::named("gradients", gradients),
-          detail::named("hessian_diagonal", hessian_diagonal))) {
-    return *totals;
-  }
-  return detail::score_lines(detail::taylor_hessian_scores(weights, gradients, hessian_diagonal), lines,
-                             detail::named("weights", weights), detail::named("gradients", gradients),
-                             detail::named("hessian_diagonal", hessian_diagonal));
+  return detail::simd_or_portable_line_scores<typename DW::Scalar>(
+      target, detail::score_kind::taylor_hessian, lines, detail::float_planes(weights, gradients, hessian_diagonal),
+      [&] { return detail::taylor_hessian_scores(weights, gradients, hessian_diagonal); }, detail::named("weights", weights),
+      detail::named("gradients", gradients), detail::named("hessian_diagonal", hessian_diagonal));
 }
 
 /// Σ|w_ij|·‖x_j‖₂ of every row or column. `input_norms` holds one activation norm

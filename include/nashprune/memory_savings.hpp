@@ -22,11 +22,9 @@
 
 NASHPRUNE_BEGIN_NAMESPACE
 
-/// One tensor of a plan: ggml shape ne = [row_length, rows] before and after.
+/// One tensor of a plan: its shape (ggml_types.hpp) and type before, then after.
 struct tensor_plan {
-  std::string name;
-  std::int64_t row_length = 0;
-  std::int64_t rows = 0;
+  tensor_shape shape;
   ggml_type type = ggml_type::f16;
   std::int64_t row_length_after = 0;
   std::int64_t rows_after = 0;
@@ -56,12 +54,13 @@ struct memory_savings_result {
   r.tensors.reserve(plan.size());
   for (std::size_t i = 0; i < plan.size(); ++i) {
     const auto& t = plan[i];
-    const std::string where = " at " + detail::at_index(static_cast<std::int64_t>(i)) + " ('" + t.name + "')";
-    if (t.row_length < 0 || t.rows < 0 || t.row_length_after < 0 || t.rows_after < 0) {
+    const auto& [name, row_length, rows] = t.shape;
+    const std::string where = " at " + detail::at_index(static_cast<std::int64_t>(i)) + " ('" + name + "')";
+    if (row_length < 0 || rows < 0 || t.row_length_after < 0 || t.rows_after < 0) {
       detail::fail_argument("plan", "negative shape" + where);
     }
-    if (t.row_length_after > t.row_length || t.rows_after > t.rows) detail::fail_argument("plan", "pruning cannot grow a tensor" + where);
-    for (const auto& [type, length] : {std::pair{t.type, t.row_length}, std::pair{t.type_after, t.row_length_after}}) {
+    if (t.row_length_after > row_length || t.rows_after > rows) detail::fail_argument("plan", "pruning cannot grow a tensor" + where);
+    for (const auto& [type, length] : {std::pair{t.type, row_length}, std::pair{t.type_after, t.row_length_after}}) {
       const auto& traits = traits_of(type);
       if (length % traits.block_size != 0) {
         detail::fail_argument("plan", "row length " + std::to_string(length) + " is not a multiple of the " + std::string(traits.name) +
@@ -69,7 +68,7 @@ struct memory_savings_result {
       }
     }
     tensor_bytes b;
-    b.before = row_bytes(t.type, t.row_length) * t.rows;
+    b.before = row_bytes(t.type, row_length) * rows;
     b.after = row_bytes(t.type_after, t.row_length_after) * t.rows_after;
     r.before += b.before;
     r.after += b.after;
