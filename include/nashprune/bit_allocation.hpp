@@ -18,6 +18,9 @@
 //    unused bytes are smaller than every remaining upgrade). Bound: the LP relaxation
 //    value is reported as lower_bound and E - optimum <= E - lower_bound <= the error
 //    saved by the first upgrade that did not fit (gap_bound).
+//  - allocate_bits_measured: the same allocator over errors measured per tensor and
+//    type (e.g. by quantizing with ggml: quantization_error.hpp) instead of the
+//    2^(-2·bpw) model; the hull, the LP bound and the gap are those above.
 //  - tensor_type_overrides: the plan as llama-quantize `--tensor-type PATTERN=TYPE`
 //    arguments (PATTERN is a regex searched in the tensor name: anchored and escaped).
 // Byte counts use whole ggml blocks (ggml_types.hpp), so they are the file's bytes.
@@ -121,15 +124,127 @@ std::vector<double> validated_importance(const Eigen::Ref<const Eigen::Matrix<Sc
   return v;
 }
 
-inline void finish_allocation(bit_allocation& a, std::span<const quant_tensor> tensors, const std::vector<double>& importance) {
+/// Fills bytes, error and weights of `a` from its types; error_of(t, type) is tensor t's error.
+template <typename ErrorOf>
+void finish_allocation(bit_allocation& a, std::span<const quant_tensor> tensors, const ErrorOf& error_of) {
   a.bytes = 0;
   a.error = 0;
   a.weights = 0;
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     a.bytes += tensor_bytes_of(tensors[t], a.types[t]);
-    a.error += tensor_error(importance[t], tensors[t], a.types[t]);
+    a.error += error_of(t, a.types[t]);
     a.weights += tensors[t].row_length * tensors[t].rows;
   }
+}
+
+/// The hull allocator of the header comment over any errors: tensor t may take the
+/// types options[t] (non-empty), at the error error_of(t, type).
+template <typename ErrorOf>
+bit_allocation allocate_on_hulls(std::span<const quant_tensor> tensors, std::vector<std::vector<ggml_type>> options,
+                                 const ErrorOf& error_of, std::int64_t budget_bytes) {
+  const std::size_t n = tensors.size();
+  // Per tensor: options by ascending bytes, then the lower convex hull of (bytes, error).
+  std::vector<std::vector<ggml_type>> hull(n);
+  std::int64_t least = 0;
+  for (std::size_t t = 0; t < n; ++t) {
+    std::stable_sort(options[t].begin(), options[t].end(), [&](ggml_type x, ggml_type y) {
+      const std::int64_t bx = tensor_bytes_of(tensors[t], x), by = tensor_bytes_of(tensors[t], y);
+      return bx < by || (bx == by && error_of(t, x) < error_of(t, y));  // equal bytes: the lower error first
+    });
+    for (const ggml_type type : options[t]) {
+      auto& h = hull[t];
+      const auto b = static_cast<double>(tensor_bytes_of(tensors[t], type));
+      const double e = error_of(t, type);
+      if (!h.empty() && b <= static_cast<double>(tensor_bytes_of(tensors[t], h.back()))) continue;  // same bytes: keep the first (lowest error)
+      if (!h.empty() && e >= error_of(t, h.back())) continue;               // no gain
+      while (h.size() >= 2) {
+        const ggml_type p = h[h.size() - 2], q = h.back();
+        const double bp = static_cast<double>(tensor_bytes_of(tensors[t], p)), bq = static_cast<double>(tensor_bytes_of(tensors[t], q));
+        const double ep = error_of(t, p), eq = error_of(t, q);
+        // q lies on or above the chord p -> (b, e): not on the lower hull.
+        if ((eq - ep) * (b - bp) >= (e - ep) * (bq - bp)) {
+          h.pop_back();
+        } else {
+          break;
+        }
+      }
+      h.push_back(type);
+    }
+    least += tensor_bytes_of(tensors[t], options[t].front());
+  }
+  if (budget_bytes < least) {
+    fail_domain("budget", std::to_string(budget_bytes) + " bytes is below the smallest plan, " + std::to_string(least) + " bytes");
+  }
+  bit_allocation a;
+  a.budget = budget_bytes;
+  a.types.resize(n);
+  std::vector<std::size_t> step(n, 0);  // position on the hull
+  for (std::size_t t = 0; t < n; ++t) a.types[t] = hull[t][0];
+  std::int64_t used = least;
+  double error = 0;
+  for (std::size_t t = 0; t < n; ++t) error += error_of(t, a.types[t]);
+  struct upgrade {
+    double ratio;
+    std::size_t tensor;
+    bool operator<(const upgrade& o) const { return ratio < o.ratio || (ratio == o.ratio && tensor > o.tensor); }
+  };
+  auto next_upgrade = [&](std::size_t t, ggml_type from, ggml_type to) {
+    const double db = static_cast<double>(tensor_bytes_of(tensors[t], to) - tensor_bytes_of(tensors[t], from));
+    return (error_of(t, from) - error_of(t, to)) / db;
+  };
+  std::priority_queue<upgrade> queue;
+  for (std::size_t t = 0; t < n; ++t) {
+    if (hull[t].size() > 1) queue.push({next_upgrade(t, hull[t][0], hull[t][1]), t});
+  }
+  bool blocked = false;
+  a.lower_bound = error;
+  while (!queue.empty()) {
+    const upgrade u = queue.top();
+    queue.pop();
+    const std::size_t t = u.tensor;
+    const ggml_type from = hull[t][step[t]], to = hull[t][step[t] + 1];
+    const std::int64_t extra = tensor_bytes_of(tensors[t], to) - tensor_bytes_of(tensors[t], from);
+    const double saved = error_of(t, from) - error_of(t, to);
+    if (used + extra > budget_bytes) {
+      if (!blocked) {  // the LP takes this step fractionally and stops
+        blocked = true;
+        a.gap_bound = saved;
+        a.lower_bound = error - saved * static_cast<double>(budget_bytes - used) / static_cast<double>(extra);
+      }
+      continue;
+    }
+    used += extra;
+    error -= saved;
+    ++step[t];
+    a.types[t] = to;
+    if (step[t] + 1 < hull[t].size()) queue.push({next_upgrade(t, to, hull[t][step[t] + 1]), t});
+  }
+  if (!blocked) a.lower_bound = error;
+  // Fill: any upgrade (hull or not) that still fits, best error saved per byte first.
+  for (;;) {
+    double best = 0;
+    std::size_t best_t = n;
+    ggml_type best_type = ggml_type::f32;
+    for (std::size_t t = 0; t < n; ++t) {
+      const std::int64_t now = tensor_bytes_of(tensors[t], a.types[t]);
+      for (const ggml_type type : options[t]) {
+        const std::int64_t extra = tensor_bytes_of(tensors[t], type) - now;
+        if (extra <= 0 || used + extra > budget_bytes) continue;
+        const double ratio = next_upgrade(t, a.types[t], type);
+        if (ratio > best) {
+          best = ratio;
+          best_t = t;
+          best_type = type;
+        }
+      }
+    }
+    if (best_t == n) break;
+    used += tensor_bytes_of(tensors[best_t], best_type) - tensor_bytes_of(tensors[best_t], a.types[best_t]);
+    a.types[best_t] = best_type;
+  }
+  finish_allocation(a, tensors, error_of);
+  a.gap_bound = std::max(0.0, a.error - a.lower_bound);
+  return a;
 }
 
 }  // namespace detail
@@ -184,7 +299,7 @@ template <typename Scalar>
     }
     a.types.push_back(chosen);
   }
-  detail::finish_allocation(a, tensors, values);
+  detail::finish_allocation(a, tensors, [&](std::size_t t, ggml_type type) { return detail::tensor_error(values[t], tensors[t], type); });
   return a;
 }
 
@@ -197,109 +312,46 @@ template <typename Scalar>
   detail::validate_quant_tensors(tensors);
   const auto sorted_menu = detail::validated_menu(menu);
   const auto values = detail::validated_importance<Scalar>(importance, tensors.size());
-  const std::size_t n = tensors.size();
-  // Per tensor: options by ascending bytes, then the lower convex hull of (bytes, error).
-  std::vector<std::vector<ggml_type>> options(n), hull(n);
-  std::int64_t least = 0;
-  for (std::size_t t = 0; t < n; ++t) {
-    options[t] = detail::fitting_types(sorted_menu, tensors[t], t);
-    std::stable_sort(options[t].begin(), options[t].end(), [&](ggml_type x, ggml_type y) {
-      return detail::tensor_bytes_of(tensors[t], x) < detail::tensor_bytes_of(tensors[t], y);
-    });
-    for (const ggml_type type : options[t]) {
-      auto& h = hull[t];
-      const auto b = static_cast<double>(detail::tensor_bytes_of(tensors[t], type));
-      const double e = detail::tensor_error(values[t], tensors[t], type);
-      if (!h.empty() && b <= static_cast<double>(detail::tensor_bytes_of(tensors[t], h.back()))) continue;  // same bytes: keep the first
-      if (!h.empty() && e >= detail::tensor_error(values[t], tensors[t], h.back())) continue;               // no gain
-      while (h.size() >= 2) {
-        const ggml_type p = h[h.size() - 2], q = h.back();
-        const double bp = static_cast<double>(detail::tensor_bytes_of(tensors[t], p)), bq = static_cast<double>(detail::tensor_bytes_of(tensors[t], q));
-        const double ep = detail::tensor_error(values[t], tensors[t], p), eq = detail::tensor_error(values[t], tensors[t], q);
-        // q lies on or above the chord p -> (b, e): not on the lower hull.
-        if ((eq - ep) * (b - bp) >= (e - ep) * (bq - bp)) {
-          h.pop_back();
-        } else {
-          break;
-        }
+  std::vector<std::vector<ggml_type>> options(tensors.size());
+  for (std::size_t t = 0; t < tensors.size(); ++t) options[t] = detail::fitting_types(sorted_menu, tensors[t], t);
+  return detail::allocate_on_hulls(
+      tensors, std::move(options), [&](std::size_t t, ggml_type type) { return detail::tensor_error(values[t], tensors[t], type); },
+      budget_bytes);
+}
+
+/// The same allocator over measured errors: errors(t, k) is tensor t's error at
+/// menu[k] (finite and >= 0; +infinity marks a type tensor t cannot take). Types
+/// whose block does not divide a tensor's rows are skipped for it whatever its entry.
+template <typename Scalar>
+[[nodiscard]] bit_allocation allocate_bits_measured(std::span<const quant_tensor> tensors,
+                                                    const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& errors,
+                                                    std::int64_t budget_bytes, std::span<const ggml_type> menu) {
+  detail::validate_quant_tensors(tensors);
+  (void)detail::validated_menu(menu);
+  detail::require_size("errors rows", errors.rows(), static_cast<std::int64_t>(tensors.size()));
+  detail::require_size("errors columns", errors.cols(), static_cast<std::int64_t>(menu.size()));
+  std::vector<std::vector<ggml_type>> options(tensors.size());
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    for (std::size_t k = 0; k < menu.size(); ++k) {
+      const double e = static_cast<double>(errors(static_cast<Eigen::Index>(t), static_cast<Eigen::Index>(k)));
+      if (std::isnan(e) || e < 0) {
+        detail::fail_argument("errors", "not finite and >= 0 at (" + std::to_string(t) + ", " + std::to_string(k) + ") ('" +
+                                            tensors[t].name + "', " + std::string(traits_of(menu[k]).name) + "): " +
+                                            detail::describe_value(e));
       }
-      h.push_back(type);
+      if (std::isinf(e) || tensors[t].row_length % traits_of(menu[k]).block_size != 0) continue;
+      options[t].push_back(menu[k]);
     }
-    least += detail::tensor_bytes_of(tensors[t], options[t].front());
+    if (options[t].empty()) {
+      detail::fail_argument("errors", "no menu type is available at " + detail::at_index(static_cast<std::int64_t>(t)) + " ('" +
+                                          tensors[t].name + "')");
+    }
   }
-  if (budget_bytes < least) {
-    detail::fail_domain("budget", std::to_string(budget_bytes) + " bytes is below the smallest plan, " + std::to_string(least) + " bytes");
-  }
-  bit_allocation a;
-  a.budget = budget_bytes;
-  a.types.resize(n);
-  std::vector<std::size_t> step(n, 0);  // position on the hull
-  for (std::size_t t = 0; t < n; ++t) a.types[t] = hull[t][0];
-  std::int64_t used = least;
-  double error = 0;
-  for (std::size_t t = 0; t < n; ++t) error += detail::tensor_error(values[t], tensors[t], a.types[t]);
-  struct upgrade {
-    double ratio;
-    std::size_t tensor;
-    bool operator<(const upgrade& o) const { return ratio < o.ratio || (ratio == o.ratio && tensor > o.tensor); }
+  const auto error_of = [&](std::size_t t, ggml_type type) {
+    const auto k = static_cast<Eigen::Index>(std::find(menu.begin(), menu.end(), type) - menu.begin());
+    return static_cast<double>(errors(static_cast<Eigen::Index>(t), k));
   };
-  auto next_upgrade = [&](std::size_t t, ggml_type from, ggml_type to) {
-    const double db = static_cast<double>(detail::tensor_bytes_of(tensors[t], to) - detail::tensor_bytes_of(tensors[t], from));
-    return (detail::tensor_error(values[t], tensors[t], from) - detail::tensor_error(values[t], tensors[t], to)) / db;
-  };
-  std::priority_queue<upgrade> queue;
-  for (std::size_t t = 0; t < n; ++t) {
-    if (hull[t].size() > 1) queue.push({next_upgrade(t, hull[t][0], hull[t][1]), t});
-  }
-  bool blocked = false;
-  a.lower_bound = error;
-  while (!queue.empty()) {
-    const upgrade u = queue.top();
-    queue.pop();
-    const std::size_t t = u.tensor;
-    const ggml_type from = hull[t][step[t]], to = hull[t][step[t] + 1];
-    const std::int64_t extra = detail::tensor_bytes_of(tensors[t], to) - detail::tensor_bytes_of(tensors[t], from);
-    const double saved = detail::tensor_error(values[t], tensors[t], from) - detail::tensor_error(values[t], tensors[t], to);
-    if (used + extra > budget_bytes) {
-      if (!blocked) {  // the LP takes this step fractionally and stops
-        blocked = true;
-        a.gap_bound = saved;
-        a.lower_bound = error - saved * static_cast<double>(budget_bytes - used) / static_cast<double>(extra);
-      }
-      continue;
-    }
-    used += extra;
-    error -= saved;
-    ++step[t];
-    a.types[t] = to;
-    if (step[t] + 1 < hull[t].size()) queue.push({next_upgrade(t, to, hull[t][step[t] + 1]), t});
-  }
-  if (!blocked) a.lower_bound = error;
-  // Fill: any upgrade (hull or not) that still fits, best error saved per byte first.
-  for (;;) {
-    double best = 0;
-    std::size_t best_t = n;
-    ggml_type best_type = ggml_type::f32;
-    for (std::size_t t = 0; t < n; ++t) {
-      const std::int64_t now = detail::tensor_bytes_of(tensors[t], a.types[t]);
-      for (const ggml_type type : options[t]) {
-        const std::int64_t extra = detail::tensor_bytes_of(tensors[t], type) - now;
-        if (extra <= 0 || used + extra > budget_bytes) continue;
-        const double ratio = next_upgrade(t, a.types[t], type);
-        if (ratio > best) {
-          best = ratio;
-          best_t = t;
-          best_type = type;
-        }
-      }
-    }
-    if (best_t == n) break;
-    used += detail::tensor_bytes_of(tensors[best_t], best_type) - detail::tensor_bytes_of(tensors[best_t], a.types[best_t]);
-    a.types[best_t] = best_type;
-  }
-  detail::finish_allocation(a, tensors, values);
-  a.gap_bound = std::max(0.0, a.error - a.lower_bound);
-  return a;
+  return detail::allocate_on_hulls(tensors, std::move(options), error_of, budget_bytes);
 }
 
 /// `--tensor-type` arguments for llama-quantize: "^<escaped name>$=<type>" for every
