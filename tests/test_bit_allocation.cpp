@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -25,6 +26,30 @@ using nashprune_test::vec;
 
 double plain_error(double importance, const np::quant_tensor& t, ggml_type type) {
   return importance * static_cast<double>(t.row_length * t.rows) * std::pow(2.0, -2.0 * np::traits_of(type).bits_per_weight());
+}
+
+/// The least total error over every combination of available types within the budget.
+template <typename Available, typename Error>
+double brute_force_optimum(const std::vector<np::quant_tensor>& tensors, std::span<const ggml_type> menu, std::int64_t budget,
+                           const Available& available, const Error& error_of) {
+  double optimum = std::numeric_limits<double>::infinity();
+  std::vector<std::size_t> pick(tensors.size(), 0);
+  for (;;) {
+    std::int64_t bytes = 0;
+    double error = 0;
+    bool ok = true;
+    for (std::size_t t = 0; t < tensors.size() && ok; ++t) {
+      ok = available(t, pick[t]);
+      if (!ok) break;
+      bytes += np::row_bytes(menu[pick[t]], tensors[t].row_length) * tensors[t].rows;
+      error += error_of(t, pick[t]);
+    }
+    if (ok && bytes <= budget) optimum = std::min(optimum, error);
+    std::size_t k = 0;
+    while (k < pick.size() && ++pick[k] == menu.size()) pick[k++] = 0;
+    if (k == pick.size()) break;
+  }
+  return optimum;
 }
 
 TYPED_TEST(BitAllocationTyped, OptimalAllocatorAgainstBruteForce) {
@@ -55,26 +80,10 @@ TYPED_TEST(BitAllocationTyped, OptimalAllocatorAgainstBruteForce) {
     }
     const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(least, most)(rng);
     const auto a = np::allocate_bits<Scalar>(tensors, importance, budget);
-    // Brute force over every combination.
-    double optimum = std::numeric_limits<double>::infinity();
-    std::vector<std::size_t> pick(static_cast<std::size_t>(n), 0);
-    for (;;) {
-      std::int64_t bytes = 0;
-      double error = 0;
-      bool ok = true;
-      for (int t = 0; t < n; ++t) {
-        const auto type = menu[pick[static_cast<std::size_t>(t)]];
-        const auto& tt = tensors[static_cast<std::size_t>(t)];
-        if (tt.row_length % np::traits_of(type).block_size != 0) ok = false;
-        if (!ok) break;
-        bytes += np::row_bytes(type, tt.row_length) * tt.rows;
-        error += plain_error(static_cast<double>(importance[t]), tt, type);
-      }
-      if (ok && bytes <= budget) optimum = std::min(optimum, error);
-      std::size_t k = 0;
-      while (k < pick.size() && ++pick[k] == menu.size()) pick[k++] = 0;
-      if (k == pick.size()) break;
-    }
+    const double optimum = brute_force_optimum(
+        tensors, menu, budget,
+        [&](std::size_t t, std::size_t k) { return tensors[t].row_length % np::traits_of(menu[k]).block_size == 0; },
+        [&](std::size_t t, std::size_t k) { return plain_error(static_cast<double>(importance[static_cast<Eigen::Index>(t)]), tensors[t], menu[k]); });
     const double tol = 1e-9 * std::max(1.0, optimum);
     EXPECT_LE(a.bytes, budget);
     EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
@@ -205,25 +214,9 @@ TEST(BitAllocation, MeasuredErrorsAgainstBruteForce) {
     }
     const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(least, most)(rng);
     const auto a = np::allocate_bits_measured<double>(tensors, errors, budget, menu);
-    double optimum = std::numeric_limits<double>::infinity();
-    std::vector<std::size_t> pick(static_cast<std::size_t>(n), 0);
-    for (;;) {
-      std::int64_t bytes = 0;
-      double error = 0;
-      bool ok = true;
-      for (int t = 0; t < n && ok; ++t) {
-        const std::size_t k = pick[static_cast<std::size_t>(t)];
-        ok = available(t, k);
-        if (!ok) break;
-        const auto& tt = tensors[static_cast<std::size_t>(t)];
-        bytes += np::row_bytes(menu[k], tt.row_length) * tt.rows;
-        error += errors(t, static_cast<Eigen::Index>(k));
-      }
-      if (ok && bytes <= budget) optimum = std::min(optimum, error);
-      std::size_t k = 0;
-      while (k < pick.size() && ++pick[k] == menu.size()) pick[k++] = 0;
-      if (k == pick.size()) break;
-    }
+    const double optimum = brute_force_optimum(
+        tensors, menu, budget, [&](std::size_t t, std::size_t k) { return available(static_cast<int>(t), k); },
+        [&](std::size_t t, std::size_t k) { return errors(static_cast<Eigen::Index>(t), static_cast<Eigen::Index>(k)); });
     const double tol = 1e-9 * std::max(1.0, optimum);
     EXPECT_LE(a.bytes, budget);
     EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
