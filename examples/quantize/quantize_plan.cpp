@@ -238,7 +238,10 @@ quantization_plan make_plan(const plan_options& o) {
     p.errors.assign(o.types.size(), unavailable);
     column_weights w;
     const auto n = static_cast<std::size_t>(p.row_length);
-    if (is_lookup(t.name)) {
+    // With tied embeddings the token embedding is also the output projection.
+    const bool lookup_only = is_lookup(t.name) && (t.name != "token_embd.weight" || model.find_tensor("output.weight") != nullptr);
+    const std::string as_projection = is_lookup(t.name) && !lookup_only ? "output.weight" : t.name;
+    if (lookup_only) {
       w.c.assign(n, 1.0);
       w.row_weight = 1.0 / static_cast<double>(p.rows);
       w.source = "lookup";
@@ -257,7 +260,7 @@ quantization_plan make_plan(const plan_options& o) {
       if (measured != nullptr && measured->size() == p.row_length) {
         for (Eigen::Index j = 0; j < measured->size(); ++j) w.c.push_back((*measured)[j] / tokens);
         w.source = "calibration";
-      } else if (const std::string norm = preceding_norm(t.name); !norm.empty()) {
+      } else if (const std::string norm = preceding_norm(as_projection); !norm.empty()) {
         w.c = norm_energy(model, norm, p.row_length);
         if (!w.c.empty()) w.source = "rms norm";
       }
@@ -269,6 +272,10 @@ quantization_plan make_plan(const plan_options& o) {
       without_statistics.push_back(t.name);
       w.c.assign(n, 1.0);
       w.source = "plain";
+    }
+    if (is_lookup(t.name) && !lookup_only) {  // plus its reads as a lookup, each row as often as any other
+      for (double& c : w.c) c += 1.0 / static_cast<double>(p.rows);
+      w.source += "+lookup";
     }
     p.weighting = w.source;
     for (std::size_t k = 0; k < o.types.size(); ++k) {

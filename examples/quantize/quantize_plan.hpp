@@ -12,7 +12,8 @@
 //   --calibration:  c_j measured for attn_output and ffn_down, g_j² of the preceding
 //                   RMS norm for the Q, K, V, gate, up and output projections;
 //   neither:        c_j = 1 (the weights' own squared error);
-// the token embedding is a lookup, each row read as often as any other (r_i = 1/rows).
+// the token embedding is a lookup, each row read as often as any other (r_i = 1/rows);
+// with tied embeddings it is also the output projection, weighted as one, plus 1/rows.
 // Tensors with more rows than `rows_per_tensor` are measured on that many evenly
 // spaced rows and the error scaled by rows / sampled. A type whose block does not
 // divide a tensor's rows is skipped for that tensor; a tensor no candidate fits
