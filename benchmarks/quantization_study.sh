@@ -2,7 +2,7 @@
 # Perplexity against file size: uniform ggml types, llama.cpp's own mixed presets,
 # and `nashprune quantize-plan` plans at the same file sizes.
 #
-#   benchmarks/quantization_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [MODELS]
+#   [IMATRIX=1] benchmarks/quantization_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [MODELS]
 #
 # TOOL: the nashprune binary (built with NASHPRUNE_LLAMA_CPP_DIR); LLAMA_BIN_DIR:
 # llama-quantize, llama-perplexity; SHARED_DIR: models/ and data/. MODELS: a
@@ -20,7 +20,9 @@
 #                calibration text, candidate types q4_0 q4_1 q5_0 q5_1 q8_0 f16,
 #                written by llama-quantize (--run) and evaluated the same way.
 # Neither side uses an importance matrix, so both quantize with the same ggml
-# routines and differ only in the type each tensor gets.
+# routines and differ only in the type each tensor gets. IMATRIX=1: llama-imatrix
+# measures the model on the calibration text (ctx 128), every llama-quantize run
+# gets it (--imatrix) and the plans are weighted by it instead of the statistics.
 set -euo pipefail
 
 if [[ $# -lt 4 ]]; then
@@ -108,19 +110,25 @@ for name in $models; do
   : > "$rows"
   stats=$dir/calibration.gguf
   [[ -f $stats ]] || "$tool" calibrate "$model" --text "$calibration" --ctx 128 -o "$stats" > "$dir/calibrate.log"
+  weighting=(--calibration "$stats") with_imatrix=()
+  if [[ ${IMATRIX:-0} == 1 ]]; then
+    imatrix=$dir/imatrix.gguf
+    [[ -f $imatrix ]] || "$bin/llama-imatrix" -m "$model" -f "$calibration" -c 128 -o "$imatrix" > "$dir/imatrix.log" 2>&1
+    weighting=(--imatrix "$imatrix") with_imatrix=(--imatrix "$imatrix")
+  fi
   read -r ppl err < <(evaluate "$model" "$text")
   printf 'original\t%s\t%s\t%s\t%s\n' "$(stat -c %s "$model")" "$ppl" "$err" "$(type_histogram "$model")" >> "$rows"
   sizes=()
   for type in q4_0 q4_1 q5_0 q5_1 q8_0 f16; do
     file=$dir/uniform-$type.gguf
-    "$quantize" $requant --pure "$model" "$file" "${type^^}" > "$file.log" 2>&1
+    "$quantize" $requant "${with_imatrix[@]}" --pure "$model" "$file" "${type^^}" > "$file.log" 2>&1
     read -r ppl err < <(evaluate "$file" "$text")
     printf 'uniform %s\t%s\t%s\t%s\t%s\n' "$type" "$(stat -c %s "$file")" "$ppl" "$err" "$(type_histogram "$file")" >> "$rows"
     sizes+=("uniform-$type")
   done
   for preset in Q4_0 Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K; do
     file=$dir/preset-$preset.gguf
-    "$quantize" $requant "$model" "$file" "$preset" > "$file.log" 2>&1 || { echo "preset $preset: llama-quantize failed (see $file.log)" >&2; continue; }
+    "$quantize" $requant "${with_imatrix[@]}" "$model" "$file" "$preset" > "$file.log" 2>&1 || { echo "preset $preset: llama-quantize failed (see $file.log)" >&2; continue; }
     read -r ppl err < <(evaluate "$file" "$text")
     printf 'preset %s\t%s\t%s\t%s\t%s\n' "$preset" "$(stat -c %s "$file")" "$ppl" "$err" "$(type_histogram "$file")" >> "$rows"
     sizes+=("preset-$preset")
@@ -128,7 +136,7 @@ for name in $models; do
   for reference in "${sizes[@]}"; do
     bytes=$(stat -c %s "$dir/$reference.gguf")
     file=$dir/plan-at-$reference.gguf
-    if ! "$tool" quantize-plan "$model" --size "$bytes" --calibration "$stats" --types q4_0,q4_1,q5_0,q5_1,q8_0,f16 \
+    if ! "$tool" quantize-plan "$model" --size "$bytes" "${weighting[@]}" --types q4_0,q4_1,q5_0,q5_1,q8_0,f16 \
          -o "$dir/plan-at-$reference.txt" --run "$file" --llama-bin "$bin" > "$file.plan.log" 2>&1; then
       echo "plan at $reference: $(tail -n 1 "$file.plan.log")" | tee -a "$dir/skipped.txt" >&2
       continue

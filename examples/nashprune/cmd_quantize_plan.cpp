@@ -40,7 +40,7 @@ struct quantize_plan_args {
   std::string output;
   std::string run;
   std::string llama_bin;
-  std::int64_t rows_per_tensor = 1024;
+  std::int64_t sample_weights = 1 << 20;
   int threads = 0;
 };
 
@@ -124,18 +124,18 @@ int run(const quantize_plan_args& a) {
   o.imatrix = a.imatrix;
   o.types = quantize::parse_types(a.types);
   o.quantile = a.method == "quantile";
-  o.rows_per_tensor = a.rows_per_tensor;
+  o.sample_weights = a.sample_weights;
   o.threads = a.threads;
   const auto plan = quantize::make_plan(o);
   for (const auto& note : plan.notes) std::cout << "note: " << note << '\n';
-  std::cout << std::left << std::setw(28) << "tensor" << std::setw(14) << "shape" << std::setw(12) << "weighting" << std::setw(8) << "type"
+  std::cout << std::left << std::setw(28) << "tensor" << std::setw(14) << "shape" << std::setw(20) << "weighting" << std::setw(8) << "type"
             << "error\n";
   for (const auto& p : plan.tensors) {
     double error = 0;
     for (std::size_t k = 0; k < plan.types.size(); ++k) {
       if (plan.types[k] == p.chosen) error = p.errors[k];
     }
-    std::cout << std::setw(28) << p.name << std::setw(14) << (std::to_string(p.row_length) + "x" + std::to_string(p.rows)) << std::setw(12)
+    std::cout << std::setw(28) << p.name << std::setw(14) << (std::to_string(p.row_length) + "x" + std::to_string(p.rows)) << std::setw(20)
               << p.weighting << std::setw(8) << nashprune::traits_of(p.chosen).name << (p.fixed ? "(fixed)" : scientific(error)) << '\n';
   }
   std::cout << std::right;
@@ -181,7 +181,7 @@ const nashprune_tool::register_command quantize_plan_command{{
       app.add_option("-o,--output", a->output, "tensor type file to write (llama-quantize --tensor-type-file)")->required();
       app.add_option("--run", a->run, "run llama-quantize to write this GGUF and check it");
       app.add_option("--llama-bin", a->llama_bin, "llama-quantize, or its folder (default: $NASHPRUNE_LLAMA_BIN, then the provisioned build, then $PATH)");
-      app.add_option("--rows-per-tensor", a->rows_per_tensor, "measure at most this many evenly spaced rows per tensor (0: all)")->capture_default_str();
+      app.add_option("--sample-weights", a->sample_weights, "measure each tensor on evenly spaced rows holding about this many weights (0: all)")->capture_default_str();
       app.add_option("--threads", a->threads, "threads measuring (0: all cores)")->capture_default_str();
       return [a] { return run(*a); };
     }}};

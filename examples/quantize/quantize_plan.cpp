@@ -190,7 +190,7 @@ quantization_plan make_plan(const plan_options& o) {
   }
   if (o.file_bytes && *o.file_bytes <= 0) throw std::invalid_argument("--size must be a number of bytes > 0");
   if (!o.calibration.empty() && !o.imatrix.empty()) throw std::invalid_argument("give at most one of --calibration and --imatrix");
-  if (o.rows_per_tensor < 0) throw std::invalid_argument("--rows-per-tensor must be >= 0");
+  if (o.sample_weights < 0) throw std::invalid_argument("--sample-weights must be >= 0");
   quantization_plan plan;
   plan.types = o.types;
   const auto model = gguf::reader::open(o.model);
@@ -317,7 +317,8 @@ quantization_plan make_plan(const plan_options& o) {
       if (std::isfinite(plan.tensors[t].errors[k]) && o.types[k] != plan.tensors[t].source) jobs.push_back({t, k});
     }
     auto& p = plan.tensors[t];
-    const std::int64_t measured = o.rows_per_tensor == 0 ? p.rows : std::min(p.rows, o.rows_per_tensor);
+    const std::int64_t measured =
+        o.sample_weights == 0 ? p.rows : std::min(p.rows, std::max<std::int64_t>(1, (o.sample_weights + p.row_length - 1) / p.row_length));
     p.rows_measured = measured;
   }
   const auto started = std::chrono::steady_clock::now();

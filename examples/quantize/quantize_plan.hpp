@@ -14,8 +14,9 @@
 //   neither:        c_j = 1 (the weights' own squared error);
 // the token embedding is a lookup, each row read as often as any other (r_i = 1/rows);
 // with tied embeddings it is also the output projection, weighted as one, plus 1/rows.
-// Tensors with more rows than `rows_per_tensor` are measured on that many evenly
-// spaced rows and the error scaled by rows / sampled. A type whose block does not
+// Tensors of more than `sample_weights` weights are measured on evenly spaced rows
+// holding about that many and the error scaled by rows / sampled (the estimate of a
+// mean over a million weights is far finer than the differences between types). A type whose block does not
 // divide a tensor's rows is skipped for that tensor; a tensor no candidate fits
 // keeps F16 (llama-quantize's own fallback for such rows).
 // The allocation is nashprune::allocate_bits_measured (convex hull, LP bound) or the
@@ -43,7 +44,7 @@ struct plan_options {
   std::filesystem::path imatrix;           // llama-imatrix output (or empty)
   std::vector<nashprune::ggml_type> types;
   bool quantile = false;                   // the seed's rule instead of the hull allocator
-  std::int64_t rows_per_tensor = 1024;     // 0: every row
+  std::int64_t sample_weights = 1 << 20;   // 0: every row
   int threads = 0;                         // 0: all cores
 };
 
