@@ -28,6 +28,15 @@ double plain_error(double importance, const np::quant_tensor& t, ggml_type type)
   return importance * static_cast<double>(t.row_length * t.rows) * std::pow(2.0, -2.0 * np::traits_of(type).bits_per_weight());
 }
 
+/// Within the budget, no better than the optimum, off it by at most its gap bound, and a valid LP bound.
+void expect_within_its_bounds(const np::bit_allocation& a, std::int64_t budget, double optimum, int trial) {
+  const double tol = 1e-9 * std::max(1.0, optimum);
+  EXPECT_LE(a.bytes, budget);
+  EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
+  EXPECT_LE(a.error - optimum, a.gap_bound + tol) << "trial " << trial;
+  EXPECT_LE(a.lower_bound, optimum + tol) << "trial " << trial;
+}
+
 /// The least total error over every combination of available types within the budget.
 template <typename Available, typename Error>
 double brute_force_optimum(const std::vector<np::quant_tensor>& tensors, std::span<const ggml_type> menu, std::int64_t budget,
@@ -84,11 +93,7 @@ TYPED_TEST(BitAllocationTyped, OptimalAllocatorAgainstBruteForce) {
         tensors, menu, budget,
         [&](std::size_t t, std::size_t k) { return tensors[t].row_length % np::traits_of(menu[k]).block_size == 0; },
         [&](std::size_t t, std::size_t k) { return plain_error(static_cast<double>(importance[static_cast<Eigen::Index>(t)]), tensors[t], menu[k]); });
-    const double tol = 1e-9 * std::max(1.0, optimum);
-    EXPECT_LE(a.bytes, budget);
-    EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
-    EXPECT_LE(a.error - optimum, a.gap_bound + tol) << "trial " << trial;
-    EXPECT_LE(a.lower_bound, optimum + tol) << "trial " << trial;
+    expect_within_its_bounds(a, budget, optimum, trial);
     // Meets the budget: no single upgrade still fits.
     for (int t = 0; t < n; ++t) {
       const auto& tt = tensors[static_cast<std::size_t>(t)];
@@ -217,11 +222,7 @@ TEST(BitAllocation, MeasuredErrorsAgainstBruteForce) {
     const double optimum = brute_force_optimum(
         tensors, menu, budget, [&](std::size_t t, std::size_t k) { return available(static_cast<int>(t), k); },
         [&](std::size_t t, std::size_t k) { return errors(static_cast<Eigen::Index>(t), static_cast<Eigen::Index>(k)); });
-    const double tol = 1e-9 * std::max(1.0, optimum);
-    EXPECT_LE(a.bytes, budget);
-    EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
-    EXPECT_LE(a.error - optimum, a.gap_bound + tol) << "trial " << trial;
-    EXPECT_LE(a.lower_bound, optimum + tol) << "trial " << trial;
+    expect_within_its_bounds(a, budget, optimum, trial);
     for (int t = 0; t < n; ++t) {
       const auto k = static_cast<std::size_t>(std::find(menu.begin(), menu.end(), a.types[static_cast<std::size_t>(t)]) - menu.begin());
       EXPECT_TRUE(available(t, k)) << "trial " << trial << " tensor " << t;
