@@ -223,7 +223,7 @@ quantization_plan make_plan(const plan_options& o) {
   }
 
   // The tensors, their candidates and their column weights.
-  std::map<ggml_type, std::vector<std::string>> skipped;
+  std::map<ggml_type, std::vector<std::string>> skipped, without_imatrix;
   std::vector<const gguf::tensor_view*> views;
   std::vector<column_weights> weights;
   std::vector<std::string> without_statistics;
@@ -283,7 +283,7 @@ quantization_plan make_plan(const plan_options& o) {
       if (p.row_length % traits_of(type).block_size != 0) {
         skipped[type].push_back(t.name + " (" + std::to_string(p.row_length) + ")");
       } else if (ggml_needs_imatrix(type) && w.imatrix.empty()) {
-        skipped[type].push_back(t.name + " (no imatrix entry)");
+        without_imatrix[type].push_back(t.name);
       } else {
         p.errors[k] = 0;  // measured below
       }
@@ -300,8 +300,12 @@ quantization_plan make_plan(const plan_options& o) {
   }
   if (plan.tensors.empty()) throw std::invalid_argument(o.model.string() + ": no tensor llama-quantize would quantize");
   for (const auto& [type, names] : skipped) {
-    plan.notes.push_back(type_name(type) + " skipped for " + std::to_string(names.size()) + " tensor(s) (block of " +
-                         std::to_string(traits_of(type).block_size) + " does not divide the row, or no imatrix entry): " + join_names(names));
+    plan.notes.push_back(type_name(type) + " skipped for " + std::to_string(names.size()) + " tensor(s) whose rows its block of " +
+                         std::to_string(traits_of(type).block_size) + " does not divide: " + join_names(names));
+  }
+  for (const auto& [type, names] : without_imatrix) {
+    plan.notes.push_back(type_name(type) + " skipped for " + std::to_string(names.size()) +
+                         " tensor(s) the importance matrix has no entry for (ggml needs one for it): " + join_names(names));
   }
   if (!without_statistics.empty()) {
     plan.notes.push_back("no input statistics for " + join_names(without_statistics) + ": their columns weigh 1");
