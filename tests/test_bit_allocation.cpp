@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -25,6 +26,39 @@ using nashprune_test::vec;
 
 double plain_error(double importance, const np::quant_tensor& t, ggml_type type) {
   return importance * static_cast<double>(t.row_length * t.rows) * std::pow(2.0, -2.0 * np::traits_of(type).bits_per_weight());
+}
+
+/// Within the budget, no better than the optimum, off it by at most its gap bound, and a valid LP bound.
+void expect_within_its_bounds(const np::bit_allocation& a, std::int64_t budget, double optimum, int trial) {
+  const double tol = 1e-9 * std::max(1.0, optimum);
+  EXPECT_LE(a.bytes, budget);
+  EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
+  EXPECT_LE(a.error - optimum, a.gap_bound + tol) << "trial " << trial;
+  EXPECT_LE(a.lower_bound, optimum + tol) << "trial " << trial;
+}
+
+/// The least total error over every combination of available types within the budget.
+template <typename Available, typename Error>
+double brute_force_optimum(const std::vector<np::quant_tensor>& tensors, std::span<const ggml_type> menu, std::int64_t budget,
+                           const Available& available, const Error& error_of) {
+  double optimum = std::numeric_limits<double>::infinity();
+  std::vector<std::size_t> pick(tensors.size(), 0);
+  for (;;) {
+    std::int64_t bytes = 0;
+    double error = 0;
+    bool ok = true;
+    for (std::size_t t = 0; t < tensors.size() && ok; ++t) {
+      ok = available(t, pick[t]);
+      if (!ok) break;
+      bytes += np::row_bytes(menu[pick[t]], tensors[t].row_length) * tensors[t].rows;
+      error += error_of(t, pick[t]);
+    }
+    if (ok && bytes <= budget) optimum = std::min(optimum, error);
+    std::size_t k = 0;
+    while (k < pick.size() && ++pick[k] == menu.size()) pick[k++] = 0;
+    if (k == pick.size()) break;
+  }
+  return optimum;
 }
 
 TYPED_TEST(BitAllocationTyped, OptimalAllocatorAgainstBruteForce) {
@@ -55,31 +89,11 @@ TYPED_TEST(BitAllocationTyped, OptimalAllocatorAgainstBruteForce) {
     }
     const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(least, most)(rng);
     const auto a = np::allocate_bits<Scalar>(tensors, importance, budget);
-    // Brute force over every combination.
-    double optimum = std::numeric_limits<double>::infinity();
-    std::vector<std::size_t> pick(static_cast<std::size_t>(n), 0);
-    for (;;) {
-      std::int64_t bytes = 0;
-      double error = 0;
-      bool ok = true;
-      for (int t = 0; t < n; ++t) {
-        const auto type = menu[pick[static_cast<std::size_t>(t)]];
-        const auto& tt = tensors[static_cast<std::size_t>(t)];
-        if (tt.row_length % np::traits_of(type).block_size != 0) ok = false;
-        if (!ok) break;
-        bytes += np::row_bytes(type, tt.row_length) * tt.rows;
-        error += plain_error(static_cast<double>(importance[t]), tt, type);
-      }
-      if (ok && bytes <= budget) optimum = std::min(optimum, error);
-      std::size_t k = 0;
-      while (k < pick.size() && ++pick[k] == menu.size()) pick[k++] = 0;
-      if (k == pick.size()) break;
-    }
-    const double tol = 1e-9 * std::max(1.0, optimum);
-    EXPECT_LE(a.bytes, budget);
-    EXPECT_GE(a.error + tol, optimum) << "trial " << trial;
-    EXPECT_LE(a.error - optimum, a.gap_bound + tol) << "trial " << trial;
-    EXPECT_LE(a.lower_bound, optimum + tol) << "trial " << trial;
+    const double optimum = brute_force_optimum(
+        tensors, menu, budget,
+        [&](std::size_t t, std::size_t k) { return tensors[t].row_length % np::traits_of(menu[k]).block_size == 0; },
+        [&](std::size_t t, std::size_t k) { return plain_error(static_cast<double>(importance[static_cast<Eigen::Index>(t)]), tensors[t], menu[k]); });
+    expect_within_its_bounds(a, budget, optimum, trial);
     // Meets the budget: no single upgrade still fits.
     for (int t = 0; t < n; ++t) {
       const auto& tt = tensors[static_cast<std::size_t>(t)];
@@ -164,6 +178,97 @@ TEST(BitAllocation, BadInput) {
   expect([&] { (void)np::allocate_bits<double>(tensors, importance, 100000, twice); }, "repeats a type at index 1");
   expect([&] { (void)np::allocate_bits<double>(tensors, importance, 100000, std::span<const ggml_type>{}); }, "menu");
   expect([&] { (void)np::allocate_bits<double>(std::span<const np::quant_tensor>{}, importance, 1); }, "tensors");
+}
+
+// Measured errors: random non-monotone error tables (including types that are
+// worse than cheaper ones and unavailable entries) against brute force.
+TEST(BitAllocation, MeasuredErrorsAgainstBruteForce) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> count(1, 4), rows(1, 5), kind(0, 2);
+  std::lognormal_distribution<double> err(0.0, 1.5);
+  std::bernoulli_distribution unavailable(0.15);
+  const std::vector<ggml_type> menu{ggml_type::q4_0, ggml_type::q5_1, ggml_type::q8_0, ggml_type::q4_k, ggml_type::f16};
+  const std::vector<std::int64_t> lengths{64, 256, 96};
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n = count(rng);
+    std::vector<np::quant_tensor> tensors;
+    Eigen::MatrixXd errors(n, static_cast<Eigen::Index>(menu.size()));
+    for (int t = 0; t < n; ++t) {
+      tensors.push_back({"t" + std::to_string(t), lengths[static_cast<std::size_t>(kind(rng))], rows(rng)});
+      for (std::size_t k = 0; k < menu.size(); ++k) {
+        // f16 always available, so every tensor has a type.
+        const bool gone = k + 1 < menu.size() && unavailable(rng);
+        errors(t, static_cast<Eigen::Index>(k)) = gone ? std::numeric_limits<double>::infinity() : err(rng) / static_cast<double>(k + 1);
+      }
+    }
+    auto available = [&](int t, std::size_t k) {
+      return std::isfinite(errors(t, static_cast<Eigen::Index>(k))) &&
+             tensors[static_cast<std::size_t>(t)].row_length % np::traits_of(menu[k]).block_size == 0;
+    };
+    std::int64_t least = 0, most = 0;
+    for (int t = 0; t < n; ++t) {
+      std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+      for (std::size_t k = 0; k < menu.size(); ++k) {
+        if (!available(t, k)) continue;
+        const auto& tt = tensors[static_cast<std::size_t>(t)];
+        lo = std::min(lo, np::row_bytes(menu[k], tt.row_length) * tt.rows);
+        hi = std::max(hi, np::row_bytes(menu[k], tt.row_length) * tt.rows);
+      }
+      least += lo;
+      most += hi;
+    }
+    const std::int64_t budget = std::uniform_int_distribution<std::int64_t>(least, most)(rng);
+    const auto a = np::allocate_bits_measured<double>(tensors, errors, budget, menu);
+    const double optimum = brute_force_optimum(
+        tensors, menu, budget, [&](std::size_t t, std::size_t k) { return available(static_cast<int>(t), k); },
+        [&](std::size_t t, std::size_t k) { return errors(static_cast<Eigen::Index>(t), static_cast<Eigen::Index>(k)); });
+    expect_within_its_bounds(a, budget, optimum, trial);
+    for (int t = 0; t < n; ++t) {
+      const auto k = static_cast<std::size_t>(std::find(menu.begin(), menu.end(), a.types[static_cast<std::size_t>(t)]) - menu.begin());
+      EXPECT_TRUE(available(t, k)) << "trial " << trial << " tensor " << t;
+    }
+  }
+}
+
+TEST(BitAllocation, MeasuredErrorsMatchTheModelAllocator) {
+  // With the model's own errors in the table, the measured allocator is allocate_bits.
+  const std::vector<np::quant_tensor> tensors{{"a", 256, 3}, {"b", 512, 2}, {"c", 96, 5}};
+  Eigen::VectorXd importance(3);
+  importance << 0.5, 3.0, 1.0;
+  const auto& menu = np::default_quant_menu;
+  Eigen::MatrixXd errors(3, static_cast<Eigen::Index>(menu.size()));
+  for (Eigen::Index t = 0; t < 3; ++t) {
+    for (std::size_t k = 0; k < menu.size(); ++k) {
+      errors(t, static_cast<Eigen::Index>(k)) = plain_error(importance[t], tensors[static_cast<std::size_t>(t)], menu[k]);
+    }
+  }
+  for (const std::int64_t budget : {3000, 5000, 8000}) {
+    const auto model = np::allocate_bits<double>(tensors, importance, budget);
+    const auto measured = np::allocate_bits_measured<double>(tensors, errors, budget, menu);
+    EXPECT_EQ(model.types, measured.types) << budget;
+    EXPECT_DOUBLE_EQ(model.error, measured.error) << budget;
+    EXPECT_DOUBLE_EQ(model.lower_bound, measured.lower_bound) << budget;
+  }
+}
+
+TEST(BitAllocation, MeasuredErrorsBadInput) {
+  const std::vector<np::quant_tensor> tensors{{"a", 64, 4}, {"b", 64, 4}};
+  const std::vector<ggml_type> menu{ggml_type::q4_0, ggml_type::q8_0};
+  const auto expect = [](auto&& call, const char* fragment) { nashprune_test::expect_error_containing(call, fragment); };
+  Eigen::MatrixXd errors(2, 2);
+  errors << 1.0, 0.5, 2.0, 0.1;
+  Eigen::MatrixXd nan = errors;
+  nan(1, 0) = std::nan("");
+  expect([&] { (void)np::allocate_bits_measured<double>(tensors, nan, 1000, menu); }, "(1, 0) ('b', q4_0): NaN");
+  Eigen::MatrixXd negative = errors;
+  negative(0, 1) = -1;
+  expect([&] { (void)np::allocate_bits_measured<double>(tensors, negative, 1000, menu); }, "(0, 1) ('a', q8_0)");
+  Eigen::MatrixXd none = errors;
+  none.row(1).setConstant(std::numeric_limits<double>::infinity());
+  expect([&] { (void)np::allocate_bits_measured<double>(tensors, none, 1000, menu); }, "no menu type is available at index 1 ('b')");
+  expect([&] { (void)np::allocate_bits_measured<double>(tensors, Eigen::MatrixXd(2, 3), 1000, menu); }, "errors columns");
+  expect([&] { (void)np::allocate_bits_measured<double>(tensors, Eigen::MatrixXd(1, 2), 1000, menu); }, "errors rows");
+  expect([&] { (void)np::allocate_bits_measured<double>(tensors, errors, 10, menu); }, "below the smallest plan, 288 bytes");
 }
 
 }  // namespace

@@ -25,4 +25,37 @@ std::optional<std::vector<float>> imatrix::column_energy(const std::string& name
   return energy;
 }
 
+std::optional<std::vector<float>> imatrix::mean_column_energy(const std::string& name) const {
+  auto energy = column_energy(name);
+  if (!energy) return energy;
+  const tensor_view* counts = file_.find_tensor(name + ".counts");
+  if (counts == nullptr) throw format_error(file_.name() + ": " + name + ".in_sum2 has no " + name + ".counts");
+  if (counts->type != nashprune::ggml_type::f32 || counts->elements() < 1) {
+    throw format_error(file_.name() + ": " + counts->name + " is not an F32 count");
+  }
+  float count = 0;
+  std::memcpy(&count, counts->data.data(), sizeof(float));
+  for (float& e : *energy) e = count > 0 ? e / count : 1.0f;
+  return energy;
+}
+
+std::vector<std::string> imatrix::entries() const {
+  constexpr std::string_view suffix = ".in_sum2";
+  std::vector<std::string> names;
+  for (const auto& t : file_.tensors()) {
+    if (t.name.size() > suffix.size() && t.name.ends_with(suffix)) names.push_back(t.name.substr(0, t.name.size() - suffix.size()));
+  }
+  return names;
+}
+
+std::vector<std::string> imatrix::datasets() const {
+  std::vector<std::string> names;
+  if (const value* v = file_.find("imatrix.datasets"); v != nullptr && v->is_array()) {
+    for (const auto& item : v->as_array()) {
+      if (item.type == value_type::string) names.push_back(item.as_string());
+    }
+  }
+  return names;
+}
+
 }  // namespace gguf

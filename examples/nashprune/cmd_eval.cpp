@@ -33,8 +33,7 @@
 #include <vector>
 
 #include "command.hpp"
-
-extern char** environ;
+#include "llama_program.hpp"
 
 namespace {
 
@@ -59,94 +58,6 @@ struct perplexity_result {
   double perplexity;
   double error;  // llama-perplexity's "+/-": the standard error of the estimate
 };
-
-/// A path given as a folder holding llama-perplexity or as the program itself.
-fs::path program_in(const fs::path& given) {
-  return fs::is_directory(given) ? given / perplexity_program : given;
-}
-
-/// Where llama-perplexity is: --llama-bin, then $NASHPRUNE_LLAMA_BIN, then the
-/// provisioned tree this tool was built against, then $PATH.
-std::string find_perplexity_program(const std::string& option) {
-  std::vector<std::pair<std::string, fs::path>> candidates;
-  if (!option.empty()) candidates.emplace_back("--llama-bin", program_in(option));
-  if (const char* env = std::getenv("NASHPRUNE_LLAMA_BIN"); env != nullptr && *env != '\0') {
-    candidates.emplace_back("NASHPRUNE_LLAMA_BIN", program_in(env));
-  }
-  for (const auto& [origin, path] : candidates) {
-    if (::access(path.c_str(), X_OK) != 0) {
-      throw usage_error(origin + ": no executable " + std::string(perplexity_program) + " at '" +
-                        path.string() + "'");
-    }
-    return path.string();
-  }
-#ifdef NASHPRUNE_LLAMA_BIN_DIR
-  if (const auto built = fs::path(NASHPRUNE_LLAMA_BIN_DIR) / perplexity_program;
-      ::access(built.c_str(), X_OK) == 0) {
-    return built.string();
-  }
-#endif
-  if (const char* path_env = std::getenv("PATH"); path_env != nullptr) {
-    std::stringstream dirs(path_env);
-    for (std::string dir; std::getline(dirs, dir, ':');) {
-      if (dir.empty()) continue;
-      if (const auto path = fs::path(dir) / perplexity_program; ::access(path.c_str(), X_OK) == 0) {
-        return path.string();
-      }
-    }
-  }
-  throw usage_error(std::string(perplexity_program) +
-                    " not found: pass --llama-bin DIR or set NASHPRUNE_LLAMA_BIN "
-                    "(cmake/provision-llama-cpp.sh builds one)");
-}
-
-/// The environment of llama-perplexity: ours, plus OMP_WAIT_POLICY=PASSIVE unless set.
-std::vector<std::string> child_environment() {
-  std::vector<std::string> env;
-  bool has_wait_policy = false;
-  for (char** e = environ; *e != nullptr; ++e) {
-    env.emplace_back(*e);
-    has_wait_policy = has_wait_policy || env.back().starts_with("OMP_WAIT_POLICY=");
-  }
-  if (!has_wait_policy) env.emplace_back("OMP_WAIT_POLICY=PASSIVE");
-  return env;
-}
-
-std::vector<char*> c_strings(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (auto& s : strings) pointers.push_back(s.data());
-  pointers.push_back(nullptr);
-  return pointers;
-}
-
-/// Runs `argv` with stdout and stderr both written to `log`; returns the wait status.
-int run_to_file(std::vector<std::string> argv, const fs::path& log) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  auto env = child_environment();
-  const auto args = c_strings(argv);
-  const auto envp = c_strings(env);
-  pid_t pid = 0;
-  const int spawned = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (spawned != 0) {
-    throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(spawned));
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw std::runtime_error("waiting for " + argv[0] + ": " + std::strerror(errno));
-  }
-  return status;
-}
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
 
 /// The last "Final estimate: PPL = x +/- e" of a llama-perplexity log, and the
 /// log's last lines (for error messages).
@@ -187,7 +98,7 @@ perplexity_result measure(const eval_options& o, const std::string& program, con
   std::optional<perplexity_result> result;
   bool exited_cleanly = false;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
-    status = run_to_file(argv, log);
+    status = nashprune_tool::run_to_file(argv, log);
     tail.clear();
     result = parse_final_estimate(log, tail);
     exited_cleanly = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -198,7 +109,7 @@ perplexity_result measure(const eval_options& o, const std::string& program, con
     }
   }
   if (!exited_cleanly || !result || !std::isfinite(result->perplexity)) {
-    std::string why = !exited_cleanly           ? "ended with " + describe_status(status)
+    std::string why = !exited_cleanly           ? "ended with " + nashprune_tool::describe_status(status)
                       : !result                 ? "printed no final estimate"
                                                 : "reported a non-finite perplexity";
     throw std::runtime_error(std::string(perplexity_program) + " on the " + role + " model '" + model + "' " +
@@ -223,7 +134,7 @@ int run_eval(const eval_options& o) {
   require_readable_file(o.original, "original model");
   require_readable_file(o.pruned, "pruned model");
   require_readable_file(o.text, "--text");
-  const std::string program = find_perplexity_program(o.llama_bin);
+  const std::string program = nashprune_tool::find_llama_program(perplexity_program, o.llama_bin);
 
   const auto original = measure(o, program, o.original, "original");
   const auto pruned = measure(o, program, o.pruned, "pruned");

@@ -18,6 +18,9 @@
 //    unused bytes are smaller than every remaining upgrade). Bound: the LP relaxation
 //    value is reported as lower_bound and E - optimum <= E - lower_bound <= the error
 //    saved by the first upgrade that did not fit (gap_bound).
+//  - allocate_bits_measured: the same allocator over errors measured per tensor and
+//    type (e.g. by quantizing with ggml: quantization_error.hpp) instead of the
+//    2^(-2·bpw) model; the hull, the LP bound and the gap are those above.
 //  - tensor_type_overrides: the plan as llama-quantize `--tensor-type PATTERN=TYPE`
 //    arguments (PATTERN is a regex searched in the tensor name: anchored and escaped).
 // Byte counts use whole ggml blocks (ggml_types.hpp), so they are the file's bytes.
@@ -117,13 +120,15 @@ std::vector<double> validated_importance(const Eigen::Ref<const Eigen::Matrix<Sc
   return v;
 }
 
-inline void finish_allocation(bit_allocation& a, std::span<const quant_tensor> tensors, const std::vector<double>& importance) {
+/// Fills bytes, error and weights of `a` from its types; error_of(t, type) is tensor t's error.
+template <typename ErrorOf>
+void finish_allocation(bit_allocation& a, std::span<const quant_tensor> tensors, const ErrorOf& error_of) {
   a.bytes = 0;
   a.error = 0;
   a.weights = 0;
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     a.bytes += tensor_bytes_of(tensors[t], a.types[t]);
-    a.error += tensor_error(importance[t], tensors[t], a.types[t]);
+    a.error += error_of(t, a.types[t]);
     a.weights += tensors[t].row_length * tensors[t].rows;
   }
 }
@@ -180,32 +185,36 @@ template <typename Scalar>
     }
     a.types.push_back(chosen);
   }
-  detail::finish_allocation(a, tensors, values);
+  detail::finish_allocation(a, tensors, [&](std::size_t t, ggml_type type) { return detail::tensor_error(values[t], tensors[t], type); });
   return a;
 }
 
 namespace detail {
 
-/// The tensor's fitting menu types by ascending bytes (ties: ascending bits).
-inline std::vector<ggml_type> options_by_bytes(const std::vector<ggml_type>& menu, const quant_tensor& t, std::size_t position) {
-  std::vector<ggml_type> options = fitting_types(menu, t, position);
-  std::stable_sort(options.begin(), options.end(),
-                   [&](ggml_type x, ggml_type y) { return tensor_bytes_of(t, x) < tensor_bytes_of(t, y); });
-  return options;
+/// Tensor t's options by ascending bytes; equal bytes: the lower error first (the
+/// hull keeps the first of equal bytes).
+template <typename ErrorOf>
+void sort_by_bytes(std::vector<ggml_type>& options, const quant_tensor& t, std::size_t position, const ErrorOf& error_of) {
+  std::stable_sort(options.begin(), options.end(), [&](ggml_type x, ggml_type y) {
+    const std::int64_t bx = tensor_bytes_of(t, x), by = tensor_bytes_of(t, y);
+    return bx < by || (bx == by && error_of(position, x) < error_of(position, y));
+  });
 }
 
 /// The options (by ascending bytes) on the lower convex hull of (bytes, error).
-inline std::vector<ggml_type> lower_hull(const std::vector<ggml_type>& options, const quant_tensor& t, double importance) {
+template <typename ErrorOf>
+std::vector<ggml_type> lower_hull(const std::vector<ggml_type>& options, const quant_tensor& t, std::size_t position,
+                                  const ErrorOf& error_of) {
   std::vector<ggml_type> h;
   for (const ggml_type type : options) {
     const auto b = static_cast<double>(tensor_bytes_of(t, type));
-    const double e = tensor_error(importance, t, type);
+    const double e = error_of(position, type);
     if (!h.empty() && b <= static_cast<double>(tensor_bytes_of(t, h.back()))) continue;  // same bytes: keep the first
-    if (!h.empty() && e >= tensor_error(importance, t, h.back())) continue;               // no gain
+    if (!h.empty() && e >= error_of(position, h.back())) continue;                       // no gain
     while (h.size() >= 2) {
       const ggml_type p = h[h.size() - 2], q = h.back();
       const double bp = static_cast<double>(tensor_bytes_of(t, p)), bq = static_cast<double>(tensor_bytes_of(t, q));
-      const double ep = tensor_error(importance, t, p), eq = tensor_error(importance, t, q);
+      const double ep = error_of(position, p), eq = error_of(position, q);
       // q lies on or above the chord p -> (b, e): not on the lower hull.
       if ((eq - ep) * (b - bp) >= (e - ep) * (bq - bp)) {
         h.pop_back();
@@ -218,22 +227,24 @@ inline std::vector<ggml_type> lower_hull(const std::vector<ggml_type>& options, 
   return h;
 }
 
-/// Error saved per extra byte moving a tensor from `from` to `to`.
-inline double upgrade_ratio(const quant_tensor& t, double importance, ggml_type from, ggml_type to) {
+/// Error saved per extra byte moving tensor t from `from` to `to`.
+template <typename ErrorOf>
+double upgrade_ratio(const quant_tensor& t, std::size_t position, const ErrorOf& error_of, ggml_type from, ggml_type to) {
   const double db = static_cast<double>(tensor_bytes_of(t, to) - tensor_bytes_of(t, from));
-  return (tensor_error(importance, t, from) - tensor_error(importance, t, to)) / db;
+  return (error_of(position, from) - error_of(position, to)) / db;
 }
 
 /// From the cheapest hull point of every tensor (a.types), applies hull upgrades in
 /// descending error saved per byte while they fit: the LP order. Sets lower_bound
 /// (the LP value: the first upgrade that does not fit taken fractionally) and
 /// gap_bound (that upgrade's saving); returns the bytes used.
-inline std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor> tensors, const std::vector<double>& importance,
-                                const std::vector<std::vector<ggml_type>>& hull, std::int64_t used) {
+template <typename ErrorOf>
+std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor> tensors, const ErrorOf& error_of,
+                         const std::vector<std::vector<ggml_type>>& hull, std::int64_t used) {
   const std::size_t n = tensors.size();
   std::vector<std::size_t> step(n, 0);  // position on the hull
   double error = 0;
-  for (std::size_t t = 0; t < n; ++t) error += tensor_error(importance[t], tensors[t], a.types[t]);
+  for (std::size_t t = 0; t < n; ++t) error += error_of(t, a.types[t]);
   struct upgrade {
     double ratio;
     std::size_t tensor;
@@ -241,7 +252,7 @@ inline std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor>
   };
   std::priority_queue<upgrade> queue;
   for (std::size_t t = 0; t < n; ++t) {
-    if (hull[t].size() > 1) queue.push({upgrade_ratio(tensors[t], importance[t], hull[t][0], hull[t][1]), t});
+    if (hull[t].size() > 1) queue.push({upgrade_ratio(tensors[t], t, error_of, hull[t][0], hull[t][1]), t});
   }
   bool blocked = false;
   a.lower_bound = error;
@@ -251,7 +262,7 @@ inline std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor>
     const std::size_t t = u.tensor;
     const ggml_type from = hull[t][step[t]], to = hull[t][step[t] + 1];
     const std::int64_t extra = tensor_bytes_of(tensors[t], to) - tensor_bytes_of(tensors[t], from);
-    const double saved = tensor_error(importance[t], tensors[t], from) - tensor_error(importance[t], tensors[t], to);
+    const double saved = error_of(t, from) - error_of(t, to);
     if (used + extra > a.budget) {
       if (!blocked) {  // the LP takes this step fractionally and stops
         blocked = true;
@@ -264,7 +275,7 @@ inline std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor>
     error -= saved;
     ++step[t];
     a.types[t] = to;
-    if (step[t] + 1 < hull[t].size()) queue.push({upgrade_ratio(tensors[t], importance[t], to, hull[t][step[t] + 1]), t});
+    if (step[t] + 1 < hull[t].size()) queue.push({upgrade_ratio(tensors[t], t, error_of, to, hull[t][step[t] + 1]), t});
   }
   if (!blocked) a.lower_bound = error;
   return used;
@@ -272,8 +283,9 @@ inline std::int64_t climb_hulls(bit_allocation& a, std::span<const quant_tensor>
 
 /// Takes any upgrade (on the hull or not) that still fits, best error saved per
 /// byte first, until none fits.
-inline void fill_budget(bit_allocation& a, std::span<const quant_tensor> tensors, const std::vector<double>& importance,
-                        const std::vector<std::vector<ggml_type>>& options, std::int64_t used) {
+template <typename ErrorOf>
+void fill_budget(bit_allocation& a, std::span<const quant_tensor> tensors, const ErrorOf& error_of,
+                 const std::vector<std::vector<ggml_type>>& options, std::int64_t used) {
   const std::size_t n = tensors.size();
   for (;;) {
     double best = 0;
@@ -284,7 +296,7 @@ inline void fill_budget(bit_allocation& a, std::span<const quant_tensor> tensors
       for (const ggml_type type : options[t]) {
         const std::int64_t extra = tensor_bytes_of(tensors[t], type) - now;
         if (extra <= 0 || used + extra > a.budget) continue;
-        const double ratio = upgrade_ratio(tensors[t], importance[t], a.types[t], type);
+        const double ratio = upgrade_ratio(tensors[t], t, error_of, a.types[t], type);
         if (ratio > best) {
           best = ratio;
           best_t = t;
@@ -298,6 +310,33 @@ inline void fill_budget(bit_allocation& a, std::span<const quant_tensor> tensors
   }
 }
 
+/// The hull allocator of the header comment over any errors: tensor t may take the
+/// types options[t] (non-empty), at the error error_of(t, type).
+template <typename ErrorOf>
+bit_allocation allocate_on_hulls(std::span<const quant_tensor> tensors, std::vector<std::vector<ggml_type>> options,
+                                 const ErrorOf& error_of, std::int64_t budget_bytes) {
+  const std::size_t n = tensors.size();
+  std::vector<std::vector<ggml_type>> hull(n);
+  std::int64_t least = 0;
+  for (std::size_t t = 0; t < n; ++t) {
+    sort_by_bytes(options[t], tensors[t], t, error_of);
+    hull[t] = lower_hull(options[t], tensors[t], t, error_of);
+    least += tensor_bytes_of(tensors[t], options[t].front());
+  }
+  if (budget_bytes < least) {
+    fail_domain("budget", std::to_string(budget_bytes) + " bytes is below the smallest plan, " + std::to_string(least) + " bytes");
+  }
+  bit_allocation a;
+  a.budget = budget_bytes;
+  a.types.resize(n);
+  for (std::size_t t = 0; t < n; ++t) a.types[t] = hull[t][0];
+  const std::int64_t used = climb_hulls(a, tensors, error_of, hull, least);
+  fill_budget(a, tensors, error_of, options, used);
+  finish_allocation(a, tensors, error_of);
+  a.gap_bound = std::max(0.0, a.error - a.lower_bound);
+  return a;
+}
+
 }  // namespace detail
 
 /// The optimal allocator of the header comment under a byte budget.
@@ -309,26 +348,46 @@ template <typename Scalar>
   detail::validate_quant_tensors(tensors);
   const auto sorted_menu = detail::validated_menu(menu);
   const auto values = detail::validated_importance<Scalar>(importance, tensors.size());
-  const std::size_t n = tensors.size();
-  std::vector<std::vector<ggml_type>> options(n), hull(n);
-  std::int64_t least = 0;
-  for (std::size_t t = 0; t < n; ++t) {
-    options[t] = detail::options_by_bytes(sorted_menu, tensors[t], t);
-    hull[t] = detail::lower_hull(options[t], tensors[t], values[t]);
-    least += detail::tensor_bytes_of(tensors[t], options[t].front());
+  std::vector<std::vector<ggml_type>> options(tensors.size());
+  for (std::size_t t = 0; t < tensors.size(); ++t) options[t] = detail::fitting_types(sorted_menu, tensors[t], t);
+  return detail::allocate_on_hulls(
+      tensors, std::move(options), [&](std::size_t t, ggml_type type) { return detail::tensor_error(values[t], tensors[t], type); },
+      budget_bytes);
+}
+
+/// The same allocator over measured errors: errors(t, k) is tensor t's error at
+/// menu[k] (finite and >= 0; +infinity marks a type tensor t cannot take). Types
+/// whose block does not divide a tensor's rows are skipped for it whatever its entry.
+template <typename Scalar>
+[[nodiscard]] bit_allocation allocate_bits_measured(std::span<const quant_tensor> tensors,
+                                                    const Eigen::Ref<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& errors,
+                                                    std::int64_t budget_bytes, std::span<const ggml_type> menu) {
+  detail::validate_quant_tensors(tensors);
+  (void)detail::validated_menu(menu);
+  detail::require_size("errors rows", errors.rows(), static_cast<std::int64_t>(tensors.size()));
+  detail::require_size("errors columns", errors.cols(), static_cast<std::int64_t>(menu.size()));
+  std::vector<std::vector<ggml_type>> options(tensors.size());
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    for (std::size_t k = 0; k < menu.size(); ++k) {
+      const double e = static_cast<double>(errors(static_cast<Eigen::Index>(t), static_cast<Eigen::Index>(k)));
+      if (std::isnan(e) || e < 0) {
+        detail::fail_argument("errors", "not finite and >= 0 at (" + std::to_string(t) + ", " + std::to_string(k) + ") ('" +
+                                            tensors[t].name + "', " + std::string(traits_of(menu[k]).name) + "): " +
+                                            detail::describe_value(e));
+      }
+      if (std::isinf(e) || tensors[t].row_length % traits_of(menu[k]).block_size != 0) continue;
+      options[t].push_back(menu[k]);
+    }
+    if (options[t].empty()) {
+      detail::fail_argument("errors", "no menu type is available at " + detail::at_index(static_cast<std::int64_t>(t)) + " ('" +
+                                          tensors[t].name + "')");
+    }
   }
-  if (budget_bytes < least) {
-    detail::fail_domain("budget", std::to_string(budget_bytes) + " bytes is below the smallest plan, " + std::to_string(least) + " bytes");
-  }
-  bit_allocation a;
-  a.budget = budget_bytes;
-  a.types.resize(n);
-  for (std::size_t t = 0; t < n; ++t) a.types[t] = hull[t][0];
-  const std::int64_t used = detail::climb_hulls(a, tensors, values, hull, least);
-  detail::fill_budget(a, tensors, values, options, used);
-  detail::finish_allocation(a, tensors, values);
-  a.gap_bound = std::max(0.0, a.error - a.lower_bound);
-  return a;
+  const auto error_of = [&](std::size_t t, ggml_type type) {
+    const auto k = static_cast<Eigen::Index>(std::find(menu.begin(), menu.end(), type) - menu.begin());
+    return static_cast<double>(errors(static_cast<Eigen::Index>(t), k));
+  };
+  return detail::allocate_on_hulls(tensors, std::move(options), error_of, budget_bytes);
 }
 
 /// `--tensor-type` arguments for llama-quantize: "^<escaped name>$=<type>" for every

@@ -19,5 +19,6 @@
 #include "loss_interaction.hpp"
 #include "layer_rates.hpp"
 #include "memory_savings.hpp"
+#include "quantization_error.hpp"
 #include "importance.hpp"
 #include "tensor_slicing.hpp"

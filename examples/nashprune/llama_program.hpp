@@ -1,0 +1,26 @@
+// Finding and running the llama.cpp programs (llama-perplexity, llama-quantize, ...)
+// that the tool drives as child processes.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nashprune_tool {
+
+/// Where `program` is: the --llama-bin option (the program itself or its folder),
+/// then $NASHPRUNE_LLAMA_BIN, then the provisioned tree this tool was built against,
+/// then $PATH. Throws usage_error when an explicit location lacks it or none has it.
+[[nodiscard]] std::string find_llama_program(std::string_view program, const std::string& option);
+
+/// Runs `argv` (argv[0] a path) with stdout and stderr both written to `log` and
+/// stdin from /dev/null; returns the wait status. The child's environment is ours
+/// plus OMP_WAIT_POLICY=PASSIVE unless set (idle OpenMP threads sleep instead of
+/// spinning, which on shared cores makes llama.cpp's programs several times faster).
+int run_to_file(std::vector<std::string> argv, const std::filesystem::path& log);
+
+/// "exit code N" / "signal N" for a wait status.
+[[nodiscard]] std::string describe_status(int status);
+
+}  // namespace nashprune_tool

@@ -1,0 +1,49 @@
+# Command-line checks of `nashprune quantize-plan` (included by examples/CMakeLists.txt).
+set(quantize_model "${NASHPRUNE_SHARED_DIR}/models/stories260K.gguf")
+set(quantize_check ${CMAKE_CURRENT_SOURCE_DIR}/nashprune/check_cli.cmake)
+set(quantize_out ${CMAKE_CURRENT_BINARY_DIR}/quantize_plan)
+file(MAKE_DIRECTORY ${quantize_out})
+function(nashprune_quantize_plan_test name code)
+  add_test(NAME cli_quantize_plan_${name}
+           COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> ${ARGN} -DEXPECT_CODE=${code} -P ${quantize_check})
+  set_tests_properties(cli_quantize_plan_${name} PROPERTIES LABELS cli)
+endfunction()
+set(plan_txt ${quantize_out}/plan.txt)
+nashprune_quantize_plan_test(valid 0 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;-o\;${plan_txt}"
+  "-DSTDOUT_REGEX=note: q4_0 skipped for 5 tensor\\(s\\) whose rows its block of 32 does not divide: blk\\.0\\.ffn_down\\.weight \\(172\\).*predicted error [0-9.e+-]+, LP lower bound [0-9.e+-]+, gap.*llama-quantize --tensor-type-file")
+# A tensor no candidate fits keeps F16.
+nashprune_quantize_plan_test(fixed_f16 0 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q8_0\;-o\;${plan_txt}"
+  "-DSTDOUT_REGEX=note: blk\\.0\\.ffn_down\\.weight: no candidate type fits its rows of 172; it stays F16")
+nashprune_quantize_plan_test(no_budget 2 "-DARGS=quantize-plan\;${quantize_model}\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: give exactly one of --bpw and --size")
+nashprune_quantize_plan_test(bpw_too_small 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;2\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --bpw 2 is below the smallest plan's 6.667 bits per weight")
+nashprune_quantize_plan_test(bpw_too_large 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;40\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --bpw is above the largest plan's 16 bits per weight")
+nashprune_quantize_plan_test(size_too_small 2 "-DARGS=quantize-plan\;${quantize_model}\;--size\;1000\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --size 1000 is below the smallest plan's file, [0-9]+ bytes")
+nashprune_quantize_plan_test(size_too_large 2 "-DARGS=quantize-plan\;${quantize_model}\;--size\;100000000\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --size 100000000 is above the largest plan's file")
+nashprune_quantize_plan_test(unknown_type 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q9_0\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --types: unknown type 'q9_0'")
+nashprune_quantize_plan_test(unsupported_type 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q8_K\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --types: ggml does not quantize weights to 'q8_K'")
+nashprune_quantize_plan_test(needs_imatrix 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;iq2_xxs,q8_0\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --types: ggml quantizes to iq2_xxs only with an importance matrix")
+nashprune_quantize_plan_test(skipped_type 0 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;12\;--types\;q4_K,q8_0,f16\;-o\;${plan_txt}"
+  "-DSTDOUT_REGEX=note: q4_K skipped for 37 tensor\\(s\\) whose rows its block of 256 does not divide: token_embd\\.weight \\(64\\)")
+nashprune_quantize_plan_test(bad_method 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--method\;greedy\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --method must be hull or quantile, got 'greedy'")
+# An importance matrix or statistics of another model.
+nashprune_quantize_plan_test(foreign_calibration 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--calibration\;${CMAKE_CURRENT_SOURCE_DIR}/quantize/testdata/tinystories656K-calibration.gguf\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: .*--calibration")
+nashprune_quantize_plan_test(foreign_imatrix 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--imatrix\;${CMAKE_CURRENT_SOURCE_DIR}/quantize/testdata/tinystories656K-imatrix.gguf\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --imatrix .*tinystories656K-imatrix\\.gguf: '[a-z_.0-9]+' has 128 columns, the model's tensor 64")
+# --run on a real model with the provisioned llama-quantize and llama-perplexity.
+add_test(NAME llama_quantize_plan_run
+         COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> -DLLAMA_BIN=${NASHPRUNE_LLAMA_BIN_DIR}
+                 -DMODEL=${quantize_model} -DTEXT=${NASHPRUNE_SHARED_DIR}/data/tinystories-evaluation.txt
+                 -DWORK_DIR=${quantize_out}/run -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_quantize_run.cmake)
+set_tests_properties(llama_quantize_plan_run PROPERTIES LABELS llama TIMEOUT 300)
