@@ -3,11 +3,12 @@
 # llama-perplexity of the original and of pruned models on text that
 # calibration never saw (issue 7).
 #
-#   [SEEDS=5] benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
+#   [SEEDS=5] [DATA_DIR=examples/data] benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
 #
 # TOOL: the nashprune binary (built with NASHPRUNE_LLAMA_CPP_DIR); LLAMA_BIN_DIR:
-# llama-perplexity and llama-quantize; SHARED_DIR: holds models/stories260K.gguf
-# and data/tinystories-{calibration,evaluation}.txt. Perplexity: -c 128 -b 128 on
+# llama-perplexity and llama-quantize; DATA_DIR (default: the bundled
+# examples/data): holds stories260K.gguf and tinystories-{calibration,evaluation}.txt.
+# Perplexity: -c 128 -b 128 on
 # the first CHUNKS (default 100; "all": the whole text, 763 chunks, whose
 # perplexities resolve differences between plans that 100 chunks do not: the
 # paired NLL difference of two plans swings by ±0.03 nats between quarters of
@@ -41,12 +42,13 @@
 # only after a complete run). KEEP_MODELS=0 deletes the pruned models of the
 # run when it ends (benchmarks/quality_check.sh, the CI-sized check, does).
 set -euo pipefail
-usage="usage: [SEEDS=5] [KEEP_MODELS=1] quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]"
-(($# >= 4 && $# <= 6)) || { echo "$usage" >&2; exit 2; }
-tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-100}; cal_tokens=${6:-16384}; seeds=${SEEDS:-5}
-model=$shared/models/stories260K.gguf
-cal=$shared/data/tinystories-calibration.txt
-eval_text=$shared/data/tinystories-evaluation.txt
+usage="usage: [SEEDS=5] [KEEP_MODELS=1] [DATA_DIR=examples/data] quality_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]"
+(($# >= 3 && $# <= 5)) || { echo "$usage" >&2; exit 2; }
+tool=$1; bin=$2; out=$3; chunks=${4:-100}; cal_tokens=${5:-16384}; seeds=${SEEDS:-5}
+data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
+model=$data/stories260K.gguf
+cal=$data/tinystories-calibration.txt
+eval_text=$data/tinystories-evaluation.txt
 fail() { echo "quality_study.sh: $*" >&2; exit 1; }
 trap 'echo "quality_study.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 [[ -x $tool && ! -d $tool ]] || fail "the nashprune tool $tool is missing or not executable"
@@ -54,7 +56,7 @@ trap 'echo "quality_study.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 for program in llama-perplexity llama-quantize; do
   [[ -x $bin/$program ]] || fail "$bin/$program is missing or not executable (LLAMA_BIN_DIR)"
 done
-for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
 command -v python3 > /dev/null || fail "python3 is needed (random plans, means, ratios)"
 chunk_option=(--chunks "$chunks")
 [[ $chunks == all ]] && chunk_option=()
