@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Choosing the ablation design on held-out CALIBRATION text, never on the
-# evaluation text (issue 7): for each design, the heads it removes at 25 % and
+# evaluation text: for each design, the heads it removes at 25 % and
 # 50 % and their measured mean NLL (nashprune ablate --remove) on calibration
 # bytes from HELDOUT_BYTE on (default 100000: beyond what the ablation's and the
 # calibration's tokens reach), HELDOUT_TOKENS (default 4096) tokens of them.

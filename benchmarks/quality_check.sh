@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CI-sized quality check of issue 7 (ctest llama_quality_check): runs
+# The CI-sized quality check (ctest llama_quality_check): runs
 # benchmarks/quality_study.sh on stories260K at a small size and asserts only
 # what is robust:
 #   - every model, original and pruned, loads in llama-perplexity and gives a
@@ -29,7 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 #   25 % heads: 0.946 (activation), 0.949 (knapsack_hgsp, nash_hgsp), 0.969
 #               (magnitude), 0.979 (wanda, nash), 0.989 (nash_output, not
 #               asserted); random mean 5.937. Thin: the assertion is only
-#               "beats the random mean", what the issue asks.
+#               "beats the random mean".
 #   50 % heads: 0.855 (magnitude) .. 0.880 (activation); random mean 9.712
 #   1 layer:    0.465; block influence removes layer 2 (12.52); the five single
 #               layers give 66.09 (layer 0), 18.61, 12.52, 11.75, 12.73
@@ -126,5 +126,6 @@ fi
 mkdir -p "$out"
 touch "$out/.quality_check"
 SEEDS=${SEEDS:-5} KEEP_MODELS=0 ABLATION=${ABLATION:-0} bash "$here/quality_study.sh" "$tool" "$bin" "$out" "$chunks" "$cal_tokens"
+[[ -s $out/table.svg ]] || { echo "quality_check.sh: the study wrote no plot $out/table.svg" >&2; exit 1; }
 echo
 check_table "$out/table.md"

@@ -58,6 +58,16 @@ table "$work/missing.md" ""
 expect 1 "50 % heads / nash: expected one row and one random row, found 0 and 1" -- \
   bash "$here/quality_check.sh" --table "$work/missing.md"
 
+# quality_study.sh --plot: one line per method of the heads rows (6 methods and
+# random), well-formed SVG; a table without the original fails.
+expect 0 "" -- bash "$here/quality_study.sh" --plot "$work/good.md" "$work/good.svg"
+lines=$(python3 -c 'import sys, xml.etree.ElementTree as E
+print(len(E.parse(sys.argv[1]).findall(".//{http://www.w3.org/2000/svg}polyline")))' "$work/good.svg" 2>&1)
+if [[ $lines == 7 ]]; then echo "ok: 7 lines in the plot"; else echo "FAIL: the plot of good.md: $lines"; failed=1; fi
+grep -v '| original |' "$work/good.md" > "$work/no_original.md"
+expect 1 "has no row for the original model" -- bash "$here/quality_study.sh" --plot "$work/no_original.md" "$work/no_original.svg"
+check_file absent "$work/no_original.svg"
+
 # quality_study.sh against a stub llama-perplexity: the original model gets an
 # estimate, a pruned one gets STUB_PPL (none when empty).
 stub=$work/bin
