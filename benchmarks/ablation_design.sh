@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Choosing the ablation design on held-out CALIBRATION text, never on the
-# evaluation text (issue 7): for each design, the heads it removes at 25 % and
+# evaluation text: for each design, the heads it removes at 25 % and
 # 50 % and their measured mean NLL (nashprune ablate --remove) on calibration
 # bytes from HELDOUT_BYTE on (default 100000: beyond what the ablation's and the
 # calibration's tokens reach), HELDOUT_TOKENS (default 4096) tokens of them.
 #
-#   [TARGETS="0.25 0.5"] [ROUNDS="2 3"] [ABL_TOKENS=2048] [EXTRA_TOKENS="4096"] ablation_design.sh TOOL SHARED_DIR OUT_DIR
+#   [TARGETS="0.25 0.5"] [ROUNDS="2 3"] [ABL_TOKENS=2048] [EXTRA_TOKENS="4096"] [DATA_DIR=examples/data] ablation_design.sh TOOL OUT_DIR
 #
 # Designs (ROUNDS="" or EXTRA_TOKENS="" leave those out): one-shot nash / exact / greedy on ablation.json (ABL_TOKENS tokens;
 # the file benchmarks/quality_study.sh makes and reuses, same OUT_DIR), the
@@ -15,14 +15,15 @@
 # OUT_DIR/design_<targets>.md (runs for different TARGETS may go side by side).
 # Long: run it under nice on a shared machine.
 set -euo pipefail
-(($# == 3)) || { echo "usage: [TARGETS=\"0.25 0.5\"] [ROUNDS=\"2 3\"] [ABL_TOKENS=2048] [EXTRA_TOKENS=\"4096\"] ablation_design.sh TOOL SHARED_DIR OUT_DIR" >&2; exit 2; }
-tool=$1; shared=$2; out=$3
-model=$shared/models/stories260K.gguf
-cal=$shared/data/tinystories-calibration.txt
+(($# == 2)) || { echo "usage: [TARGETS=\"0.25 0.5\"] [ROUNDS=\"2 3\"] [ABL_TOKENS=2048] [EXTRA_TOKENS=\"4096\"] [DATA_DIR=examples/data] ablation_design.sh TOOL OUT_DIR" >&2; exit 2; }
+tool=$1; out=$2
+data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
+model=$data/stories260K.gguf
+cal=$data/tinystories-calibration.txt
 fail() { echo "ablation_design.sh: $*" >&2; exit 1; }
 [[ -x $tool && ! -d $tool ]] || fail "the nashprune tool $tool is missing or not executable"
 "$tool" ablate --help > /dev/null 2>&1 || fail "$tool has no 'ablate' command (build it with NASHPRUNE_LLAMA_CPP_DIR)"
-for file in "$model" "$cal"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+for file in "$model" "$cal"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
 tokens=${ABL_TOKENS:-2048}
 mkdir -p "$out"
 targets=${TARGETS:-0.25 0.5}

@@ -7,14 +7,15 @@
 #     with a non-finite one, leaving table.incomplete.md (never table.md) and,
 #     with KEEP_MODELS=0, none of the run's pruned models; a stub stands in for
 #     llama-perplexity, the real tool calibrates on 256 tokens;
-#   - quality_check.sh skips (77) without the shared files and refuses to empty
+#   - quality_check.sh fails naming a missing data file and refuses to empty
 #     a folder it did not make.
-# usage: quality_selftest.sh TOOL SHARED_DIR WORK_DIR
+# usage: [DATA_DIR=examples/data] quality_selftest.sh TOOL WORK_DIR
 set -uo pipefail
-(($# == 3)) || { echo "usage: quality_selftest.sh TOOL SHARED_DIR WORK_DIR" >&2; exit 2; }
-tool=$1 shared=$2 work=$3
+(($# == 2)) || { echo "usage: [DATA_DIR=examples/data] quality_selftest.sh TOOL WORK_DIR" >&2; exit 2; }
+tool=$1 work=$2
 here=$(cd "$(dirname "$0")" && pwd)
-[[ -f $shared/models/stories260K.gguf ]] || { echo "SKIP: $shared/models/stories260K.gguf is absent"; exit 77; }
+export DATA_DIR=${DATA_DIR:-$here/../examples/data}
+[[ -f $DATA_DIR/stories260K.gguf ]] || { echo "FAIL: $DATA_DIR/stories260K.gguf is missing"; exit 1; }
 rm -rf "$work"
 mkdir -p "$work"
 failed=0
@@ -57,6 +58,16 @@ table "$work/missing.md" ""
 expect 1 "50 % heads / nash: expected one row and one random row, found 0 and 1" -- \
   bash "$here/quality_check.sh" --table "$work/missing.md"
 
+# quality_study.sh --plot: one line per method of the heads rows (6 methods and
+# random), well-formed SVG; a table without the original fails.
+expect 0 "" -- bash "$here/quality_study.sh" --plot "$work/good.md" "$work/good.svg"
+lines=$(python3 -c 'import sys, xml.etree.ElementTree as E
+print(len(E.parse(sys.argv[1]).findall(".//{http://www.w3.org/2000/svg}polyline")))' "$work/good.svg" 2>&1)
+if [[ $lines == 7 ]]; then echo "ok: 7 lines in the plot"; else echo "FAIL: the plot of good.md: $lines"; failed=1; fi
+grep -v '| original |' "$work/good.md" > "$work/no_original.md"
+expect 1 "has no row for the original model" -- bash "$here/quality_study.sh" --plot "$work/no_original.md" "$work/no_original.svg"
+check_file absent "$work/no_original.svg"
+
 # quality_study.sh against a stub llama-perplexity: the original model gets an
 # estimate, a pruned one gets STUB_PPL (none when empty).
 stub=$work/bin
@@ -74,15 +85,15 @@ chmod +x "$stub/llama-perplexity" "$stub/llama-quantize"
 study=(bash "$here/quality_study.sh")
 out=$work/study
 
-expect 2 "usage: [SEEDS=5]" -- "${study[@]}" "$tool" "$stub" "$shared"
-expect 1 "the nashprune tool $work/absent is missing" -- "${study[@]}" "$work/absent" "$stub" "$shared" "$out"
-expect 1 "$work/absent/llama-perplexity is missing" -- "${study[@]}" "$tool" "$work/absent" "$shared" "$out"
-expect 1 "$work/absent/models/stories260K.gguf is missing" -- "${study[@]}" "$tool" "$stub" "$work/absent" "$out"
-expect 1 "must be positive integers, not 'x'" -- "${study[@]}" "$tool" "$stub" "$shared" "$out" x
+expect 2 "usage: [SEEDS=5]" -- "${study[@]}" "$tool" "$stub"
+expect 1 "the nashprune tool $work/absent is missing" -- "${study[@]}" "$work/absent" "$stub" "$out"
+expect 1 "$work/absent/llama-perplexity is missing" -- "${study[@]}" "$tool" "$work/absent" "$out"
+expect 1 "$work/absent/stories260K.gguf is missing (DATA_DIR)" -- env DATA_DIR="$work/absent" "${study[@]}" "$tool" "$stub" "$out"
+expect 1 "must be positive integers, not 'x'" -- "${study[@]}" "$tool" "$stub" "$out" x
 check_file absent "$out/table.incomplete.md"
 
 expect 1 "no finite perplexity for 'magnitude (8 heads)' at '25 % heads'" -- \
-  env KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$shared" "$out" 2 256
+  env KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$out" 2 256
 check_file present "$out/stats.gguf"
 check_file absent "$out/table.md"
 check_file present "$out/table.incomplete.md"
@@ -90,12 +101,12 @@ check_file absent "$out/magnitude_0.25.gguf"
 attempts=$(grep -c '^magnitude_0.25.gguf$' "$stub/calls")
 if ((attempts == 3)); then echo "ok: 3 attempts without an estimate"; else echo "FAIL: $attempts attempts"; failed=1; fi
 expect 1 "gave the perplexity 'nan' (not finite)" -- \
-  env STUB_PPL=nan KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$shared" "$out" 2 256
+  env STUB_PPL=nan KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$out" 2 256
 check_file absent "$out/table.md"
 
-# quality_check.sh: the skip, and a folder it did not make.
-expect 77 "SKIP: $work/absent/models/stories260K.gguf is absent" -- \
-  bash "$here/quality_check.sh" "$tool" "$stub" "$work/absent" "$work/check"
+# quality_check.sh: a missing data file, and a folder it did not make.
+expect 1 "$work/absent/stories260K.gguf is missing (DATA_DIR)" -- \
+  env DATA_DIR="$work/absent" bash "$here/quality_check.sh" "$tool" "$stub" "$work/check"
 expect 2 "is not empty and not a previous check's folder" -- \
-  bash "$here/quality_check.sh" "$tool" "$stub" "$shared" "$out"
+  bash "$here/quality_check.sh" "$tool" "$stub" "$out"
 exit "$failed"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Pruning quality on a real model, measured the way the seed's §8.3 does:
 # llama-perplexity of the original and of pruned models on text that
-# calibration never saw (issue 7).
+# calibration never saw.
 #
-#   [SEEDS=5] benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
+#   [SEEDS=5] [DATA_DIR=examples/data] benchmarks/quality_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
 #
 # TOOL: the nashprune binary (built with NASHPRUNE_LLAMA_CPP_DIR); LLAMA_BIN_DIR:
-# llama-perplexity and llama-quantize; SHARED_DIR: holds models/stories260K.gguf
-# and data/tinystories-{calibration,evaluation}.txt. Perplexity: -c 128 -b 128 on
+# llama-perplexity and llama-quantize; DATA_DIR (default: the bundled
+# examples/data): holds stories260K.gguf and tinystories-{calibration,evaluation}.txt.
+# Perplexity: -c 128 -b 128 on
 # the first CHUNKS (default 100; "all": the whole text, 763 chunks, whose
 # perplexities resolve differences between plans that 100 chunks do not: the
 # paired NLL difference of two plans swings by ±0.03 nats between quarters of
@@ -40,13 +41,102 @@
 # measured so far are then left in OUT_DIR/table.incomplete.md (table.md exists
 # only after a complete run). KEEP_MODELS=0 deletes the pruned models of the
 # run when it ends (benchmarks/quality_check.sh, the CI-sized check, does).
+# Also writes OUT_DIR/table.svg: perplexity against the fraction of heads
+# removed, one line per method (random: mean with ± sd bars), from table.md.
+#   benchmarks/quality_study.sh --plot TABLE.md OUT.svg   (plots a table alone)
 set -euo pipefail
-usage="usage: [SEEDS=5] [KEEP_MODELS=1] quality_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]"
-(($# >= 4 && $# <= 6)) || { echo "$usage" >&2; exit 2; }
-tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-100}; cal_tokens=${6:-16384}; seeds=${SEEDS:-5}
-model=$shared/models/stories260K.gguf
-cal=$shared/data/tinystories-calibration.txt
-eval_text=$shared/data/tinystories-evaluation.txt
+
+plot_table() {  # TABLE.md OUT.svg
+  python3 - "$1" "$2" <<'PY'
+import html, math, os, re, sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+rows = []
+for line in lines:
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if line.startswith("|") and len(cells) == 4 and cells[0] not in ("removed",) and not set(cells[0]) <= set("-"):
+        rows.append(cells)
+def value(text):  # "5.312" or "5.418 ± 0.330" -> (5.312, None) / (5.418, 0.330)
+    m = re.fullmatch(r"([0-9.]+)(?: ± ([0-9.]+))?", text)
+    if not m:
+        sys.exit(f"quality_study.sh --plot: '{text}' is not a perplexity")
+    return float(m.group(1)), float(m.group(2)) if m.group(2) else None
+base = [value(r[2])[0] for r in rows if r[1] == "original"]
+if not base:
+    sys.exit(f"quality_study.sh --plot: {sys.argv[1]} has no row for the original model")
+lines_by_method, counts = {}, {}
+for section, method, text, _ in rows:
+    m = re.fullmatch(r"(\d+) % heads", section)
+    if not m:
+        continue  # layer rows: a different unit
+    fraction = int(m.group(1)) / 100
+    name = method.split(" (")[0]
+    heads = re.search(r"(\d+) heads\)", method)
+    counts.setdefault(fraction, set()).add(heads.group(1) if heads else "?")
+    lines_by_method.setdefault(name, [(0.0, base[0], None)]).append((fraction, *value(text)))
+if not lines_by_method:
+    sys.exit(f"quality_study.sh --plot: {sys.argv[1]} has no rows of heads removed")
+
+width, height, left, top, plot_w, plot_h = 820, 460, 64, 40, 500, 360
+xmax = max(f for points in lines_by_method.values() for f, _, _ in points)
+ys = [v + (sd or 0) for points in lines_by_method.values() for _, v, sd in points]
+ys += [v - (sd or 0) for points in lines_by_method.values() for _, v, sd in points]
+raw_step = (max(ys) - min(ys)) / 6 or 1
+step = min((s * 10 ** math.floor(math.log10(raw_step)) for s in (1, 2, 5, 10)), key=lambda s: abs(s - raw_step))
+ylo, yhi = math.floor(min(ys) / step) * step, math.ceil(max(ys) / step) * step
+X = lambda f: left + plot_w * f / xmax
+Y = lambda v: top + plot_h * (yhi - v) / (yhi - ylo)
+palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39"]
+out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+       '<rect width="100%" height="100%" fill="#ffffff"/>',
+       f'<text x="{left}" y="18" font-size="13">Perplexity against the fraction of heads removed</text>',
+       f'<text x="{left}" y="33" fill="#555" font-size="11">{html.escape(lines[0] if lines and not lines[0].startswith("|") else "")}</text>']
+tick, k = ylo, 0
+while tick <= yhi + step / 2:
+    out.append(f'<line x1="{left}" y1="{Y(tick):.1f}" x2="{left + plot_w}" y2="{Y(tick):.1f}" stroke="#e5e5e5"/>')
+    out.append(f'<text x="{left - 6}" y="{Y(tick) + 4:.1f}" text-anchor="end">{tick:.{max(0, -math.floor(math.log10(step)))}f}</text>')
+    k += 1; tick = ylo + k * step
+for f in sorted({0.0, *counts}):
+    label = f"{f * 100:.0f} %" + (f" ({next(iter(counts[f]))} heads)" if f in counts and len(counts[f]) == 1 and "?" not in counts[f] else "")
+    out.append(f'<line x1="{X(f):.1f}" y1="{top}" x2="{X(f):.1f}" y2="{top + plot_h}" stroke="#e5e5e5"/>')
+    out.append(f'<text x="{X(f):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{html.escape(label)}</text>')
+out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>')
+out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">heads removed</text>')
+out.append(f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">perplexity</text>')
+for i, (name, points) in enumerate(lines_by_method.items()):
+    random = name == "random"
+    colour = "#7f7f7f" if random else palette[i % len(palette)]
+    points.sort()
+    dash = ' stroke-dasharray="5 4"' if random else ""
+    coords = " ".join(f"{X(f):.1f},{Y(v):.1f}" for f, v, _ in points)
+    out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8"{dash} points="{coords}"><title>{html.escape(name)}</title></polyline>')
+    for f, v, sd in points:
+        if sd:
+            out.append(f'<line x1="{X(f):.1f}" y1="{Y(v - sd):.1f}" x2="{X(f):.1f}" y2="{Y(v + sd):.1f}" stroke="{colour}"/>')
+        out.append(f'<circle cx="{X(f):.1f}" cy="{Y(v):.1f}" r="3" fill="{colour}"><title>{html.escape(name)}: {v:g}{f" ± {sd:g}" if sd else ""}</title></circle>')
+    ly = top + 8 + 18 * i
+    out.append(f'<line x1="{left + plot_w + 16}" y1="{ly}" x2="{left + plot_w + 40}" y2="{ly}" stroke="{colour}" stroke-width="1.8"{dash}/>')
+    out.append(f'<text x="{left + plot_w + 46}" y="{ly + 4}">{html.escape(name + (" (mean ± sd)" if random else ""))}</text>')
+out.append("</svg>")
+partial = sys.argv[2] + ".partial"
+with open(partial, "w", encoding="utf-8") as f:
+    f.write("\n".join(out) + "\n")
+os.replace(partial, sys.argv[2])
+PY
+}
+if [[ ${1:-} == --plot ]]; then
+  (($# == 3)) || { echo "usage: quality_study.sh --plot TABLE.md OUT.svg" >&2; exit 2; }
+  [[ -f $2 ]] || { echo "quality_study.sh: $2 is missing" >&2; exit 2; }
+  plot_table "$2" "$3"
+  exit
+fi
+
+usage="usage: [SEEDS=5] [KEEP_MODELS=1] [DATA_DIR=examples/data] quality_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]"
+(($# >= 3 && $# <= 5)) || { echo "$usage" >&2; exit 2; }
+tool=$1; bin=$2; out=$3; chunks=${4:-100}; cal_tokens=${5:-16384}; seeds=${SEEDS:-5}
+data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
+model=$data/stories260K.gguf
+cal=$data/tinystories-calibration.txt
+eval_text=$data/tinystories-evaluation.txt
 fail() { echo "quality_study.sh: $*" >&2; exit 1; }
 trap 'echo "quality_study.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 [[ -x $tool && ! -d $tool ]] || fail "the nashprune tool $tool is missing or not executable"
@@ -54,7 +144,7 @@ trap 'echo "quality_study.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 for program in llama-perplexity llama-quantize; do
   [[ -x $bin/$program ]] || fail "$bin/$program is missing or not executable (LLAMA_BIN_DIR)"
 done
-for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
 command -v python3 > /dev/null || fail "python3 is needed (random plans, means, ratios)"
 chunk_option=(--chunks "$chunks")
 [[ $chunks == all ]] && chunk_option=()
@@ -79,8 +169,8 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ppl() {  # model -> perplexity; a run that ends without its estimate (seen here
-         # on a crowded machine) is retried twice, then the script fails
+ppl() {  # model -> perplexity; a run that ends without its estimate (it happens
+         # on a heavily loaded machine) is retried twice, then the script fails
   local log=$out/$(basename "$1" .gguf).ppl.log
   for _ in 1 2 3; do
     OMP_WAIT_POLICY=PASSIVE "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 "${chunk_option[@]}" -t 2 > "$log" 2>&1 || true
@@ -231,4 +321,6 @@ if ((ablation)); then
     row "$k layer(s)" "layers_ablation (layers $chosen)" "$(ppl "$out/$name.gguf")"
   done
 fi
+plot_table "$out/table.md" "$out/table.svg"
 cat "$out/table.md"
+echo "plot: $out/table.svg"

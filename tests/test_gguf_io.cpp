@@ -1,5 +1,5 @@
 // GGUF reader/writer: round trips of every value type, alignment, streaming,
-// the writer's safety rules, and the two real models in ../shared/models.
+// the writer's safety rules, and the two real models bundled in examples/data.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -275,8 +275,8 @@ TEST(GgufIo, MetadataHelpers) {
 class GgufRealModel : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(GgufRealModel, ReadsAndRewritesByteIdentically) {
-  const std::filesystem::path model = std::filesystem::path(NASHPRUNE_SHARED_DIR) / "models" / GetParam();
-  if (!std::filesystem::exists(model)) GTEST_SKIP() << model << " is absent (the shared models folder is not here)";
+  const std::filesystem::path model = std::filesystem::path(NASHPRUNE_DATA_DIR) / GetParam();
+  ASSERT_TRUE(std::filesystem::exists(model)) << model << " is missing";
   const auto r = gguf::reader::open(model);
   EXPECT_EQ(r.find("general.architecture")->as_string(), "llama");
   ASSERT_NE(r.find_tensor("token_embd.weight"), nullptr);
@@ -295,5 +295,5 @@ TEST_P(GgufRealModel, ReadsAndRewritesByteIdentically) {
       << "llama.cpp's layout (table order, alignment padding) is reproduced exactly";
 }
 
-INSTANTIATE_TEST_SUITE_P(SharedModels, GgufRealModel,
+INSTANTIATE_TEST_SUITE_P(BundledModels, GgufRealModel,
                          ::testing::Values("stories260K.gguf", "TinyStories-656K-Q8_0.gguf"));

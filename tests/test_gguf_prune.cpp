@@ -217,8 +217,8 @@ TEST_F(GgufPrune, SyntheticModelHasThePlantedHeads) {
 }
 
 TEST(GgufPruneQuantized, ColumnSlicesMustBeBlockAligned) {
-  const std::filesystem::path model = std::filesystem::path(NASHPRUNE_SHARED_DIR) / "models" / "TinyStories-656K-Q8_0.gguf";
-  if (!std::filesystem::exists(model)) GTEST_SKIP() << model << " is absent";
+  const std::filesystem::path model = std::filesystem::path(NASHPRUNE_DATA_DIR) / "TinyStories-656K-Q8_0.gguf";
+  ASSERT_TRUE(std::filesystem::exists(model)) << model << " is missing";
   const auto in = gguf::reader::open(model);
   const auto shape = gguf::llama_shape::read(in);
   ASSERT_EQ(shape.head_dim_k, 16);
@@ -248,8 +248,8 @@ TEST(GgufPruneQuantized, ColumnSlicesMustBeBlockAligned) {
 }
 
 TEST(GgufPruneReal, Stories260KPrunesToARereadableModel) {
-  const std::filesystem::path model = std::filesystem::path(NASHPRUNE_SHARED_DIR) / "models" / "stories260K.gguf";
-  if (!std::filesystem::exists(model)) GTEST_SKIP() << model << " is absent";
+  const std::filesystem::path model = std::filesystem::path(NASHPRUNE_DATA_DIR) / "stories260K.gguf";
+  ASSERT_TRUE(std::filesystem::exists(model)) << model << " is missing";
   const auto in = gguf::reader::open(model);
   auto plan = gguf::keep_all(gguf::llama_shape::read(in));
   for (auto& l : plan.layers) l.heads = {{2, 3, 4, 5, 6, 7}, {1, 2, 3}};

@@ -6,6 +6,7 @@
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
 #include <gguf/synthetic.hpp>
+#include <report/prune_report.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include <limits>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "ablation_model.hpp"
@@ -41,6 +43,7 @@ struct prune_args {
   std::string plan_in;
   std::string plan_out;
   std::string ablation;
+  std::string report;
   std::string unit = "params";
   std::vector<std::string> structures;
   bool dry_run = false;
@@ -112,6 +115,30 @@ nashprune_tool::selection choose_by_ablation(const prune_args& a, const gguf::ll
   return out;
 }
 
+// --report: the HTML page of this run (examples/report).
+void write_report(const prune_args& a, const gguf::reader& model, const gguf::llama_shape& shape,
+                  const nashprune_tool::selection& chosen, const gguf::pruned_model& result,
+                  const calibrate::calibration_stats* calibration) {
+  for (const auto& input : {a.model, a.output}) {
+    std::error_code ec;
+    if (!input.empty() && std::filesystem::equivalent(a.report, input, ec)) throw usage_error("--report " + a.report + " would replace " + input);
+  }
+  const bool game = a.plan_in.empty() && a.select.method != "knapsack";
+  std::vector<report::head_score> scores;
+  for (const auto& h : chosen.heads) scores.push_back({h.layer, h.head, h.importance, game ? std::optional(h.participation) : std::nullopt});
+  auto page = report::describe_prune(model, shape, chosen.plan, result, scores, calibration);
+  page.model = a.model;
+  page.output = a.dry_run ? "" : a.output;
+  std::ostringstream target;
+  target << a.select.target << " of the " << (a.select.unit_heads ? "heads" : "parameters") << ", structures";
+  for (const auto& s : a.select.structures) target << ' ' << s;
+  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + a.select.method + ", score " + a.select.score + ", redundancy " + a.select.redundancy
+                                                                        : "plan file " + a.plan_in},
+                                         {"target", target.str()}});
+  report::write_html(a.report, page);
+  std::cout << "report: " << a.report << '\n';
+}
+
 struct prune_outcome {
   gguf::prune_plan plan;
   gguf::llama_shape output_shape;
@@ -161,6 +188,7 @@ prune_outcome prune_file(const prune_args& a) {
   if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan);
   if (a.dry_run) {
     std::cout << "dry run: nothing written\n";
+    if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());
     return {chosen.plan, final_result.shape};
   }
   gguf::writer out(a.output, {.force = a.force, .protect = {a.model}});
@@ -169,6 +197,7 @@ prune_outcome prune_file(const prune_args& a) {
   gguf::write_tensors(model, final_result, out, [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
   out.commit();
   std::cout << "wrote " << a.output << " (" << out.bytes_written() << " bytes, architecture " << final_result.shape.architecture << ")\n";
+  if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());
   return {chosen.plan, final_result.shape};
 }
 
@@ -308,6 +337,7 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--stats", a->stats, "write per-head statistics (JSON)");
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
+      app.add_option("--report", a->report, "write an HTML page of the run: heads grid with scores, redundancy per layer, bytes per tensor kind");
       app.add_option("--threads", s.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);

@@ -27,12 +27,12 @@
 namespace {
 
 struct real_ablation : ::testing::Test {
-  const std::filesystem::path shared = NASHPRUNE_SHARED_DIR;
-  const std::filesystem::path model = shared / "models/stories260K.gguf";
-  const std::filesystem::path text = shared / "data/tinystories-calibration.txt";
+  const std::filesystem::path data = NASHPRUNE_DATA_DIR;
+  const std::filesystem::path model = data / "stories260K.gguf";
+  const std::filesystem::path text = data / "tinystories-calibration.txt";
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("nashprune_ablation_" + std::to_string(::getpid()));
   void SetUp() override {
-    if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
+    ASSERT_TRUE(std::filesystem::exists(model) && std::filesystem::exists(text)) << model << " or " << text << " is missing";
     std::filesystem::create_directories(dir);
   }
   void TearDown() override { std::filesystem::remove_all(dir); }

@@ -204,13 +204,13 @@ TEST_F(calibration_fixture, TokensBelowOneContextIsRejected) {
   EXPECT_THROW((void)calibrate::run_calibration(o), std::invalid_argument);
 }
 
-// stories260K with the shared calibration text; skipped when ../shared is absent.
+// stories260K with the bundled calibration text.
 struct real_calibration : ::testing::Test {
-  const std::filesystem::path shared = NASHPRUNE_SHARED_DIR;
-  const std::filesystem::path model = shared / "models/stories260K.gguf";
-  const std::filesystem::path text = shared / "data/tinystories-calibration.txt";
+  const std::filesystem::path data = NASHPRUNE_DATA_DIR;
+  const std::filesystem::path model = data / "stories260K.gguf";
+  const std::filesystem::path text = data / "tinystories-calibration.txt";
   void SetUp() override {
-    if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << model << " or " << text << " is absent";
+    ASSERT_TRUE(std::filesystem::exists(model) && std::filesystem::exists(text)) << model << " or " << text << " is missing";
   }
   calibrate::capture_options options(std::int64_t max_tokens) const {
     calibrate::capture_options o;

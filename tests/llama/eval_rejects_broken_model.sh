@@ -8,7 +8,7 @@ set -uo pipefail
 nashprune=$1 llama_bin=$2 model=$3 text=$4 work=$5 node_modules=${6:-}
 here=$(cd "$(dirname "$0")" && pwd)
 for f in "$model" "$text"; do
-  [[ -f $f ]] || { echo "SKIP: $f is absent (../shared is not beside the project)"; exit 77; }
+  [[ -f $f ]] || { echo "FAIL: $f is missing"; exit 1; }
 done
 mkdir -p "$work"
 broken=$work/truncated.gguf

@@ -8,7 +8,7 @@
 set -euo pipefail
 nashprune=$1 llama_bin=$2 model=$3 cal=$4 eval_text=$5 work=$6 node=$7
 for f in "$model" "$cal" "$eval_text"; do
-  [[ -f $f ]] || { echo "SKIP: $f is absent (../shared is not beside the project)"; exit 77; }
+  [[ -f $f ]] || { echo "FAIL: $f is missing"; exit 1; }
 done
 mkdir -p "$work"
 ablation=$work/layer_ablation.json plan=$work/layer_ablation.plan.json out=$work/layer_ablation.gguf

@@ -8,7 +8,7 @@
 set -euo pipefail
 nashprune=$1 llama_bin=$2 model=$3 text=$4 work=$5 node=$6
 for f in "$model" "$text"; do
-  [[ -f $f ]] || { echo "SKIP: $f is absent (../shared is not beside the project)"; exit 77; }
+  [[ -f $f ]] || { echo "FAIL: $f is missing"; exit 1; }
 done
 mkdir -p "$work"
 out=$work/layers_keep_layer_0.gguf

@@ -10,7 +10,6 @@
 #   4. `nashprune eval MODEL OUT` runs llama-perplexity on both (output captured to
 #      files, never a pipe) and must report finite perplexities; the table is
 #      printed and kept in WORK/NAME.eval.txt beside the original's.
-# Exits 77 (ctest: skipped) with a message when MODEL is absent.
 set -euo pipefail
 
 usage() {
@@ -43,10 +42,7 @@ done
 [[ -n $model || -n $generate ]] || usage
 here=$(cd "$(dirname "$0")" && pwd)
 
-if [[ ! -f $text ]]; then
-  echo "SKIP: evaluation text $text is absent (../shared/data is not beside the project)"
-  exit 77
-fi
+[[ -f $text ]] || { echo "FAIL: the evaluation text $text is missing"; exit 1; }
 mkdir -p "$work"
 exec > >(tee "$work/$name.log") 2>&1  # kept for a look after a failure
 if [[ -n $generate ]]; then
@@ -54,8 +50,8 @@ if [[ -n $generate ]]; then
   # shellcheck disable=SC2086 # the generator's options are one string on purpose
   "$nashprune" generate "$model" --force $generate
 elif [[ ! -f $model ]]; then
-  echo "SKIP: model $model is absent (../shared/models is not beside the project)"
-  exit 77
+  echo "FAIL: the model $model is missing"
+  exit 1
 fi
 
 prefix() {  # the first --text-bytes bytes of a text, or the text itself
