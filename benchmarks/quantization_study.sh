@@ -2,10 +2,11 @@
 # Perplexity against file size: uniform ggml types, llama.cpp's own mixed presets,
 # and `nashprune quantize-plan` plans at the same file sizes.
 #
-#   [IMATRIX=1] benchmarks/quantization_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [MODELS]
+#   [IMATRIX=1] [DATA_DIR=examples/data] benchmarks/quantization_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [MODELS]
 #
 # TOOL: the nashprune binary (built with NASHPRUNE_LLAMA_CPP_DIR); LLAMA_BIN_DIR:
-# llama-quantize, llama-perplexity; SHARED_DIR: models/ and data/. MODELS: a
+# llama-quantize, llama-perplexity; DATA_DIR (default: the bundled examples/data):
+# the models and texts. MODELS: a
 # space-separated list of stories260K and tiny656K (default both).
 # Every file is evaluated with llama-perplexity -c 128 -b 128 on the whole
 # tinystories-evaluation.txt (TinyStories-656K: the same text without the 13
@@ -25,12 +26,13 @@
 # gets it (--imatrix) and the plans are weighted by it instead of the statistics.
 set -euo pipefail
 
-if [[ $# -lt 4 ]]; then
+if [[ $# -lt 3 ]]; then
   sed -n '2,/^set -e/p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
-tool=$1 bin=$2 shared=$3 out=$4
-models=${5:-"stories260K tiny656K"}
+tool=$1 bin=$2 out=$3
+models=${4:-"stories260K tiny656K"}
+data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
 quantize=$bin/llama-quantize
 perplexity=$bin/llama-perplexity
 for program in "$tool" "$quantize" "$perplexity"; do
@@ -95,13 +97,13 @@ open(sys.argv[2], 'w', encoding='utf-8').write('\n'.join(l for l in lines if not
 for name in $models; do
   case $name in
     stories260K)
-      model=$shared/models/stories260K.gguf requant=""
-      text=$shared/data/tinystories-evaluation.txt calibration=$shared/data/tinystories-calibration.txt ;;
+      model=$data/stories260K.gguf requant=""
+      text=$data/tinystories-evaluation.txt calibration=$data/tinystories-calibration.txt ;;
     tiny656K)
-      model=$shared/models/TinyStories-656K-Q8_0.gguf requant=--allow-requantize
+      model=$data/TinyStories-656K-Q8_0.gguf requant=--allow-requantize
       text=$out/tiny656K-evaluation.txt calibration=$out/tiny656K-calibration.txt
-      vocabulary_lines "$shared/data/tinystories-evaluation.txt" "$text"
-      vocabulary_lines "$shared/data/tinystories-calibration.txt" "$calibration" ;;
+      vocabulary_lines "$data/tinystories-evaluation.txt" "$text"
+      vocabulary_lines "$data/tinystories-calibration.txt" "$calibration" ;;
     *) echo "quantization_study: unknown model $name" >&2; exit 2 ;;
   esac
   dir=$out/$name

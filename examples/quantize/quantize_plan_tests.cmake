@@ -1,5 +1,5 @@
 # Command-line checks of `nashprune quantize-plan` (included by examples/CMakeLists.txt).
-set(quantize_model "${NASHPRUNE_SHARED_DIR}/models/stories260K.gguf")
+set(quantize_model "${NASHPRUNE_DATA_DIR}/stories260K.gguf")
 set(quantize_check ${CMAKE_CURRENT_SOURCE_DIR}/nashprune/check_cli.cmake)
 set(quantize_out ${CMAKE_CURRENT_BINARY_DIR}/quantize_plan)
 file(MAKE_DIRECTORY ${quantize_out})
@@ -44,6 +44,6 @@ nashprune_quantize_plan_test(foreign_imatrix 2
 # --run on a real model with the provisioned llama-quantize and llama-perplexity.
 add_test(NAME llama_quantize_plan_run
          COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> -DLLAMA_BIN=${NASHPRUNE_LLAMA_BIN_DIR}
-                 -DMODEL=${quantize_model} -DTEXT=${NASHPRUNE_SHARED_DIR}/data/tinystories-evaluation.txt
+                 -DMODEL=${quantize_model} -DTEXT=${NASHPRUNE_DATA_DIR}/tinystories-evaluation.txt
                  -DWORK_DIR=${quantize_out}/run -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_quantize_run.cmake)
 set_tests_properties(llama_quantize_plan_run PROPERTIES LABELS llama TIMEOUT 300)
