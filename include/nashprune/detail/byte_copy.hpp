@@ -425,6 +425,7 @@ class gather_pieces {
         target_(target) {}
 
   [[nodiscard]] bool cuttable() const {
+    if (spans_.empty()) return false;
     return lines_ >= probe_pieces || (lines_ == 1 && static_cast<std::int64_t>(spans_.size()) >= probe_pieces);
   }
 
