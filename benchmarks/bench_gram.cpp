@@ -64,6 +64,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <time.h>
 
 #include <algorithm>

@@ -6,6 +6,8 @@
 // its own defaults, so its ε counter is what the seed would hand on.
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <map>
 #include <nashprune/nash_solvers.hpp>
 #include <vector>

@@ -7,8 +7,35 @@
 
 #include <cstdint>
 #include <ctime>
+#include <fstream>
+#include <string>
 
 namespace nashprune_bench {
+
+/// The CPU as /proc/cpuinfo names it: "<model name>, cpu family F model M"
+/// (figures differ between CPU generations that share a model name).
+inline std::string cpu_description() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, name, family, model;
+  const auto value = [](const std::string& l) {
+    const auto colon = l.find(':');
+    return colon == std::string::npos ? std::string() : l.substr(l.find_first_not_of(' ', colon + 1));
+  };
+  while (std::getline(cpuinfo, line) && (name.empty() || family.empty() || model.empty())) {
+    if (line.rfind("model name", 0) == 0) name = value(line);
+    else if (line.rfind("cpu family", 0) == 0) family = value(line);
+    else if (line.rfind("model", 0) == 0 && line.find_first_not_of(" \t", 5) != std::string::npos &&
+             line[line.find_first_not_of(" \t", 5)] == ':') model = value(line);
+  }
+  if (family.empty()) return name.empty() ? "unknown" : name;
+  return name + ", cpu family " + family + " model " + model;
+}
+
+/// Every benchmark program prints the CPU in its context, beside the figures.
+inline const bool cpu_in_context = [] {
+  benchmark::AddCustomContext("cpu", cpu_description());
+  return true;
+}();
 
 /// CPU time of the calling thread: time spent waiting for a core on a shared
 /// machine does not count.

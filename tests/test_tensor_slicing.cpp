@@ -30,6 +30,15 @@ std::vector<std::int64_t> random_keep(std::mt19937& rng, std::int64_t count) {
   return keep;
 }
 
+/// The targets this machine runs (a forced target it lacks would resolve to another).
+std::vector<simd_target> supported_targets() {
+  std::vector<simd_target> targets;
+  for (const auto t : {simd_target::portable, simd_target::avx2_fma, simd_target::avx512}) {
+    if (detail::choose_simd_target(t, detail::detected_cpu_features()) == t) targets.push_back(t);
+  }
+  return targets;
+}
+
 /// The kept indices, one by one, of ascending ranges.
 std::vector<std::int64_t> expand(const std::vector<index_range>& ranges) {
   std::vector<std::int64_t> indices;
@@ -434,14 +443,17 @@ TEST(SlicingBytes, StreamingCopiesAreExactForEveryAlignmentAndLength) {
   for (std::size_t to_offset = 0; to_offset < 64; to_offset += 4) {
     for (std::size_t from_offset : {0, 4, 16, 32, 48, 7}) {
       for (std::size_t n : {64, 65, 100, 127, 544, 1000, 2049}) {
-        std::fill(buffer.begin(), buffer.end(), std::byte{0xAB});
-        std::byte* to = base + to_offset;
-        detail::copy_bytes(to, from_base + (to_offset + from_offset) % 64, n, true);
-        detail::finish_copies();
-        ASSERT_TRUE(std::equal(to, to + n, from_base + (to_offset + from_offset) % 64))
-            << "to offset " << to_offset << " from offset " << from_offset << " n " << n;
-        ASSERT_EQ(to[-1], std::byte{0xAB});
-        ASSERT_EQ(to[n], std::byte{0xAB});
+        for (const auto target : supported_targets()) {
+          std::fill(buffer.begin(), buffer.end(), std::byte{0xAB});
+          std::byte* to = base + to_offset;
+          detail::copy_bytes(to, from_base + (to_offset + from_offset) % 64, n, true, target);
+          detail::finish_copies();
+          ASSERT_TRUE(std::equal(to, to + n, from_base + (to_offset + from_offset) % 64))
+              << "to offset " << to_offset << " from offset " << from_offset << " n " << n << " target "
+              << static_cast<int>(target);
+          ASSERT_EQ(to[-1], std::byte{0xAB});
+          ASSERT_EQ(to[n], std::byte{0xAB});
+        }
       }
     }
   }
@@ -559,18 +571,104 @@ TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
       const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + line_bytes));
       const auto offset = std::uniform_int_distribution<std::size_t>(1, 64)(rng);
       std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + offset + 64, std::byte{0xCD});
-      detail::gather_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans, true);
-      const auto strategy = detail::choose_gather_strategy(spans);
       std::vector<std::byte> expected(out.size(), std::byte{0xCD});
       for (std::int64_t line = 0; line < lines; ++line) {
         auto at = static_cast<std::size_t>(line * to_stride) + offset;
         for (const auto& s : spans)
           for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
       }
-      ASSERT_EQ(out, expected) << "spans " << spans.size() << " kept " << kept << " lines " << lines << " stream "
-                               << strategy.stream << " prefetch " << strategy.prefetch;
+      // Every strategy, whichever the CPU would pick, then the probing gather.
+      for (const auto target : supported_targets()) {
+        for (const bool stream : {false, true}) {
+          for (const bool prefetch : {false, true}) {
+            std::fill(out.begin(), out.end(), std::byte{0xCD});
+            detail::copy_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans,
+                                    {stream, prefetch}, target);
+            ASSERT_EQ(out, expected) << "spans " << spans.size() << " kept " << kept << " lines " << lines
+                                     << " stream " << stream << " prefetch " << prefetch << " target "
+                                     << static_cast<int>(target);
+          }
+        }
+      }
+      std::fill(out.begin(), out.end(), std::byte{0xCD});
+      detail::gather_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans, true,
+                                supported_targets().back());
+      ASSERT_EQ(out, expected) << "spans " << spans.size() << " kept " << kept << " lines " << lines;
     }
   }
+}
+
+TEST(SlicingBytes, EveryTargetTheMachineRunsMatchesPlainLoops) {
+  // Each public gather forced onto every instruction set this machine has,
+  // against plain loops: single channels (compress where AVX-512), head-wide
+  // column runs and whole rows, each small (cached) and large (streamed,
+  // prefetched or probed), destinations off alignment.
+  std::mt19937 rng(44);
+  using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  for (const Eigen::Index rows : {Eigen::Index{9}, Eigen::Index{1100}}) {
+    const Eigen::Index cols = 4200;  // 1100 × 4200 floats: outputs above the streaming threshold
+    row_major source(rows, cols);
+    for (Eigen::Index i = 0; i < source.size(); ++i) source.data()[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
+    const auto singles = unit_ranges(random_keep(rng, cols), 1);
+    const auto heads = unit_ranges(random_keep(rng, cols / 100), 100);
+    const auto row_keep = unit_ranges(random_keep(rng, rows), 1);
+    for (const auto target : supported_targets()) {
+      for (const auto* keep : {&singles, &heads}) {
+        const auto kept = expand(*keep);
+        std::vector<float> buffer(static_cast<std::size_t>(rows) * kept.size() + 1, -7.0f);
+        Eigen::Map<row_major> out(buffer.data() + 1, rows, static_cast<Eigen::Index>(kept.size()));
+        gather_cols(source, *keep, out, target);
+        ASSERT_EQ(buffer[0], -7.0f);
+        for (Eigen::Index r = 0; r < rows; ++r)
+          for (std::size_t j = 0; j < kept.size(); ++j)
+            ASSERT_EQ(out(r, static_cast<Eigen::Index>(j)), source(r, kept[j]))
+                << "rows " << rows << " target " << static_cast<int>(target) << " column " << j;
+        const ggml_matrix_view view{ggml_type::f32, cols, rows, 0,
+                                    std::as_bytes(std::span(source.data(), static_cast<std::size_t>(source.size())))};
+        ASSERT_EQ(gather_ggml_cols(view, *keep, target), reference_gather(view, *keep, false))
+            << "rows " << rows << " target " << static_cast<int>(target);
+      }
+      const auto kept_rows = expand(row_keep);
+      const auto gathered = gather_rows(source, row_keep, target);
+      for (std::size_t i = 0; i < kept_rows.size(); ++i)
+        ASSERT_TRUE(gathered.row(static_cast<Eigen::Index>(i)) == source.row(kept_rows[i]))
+            << "rows " << rows << " target " << static_cast<int>(target) << " row " << i;
+      const ggml_matrix_view view{ggml_type::f32, cols, rows, 0,
+                                  std::as_bytes(std::span(source.data(), static_cast<std::size_t>(source.size())))};
+      ASSERT_EQ(gather_ggml_rows(view, row_keep, target), reference_gather(view, row_keep, true));
+    }
+  }
+}
+
+TEST(SlicingBytes, ProbingGathersCopyEveryPieceExactly) {
+  // The timed pieces of a probing gather, both ways of cutting it (by lines; a
+  // single line by spans), cover the output exactly once, and decide.
+  std::mt19937 rng(43);
+  const auto spans = random_spans(rng, 9000, 700, 500);
+  std::int64_t kept = 0;
+  for (const auto& s : spans) kept += s.length;
+  ASSERT_GE(spans.size(), std::size_t{detail::probe_pieces});
+  for (const std::int64_t lines : {std::int64_t{1}, std::int64_t{7}, std::int64_t{40}}) {
+    const std::int64_t from_stride = 9011, to_stride = kept + 5;
+    const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + 9000));
+    std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 3, std::byte{0xCD});
+    std::vector<std::byte> expected(out.size(), std::byte{0xCD});
+    for (std::int64_t line = 0; line < lines; ++line) {
+      auto at = static_cast<std::size_t>(line * to_stride) + 3;
+      for (const auto& s : spans)
+        for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
+    }
+    detail::gather_pieces pieces(source.data(), from_stride, out.data() + 3, to_stride, lines, spans,
+                                 supported_targets().back());
+    ASSERT_TRUE(pieces.cuttable());
+    const auto choice = detail::probe_large_gather(pieces, {true, true});
+    EXPECT_NE(choice, detail::large_gather_choice::unknown);
+    ASSERT_EQ(out, expected) << "lines " << lines;
+  }
+  // Too few lines and spans to cut: copied whole by the strategy.
+  const std::vector<detail::byte_span> two{{0, 3000}, {4000, 3000}};
+  std::vector<std::byte> small(100);
+  EXPECT_FALSE(detail::gather_pieces(small.data(), 100, small.data(), 100, 3, two, simd_target::portable).cuttable());
 }
 
 TEST(SlicingBytes, GatherStrategyStreamsLongSpansAndPrefetchesAcrossLongGaps) {

@@ -23,8 +23,10 @@
 //
 // Every gather reads the source once, line by line in memory order. Gathers on
 // contiguous storage copy bytes (detail/byte_copy.hpp: large outputs prefetch
-// across removed ranges and stream long runs with non-temporal stores); short
-// runs of typed columns use AVX-512 compress or an element loop.
+// across removed ranges and stream long runs with non-temporal stores where
+// that beats plain copies on the CPU); short runs of typed columns use AVX-512
+// compress or an element loop. A trailing simd_target argument forces the
+// instruction set of the copies (tests, benchmarks); the bytes written are the same.
 #pragma once
 
 #include <Eigen/Core>
@@ -92,20 +94,20 @@ inline constexpr std::int64_t short_segment_bytes = inline_copy_bytes;
 /// each range is a single run of bytes, so the prefetch runs ahead across the
 /// removed ranges.
 inline void gather_lines(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
-                         std::int64_t line_bytes, std::span<const index_range> keep) {
+                         std::int64_t line_bytes, std::span<const index_range> keep, simd_target target) {
   const bool large = is_large_output(total_size(keep) * line_bytes);
   if (from_stride == line_bytes && to_stride == line_bytes) {
     std::vector<byte_span> runs;
     runs.reserve(keep.size());
     for (const auto& r : keep) runs.push_back({r.begin * line_bytes, r.size * line_bytes});
-    gather_line_spans(from, 0, to, 0, 1, runs, large);
+    gather_line_spans(from, 0, to, 0, 1, runs, large, target);
     return;
   }
   const byte_span whole_line[] = {{0, line_bytes}};
   std::int64_t at = 0;
   for (const auto& r : keep) {
     gather_line_spans(from + r.begin * from_stride, from_stride, to + at * to_stride, to_stride, r.size, whole_line,
-                      large);
+                      large, target);
     at += r.size;
   }
 }
@@ -121,15 +123,16 @@ inline constexpr bool same_order_storage = (static_cast<unsigned>(DIn::Flags) & 
 /// copies of the kept lines. False (nothing done) for other layouts.
 template <typename DIn, typename DOut>
 bool copy_lines_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
-                         Eigen::MatrixBase<DOut>& out) {
+                         Eigen::MatrixBase<DOut>& out, simd_target target) {
   if constexpr (same_order_storage<DIn, DOut>) {
     if (source.innerStride() != 1 || out.innerStride() != 1) return false;
     constexpr auto scalar_bytes = static_cast<std::int64_t>(sizeof(typename DIn::Scalar));
     gather_lines(reinterpret_cast<const std::byte*>(source.derived().data()), source.outerStride() * scalar_bytes,
                  reinterpret_cast<std::byte*>(out.derived().data()), out.outerStride() * scalar_bytes,
-                 source.innerSize() * scalar_bytes, keep);
+                 source.innerSize() * scalar_bytes, keep, target);
     return true;
   } else {
+    (void)target;
     return false;
   }
 }
@@ -141,7 +144,7 @@ bool copy_lines_directly(const Eigen::MatrixBase<DIn>& source, std::span<const i
 /// copy). False (nothing done) for other layouts.
 template <typename DIn, typename DOut>
 bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
-                            Eigen::MatrixBase<DOut>& out) {
+                            Eigen::MatrixBase<DOut>& out, simd_target target) {
   if constexpr (same_order_storage<DIn, DOut>) {
     using Scalar = typename DIn::Scalar;
     if (source.innerStride() != 1 || out.innerStride() != 1) return false;
@@ -156,12 +159,12 @@ bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<cons
     if (line_bytes >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
       gather_line_spans(reinterpret_cast<const std::byte*>(from), source.outerStride() * scalar_bytes,
                         reinterpret_cast<std::byte*>(to), out.outerStride() * scalar_bytes, lines, spans,
-                        is_large_output(lines * line_bytes));
+                        is_large_output(lines * line_bytes), target);
       return true;
     }
     const Eigen::Index inner = DIn::IsRowMajor ? source.cols() : source.rows();
-    if (compress_kept_elements<sizeof(Scalar)>({from, source.outerStride(), to, out.outerStride(), lines}, keep,
-                                               inner)) {
+    if (compress_kept_elements<sizeof(Scalar)>(target, {from, source.outerStride(), to, out.outerStride(), lines},
+                                               keep, inner)) {
       return true;
     }
     for (Eigen::Index line = 0; line < lines; ++line) {
@@ -173,13 +176,20 @@ bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<cons
     }
     return true;
   } else {
+    (void)target;
     return false;
   }
 }
 
+/// The instruction set a gather's copies run on: `requested` resolved on this
+/// CPU (detail/simd_dispatch.hpp); forcing one exists for tests and benchmarks.
+[[nodiscard]] inline simd_target slicing_target(simd_target requested) {
+  return choose_simd_target(requested, detected_cpu_features());
+}
+
 template <typename DIn, typename DOut>
 void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::span<const index_range> keep,
-                  const Eigen::MatrixBase<DOut>& destination) {
+                  const Eigen::MatrixBase<DOut>& destination, simd_target requested) {
   static_assert(std::is_same_v<typename DIn::Scalar, typename DOut::Scalar>, "nashprune: gather keeps the scalar type");
   const bool rows = axis == matrix_axis::rows;
   validate_ranges("keep", keep, rows ? source.rows() : source.cols(), true);
@@ -188,10 +198,11 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   require_size("destination", destination.cols(), rows ? source.cols() : kept, "column count");
   require_no_alias(source, destination);
   auto& out = const_cast<Eigen::MatrixBase<DOut>&>(destination);
+  const simd_target target = slicing_target(requested);
   constexpr bool row_major = DIn::IsRowMajor;
   if (rows == row_major) {
     // The kept units are whole storage lines of the source: copy each range as a block.
-    if (copy_lines_directly(source, keep, out)) return;
+    if (copy_lines_directly(source, keep, out, target)) return;
     Eigen::Index at = 0;
     for (const auto& r : keep) {
       if (rows) {
@@ -205,7 +216,7 @@ void gather_along(const Eigen::MatrixBase<DIn>& source, matrix_axis axis, std::s
   }
   // The kept units lie along the source's storage lines: walk each line once,
   // copying its kept segments, so the source streams through memory in order.
-  if (copy_segments_directly(source, keep, out)) return;
+  if (copy_segments_directly(source, keep, out, target)) return;
   const Eigen::Index outer = row_major ? source.rows() : source.cols();
   for (Eigen::Index o = 0; o < outer; ++o) {
     Eigen::Index at = 0;
@@ -230,37 +241,40 @@ using gathered_matrix = Eigen::Matrix<typename Derived::Scalar, Eigen::Dynamic, 
 // Typed gathers.
 
 /// destination = the kept rows of source, in order. destination must have
-/// Σ sizes rows and source's column count; it must not alias source.
+/// Σ sizes rows and source's column count; it must not alias source. `target`
+/// forces the instruction set of the copies (the result is the same bytes).
 template <typename DIn, typename DOut>
 void gather_rows(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
-                 const Eigen::MatrixBase<DOut>& destination) {
-  detail::gather_along(source, matrix_axis::rows, keep, destination);
+                 const Eigen::MatrixBase<DOut>& destination, simd_target target = simd_target::automatic) {
+  detail::gather_along(source, matrix_axis::rows, keep, destination, target);
 }
 
 /// destination = the kept columns of source, in order.
 template <typename DIn, typename DOut>
 void gather_cols(const Eigen::MatrixBase<DIn>& source, std::span<const index_range> keep,
-                 const Eigen::MatrixBase<DOut>& destination) {
-  detail::gather_along(source, matrix_axis::cols, keep, destination);
+                 const Eigen::MatrixBase<DOut>& destination, simd_target target = simd_target::automatic) {
+  detail::gather_along(source, matrix_axis::cols, keep, destination, target);
 }
 
 /// The kept rows of source as a new matrix of the source's storage order.
 template <typename DIn>
 [[nodiscard]] detail::gathered_matrix<DIn> gather_rows(const Eigen::MatrixBase<DIn>& source,
-                                                       std::span<const index_range> keep) {
+                                                       std::span<const index_range> keep,
+                                                       simd_target target = simd_target::automatic) {
   detail::validate_ranges("keep", keep, source.rows(), true);
   detail::gathered_matrix<DIn> out(detail::total_size(keep), source.cols());
-  gather_rows(source, keep, out);
+  gather_rows(source, keep, out, target);
   return out;
 }
 
 /// The kept columns of source as a new matrix of the source's storage order.
 template <typename DIn>
 [[nodiscard]] detail::gathered_matrix<DIn> gather_cols(const Eigen::MatrixBase<DIn>& source,
-                                                       std::span<const index_range> keep) {
+                                                       std::span<const index_range> keep,
+                                                       simd_target target = simd_target::automatic) {
   detail::validate_ranges("keep", keep, source.cols(), true);
   detail::gathered_matrix<DIn> out(source.rows(), detail::total_size(keep));
-  gather_cols(source, keep, out);
+  gather_cols(source, keep, out, target);
   return out;
 }
 
@@ -396,7 +410,7 @@ inline checked_ggml_gather check_ggml_gather(const ggml_matrix_view& source, std
 /// both buffers hold whole, aligned elements; false (nothing done) otherwise.
 inline bool compress_short_spans(const ggml_matrix_view& source, std::span<const index_range> keep,
                                  const checked_ggml_layout& in, const ggml_matrix_span& destination,
-                                 const checked_ggml_layout& out) {
+                                 const checked_ggml_layout& out, simd_target target) {
   const auto& t = traits_of(source.type);
   const std::int64_t size = t.type_size;
   if (t.block_size != 1 || total_size(keep) * size >= short_segment_bytes * static_cast<std::int64_t>(keep.size())) {
@@ -408,8 +422,8 @@ inline bool compress_short_spans(const ggml_matrix_view& source, std::span<const
   if (!aligned(source.bytes.data(), in.row_stride) || !aligned(destination.bytes.data(), out.row_stride)) return false;
   const masked_lines lines{source.bytes.data(), in.row_stride / size, destination.bytes.data(), out.row_stride / size,
                            source.n_rows};
-  if (size == 4) return compress_kept_elements<4>(lines, keep, source.n_cols);
-  if (size == 8) return compress_kept_elements<8>(lines, keep, source.n_cols);
+  if (size == 4) return compress_kept_elements<4>(target, lines, keep, source.n_cols);
+  if (size == 8) return compress_kept_elements<8>(target, lines, keep, source.n_cols);
   return false;
 }
 
@@ -417,11 +431,12 @@ inline bool compress_short_spans(const ggml_matrix_view& source, std::span<const
 
 /// Copies the kept rows of `source` into `destination` (same type and n_cols,
 /// n_rows = Σ sizes, its own row_stride). Any ggml type: a row is whole blocks.
+/// `target` forces the instruction set of the copies (the same bytes result).
 inline void gather_ggml_rows(const ggml_matrix_view& source, std::span<const index_range> keep,
-                             const ggml_matrix_span& destination) {
+                             const ggml_matrix_span& destination, simd_target target = simd_target::automatic) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::rows, destination);
   detail::gather_lines(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride, in.row_bytes,
-                       keep);
+                       keep, detail::slicing_target(target));
 }
 
 /// Copies the kept column ranges of every row of `source` into `destination`
@@ -429,8 +444,9 @@ inline void gather_ggml_rows(const ggml_matrix_view& source, std::span<const ind
 /// kept range must start and end on a multiple of the block size; otherwise
 /// std::invalid_argument names the range and the block size.
 inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const index_range> keep,
-                             const ggml_matrix_span& destination) {
+                             const ggml_matrix_span& destination, simd_target target = simd_target::automatic) {
   const auto [in, out] = detail::check_ggml_gather(source, keep, matrix_axis::cols, destination);
+  const simd_target resolved = detail::slicing_target(target);
   const auto& t = traits_of(source.type);
   // Byte spans of the kept ranges within a row, computed once; then each row is
   // walked once, in memory order.
@@ -438,24 +454,26 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
   spans.reserve(keep.size());
   for (const auto& r : keep)
     spans.push_back({r.begin / t.block_size * t.type_size, r.size / t.block_size * t.type_size});
-  if (detail::compress_short_spans(source, keep, in, destination, out)) return;
+  if (detail::compress_short_spans(source, keep, in, destination, out, resolved)) return;
   detail::gather_line_spans(source.bytes.data(), in.row_stride, destination.bytes.data(), out.row_stride,
-                            source.n_rows, spans, detail::is_large_output(source.n_rows * out.row_bytes));
+                            source.n_rows, spans, detail::is_large_output(source.n_rows * out.row_bytes), resolved);
 }
 
 /// The kept rows of `source`, packed (row_stride = row_bytes), as a new buffer.
 [[nodiscard]] inline std::vector<std::byte> gather_ggml_rows(const ggml_matrix_view& source,
-                                                             std::span<const index_range> keep) {
+                                                             std::span<const index_range> keep,
+                                                             simd_target target = simd_target::automatic) {
   detail::validate_ranges("keep", keep, source.n_rows, true);
   const std::int64_t rows = detail::total_size(keep);
   std::vector<std::byte> bytes(static_cast<std::size_t>(rows * detail::check_ggml_matrix("source", source).row_bytes));
-  gather_ggml_rows(source, keep, ggml_matrix_span{source.type, source.n_cols, rows, 0, bytes});
+  gather_ggml_rows(source, keep, ggml_matrix_span{source.type, source.n_cols, rows, 0, bytes}, target);
   return bytes;
 }
 
 /// The kept columns of `source`, packed, as a new buffer.
 [[nodiscard]] inline std::vector<std::byte> gather_ggml_cols(const ggml_matrix_view& source,
-                                                             std::span<const index_range> keep) {
+                                                             std::span<const index_range> keep,
+                                                             simd_target target = simd_target::automatic) {
   (void)detail::check_ggml_matrix("source", source);
   detail::validate_ranges("keep", keep, source.n_cols, true);
   const std::int64_t cols = detail::total_size(keep);
@@ -463,7 +481,7 @@ inline void gather_ggml_cols(const ggml_matrix_view& source, std::span<const ind
   // A misaligned range is reported by gather_ggml_cols; size the buffer by whole blocks meanwhile.
   const std::int64_t bytes_per_row = (cols + t.block_size - 1) / t.block_size * t.type_size;
   std::vector<std::byte> bytes(static_cast<std::size_t>(source.n_rows * bytes_per_row));
-  gather_ggml_cols(source, keep, ggml_matrix_span{source.type, cols, source.n_rows, bytes_per_row, bytes});
+  gather_ggml_cols(source, keep, ggml_matrix_span{source.type, cols, source.n_rows, bytes_per_row, bytes}, target);
   return bytes;
 }
 

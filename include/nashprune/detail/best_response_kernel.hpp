@@ -56,6 +56,11 @@ NASHPRUNE_END_NAMESPACE
 // The register kernel's lambdas must inline, or its vectors would live in memory.
 #define NASHPRUNE_KERNEL_INLINE __attribute__((always_inline))
 
+// Deliberately one simd_ops per instruction set, alike in shape: each member
+// names one operation of the shared kernel (the .inl, written once) in that
+// set's intrinsics, whose types, masks and widths differ; a common template
+// would need a trait per intrinsic, as long as these structs and harder to read.
+
 NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::best_response_avx2 {

@@ -7,18 +7,24 @@
 // size threshold, per call, which the small pieces never reach). copy_bytes
 // therefore uses non-temporal stores itself when the caller says the whole
 // output is large; finish_copies() orders them before the gather returns.
-// The stores are as wide as the CPU allows (AVX-512, AVX2, else SSE2; chosen at
-// run time, detail/simd_dispatch.hpp). Without SSE2 (non-x86 targets) both fall
-// back to memcpy.
+// The stores are as wide as the target allows (AVX-512, AVX2, else SSE2; the
+// caller passes a resolved simd_target, detail/simd_dispatch.hpp). Without SSE2
+// (non-x86 targets) both fall back to memcpy.
 //
 // gather_line_spans is the one byte gather (lines × spans of each line) under
 // every raw and typed gather of tensor_slicing.hpp. For a large output it
 // prefetches the kept source ahead of the copy when the removed gaps are long
 // (span_prefetcher: the hardware prefetcher loses the stream at each jump) and
 // writes long spans through a streaming_writer, which keeps every destination
-// cache line written by one kind of store.
+// cache line written by one kind of store. Whether that beats plain copies
+// depends on the CPU, not on the gather, so it is decided by a timed probe once
+// per process: the first large gather copies three of six pieces each way
+// (the pieces are its own output, no extra work) and the faster way is kept.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -49,10 +55,10 @@ inline constexpr std::int64_t streaming_threshold_bytes = std::int64_t{8} << 20;
 NASHPRUNE_END_NAMESPACE
 
 #if defined(NASHPRUNE_SIMD_X86)
-// Streaming loops with whole-vector non-temporal stores, the widest the CPU has:
-// on the AMD EPYC (Zen 4) test machine a contiguous 48 MiB copy with 64-byte
-// stores takes 2/3 of glibc memcpy's time, and the f32 head-column gather of
-// bench_slicing went from 0.62 to 0.80 of memcpy with them.
+// Streaming loops with whole-vector non-temporal stores, one per instruction
+// set: a 64-byte store fills a cache line at once, so the write-combining buffer
+// is flushed whole and no line is ever read for ownership; narrower stores need
+// two or four per line and more of them in flight.
 NASHPRUNE_TARGET_REGION_BEGIN("avx512f")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::copy_avx512 {
@@ -83,20 +89,19 @@ NASHPRUNE_BEGIN_NAMESPACE
 namespace detail {
 
 /// The widest non-temporal store (64, 32 or 16 bytes) worth using for a copy
-/// from `from` to `to` on this CPU: once `to` is aligned to it, `from` must be
+/// from `from` to `to` on `target` (resolved: detail/simd_dispatch.hpp): once `to` is aligned to it, `from` must be
 /// too, or every load would straddle two cache lines (a 544-byte q8_0 head
 /// span 32 bytes off runs ~2x slower with 64-byte vectors than with 32-byte ones).
-[[nodiscard]] inline std::size_t streaming_width(const std::byte* to, const std::byte* from) {
+[[nodiscard]] inline std::size_t streaming_width(const std::byte* to, const std::byte* from, simd_target target) {
 #if defined(NASHPRUNE_SIMD_X86)
-  const auto& cpu = detected_cpu_features();
-  const std::size_t widest = cpu.avx512 ? 64 : cpu.avx2_fma ? 32 : 16;
+  const std::size_t widest = target == simd_target::avx512 ? 64 : target == simd_target::avx2_fma ? 32 : 16;
   const auto offset = static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(to) - reinterpret_cast<std::uintptr_t>(from));
   for (std::size_t width = widest; width > 16; width /= 2) {
     if (offset % width == 0) return width;
   }
   return offset % 16 == 0 ? 16 : widest;
 #else
-  (void)to, (void)from;
+  (void)to, (void)from, (void)target;
   return 16;
 #endif
 }
@@ -113,12 +118,12 @@ inline void stream_16(std::byte* to, const std::byte* from) {
 /// tail. A cache line written partly by ordinary and partly by non-temporal
 /// stores is costly (~2x for 544-byte q8_0 head spans), so the wide stores are
 /// reached through 16-byte ones rather than through an ordinary head.
-inline void copy_bytes(std::byte* to, const std::byte* from, std::size_t n, bool streaming) {
+inline void copy_bytes(std::byte* to, const std::byte* from, std::size_t n, bool streaming, simd_target target) {
 #if defined(__SSE2__)
   if (streaming && n >= 64) {
     std::size_t i = bytes_to_alignment(to, 16, n);
     std::memcpy(to, from, i);
-    const std::size_t width = streaming_width(to, from);
+    const std::size_t width = streaming_width(to, from, target);
     for (; i + 16 <= n && (reinterpret_cast<std::uintptr_t>(to + i) & (width - 1)) != 0; i += 16) {
       stream_16(to + i, from + i);
     }
@@ -134,7 +139,7 @@ inline void copy_bytes(std::byte* to, const std::byte* from, std::size_t n, bool
     return;
   }
 #else
-  (void)streaming;
+  (void)streaming, (void)target;
 #endif
   std::memcpy(to, from, n);
 }
@@ -155,13 +160,10 @@ struct byte_span {
 /// How far ahead of the copy a large gather prefetches its source, in bytes of
 /// kept source. The hardware prefetcher loses the stream at every removed range
 /// and needs several misses to find the next one; requests issued this far
-/// ahead cover the memory latency across the jump and still fit the L2. On the
-/// Zen 4 test machine (q4_K gate rows of 2304 bytes with 30 % of them removed at
-/// random: 1.3x faster; f32 wo head columns: 1.5x) 3 to 6 KiB did alike when
-/// only the first 4 KiB of each span were requested; requesting spans through
-/// their first 16 KiB, 8 KiB ahead did best (f32 wo columns, spans of 2 to 6
-/// KiB: 0.85-0.89 of memcpy against 0.79-0.85 with 4 KiB of both, loaded machine,
-/// 5 repetitions; 12 and 16 KiB ahead: 0.75-0.79).
+/// ahead cover the memory latency across the jump (about 8 KiB at ~100 ns and
+/// ~80 GB/s) and still leave the L2 room for the copy. Further ahead the
+/// requests evict lines not yet copied (on an AMD Zen 4, f32 wo head columns:
+/// 0.85-0.89 of memcpy 8 KiB ahead, 0.75-0.79 at 12 and 16 KiB).
 inline constexpr std::int64_t prefetch_distance_bytes = 8192;
 
 /// The bytes at the start of each span that a large gather prefetches: past
@@ -273,6 +275,9 @@ class streaming_writer {
   static constexpr std::int64_t flush_bytes = 2048;
   static constexpr std::int64_t direct_bytes = 256;
 
+  /// Writes with the non-temporal stores of `target` (resolved).
+  explicit streaming_writer(simd_target target) : target_(target) {}
+
   /// Makes `to` the next destination byte; what is buffered is written out
   /// first unless the new position continues it.
   void seek(std::byte* to) {
@@ -291,14 +296,14 @@ class streaming_writer {
     append(from, head);
     flush();  // ends on a cache line boundary
     const std::int64_t middle = (n - head) & ~std::int64_t{63};
-    copy_bytes(to_, from + head, static_cast<std::size_t>(middle), true);
+    copy_bytes(to_, from + head, static_cast<std::size_t>(middle), true, target_);
     start(to_ + middle);
     append(from + head + middle, n - head - middle);
   }
 
   /// Writes out everything buffered (the gather then calls finish_copies()).
   void flush() {
-    if (end_ > begin_) copy_bytes(to_, buffer_ + begin_, static_cast<std::size_t>(end_ - begin_), true);
+    if (end_ > begin_) copy_bytes(to_, buffer_ + begin_, static_cast<std::size_t>(end_ - begin_), true, target_);
     start(position());
   }
 
@@ -316,7 +321,7 @@ class streaming_writer {
     end_ += n;
     if (end_ < flush_bytes) return;
     const std::int64_t whole = end_ & ~std::int64_t{63};
-    copy_bytes(to_, buffer_ + begin_, static_cast<std::size_t>(whole - begin_), true);
+    copy_bytes(to_, buffer_ + begin_, static_cast<std::size_t>(whole - begin_), true, target_);
     to_ += whole - begin_;
     std::memcpy(buffer_, buffer_ + whole, static_cast<std::size_t>(end_ - whole));
     begin_ = 0;
@@ -326,16 +331,19 @@ class streaming_writer {
   alignas(64) std::byte buffer_[flush_bytes + direct_bytes + 64];
   std::byte* to_ = nullptr;
   std::int64_t begin_ = 0, end_ = 0;
+  simd_target target_;
 };
 
 /// How a large gather of `spans` per line copies: with a streaming_writer when
 /// the spans are long on average (short ones, ~100-byte q8_0 blocks, gather
-/// faster with plain copies: measured on Zen 4), and with a span_prefetcher
-/// when the removed gaps between spans are long on average (short gaps leave
-/// the hardware prefetcher on the stream, and the requests only cost time).
+/// faster with plain copies), and with a span_prefetcher when the removed gaps
+/// between spans are long on average (short gaps leave the hardware prefetcher
+/// on the stream, and the requests only cost time). Neither when both are off:
+/// plain copies, each span a memcpy (copy_short below inline_copy_bytes).
 struct gather_strategy {
   bool stream;
   bool prefetch;
+  [[nodiscard]] bool plain() const { return !stream && !prefetch; }
 };
 
 [[nodiscard]] inline gather_strategy choose_gather_strategy(std::span<const byte_span> spans) {
@@ -350,12 +358,12 @@ struct gather_strategy {
 }
 
 /// For each of `lines` lines, copies the spans of the source line back to back
-/// to the start of the destination line. A `large` gather (an output beyond the
-/// caches) follows choose_gather_strategy and ends with finish_copies().
-inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
-                              std::int64_t lines, std::span<const byte_span> spans, bool large) {
-  const auto strategy = large ? choose_gather_strategy(spans) : gather_strategy{false, false};
-  if (!strategy.stream && !strategy.prefetch) {
+/// to the start of the destination line, by `strategy` (streaming stores of
+/// `target`, resolved); a streaming or prefetching strategy ends with finish_copies().
+inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                            std::int64_t lines, std::span<const byte_span> spans, gather_strategy strategy,
+                            simd_target target) {
+  if (strategy.plain()) {
     for (std::int64_t line = 0; line < lines; ++line) {
       const std::byte* source_line = from + line * from_stride;
       std::byte* out = to + line * to_stride;
@@ -371,7 +379,7 @@ inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, s
     return;
   }
   span_prefetcher prefetcher(from, from_stride, lines, spans);
-  streaming_writer writer;
+  streaming_writer writer(target);
   std::int64_t copied = 0;
   for (std::int64_t line = 0; line < lines; ++line) {
     const std::byte* source_line = from + line * from_stride;
@@ -395,6 +403,145 @@ inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, s
   }
   writer.flush();
   finish_copies();
+}
+
+/// Whether streaming stores and prefetching (choose_gather_strategy) beat
+/// plain copies for large gathers on this CPU: unknown until the first large
+/// gather that has the choice has timed both (gather_line_spans).
+enum class large_gather_choice : int { unknown, strategy, plain };
+inline std::atomic<large_gather_choice> large_gather_choice_of_this_cpu{large_gather_choice::unknown};
+
+/// Pieces a probing gather is cut into: three timed each way.
+inline constexpr int probe_pieces = 6;
+
+/// A gather cut into probe_pieces pieces of consecutive lines, or, for a single
+/// line (packed rows), of consecutive spans; copy_piece(k, strategy) copies
+/// piece k and returns its bytes. Returns false when there is too little to cut.
+class gather_pieces {
+ public:
+  gather_pieces(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                std::int64_t lines, std::span<const byte_span> spans, simd_target target)
+      : from_(from), from_stride_(from_stride), to_(to), to_stride_(to_stride), lines_(lines), spans_(spans),
+        target_(target) {}
+
+  [[nodiscard]] bool cuttable() const {
+    if (spans_.empty()) return false;
+    return lines_ >= probe_pieces || (lines_ == 1 && static_cast<std::int64_t>(spans_.size()) >= probe_pieces);
+  }
+
+  /// Faults in the pages piece k reads and writes (a read of the source and a
+  /// rewrite of the same destination byte per page), so that its timed copy
+  /// measures the copy: a fresh buffer's page faults cost more than the copy.
+  void touch_piece(int k) const {
+    for_piece(k, [](const std::byte* from, std::int64_t from_bytes, std::byte* to, std::int64_t to_bytes) {
+      for (std::int64_t at = 0; at < from_bytes; at += page_bytes) {
+        (void)*static_cast<const volatile std::byte*>(from + at);
+      }
+      for (std::int64_t at = 0; at < to_bytes; at += page_bytes) {
+        volatile std::byte* byte = to + at;
+        *byte = *byte;
+      }
+    });
+  }
+
+  std::int64_t copy_piece(int k, gather_strategy strategy) {
+    if (lines_ >= probe_pieces) {
+      const std::int64_t begin = lines_ * k / probe_pieces, end = lines_ * (k + 1) / probe_pieces;
+      copy_line_spans(from_ + begin * from_stride_, from_stride_, to_ + begin * to_stride_, to_stride_, end - begin,
+                      spans_, strategy, target_);
+      std::int64_t bytes = 0;
+      for (const auto& span : spans_) bytes += span.length;
+      return bytes * (end - begin);
+    }
+    const auto count = static_cast<std::int64_t>(spans_.size());
+    const auto begin = static_cast<std::size_t>(count * k / probe_pieces);
+    const auto end = static_cast<std::size_t>(count * (k + 1) / probe_pieces);
+    std::int64_t offset = 0, bytes = 0;
+    for (std::size_t i = 0; i < end; ++i) (i < begin ? offset : bytes) += spans_[i].length;
+    copy_line_spans(from_, from_stride_, to_ + offset, to_stride_, 1, spans_.subspan(begin, end - begin), strategy,
+                    target_);
+    return bytes;
+  }
+
+ private:
+  static constexpr std::int64_t page_bytes = 4096;
+
+  /// Calls visit(from, from_bytes, to, to_bytes) for each contiguous run of
+  /// piece k: per line, the source from its first kept byte to its last, and
+  /// the destination line; a single line, the source and destination of its spans.
+  template <typename Visit>
+  void for_piece(int k, Visit&& visit) const {
+    if (lines_ >= probe_pieces) {
+      std::int64_t kept = 0;
+      for (const auto& span : spans_) kept += span.length;
+      const std::int64_t first = spans_.front().offset, last = spans_.back().offset + spans_.back().length;
+      for (std::int64_t line = lines_ * k / probe_pieces; line < lines_ * (k + 1) / probe_pieces; ++line) {
+        visit(from_ + line * from_stride_ + first, last - first, to_ + line * to_stride_, kept);
+      }
+      return;
+    }
+    const auto count = static_cast<std::int64_t>(spans_.size());
+    const auto begin = static_cast<std::size_t>(count * k / probe_pieces);
+    const auto end = static_cast<std::size_t>(count * (k + 1) / probe_pieces);
+    std::int64_t offset = 0;
+    for (std::size_t i = 0; i < begin; ++i) offset += spans_[i].length;
+    for (std::size_t i = begin; i < end; ++i) {
+      visit(from_ + spans_[i].offset, spans_[i].length, to_ + offset, spans_[i].length);
+      offset += spans_[i].length;
+    }
+  }
+
+  const std::byte* from_;
+  std::int64_t from_stride_;
+  std::byte* to_;
+  std::int64_t to_stride_;
+  std::int64_t lines_;
+  std::span<const byte_span> spans_;
+  simd_target target_;
+};
+
+/// Copies a large gather in probe_pieces pieces, alternately (ABBAAB) by
+/// `strategy` and by plain copies, timing each, and returns which was faster
+/// per byte (the least time per byte of each: a piece slowed by the machine
+/// does not decide).
+[[nodiscard]] inline large_gather_choice probe_large_gather(gather_pieces& pieces, gather_strategy strategy) {
+  constexpr bool plain_piece[probe_pieces] = {false, true, true, false, false, true};
+  double least[2] = {1e300, 1e300};
+  for (int k = 0; k < probe_pieces; ++k) {
+    pieces.touch_piece(k);
+    const auto start = std::chrono::steady_clock::now();
+    const std::int64_t bytes = pieces.copy_piece(k, plain_piece[k] ? gather_strategy{false, false} : strategy);
+    const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+    if (bytes > 0) least[plain_piece[k]] = std::min(least[plain_piece[k]], seconds.count() / static_cast<double>(bytes));
+  }
+  return least[1] < least[0] ? large_gather_choice::plain : large_gather_choice::strategy;
+}
+
+/// For each of `lines` lines, copies the spans of the source line back to back
+/// to the start of the destination line. A gather that is not `large` copies
+/// plainly. A `large` one (an output beyond the caches) follows
+/// choose_gather_strategy, unless plain copies are faster on this CPU: which
+/// CPUs gain from non-temporal stores and prefetching across the removed
+/// ranges differs (on an AMD Zen 4 they made head-column and q4_K row gathers
+/// 1.3-1.5x faster; on a Zen 5 they made the same gathers 1.2-1.4x slower), and
+/// no property of the gather tells, so the first large gather of the process
+/// that has the choice times its own pieces both ways (no extra work: every
+/// piece is part of the copy) and the faster is kept for the process.
+/// Streaming stores are those of `target` (resolved).
+inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
+                              std::int64_t lines, std::span<const byte_span> spans, bool large, simd_target target) {
+  const auto strategy = large ? choose_gather_strategy(spans) : gather_strategy{false, false};
+  if (strategy.plain()) return copy_line_spans(from, from_stride, to, to_stride, lines, spans, strategy, target);
+  auto choice = large_gather_choice_of_this_cpu.load(std::memory_order_relaxed);
+  if (choice == large_gather_choice::unknown) {
+    gather_pieces pieces(from, from_stride, to, to_stride, lines, spans, target);
+    if (pieces.cuttable()) {
+      large_gather_choice_of_this_cpu.store(probe_large_gather(pieces, strategy), std::memory_order_relaxed);
+      return;
+    }
+  }
+  copy_line_spans(from, from_stride, to, to_stride, lines, spans,
+                  choice == large_gather_choice::plain ? gather_strategy{false, false} : strategy, target);
 }
 
 }  // namespace detail

@@ -106,6 +106,11 @@ NASHPRUNE_END_NAMESPACE
 
 #if defined(NASHPRUNE_SIMD_X86)
 
+// Deliberately one simd_ops per instruction set, alike in shape: each member
+// names one operation of the shared kernel (the .inl, written once) in that
+// set's intrinsics, whose types, masks and widths differ; a common template
+// would need a trait per intrinsic, as long as these structs and harder to read.
+
 // ---- AVX2 + FMA: 8 lanes. Off-diagonal tiles of 3 × 4 heads (12 accumulators +
 // 3 rows + 1 column = 16 ymm registers: 7 loads per 12 FMAs); diagonal tiles of
 // 3 heads (6 accumulators + 3 rows + 3 sums).
