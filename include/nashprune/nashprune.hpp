@@ -4,6 +4,7 @@
 #include "attention_geometry.hpp"
 #include "attention_items.hpp"
 #include "bit_allocation.hpp"
+#include "compensated_selection.hpp"
 #include "compensation.hpp"
 #include "config.hpp"
 #include "depth_pruning.hpp"
