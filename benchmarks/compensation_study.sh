@@ -3,7 +3,7 @@
 # removal, FLAP's bias and the least-squares refit (prune --compensate
 # none|bias|refit), each plan chosen once and applied three ways.
 #
-#   benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
+#   [ROWS="groups_25 heads_mlp_20"] benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
 #
 # Rows: 25 % and 50 % of the query heads as whole GQA groups (--structures groups
 # --unit heads) and as heads per group (--structures heads --unit heads), and 20 %
@@ -12,7 +12,8 @@
 # refit (--redundancy obs). Perplexity: llama-perplexity -c 128 -b 128 on the first
 # CHUNKS (default all: the whole text) chunks of tinystories-evaluation.txt, its
 # output captured to a file and its "Final estimate" read. OUT_DIR/table.md holds
-# the rows, with the parameters each plan removes.
+# the rows, with the parameters each plan removes (bias tensors included). ROWS
+# limits the run to the named plans (default: all six).
 set -euo pipefail
 (($# >= 4 && $# <= 6)) || { echo "usage: compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]" >&2; exit 2; }
 tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-all}; cal_tokens=${6:-16384}
@@ -50,6 +51,7 @@ row() {  # row NAME SELECTION_NAME PRUNE_OPTIONS...
   local name=$1 selection=$2; shift 2
   local cells=() removed=""
   for kind in none bias refit; do
+    echo "$name $selection $kind" >&2
     local pruned=$out/${name}_${selection}_$kind.gguf
     "$tool" prune "$model" "$pruned" --calibration "$out/stats.gguf" --compensate "$kind" --force "$@" > "$out/${name}_${selection}_$kind.log"
     removed=$(grep -o 'parameters [0-9]* -> [0-9]*' "$out/${name}_${selection}_$kind.log" | head -1 || true)
@@ -64,6 +66,7 @@ for spec in "groups_25:--structures groups --unit heads --target 0.25" "groups_5
             "heads_25:--structures heads --unit heads --target 0.25" "heads_50:--structures heads --unit heads --target 0.5" \
             "heads_mlp_20:--structures heads,mlp --target 0.2" "heads_mlp_35:--structures heads,mlp --target 0.35"; do
   name=${spec%%:*}
+  [[ -z ${ROWS:-} || " $ROWS " == *" $name "* ]] || continue
   read -r -a options <<< "${spec#*:}"
   row "$name" activation "${options[@]}" "${activation[@]}"
   row "$name" obs "${options[@]}" "${obs[@]}"

@@ -121,10 +121,16 @@ struct prune_outcome {
 };
 
 // --compensate: what was asked for, or refit when the calibration carries the input
-// moments (none otherwise, said aloud); nothing without calibration statistics.
-std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a, const calibrate::calibration_stats* calibration) {
+// moments and the weights are float (none otherwise, said aloud); nothing without
+// calibration statistics.
+std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a, const calibrate::calibration_stats* calibration,
+                                                           const gguf::reader& model) {
   if (a.compensate.empty()) {
     if (calibration == nullptr) return std::nullopt;
+    if (!nashprune_tool::compensable_weights(model)) {
+      std::cout << "compensation: none (attn_output / ffn_down are quantized; compensation writes F32, F16 or BF16)\n";
+      return std::nullopt;
+    }
     if (!nashprune_tool::has_input_moments(*calibration)) {
       std::cout << "compensation: none (" << a.calibration << " lacks the input moments; nashprune calibrate records them)\n";
       return std::nullopt;
@@ -158,7 +164,7 @@ prune_outcome prune_file(const prune_args& a) {
   } else {
     nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr, calibration != nullptr);
   }
-  const auto compensation = compensation_of(a, calibration.get());
+  const auto compensation = compensation_of(a, calibration.get(), model);
   if ((a.select.redundancy == "ablation") != !a.ablation.empty()) throw usage_error("--redundancy ablation and --ablation FILE go together");
 
   nashprune_tool::selection chosen;

@@ -138,6 +138,14 @@ std::string compensation_name(np::compensation_kind kind) {
   return kind == np::compensation_kind::none ? "none" : kind == np::compensation_kind::bias ? "bias" : "refit";
 }
 
+bool compensable_weights(const gguf::reader& model) {
+  for (const auto& tensor : model.tensors()) {
+    const auto name = gguf::split_layer_name(tensor.name);
+    if (name && (name->suffix == "attn_output.weight" || name->suffix == "ffn_down.weight") && !gguf::can_encode(tensor.type)) return false;
+  }
+  return true;
+}
+
 bool has_input_moments(const calibrate::calibration_stats& stats) {
   for (std::size_t i = 0; i < stats.layers.size(); ++i) {
     const auto& l = stats.layers[i];

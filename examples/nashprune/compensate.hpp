@@ -25,6 +25,10 @@ namespace nashprune_tool {
 [[nodiscard]] nashprune::compensation_kind parse_compensation(const std::string& text);
 [[nodiscard]] std::string compensation_name(nashprune::compensation_kind kind);
 
+/// Whether every attn_output and ffn_down of `model` is F32, F16 or BF16 (what
+/// compensation rewrites).
+[[nodiscard]] bool compensable_weights(const gguf::reader& model);
+
 /// Whether `stats` hold the input moments compensation needs (calibrate version 3
 /// without --no-moments).
 [[nodiscard]] bool has_input_moments(const calibrate::calibration_stats& stats);
