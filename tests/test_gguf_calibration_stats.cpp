@@ -35,9 +35,17 @@ calibrate::calibration_stats random_stats(const gguf::llama_shape& shape, std::u
       fill(r.head_gram);
       fill(r.head_cosine);
       fill(r.attn_in_sum2);
+      r.attn_in_mean.resize(l.n_head * shape.head_dim_v);
+      r.attn_in_covariance.resize(l.n_head * shape.head_dim_v, l.n_head * shape.head_dim_v);
+      fill(r.attn_in_mean);
+      fill(r.attn_in_covariance);
     }
     r.ffn_in_sum2.resize(l.n_ff);
     fill(r.ffn_in_sum2);
+    r.ffn_in_mean.resize(l.n_ff);
+    r.ffn_in_covariance.resize(l.n_ff, l.n_ff);
+    fill(r.ffn_in_mean);
+    fill(r.ffn_in_covariance);
     r.attn_influence = static_cast<float>(u(rng));
     r.mlp_influence = static_cast<float>(u(rng));
     r.layer_influence = static_cast<float>(u(rng));
@@ -101,6 +109,10 @@ TEST(CalibrationStats, RoundTripIsExactForFloatValues) {
     EXPECT_EQ(back.layers[i].residual_energy, stats.layers[i].residual_energy) << "layer " << i;
     EXPECT_EQ(back.layers[i].attn_in_sum2, stats.layers[i].attn_in_sum2) << "layer " << i;
     EXPECT_EQ(back.layers[i].ffn_in_sum2, stats.layers[i].ffn_in_sum2) << "layer " << i;
+    EXPECT_EQ(back.layers[i].attn_in_mean, stats.layers[i].attn_in_mean) << "layer " << i;
+    EXPECT_EQ(back.layers[i].attn_in_covariance, stats.layers[i].attn_in_covariance) << "layer " << i;
+    EXPECT_EQ(back.layers[i].ffn_in_mean, stats.layers[i].ffn_in_mean) << "layer " << i;
+    EXPECT_EQ(back.layers[i].ffn_in_covariance, stats.layers[i].ffn_in_covariance) << "layer " << i;
     EXPECT_EQ(back.layers[i].attn_influence, stats.layers[i].attn_influence);
     EXPECT_EQ(back.layers[i].mlp_influence, stats.layers[i].mlp_influence);
     EXPECT_EQ(back.layers[i].layer_influence, stats.layers[i].layer_influence);
@@ -206,8 +218,27 @@ TEST(CalibrationStats, VersionOneIsReadWithoutTheProjectedGrams) {
   EXPECT_EQ(partial_back.layers[2].head_output_gram, stats.layers[2].head_output_gram);
   partial.layers[2].head_relative_gram.resize(0, 0);  // one of the pair alone is refused
   EXPECT_THROW(calibrate::write_stats(dir / "bad.gguf", partial, false), std::invalid_argument);
-  rewrite_as_version(dir / "stats.gguf", dir / "v3.gguf", 3);
-  expect_read_error(dir / "v3.gguf", "unsupported calibration.version 3");
+  rewrite_as_version(dir / "stats.gguf", dir / "v4.gguf", 4);
+  expect_read_error(dir / "v4.gguf", "unsupported calibration.version 4");
+}
+
+TEST(CalibrationStats, VersionTwoIsReadWithoutTheInputMoments) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  calibrate::write_stats(dir / "stats.gguf", random_stats(shape, 11), false);
+  copy_stats(dir / "stats.gguf", dir / "v2.gguf",
+             [](const std::string& name) { return !name.ends_with("_mean") && !name.ends_with("_covariance"); }, 2);
+  const auto back = calibrate::read_stats(dir / "v2.gguf");
+  EXPECT_EQ(back.version, 2U);
+  for (const auto& l : back.layers) {
+    EXPECT_EQ(l.attn_in_mean.size(), 0);
+    EXPECT_EQ(l.ffn_in_covariance.size(), 0);
+  }
+  // A mean without its covariance is refused before writing.
+  auto half = random_stats(shape, 12);
+  half.layers[0].ffn_in_covariance.resize(0, 0);
+  EXPECT_THROW(calibrate::write_stats(dir / "half.gguf", half, false), std::invalid_argument);
+  EXPECT_FALSE(std::filesystem::exists(dir / "half.gguf"));
 }
 
 }  // namespace

@@ -77,6 +77,26 @@ class stats_file {
   gguf::reader file_;
 };
 
+// The optional moment tensors of one input (see the header): both or neither.
+void add_moments(std::vector<pending_tensor>& tensors, std::int64_t layer, const std::string& input, const Eigen::VectorXd& mean,
+                 const Eigen::MatrixXd& covariance, std::int64_t width) {
+  if (mean.size() == 0 && covariance.size() == 0) return;
+  if (mean.size() != width || covariance.rows() != width || covariance.cols() != width) {
+    throw std::invalid_argument("calibration stats: layer " + std::to_string(layer) + " has " + input + " moments of the wrong size");
+  }
+  add(tensors, blk(layer, input + "_mean"), {width}, to_floats(mean));
+  add(tensors, blk(layer, input + "_covariance"), {width, width}, to_floats(covariance));
+}
+
+void read_moments(const stats_file& file, std::int64_t layer, const std::string& input, std::int64_t width, Eigen::VectorXd& mean,
+                  Eigen::MatrixXd& covariance) {
+  if (file.reader().find_tensor(blk(layer, input + "_mean")) == nullptr) return;
+  const auto m = file.floats(blk(layer, input + "_mean"), {width});
+  const auto c = file.floats(blk(layer, input + "_covariance"), {width, width});
+  mean = Eigen::Map<const Eigen::VectorXd>(m.data(), width);
+  covariance = Eigen::Map<const Eigen::MatrixXd>(c.data(), width, width);
+}
+
 }  // namespace
 
 fingerprint fingerprint::of(const gguf::llama_shape& shape) {
@@ -123,10 +143,12 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
         add(tensors, blk(layer, "head_relative_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_relative_gram));
       }
       add(tensors, blk(layer, "attn_in_sum2"), {l.attn_in_sum2.size()}, to_floats(l.attn_in_sum2));
+      add_moments(tensors, layer, "attn_in", l.attn_in_mean, l.attn_in_covariance, shape.n_head * f.head_dim);
     }
     if (shape.n_ff > 0) {
       if (l.ffn_in_sum2.size() != shape.n_ff) throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has FFN statistics of the wrong size");
       add(tensors, blk(layer, "ffn_in_sum2"), {shape.n_ff}, to_floats(l.ffn_in_sum2));
+      add_moments(tensors, layer, "ffn_in", l.ffn_in_mean, l.ffn_in_covariance, shape.n_ff);
     }
     influence.insert(influence.end(), {static_cast<float>(l.attn_influence), static_cast<float>(l.mlp_influence), static_cast<float>(l.layer_influence)});
     residual.push_back(static_cast<float>(l.residual_energy));
@@ -146,8 +168,8 @@ calibration_stats read_stats(const std::filesystem::path& path) {
   const stats_file file(path);
   if (file.text("general.type") != stats_type) file.fail("not a calibration stats file (general.type is not \"nashprune.calibration\"); write one with nashprune calibrate");
   const auto version = file.integer("calibration.version");
-  if (version != 1 && version != stats_version) {
-    file.fail("unsupported calibration.version " + std::to_string(version) + " (this nashprune reads 1 and " + std::to_string(stats_version) + ")");
+  if (version < 1 || version > stats_version) {
+    file.fail("unsupported calibration.version " + std::to_string(version) + " (this nashprune reads 1 to " + std::to_string(stats_version) + ")");
   }
   calibration_stats s;
   s.version = static_cast<std::uint32_t>(version);
@@ -183,10 +205,12 @@ calibration_stats read_stats(const std::filesystem::path& path) {
         l.head_relative_gram = Eigen::Map<const Eigen::MatrixXd>(relative_gram.data(), heads[i], heads[i]);
       }
       l.attn_in_sum2 = Eigen::Map<const Eigen::VectorXd>(sum2.data(), static_cast<Eigen::Index>(sum2.size()));
+      read_moments(file, layer, "attn_in", heads[i] * f.head_dim, l.attn_in_mean, l.attn_in_covariance);
     }
     if (ffn[i] > 0) {
       const auto sum2 = file.floats(blk(layer, "ffn_in_sum2"), {ffn[i]});
       l.ffn_in_sum2 = Eigen::Map<const Eigen::VectorXd>(sum2.data(), static_cast<Eigen::Index>(sum2.size()));
+      read_moments(file, layer, "ffn_in", ffn[i], l.ffn_in_mean, l.ffn_in_covariance);
     }
     l.attn_influence = influence[3 * i];
     l.mlp_influence = influence[3 * i + 1];

@@ -3,8 +3,9 @@
 //
 // File format: a GGUF v3 file (written by gguf::writer, so it appears atomically)
 // with general.type = "nashprune.calibration" and these keys:
-//   calibration.version              UINT32  format version (2; version 1 files, which lack
-//                                            head_output_gram and residual_energy, are still read)
+//   calibration.version              UINT32  format version (3; version 1 files, which lack
+//                                            head_output_gram and residual_energy, and version 2
+//                                            files, which lack the input moments, are still read)
 //   calibration.architecture         STRING  the model's general.architecture
 //   calibration.block_count          UINT32  n_layer of the model
 //   calibration.embedding_length     UINT32  n_embd
@@ -30,8 +31,15 @@
 //                                                (both absent when attn_output's weight type does
 //                                                not convert to float: F32, F16, BF16, Q8_0 do)
 //   calib.blk.N.attn_in_sum2   [n_head·head_dim] Σ_tokens x_j² per attn_output input column
+//   calib.blk.N.attn_in_mean   [n_head·head_dim] (v3) μ = mean over tokens of attn_output's input x
+//   calib.blk.N.attn_in_covariance [n, n]        (v3) C = E[x xᵀ] − μμᵀ of the same input (n = n_head·head_dim);
+//                                                the second moment is H = C + μμᵀ. Stored centred because
+//                                                compensation.hpp needs C, which float H − μμᵀ would lose
 // for each layer N with an FFN (n_ff > 0):
 //   calib.blk.N.ffn_in_sum2    [n_ff]            Σ_tokens x_j² per ffn_down input channel
+//   calib.blk.N.ffn_in_mean    [n_ff]            (v3) μ of ffn_down's input
+//   calib.blk.N.ffn_in_covariance [n_ff, n_ff]   (v3) its centred moment C, as for attn_output
+// (the four moment tensors are absent from files written with --no-moments)
 // and for the whole model:
 //   calib.block_influence      [3, n_layer]      row N: mean over tokens of 1 − cos(in, out)
 //                                                of layer N's attention block, MLP block and
@@ -52,7 +60,7 @@
 
 namespace calibrate {
 
-inline constexpr std::uint32_t stats_version = 2;
+inline constexpr std::uint32_t stats_version = 3;
 inline constexpr std::string_view stats_type = "nashprune.calibration";
 
 /// The model shape the statistics were measured on.
@@ -77,6 +85,11 @@ struct layer_stats {
   double mlp_influence = 0;       // 1 − cos over the MLP block
   double layer_influence = 0;     // 1 − cos over the whole layer
   double residual_energy = 0;     // Σ_tokens ‖layer input‖² (0: version 1 file)
+  // Moments of attn_output's and ffn_down's inputs (empty: version 1/2 file or --no-moments).
+  Eigen::VectorXd attn_in_mean;        // n_head · head_dim
+  Eigen::MatrixXd attn_in_covariance;  // n_head · head_dim square
+  Eigen::VectorXd ffn_in_mean;         // n_ff
+  Eigen::MatrixXd ffn_in_covariance;   // n_ff square
 
   /// Σ_tokens ‖x_h‖² of each head's output (the Gram diagonal).
   [[nodiscard]] Eigen::VectorXd head_energy() const { return head_gram.diagonal(); }

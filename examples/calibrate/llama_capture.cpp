@@ -32,8 +32,10 @@ class accumulators {
           s.relative_output_redundancy.emplace(l.n_head, shape.n_embd);
         }
         s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
+        if (options.moments) s.attn_moments.emplace(l.n_head * shape.head_dim_v);
       }
       s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
+      if (options.moments && l.n_ff > 0) s.ffn_moments.emplace(l.n_ff);
       layers_.push_back(std::move(s));
     }
   }
@@ -78,10 +80,12 @@ class accumulators {
           r.head_relative_gram = s.relative_output_redundancy->gram();
         }
         r.attn_in_sum2 = s.attn_sum2;
+        if (s.attn_moments) s.attn_moments->finish(tokens, r.attn_in_mean, r.attn_in_covariance);
       }
       if (l.n_ff > 0) {
         if (s.ffn_tokens != tokens) throw missing("the input of ffn_down for every token");
         r.ffn_in_sum2 = s.ffn_sum2;
+        if (s.ffn_moments) s.ffn_moments->finish(tokens, r.ffn_in_mean, r.ffn_in_covariance);
       }
       if (s.influence_tokens != tokens) throw missing("the residual stream (attn_norm, ffn_norm, l_out) for every token");
       const double n = static_cast<double>(tokens);
@@ -95,6 +99,23 @@ class accumulators {
   }
 
  private:
+  // Σ x and Σ x xᵀ of one input, in double.
+  struct input_moments {
+    explicit input_moments(Eigen::Index width) : sum(Eigen::VectorXd::Zero(width)), product(Eigen::MatrixXd::Zero(width, width)) {}
+    void add(const activation_view& x) {
+      const Eigen::MatrixXd xd = x.cast<double>();
+      sum += xd.colwise().sum().transpose();
+      product.selfadjointView<Eigen::Lower>().rankUpdate(xd.transpose());
+    }
+    void finish(std::uint64_t tokens, Eigen::VectorXd& mean, Eigen::MatrixXd& covariance) const {
+      const double n = static_cast<double>(tokens);
+      mean = sum / n;
+      covariance = product.selfadjointView<Eigen::Lower>();
+      covariance = covariance / n - mean * mean.transpose();
+    }
+    Eigen::VectorXd sum;
+    Eigen::MatrixXd product;  // lower triangle
+  };
   struct layer_state {
     std::optional<nashprune::head_redundancy<float>> redundancy;
     std::optional<nashprune::head_redundancy<float>> output_redundancy;  // of y_h = W_o,h x_h (width n_embd)
@@ -102,6 +123,7 @@ class accumulators {
     double residual_energy = 0;                                          // Σ_tokens ‖layer input‖²
     Eigen::VectorXd attn_sum2;
     Eigen::VectorXd ffn_sum2;
+    std::optional<input_moments> attn_moments, ffn_moments;
     std::uint64_t ffn_tokens = 0;
     double attn_influence = 0, mlp_influence = 0, layer_influence = 0;
     std::uint64_t influence_tokens = 0;
@@ -237,6 +259,7 @@ class accumulators {
         observe(which->layer, activation::head_outputs, x);
         s.redundancy->add_batch(x);
         add_sum2(s.attn_sum2, x);
+        if (s.attn_moments) s.attn_moments->add(x);
         if (s.output_redundancy) add_head_contributions(which->layer, s, x);
         break;
       }
@@ -245,6 +268,7 @@ class accumulators {
         if (x.cols() != s.ffn_sum2.size()) throw std::runtime_error("ffn_down input of layer " + std::to_string(which->layer) + " has the wrong width");
         observe(which->layer, activation::ffn_inner, x);
         add_sum2(s.ffn_sum2, x);
+        if (s.ffn_moments) s.ffn_moments->add(x);
         s.ffn_tokens += static_cast<std::uint64_t>(x.rows());
         break;
       }

@@ -13,7 +13,8 @@
 //     "ffn_norm-N" (attention output + residual) and "l_out-N" (the layer output)
 //     -> block_influence of the attention block, the MLP block and the layer.
 // Memory is one chunk's activations plus n_head² + widths per layer, whatever
-// the number of tokens.
+// the number of tokens, plus (n_head·head_dim)² + n_ff² per layer for the input
+// moments (capture_options::moments).
 #pragma once
 
 #include <Eigen/Core>
@@ -35,6 +36,9 @@ struct capture_options {
   std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
   std::int64_t context = 128;   // tokens per evaluated chunk
   int threads = 0;              // 0: hardware concurrency
+  /// Also record the mean and centred second moment of attn_output's and ffn_down's
+  /// inputs ((n_head·head_dim)² + n_ff² doubles per layer while running).
+  bool moments = true;
   /// Called after each chunk with tokens done and total.
   std::function<void(std::uint64_t, std::uint64_t)> progress;
   /// Sees every captured block (tokens × width) before it is accumulated; for tests.

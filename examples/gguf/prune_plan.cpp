@@ -171,13 +171,13 @@ class output_builder {
     }
     const std::int64_t full = how == tensor_source::kind::columns ? t.dims[0] : t.dims[1];
     if (ranges.size() == 1 && ranges.front() == index_range{0, full}) how = tensor_source::kind::copy;
-    add(std::move(spec), {how, &t, std::move(ranges)});
+    add(std::move(spec), {how, &t, std::move(ranges), {}});
   }
 
   void add_tensor(const tensor_view& t) {
     const auto split = split_layer_name(t.name);
     if (!split) {
-      add({t.name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+      add({t.name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}, {}});
       return;
     }
     const auto layer = static_cast<std::size_t>(split->layer);
@@ -192,7 +192,7 @@ class output_builder {
     const bool attention_tensor = suffix.starts_with("attn_");
     if (attention_tensor) {
       if (!l.has_attention()) {
-        add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+        add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}, {}});
         return;
       }
       nashprune::head_keep_plan heads = p.heads;
@@ -215,7 +215,7 @@ class output_builder {
       if (suffix == "attn_v.bias") return add_slice(t, name, columns, head_rows(tensor_role::v), suffix, &g);
       if (suffix == "attn_output.weight") {
         if (zero_attention_[o]) {
-          add({name, {g.head_dim_v(), t.dims[1]}, t.type}, {tensor_source::kind::zeros, nullptr, {}});
+          add({name, {g.head_dim_v(), t.dims[1]}, t.type}, {tensor_source::kind::zeros, nullptr, {}, {}});
           return;
         }
         return add_slice(t, name, columns, head_rows(tensor_role::o), suffix, &g);
@@ -227,7 +227,7 @@ class output_builder {
       if (suffix == "attn_k_norm.weight" && t.dims[0] == g.extent(tensor_role::k)) {
         return add_slice(t, name, columns, head_rows(tensor_role::k), suffix, &g);
       }
-      add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+      add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}, {}});
       return;
     }
 
@@ -236,7 +236,7 @@ class output_builder {
       if (stub_width_[o] > 0) {
         tensor_spec spec{name, t.dims, t.type};
         spec.dims[suffix.starts_with("ffn_down") || spec.dims.size() == 1 ? 0 : 1] = stub_width_[o];
-        add(std::move(spec), {tensor_source::kind::zeros, nullptr, {}});
+        add(std::move(spec), {tensor_source::kind::zeros, nullptr, {}, {}});
         return;
       }
       auto kept = nashprune::unit_ranges(p.channels, 1);
@@ -244,7 +244,7 @@ class output_builder {
       add_slice(t, name, matrix_rows ? tensor_source::kind::rows : tensor_source::kind::columns, std::move(kept), suffix, nullptr);
       return;
     }
-    add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}});
+    add({name, t.dims, t.type}, {tensor_source::kind::copy, &t, {}, {}});
   }
 };
 
@@ -312,6 +312,10 @@ void write_tensors(const reader& model, const pruned_model& result, writer& out,
         break;
       case tensor_source::kind::zeros:
         out.write_zeros(spec.bytes());
+        break;
+      case tensor_source::kind::bytes:
+        if (source.bytes == nullptr || source.bytes->size() != spec.bytes()) throw std::logic_error(spec.name + ": computed data of the wrong size");
+        out.write(*source.bytes);
         break;
       case tensor_source::kind::rows: {
         // Large row ranges go file to file; runs of small ones in one gathered write.

@@ -25,6 +25,7 @@
 #include "gguf/llama_model.hpp"
 
 #include <functional>
+#include <memory>
 
 namespace gguf {
 
@@ -43,10 +44,11 @@ struct prune_plan {
 
 /// A tensor of the output: where its bytes come from.
 struct tensor_source {
-  enum class kind { copy, rows, columns, zeros };
+  enum class kind { copy, rows, columns, zeros, bytes };
   kind how = kind::copy;
-  const tensor_view* from = nullptr;          // unused for zeros
+  const tensor_view* from = nullptr;          // unused for zeros and bytes
   std::vector<nashprune::index_range> ranges;  // rows: row ranges; columns: element ranges within each row
+  std::shared_ptr<const std::vector<std::byte>> bytes;  // bytes: computed data (e.g. a compensated weight), spec.bytes() long
 };
 
 struct pruned_model {

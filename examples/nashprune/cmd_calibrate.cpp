@@ -1,7 +1,7 @@
 // `nashprune calibrate MODEL.gguf --text FILE [--tokens N] [--ctx N] -o STATS.gguf`:
 // runs calibration text through the model with llama.cpp and writes the
 // activation statistics (head Gram/cosine matrices, activation energies, block
-// influence; format in calibrate/calibration_stats.hpp) that
+// influence, the input moments of attn_output and ffn_down; format in calibrate/calibration_stats.hpp) that
 // `nashprune prune --calibration STATS.gguf` reads. Built with the llama.cpp the
 // project provisions (NASHPRUNE_LLAMA_CPP_DIR); without it the command says so.
 #include <filesystem>
@@ -27,6 +27,7 @@ struct calibrate_args {
   std::int64_t context = 128;
   int threads = 0;
   bool force = false;
+  bool no_moments = false;
 };
 
 int run(const calibrate_args& a) {
@@ -41,6 +42,7 @@ int run(const calibrate_args& a) {
   o.max_tokens = a.tokens;
   o.context = a.context;
   o.threads = a.threads;
+  o.moments = !a.no_moments;
   nashprune_tool::progress_bar bar("calibrating");
   o.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const auto stats = calibrate::run_calibration(o);
@@ -70,6 +72,9 @@ const nashprune_tool::register_command calibrate_command{{
       app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
       app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_flag("--force", a->force, "replace an existing output");
+      app.add_flag("--no-moments", a->no_moments,
+                   "leave out the mean and covariance of attn_output's and ffn_down's inputs (what prune --compensate "
+                   "refit|bias needs; (n_head·head_dim)² + n_ff² values per layer)");
       return [a] { return run(*a); };
     }}};
 

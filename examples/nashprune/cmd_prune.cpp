@@ -22,6 +22,7 @@
 
 #include "ablation_model.hpp"
 #include "command.hpp"
+#include "compensate.hpp"
 #include "json_io.hpp"
 #include "progress.hpp"
 #include "report.hpp"
@@ -46,6 +47,8 @@ struct prune_args {
   std::string report;
   std::string unit = "params";
   std::vector<std::string> structures;
+  std::string compensate;  // none | bias | refit; empty: refit when the calibration has the input moments
+  double damping = nashprune::compensation_options<double>{}.damping;
   bool dry_run = false;
   bool force = false;
   bool freeze_first_given = false;
@@ -64,7 +67,7 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   for (const auto& s : a.select.structures) structures += (structures.empty() ? "" : ",") + s;
   gguf::metadata kv;
   auto add = [&](const char* key, gguf::value v) { kv.emplace_back(std::string("general.pruning.") + key, std::move(v)); };
-  add("method", gguf::value::string(from_plan_file ? "plan_file" : a.select.method));
+  add("method", gguf::value::string(from_plan_file ? "plan_file" : a.select.redundancy == "obs" ? "obs" : a.select.method));
   add("version", gguf::value::u32(1));
   add("tool_version", gguf::value::string(std::string("nashprune ") + nashprune::version_string));
   add("structures", gguf::value::string(structures));
@@ -144,6 +147,33 @@ struct prune_outcome {
   gguf::llama_shape output_shape;
 };
 
+// --compensate: what was asked for, or refit when the calibration carries the input
+// moments and the weights are float (none otherwise, said aloud); nothing without
+// calibration statistics.
+std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a, const calibrate::calibration_stats* calibration,
+                                                           const gguf::reader& model) {
+  if (a.compensate.empty()) {
+    if (calibration == nullptr) return std::nullopt;
+    if (!nashprune_tool::compensable_weights(model)) {
+      std::cout << "compensation: none (attn_output / ffn_down are quantized; compensation writes F32, F16 or BF16)\n";
+      return std::nullopt;
+    }
+    if (!nashprune_tool::has_input_moments(*calibration)) {
+      std::cout << "compensation: none (" << a.calibration << " lacks the input moments; nashprune calibrate records them)\n";
+      return std::nullopt;
+    }
+    return nashprune::compensation_kind::refit;
+  }
+  const auto kind = nashprune_tool::parse_compensation(a.compensate);
+  if (kind == nashprune::compensation_kind::none) return std::nullopt;
+  if (calibration == nullptr) throw usage_error("--compensate " + a.compensate + " needs --calibration FILE (nashprune calibrate)");
+  if (!nashprune_tool::has_input_moments(*calibration)) {
+    throw usage_error("--compensate " + a.compensate + ": " + a.calibration +
+                      " lacks the input moments of attn_output and ffn_down (a version 1/2 file or --no-moments): rerun nashprune calibrate");
+  }
+  return kind;
+}
+
 prune_outcome prune_file(const prune_args& a) {
   if (a.output.empty() && !a.dry_run) throw usage_error("give an output file (or --dry-run)");
   const auto model = gguf::reader::open(a.model);
@@ -155,7 +185,13 @@ prune_outcome prune_file(const prune_args& a) {
     calibration = std::make_unique<calibrate::calibration_stats>(calibrate::read_stats(a.calibration));
     calibrate::check_matches(*calibration, shape, a.calibration);
   }
-  nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr, calibration != nullptr);
+  const bool obs = a.select.redundancy == "obs";
+  if (obs) {
+    nashprune_tool::check_obs_options(a.select, calibration != nullptr);
+  } else {
+    nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr, calibration != nullptr);
+  }
+  const auto compensation = compensation_of(a, calibration.get(), model);
   if ((a.select.redundancy == "ablation") != !a.ablation.empty()) throw usage_error("--redundancy ablation and --ablation FILE go together");
 
   nashprune_tool::selection chosen;
@@ -163,6 +199,8 @@ prune_outcome prune_file(const prune_args& a) {
     chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
   } else if (!a.ablation.empty()) {
     chosen = choose_by_ablation(a, shape);
+  } else if (obs) {
+    chosen = nashprune_tool::choose_by_obs(model, shape, a.select, *calibration, a.damping, std::cout);
   } else {
     chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select, calibration.get());
   }
@@ -172,6 +210,7 @@ prune_outcome prune_file(const prune_args& a) {
   const double lambda = chosen.lambda ? chosen.lambda->lambda : chosen.perturbation ? chosen.perturbation->price : a.select.lambda;
   const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty(), lambda);
   auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
+  if (compensation) nashprune_tool::apply_compensation(model, shape, chosen.plan, *calibration, *compensation, a.damping, final_result, std::cout);
 
   std::cout << "model:  " << a.model << '\n';
   nashprune_tool::print_shape(std::cout, shape);
@@ -310,7 +349,16 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--redundancy", s.redundancy,
                      "cosine: per-layer game on the heads' cosine; output: one game over all layers on the energy of the "
                      "change removing heads makes to the attention output (needs --calibration v2, --unit heads); "
-                     "ablation: one game over all layers on the loss measured by nashprune ablate (needs --ablation, --unit heads)")
+                     "ablation: one game over all layers on the loss measured by nashprune ablate (needs --ablation, --unit heads); "
+                     "obs: the heads, groups and MLP channels whose removal leaves the least error after the refit of "
+                     "--compensate (Optimal Brain Surgeon; exact per layer where the sets are few, across layers exact; needs "
+                     "--calibration with the input moments)")
+          ->capture_default_str();
+      app.add_option("--compensate", a->compensate,
+                     "none | bias | refit: after removing heads or MLP channels, refit attn_output / ffn_down by least squares "
+                     "on the calibration's input moments and add the mean as a bias (refit), or add only the removed inputs' "
+                     "mean contribution as a bias (bias); default refit when --calibration has the moments");
+      app.add_option("--damping", a->damping, "ridge of the refit and of --redundancy obs, relative to the mean input energy")
           ->capture_default_str();
       app.add_option("--ablation", a->ablation, "nashprune ablate output, for --redundancy ablation (--method nash or exact)");
       app.add_option("--lambda", a->lambda_text,

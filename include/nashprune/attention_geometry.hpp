@@ -30,6 +30,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <span>
@@ -360,7 +361,67 @@ class attention_geometry {
     return plan_removing(granularity, removed, allow_empty);
   }
 
+  /// How many removal sets of `q_heads_to_remove` query heads `granularity` allows:
+  /// C(n_head_kv, count/g) whole groups, C(g, count/n_head_kv)^n_head_kv heads per
+  /// group, C(n_head, count) single heads (a double: it may exceed any integer).
+  [[nodiscard]] double removal_set_count(head_granularity granularity, std::int64_t q_heads_to_remove) const {
+    const auto [pools, pool_size, take] = removal_pools(granularity, q_heads_to_remove);
+    double per_pool = 1;
+    for (std::int64_t k = 0; k < take; ++k) per_pool = per_pool * static_cast<double>(pool_size - k) / static_cast<double>(k + 1);
+    return std::pow(per_pool, static_cast<double>(pools));
+  }
+
+  /// Calls visit(removed) for every removal of `q_heads_to_remove` query heads that
+  /// `granularity` allows (removed: the query heads, ascending; whole groups give
+  /// all their heads), in lexicographic order of the chosen units. Throws
+  /// std::invalid_argument when the count is not removable at that granularity or the
+  /// sets number more than `max_sets`.
+  template <typename Visit>
+  void for_each_removal(head_granularity granularity, std::int64_t q_heads_to_remove, std::int64_t max_sets,
+                        Visit&& visit) const {
+    const double sets = removal_set_count(granularity, q_heads_to_remove);
+    if (sets > static_cast<double>(max_sets)) {
+      detail::fail_argument("max_sets", "the enumeration needs " + detail::describe_value(sets) + " sets, more than " +
+                                            std::to_string(max_sets));
+    }
+    const auto [pools, pool_size, take] = removal_pools(granularity, q_heads_to_remove);
+    // A unit is a whole group (pool_size groups of g heads) or one head of the pool.
+    const std::int64_t unit_heads = granularity == head_granularity::whole_groups ? group_size() : 1;
+    std::vector<std::int64_t> chosen;
+    const auto descend = [&](auto&& self, std::int64_t pool, std::int64_t from, std::int64_t left) -> void {
+      if (left == 0) {
+        if (pool + 1 < pools) return self(self, pool + 1, 0, take);
+        visit(static_cast<const std::vector<std::int64_t>&>(chosen));
+        return;
+      }
+      for (std::int64_t u = from; u + left <= pool_size; ++u) {
+        const std::int64_t first = (pool * pool_size + u) * unit_heads;
+        for (std::int64_t h = first; h < first + unit_heads; ++h) chosen.push_back(h);
+        self(self, pool, u + 1, left - 1);
+        chosen.resize(chosen.size() - static_cast<std::size_t>(unit_heads));
+      }
+    };
+    descend(descend, 0, 0, take);
+  }
+
  private:
+  struct pool_layout {
+    std::int64_t pools;      ///< independent pools (groups for heads_per_group, else 1)
+    std::int64_t pool_size;  ///< units per pool
+    std::int64_t take;       ///< units removed from every pool
+  };
+
+  [[nodiscard]] pool_layout removal_pools(head_granularity granularity, std::int64_t q_heads_to_remove) const {
+    const auto counts = removable_q_head_counts(granularity);
+    if (!std::binary_search(counts.begin(), counts.end(), q_heads_to_remove)) {
+      detail::fail_argument("q_heads_to_remove",
+                            std::to_string(q_heads_to_remove) + " heads cannot be removed at this granularity");
+    }
+    if (granularity == head_granularity::whole_groups) return {1, n_head_kv_, q_heads_to_remove / group_size()};
+    if (granularity == head_granularity::heads_per_group) return {n_head_kv_, group_size(), q_heads_to_remove / n_head_kv_};
+    return {1, n_head_, q_heads_to_remove};
+  }
+
   [[nodiscard]] static bool is_query_side(tensor_role role) {
     return role == tensor_role::q || role == tensor_role::o;
   }

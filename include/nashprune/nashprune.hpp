@@ -4,6 +4,8 @@
 #include "attention_geometry.hpp"
 #include "attention_items.hpp"
 #include "bit_allocation.hpp"
+#include "compensated_selection.hpp"
+#include "compensation.hpp"
 #include "config.hpp"
 #include "depth_pruning.hpp"
 #include "ggml_types.hpp"

@@ -135,65 +135,19 @@ template <typename Derived, typename Scalar = typename Derived::Scalar>
                                                        std::int64_t max_candidates = std::int64_t{1} << 22) {
   detail::validate_output_gram(gram, "gram");
   detail::require_size("gram", gram.rows(), geometry.n_head(), "row count");
-  const auto counts = geometry.removable_q_head_counts(granularity);
-  if (!std::binary_search(counts.begin(), counts.end(), q_heads_to_remove)) {
-    detail::fail_argument("q_heads_to_remove", std::to_string(q_heads_to_remove) + " heads cannot be removed at this granularity");
-  }
-  // Pools of units to choose from; a unit is a list of query heads.
-  std::vector<std::vector<std::vector<std::int64_t>>> pools;
-  std::vector<std::int64_t> take;
-  const std::int64_t gs = geometry.group_size();
-  if (granularity == head_granularity::whole_groups) {
-    pools.emplace_back();
-    for (std::int64_t g = 0; g < geometry.n_head_kv(); ++g) {
-      std::vector<std::int64_t> unit;
-      for (std::int64_t h = g * gs; h < (g + 1) * gs; ++h) unit.push_back(h);
-      pools.back().push_back(unit);
-    }
-    take.push_back(q_heads_to_remove / gs);
-  } else if (granularity == head_granularity::heads_per_group) {
-    for (std::int64_t g = 0; g < geometry.n_head_kv(); ++g) {
-      pools.emplace_back();
-      for (std::int64_t h = g * gs; h < (g + 1) * gs; ++h) pools.back().push_back({h});
-      take.push_back(q_heads_to_remove / geometry.n_head_kv());
-    }
-  } else {
-    pools.emplace_back();
-    for (std::int64_t h = 0; h < geometry.n_head(); ++h) pools.back().push_back({h});
-    take.push_back(q_heads_to_remove);
-  }
-  // Number of sets: Π C(|pool|, take), refused beyond max_candidates.
-  double sets = 1;
-  for (std::size_t p = 0; p < pools.size(); ++p) {
-    double c = 1;
-    for (std::int64_t k = 0; k < take[p]; ++k) c = c * static_cast<double>(static_cast<std::int64_t>(pools[p].size()) - k) / static_cast<double>(k + 1);
-    sets *= c;
-  }
+  const double sets = geometry.removal_set_count(granularity, q_heads_to_remove);
   if (sets > static_cast<double>(max_candidates)) {
     detail::fail_argument("max_candidates", "the enumeration needs " + detail::describe_value(sets) + " sets, more than " + std::to_string(max_candidates));
   }
   exact_removal<Scalar> best;
   best.energy = std::numeric_limits<Scalar>::infinity();
-  std::vector<std::int64_t> chosen;
-  // Depth-first over pools, combinations within each pool in lexicographic order.
-  const auto visit = [&](auto&& self, std::size_t pool, std::size_t from, std::int64_t left) -> void {
-    if (left == 0) {
-      if (pool + 1 < pools.size()) return self(self, pool + 1, 0, take[pool + 1]);
-      ++best.candidates;
-      Scalar energy = 0;
-      for (const auto i : chosen)
-        for (const auto j : chosen) energy += gram(i, j);
-      if (energy < best.energy) best.energy = energy, best.removed = chosen;
-      return;
-    }
-    const auto& units = pools[pool];
-    for (std::size_t u = from; u + static_cast<std::size_t>(left) <= units.size(); ++u) {
-      chosen.insert(chosen.end(), units[u].begin(), units[u].end());
-      self(self, pool, u + 1, left - 1);
-      chosen.resize(chosen.size() - units[u].size());
-    }
-  };
-  visit(visit, 0, 0, take.front());
+  geometry.for_each_removal(granularity, q_heads_to_remove, max_candidates, [&](const std::vector<std::int64_t>& removed) {
+    ++best.candidates;
+    Scalar energy = 0;
+    for (const auto i : removed)
+      for (const auto j : removed) energy += gram(i, j);
+    if (energy < best.energy) best.energy = energy, best.removed = removed;
+  });
   std::sort(best.removed.begin(), best.removed.end());
   return best;
 }

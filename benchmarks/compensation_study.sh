@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Compensated removal on stories260K: perplexity of pruned models with plain
+# removal, FLAP's bias and the least-squares refit (prune --compensate
+# none|bias|refit), each plan chosen once and applied three ways.
+#
+#   [ROWS="groups_25 heads_mlp_20"] benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
+#
+# Rows: 25 % and 50 % of the query heads as whole GQA groups (--structures groups
+# --unit heads) and as heads per group (--structures heads --unit heads), and 20 %
+# and 35 % of the parameters with --structures heads,mlp; each chosen by the
+# calibrated activation score (knapsack, --temperature 0) and by the OBS cost after
+# refit (--redundancy obs). Perplexity: llama-perplexity -c 128 -b 128 on the first
+# CHUNKS (default all: the whole text) chunks of tinystories-evaluation.txt, its
+# output captured to a file and its "Final estimate" read. OUT_DIR/table.md holds
+# the rows, with the parameters each plan removes (bias tensors included). ROWS
+# limits the run to the named plans (default: all six).
+set -euo pipefail
+(($# >= 4 && $# <= 6)) || { echo "usage: compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]" >&2; exit 2; }
+tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-all}; cal_tokens=${6:-16384}
+model=$shared/models/stories260K.gguf
+cal=$shared/data/tinystories-calibration.txt
+eval_text=$shared/data/tinystories-evaluation.txt
+fail() { echo "compensation_study.sh: $*" >&2; exit 1; }
+[[ -x $tool ]] || fail "the nashprune tool $tool is missing"
+[[ -x $bin/llama-perplexity ]] || fail "$bin/llama-perplexity is missing"
+for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+chunk_option=(--chunks "$chunks")
+[[ $chunks == all ]] && chunk_option=()
+mkdir -p "$out"
+
+ppl() {  # ppl MODEL: the final perplexity estimate
+  local log=$out/$(basename "$1" .gguf).ppl.log
+  "$bin/llama-perplexity" -m "$1" -f "$eval_text" -c 128 -b 128 "${chunk_option[@]}" -t 2 > "$log" 2>&1 ||
+    fail "llama-perplexity failed on $1 (see $log)"
+  grep -o 'Final estimate: PPL = [0-9.]*' "$log" | grep -o '[0-9.]*$' || fail "no estimate for $1 (see $log)"
+}
+
+if [[ ! -f $out/stats.gguf ]] || ! grep -q " on $cal_tokens tokens of " "$out/calibrate.log" 2>/dev/null; then
+  "$tool" calibrate "$model" --text "$cal" --tokens "$cal_tokens" --ctx 128 -o "$out/stats.gguf" --force > "$out/calibrate.log"
+fi
+base=$(ppl "$model")
+{
+  echo "stories260K, llama-perplexity -c 128 -b 128 ${chunk_option[*]:-(every chunk)} on tinystories-evaluation.txt; original $base."
+  echo "Calibration: $cal_tokens tokens of tinystories-calibration.txt. Damping 0.001."
+  echo
+  echo "| plan | selection | parameters removed | none | bias | refit |"
+  echo "|---|---|---|---|---|---|"
+} > "$out/table.incomplete.md"
+
+row() {  # row NAME SELECTION_NAME PRUNE_OPTIONS...
+  local name=$1 selection=$2; shift 2
+  local cells=() removed=""
+  for kind in none bias refit; do
+    echo "$name $selection $kind" >&2
+    local pruned=$out/${name}_${selection}_$kind.gguf
+    "$tool" prune "$model" "$pruned" --calibration "$out/stats.gguf" --compensate "$kind" --force "$@" > "$out/${name}_${selection}_$kind.log"
+    removed=$(grep -o 'parameters [0-9]* -> [0-9]*' "$out/${name}_${selection}_$kind.log" | head -1 || true)
+    cells+=("$(ppl "$pruned")")
+  done
+  echo "| $name | $selection | ${removed:-?} | ${cells[0]} | ${cells[1]} | ${cells[2]} |" >> "$out/table.incomplete.md"
+}
+
+activation=(--score activation --method knapsack --temperature 0)
+obs=(--redundancy obs)
+for spec in "groups_25:--structures groups --unit heads --target 0.25" "groups_50:--structures groups --unit heads --target 0.5" \
+            "heads_25:--structures heads --unit heads --target 0.25" "heads_50:--structures heads --unit heads --target 0.5" \
+            "heads_mlp_20:--structures heads,mlp --target 0.2" "heads_mlp_35:--structures heads,mlp --target 0.35"; do
+  name=${spec%%:*}
+  [[ -z ${ROWS:-} || " $ROWS " == *" $name "* ]] || continue
+  read -r -a options <<< "${spec#*:}"
+  row "$name" activation "${options[@]}" "${activation[@]}"
+  row "$name" obs "${options[@]}" "${obs[@]}"
+done
+mv "$out/table.incomplete.md" "$out/table.md"
+cat "$out/table.md"

@@ -1,0 +1,291 @@
+// prune --compensate and --redundancy obs (see compensate.hpp).
+#include "compensate.hpp"
+
+#include <gguf/float_encode.hpp>
+#include <gguf/tensor_floats.hpp>
+
+#include <nashprune/compensated_selection.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <memory>
+#include <numeric>
+#include <ostream>
+
+#include "command.hpp"
+
+namespace nashprune_tool {
+namespace {
+
+namespace np = nashprune;
+
+// The two maps compensation rewrites, and the layer statistics that describe their inputs.
+struct compensated_input {
+  const char* weight;  // tensor suffix
+  const char* bias;
+  const Eigen::VectorXd* mean;
+  const Eigen::MatrixXd* covariance;
+};
+
+compensated_input attention_input(const calibrate::layer_stats& l) {
+  return {"attn_output.weight", "attn_output.bias", &l.attn_in_mean, &l.attn_in_covariance};
+}
+compensated_input mlp_input(const calibrate::layer_stats& l) {
+  return {"ffn_down.weight", "ffn_down.bias", &l.ffn_in_mean, &l.ffn_in_covariance};
+}
+
+Eigen::MatrixXd second_moment(const compensated_input& in) { return *in.covariance + *in.mean * in.mean->transpose(); }
+
+Eigen::MatrixXd read_weight(const gguf::reader& model, const std::string& name) {
+  const auto& tensor = model.tensor(name);
+  const gguf::float_matrix w(tensor);
+  Eigen::MatrixXd out = w.map().cast<double>();
+  model.release(tensor.data);
+  return out;
+}
+
+void require_moments(const compensated_input& in, std::int64_t layer, std::int64_t width) {
+  if (in.mean->size() != width || in.covariance->rows() != width) {
+    throw usage_error("the calibration statistics lack the moments of layer " + std::to_string(layer) + "'s " + in.weight +
+                      " input, which compensation needs: rerun nashprune calibrate (without --no-moments), or use --compensate none");
+  }
+}
+
+/// Writes `values` (rows × cols, row-major as ggml stores it) into tensor `index` of `result` in its type.
+void replace_tensor(gguf::pruned_model& result, std::size_t index, const Eigen::MatrixXd& values) {
+  const auto& spec = result.tensors[index];
+  std::vector<float> floats(static_cast<std::size_t>(values.size()));
+  for (Eigen::Index r = 0; r < values.rows(); ++r) {
+    for (Eigen::Index c = 0; c < values.cols(); ++c) {
+      const auto v = static_cast<float>(values(r, c));
+      if (!std::isfinite(v)) {
+        throw std::runtime_error(spec.name + ": value " + std::to_string(values(r, c)) + " at row " + std::to_string(r) + ", column " +
+                                 std::to_string(c) + " is not finite as float after compensation; nothing written");
+      }
+      floats[static_cast<std::size_t>(r * values.cols() + c)] = v;
+    }
+  }
+  auto& source = result.sources[index];
+  source.how = gguf::tensor_source::kind::bytes;
+  source.from = nullptr;
+  source.ranges.clear();
+  source.bytes = std::make_shared<const std::vector<std::byte>>(gguf::encode_floats(spec.type, floats));
+}
+
+std::size_t find_output_tensor(const gguf::pruned_model& result, const std::string& name) {
+  for (std::size_t i = 0; i < result.tensors.size(); ++i)
+    if (result.tensors[i].name == name) return i;
+  throw std::logic_error("the pruned model has no tensor " + name);
+}
+
+/// Compensates one map of layer `layer` (output layer `out_layer`) that keeps the input coordinates `kept`.
+void compensate_map(const gguf::reader& model, const compensated_input& in, std::int64_t layer, std::int64_t out_layer,
+                    const std::vector<std::int64_t>& kept, np::compensation_kind kind, double damping, gguf::pruned_model& result,
+                    std::ostream& report) {
+  const auto name = gguf::layer_tensor(layer, in.weight);
+  const auto& tensor = model.tensor(name);
+  const Eigen::Index width = tensor.dims[0];
+  const auto removed = np::complement_units(kept, width);
+  if (removed.empty()) return;
+  require_moments(in, layer, width);
+  if (!gguf::can_encode(tensor.type)) {
+    throw usage_error(name + " is stored as " + std::string(np::traits_of(tensor.type).name) +
+                      ": compensation writes F32, F16 or BF16 weights (use --compensate none on quantized models)");
+  }
+  const auto out_name = gguf::layer_tensor(out_layer, in.weight);
+  const auto bias_name = gguf::layer_tensor(out_layer, in.bias);
+  if (model.find_tensor(gguf::layer_tensor(layer, in.bias)) != nullptr) {
+    throw usage_error(gguf::layer_tensor(layer, in.bias) + " exists already: compensation of models with biases is not supported");
+  }
+  const Eigen::MatrixXd w = read_weight(model, name);
+  const Eigen::MatrixXd h = second_moment(in);
+  const np::compensation_options<double> options{damping};
+  double errors[3] = {0, 0, 0};
+  np::compensated_map<double> chosen;
+  for (const auto k : {np::compensation_kind::none, np::compensation_kind::bias, np::compensation_kind::refit}) {
+    auto c = np::compensate(k, w, h, *in.mean, kept, removed, options);
+    errors[static_cast<int>(k)] = c.error;
+    if (k == kind) chosen = std::move(c);
+  }
+  const double power = (w * h).cwiseProduct(w).sum();  // E‖W x‖²
+  report << "  layer " << layer << " " << in.weight << ": " << removed.size() << " of " << width
+         << " inputs removed; expected output error / E|Wx|^2: none " << errors[0] / power << ", bias " << errors[1] / power
+         << ", refit " << errors[2] / power << (chosen.damping_raised ? " (damping raised: the kept inputs are linearly dependent)" : "")
+         << '\n';
+  const auto index = find_output_tensor(result, out_name);
+  if (result.tensors[index].dims != std::vector<std::int64_t>{static_cast<std::int64_t>(kept.size()), w.rows()}) {
+    throw std::logic_error(out_name + " has an unexpected shape in the pruned model");
+  }
+  replace_tensor(result, index, chosen.kept_weight);
+  if (kind == np::compensation_kind::none) return;
+  gguf::tensor_spec bias{bias_name, {w.rows()}, np::ggml_type::f32};
+  result.tensors.insert(result.tensors.begin() + static_cast<std::ptrdiff_t>(index) + 1, bias);
+  result.sources.insert(result.sources.begin() + static_cast<std::ptrdiff_t>(index) + 1, gguf::tensor_source{});
+  replace_tensor(result, index + 1, chosen.bias);
+}
+
+}  // namespace
+
+np::compensation_kind parse_compensation(const std::string& text) {
+  if (text == "none") return np::compensation_kind::none;
+  if (text == "bias") return np::compensation_kind::bias;
+  if (text == "refit") return np::compensation_kind::refit;
+  throw usage_error("--compensate must be none, bias or refit, got '" + text + "'");
+}
+
+std::string compensation_name(np::compensation_kind kind) {
+  return kind == np::compensation_kind::none ? "none" : kind == np::compensation_kind::bias ? "bias" : "refit";
+}
+
+bool compensable_weights(const gguf::reader& model) {
+  for (const auto& tensor : model.tensors()) {
+    const auto name = gguf::split_layer_name(tensor.name);
+    if (name && (name->suffix == "attn_output.weight" || name->suffix == "ffn_down.weight") && !gguf::can_encode(tensor.type)) return false;
+  }
+  return true;
+}
+
+bool has_input_moments(const calibrate::calibration_stats& stats) {
+  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
+    const auto& l = stats.layers[i];
+    const auto& shape = stats.model.layers[i];
+    if (shape.n_head > 0 && l.attn_in_mean.size() == 0) return false;
+    if (shape.n_ff > 0 && l.ffn_in_mean.size() == 0) return false;
+  }
+  return true;
+}
+
+void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
+                        const calibrate::calibration_stats& stats, np::compensation_kind kind, double damping,
+                        gguf::pruned_model& result, std::ostream& report) {
+  if (!(damping >= 0) || !std::isfinite(damping)) throw usage_error("--damping must be finite and >= 0");
+  report << "compensation " << compensation_name(kind) << " (damping " << damping << "):\n";
+  std::int64_t out_layer = 0;
+  for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
+    const auto& p = plan.layers[static_cast<std::size_t>(l)];
+    if (!p.keep_layer) continue;
+    const auto& s = stats.layers[static_cast<std::size_t>(l)];
+    if (!p.heads.q_heads.empty()) compensate_map(model, attention_input(s), l, out_layer, np::unit_coordinates(p.heads.q_heads, shape.head_dim_v), kind, damping, result, report);
+    if (!p.channels.empty()) compensate_map(model, mlp_input(s), l, out_layer, p.channels, kind, damping, result, report);
+    ++out_layer;
+  }
+  result.metadata.emplace_back("general.pruning.compensation", gguf::value::string(compensation_name(kind)));
+  result.metadata.emplace_back("general.pruning.compensation_damping", gguf::value::f32(static_cast<float>(damping)));
+}
+
+void check_obs_options(const selection_options& o, bool have_calibration) {
+  if (!have_calibration) throw usage_error("--redundancy obs reads the input moments of attn_output and ffn_down: pass --calibration FILE (nashprune calibrate)");
+  if (!(o.target >= 0.0 && o.target < 1.0)) throw usage_error("--target must lie in [0, 1)");
+  const bool heads = o.structures.contains("heads");
+  const bool groups = o.structures.contains("groups");
+  if (heads && groups) throw usage_error("--redundancy obs removes heads or groups, not both: give one in --structures");
+  for (const auto& s : o.structures) {
+    if (s != "heads" && s != "groups" && s != "mlp") throw usage_error("--redundancy obs prunes heads, groups and mlp; drop '" + s + "' from --structures");
+  }
+  if (o.unit_heads && o.structures.contains("mlp")) throw usage_error("--unit heads counts heads: drop mlp from --structures or use --unit params");
+  if (o.min_heads < 1) throw usage_error("--min-heads must be at least 1");
+  if (!(o.max_prune > 0.0 && o.max_prune <= 1.0)) throw usage_error("--max-prune must be in (0, 1]");
+  if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");
+}
+
+selection choose_by_obs(const gguf::reader& model, const gguf::llama_shape& shape, const selection_options& o,
+                        const calibrate::calibration_stats& stats, double damping, std::ostream& report) {
+  const bool attention = o.structures.contains("heads") || o.structures.contains("groups");
+  const bool mlp = o.structures.contains("mlp");
+  const std::int64_t n_embd = shape.n_embd;
+  const std::int64_t head_params = n_embd * (shape.head_dim_k + shape.head_dim_v);  // one q head's rows of q and columns of o
+  struct option_set {
+    std::int64_t layer;
+    bool heads;
+    np::head_granularity granularity = np::head_granularity::whole_groups;
+    np::removal_curve<double> curve;
+    std::vector<std::int64_t> params;  // per curve entry
+  };
+  std::vector<option_set> sets;
+  const auto frozen = [&](std::int64_t l) { return l < o.freeze_first || l >= shape.n_layer() - o.freeze_last; };
+  for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
+    const auto& ls = shape.layers[static_cast<std::size_t>(l)];
+    const auto& st = stats.layers[static_cast<std::size_t>(l)];
+    if (frozen(l)) continue;
+    const double scale = st.residual_energy > 0 ? static_cast<double>(stats.tokens) / st.residual_energy : 1.0;
+    if (attention && ls.n_head > 1) {
+      const np::attention_geometry geometry(ls.n_head, ls.n_head_kv, shape.head_dim_k, shape.head_dim_v);
+      const auto granularity = o.structures.contains("groups") ? np::head_granularity::whole_groups
+                               : geometry.is_multi_head()      ? np::head_granularity::single_heads
+                                                               : np::head_granularity::heads_per_group;
+      const auto in = attention_input(st);
+      require_moments(in, l, ls.n_head * shape.head_dim_v);
+      const np::obs_cost<double> cost(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping);
+      const auto limit = std::min<std::int64_t>(ls.n_head - o.min_heads, static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(ls.n_head) + 1e-9)));
+      option_set s{l, true, granularity, np::obs_head_curve(cost, geometry, granularity, std::int64_t{1} << 12, limit), {}};
+      for (auto& c : s.curve.cost) c *= scale;
+      for (const auto c : s.curve.count) {
+        const std::int64_t kv = granularity == np::head_granularity::whole_groups ? c / geometry.group_size() : granularity == np::head_granularity::single_heads ? c : 0;
+        s.params.push_back(o.unit_heads ? c : c * head_params + kv * head_params);
+      }
+      sets.push_back(std::move(s));
+    }
+    if (mlp && ls.n_ff > 1) {
+      const auto in = mlp_input(st);
+      require_moments(in, l, ls.n_ff);
+      const np::obs_cost<double> cost(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping);
+      const auto limit = std::min<std::int64_t>(ls.n_ff - 1, static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(ls.n_ff) + 1e-9)));
+      const std::int64_t batch = std::max<std::int64_t>(1, ls.n_ff / 256);
+      option_set s{l, false, np::head_granularity::whole_groups, np::obs_channel_curve(cost, limit, batch), {}};
+      for (auto& c : s.curve.cost) c *= scale;
+      for (const auto c : s.curve.count) s.params.push_back(c * 3 * n_embd);  // gate and up rows, down columns
+      sets.push_back(std::move(s));
+    }
+  }
+  if (sets.empty()) throw usage_error("--redundancy obs: no layer has structures to remove");
+  std::int64_t total = 0;
+  if (o.unit_heads) {
+    for (const auto& l : shape.layers) total += l.n_head;
+  } else {
+    total = gguf::totals(model.tensors()).parameters;
+  }
+  const auto requested = static_cast<std::int64_t>(std::floor(o.target * static_cast<double>(total) + 1e-9));
+  std::int64_t unit = 0;
+  for (const auto& s : sets)
+    for (const auto p : s.params) unit = std::gcd(unit, p);
+  unit = std::max<std::int64_t>(unit, 1);
+  std::vector<np::allocation_choices<double>> choices;
+  for (const auto& s : sets) {
+    np::allocation_choices<double> c;
+    for (std::size_t k = 0; k < s.params.size(); ++k) {
+      c.removed.push_back(s.params[k] / unit);
+      c.energy.push_back(s.curve.cost[k]);
+    }
+    choices.push_back(std::move(c));
+  }
+  const auto allocation = np::exact_allocation<double>(choices, requested / unit);
+  selection out;
+  out.plan = gguf::keep_all(shape);
+  std::int64_t exact_layers = 0;
+  for (std::size_t k = 0; k < sets.size(); ++k) {
+    const auto& s = sets[k];
+    const auto choice = allocation.choice[k];
+    const auto& removed = s.curve.removed[choice];
+    auto& layer = out.plan.layers[static_cast<std::size_t>(s.layer)];
+    const auto& ls = shape.layers[static_cast<std::size_t>(s.layer)];
+    if (s.heads) {
+      exact_layers += s.curve.exact[choice];
+      const np::attention_geometry geometry(ls.n_head, ls.n_head_kv, shape.head_dim_k, shape.head_dim_v);
+      std::vector<std::int64_t> units;
+      for (const auto h : removed) {
+        const auto u = s.granularity == np::head_granularity::whole_groups ? h / geometry.group_size() : h;
+        if (units.empty() || units.back() != u) units.push_back(u);
+      }
+      layer.heads = geometry.plan_removing(s.granularity, units);
+    } else {
+      layer.channels = np::complement_units(removed, ls.n_ff);
+    }
+  }
+  report << "obs selection: " << (o.unit_heads ? "heads" : "parameters") << " requested " << requested << ", removed "
+         << allocation.removed * unit << "; summed refit error (relative to the residual stream) " << allocation.energy << "; "
+         << exact_layers << " head choices exact by enumeration\n";
+  return out;
+}
+
+}  // namespace nashprune_tool

@@ -1,0 +1,57 @@
+// prune --compensate none|bias|refit: after a plan removes heads (inputs of
+// attn_output) or MLP channels (inputs of ffn_down), rewrite those two tensors
+// and add F32 biases blk.N.attn_output.bias / blk.N.ffn_down.bias so the layer's
+// output changes as little as the calibration's input moments allow
+// (nashprune/compensation.hpp). And --redundancy obs: choose heads, groups and MLP
+// channels by their error after that refit (nashprune/compensated_selection.hpp).
+#pragma once
+
+#include <calibrate/calibration_stats.hpp>
+#include <gguf/gguf.hpp>
+#include <gguf/llama_model.hpp>
+#include <gguf/prune_plan.hpp>
+
+#include <nashprune/compensation.hpp>
+
+#include <iosfwd>
+#include <optional>
+#include <string>
+
+#include "selection.hpp"
+
+namespace nashprune_tool {
+
+/// --compensate: "none", "bias" or "refit"; throws usage_error otherwise.
+[[nodiscard]] nashprune::compensation_kind parse_compensation(const std::string& text);
+[[nodiscard]] std::string compensation_name(nashprune::compensation_kind kind);
+
+/// Whether every attn_output and ffn_down of `model` is F32, F16 or BF16 (what
+/// compensation rewrites).
+[[nodiscard]] bool compensable_weights(const gguf::reader& model);
+
+/// Whether `stats` hold the input moments compensation needs (calibrate version 3
+/// without --no-moments).
+[[nodiscard]] bool has_input_moments(const calibrate::calibration_stats& stats);
+
+/// Rewrites, in `result` (plan_output of `plan` on `model`), every attn_output and
+/// ffn_down that lost inputs, in the input's float type, and appends their F32
+/// biases and general.pruning.compensation. Prints one line per tensor with the
+/// expected output error of none, bias and refit relative to E‖W x‖². Throws
+/// usage_error when the stats lack the moments or a weight is not F32/F16/BF16,
+/// std::runtime_error naming the tensor when a value to be written is not finite.
+void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
+                        const calibrate::calibration_stats& stats, nashprune::compensation_kind kind, double damping,
+                        gguf::pruned_model& result, std::ostream& report);
+
+/// --redundancy obs: the plan of least summed refit error (each layer's divided by
+/// the mean ‖h‖² of its residual stream) removing floor(target · heads) query heads
+/// (--unit heads) or floor(target · parameters) parameters at most, over heads or
+/// groups and/or mlp. Per layer exact by enumeration where the sets are few,
+/// greedy (SlimGPT) where not; across layers exact_allocation.
+[[nodiscard]] selection choose_by_obs(const gguf::reader& model, const gguf::llama_shape& shape, const selection_options& options,
+                                      const calibrate::calibration_stats& stats, double damping, std::ostream& report);
+
+/// The option checks of --redundancy obs (instead of check_options).
+void check_obs_options(const selection_options& options, bool have_calibration);
+
+}  // namespace nashprune_tool
