@@ -3,7 +3,7 @@
 # removal, FLAP's bias and the least-squares refit (prune --compensate
 # none|bias|refit), each plan chosen once and applied three ways.
 #
-#   [ROWS="groups_25 heads_mlp_20"] benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
+#   [ROWS="groups_25 heads_mlp_20"] [DATA_DIR=examples/data] benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
 #
 # Rows: 25 % and 50 % of the query heads as whole GQA groups (--structures groups
 # --unit heads) and as heads per group (--structures heads --unit heads), and 20 %
@@ -15,15 +15,16 @@
 # the rows, with the parameters each plan removes (bias tensors included). ROWS
 # limits the run to the named plans (default: all six).
 set -euo pipefail
-(($# >= 4 && $# <= 6)) || { echo "usage: compensation_study.sh TOOL LLAMA_BIN_DIR SHARED_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]" >&2; exit 2; }
-tool=$1; bin=$2; shared=$3; out=$4; chunks=${5:-all}; cal_tokens=${6:-16384}
-model=$shared/models/stories260K.gguf
-cal=$shared/data/tinystories-calibration.txt
-eval_text=$shared/data/tinystories-evaluation.txt
+(($# >= 3 && $# <= 5)) || { echo "usage: [DATA_DIR=examples/data] compensation_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]" >&2; exit 2; }
+tool=$1; bin=$2; out=$3; chunks=${4:-all}; cal_tokens=${5:-16384}
+data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
+model=$data/stories260K.gguf
+cal=$data/tinystories-calibration.txt
+eval_text=$data/tinystories-evaluation.txt
 fail() { echo "compensation_study.sh: $*" >&2; exit 1; }
 [[ -x $tool ]] || fail "the nashprune tool $tool is missing"
 [[ -x $bin/llama-perplexity ]] || fail "$bin/llama-perplexity is missing"
-for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
 chunk_option=(--chunks "$chunks")
 [[ $chunks == all ]] && chunk_option=()
 mkdir -p "$out"
