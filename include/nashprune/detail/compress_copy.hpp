@@ -19,7 +19,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../attention_geometry.hpp"
+#include "../index_range.hpp"
 #include "../config.hpp"
 #include "simd_dispatch.hpp"
 
