@@ -20,6 +20,7 @@
 #pragma once
 
 #include <nashprune/attention_geometry.hpp>
+#include <nashprune/pruning_plan.hpp>
 
 #include "gguf/gguf.hpp"
 #include "gguf/llama_model.hpp"
@@ -28,11 +29,7 @@
 
 namespace gguf {
 
-struct layer_plan {
-  bool keep_layer = true;
-  nashprune::head_keep_plan heads;    // empty: attention-free layer
-  std::vector<std::int64_t> channels;  // kept FFN channels, ascending; empty: FFN-free layer
-};
+using nashprune::layer_plan;
 
 struct prune_plan {
   std::vector<layer_plan> layers;

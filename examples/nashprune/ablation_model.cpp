@@ -8,51 +8,13 @@
 #include "command.hpp"
 
 namespace nashprune_tool {
-namespace {
 
 namespace np = nashprune;
 
-/// Every removal set of `g` that `granularity` allows and keeps at least `min_keep` heads
-/// (by subset enumeration: layers of at most 20 heads).
-np::loss_slot layer_options(const np::attention_geometry& g, np::head_granularity granularity, std::int64_t min_keep, std::int64_t first) {
-  const std::int64_t n = g.n_head();
-  if (n > 20) throw usage_error("the ablation choice enumerates the removal sets of a layer: at most 20 heads, got " + std::to_string(n));
-  np::loss_slot out;
-  for (std::uint32_t mask = 0; mask < (1U << n); ++mask) {
-    std::vector<std::int64_t> per_group(static_cast<std::size_t>(g.n_head_kv()), 0);
-    std::vector<std::int64_t> set;
-    for (std::int64_t h = 0; h < n; ++h)
-      if (mask >> h & 1U) set.push_back(first + h), ++per_group[static_cast<std::size_t>(h / g.group_size())];
-    if (n - static_cast<std::int64_t>(set.size()) < min_keep) continue;
-    bool allowed = true;
-    for (const auto c : per_group) {
-      if (granularity == np::head_granularity::heads_per_group) allowed = allowed && c == per_group.front();
-      if (granularity == np::head_granularity::whole_groups) allowed = allowed && (c == 0 || c == g.group_size());
-    }
-    if (allowed) out.push_back(set);
-  }
-  return out;
-}
-
-/// The layer holding unit u.
-std::size_t layer_of(const ablation_layout& layout, std::int64_t u) {
-  std::size_t l = 0;
-  while (l + 1 < layout.layers.size() && layout.layers[l + 1].first <= u) ++l;
-  return l;
-}
-
-}  // namespace
-
 ablation_layout make_ablation_layout(const gguf::llama_shape& shape, const np::nash_decision_options<double>& decisions) {
-  ablation_layout out;
-  for (const auto& s : shape.layers) {
-    const np::attention_geometry g(s.n_head, s.n_head_kv, shape.head_dim_k, shape.head_dim_v);
-    const auto granularity = g.is_multi_head() ? np::head_granularity::single_heads : np::head_granularity::heads_per_group;
-    out.layers.push_back({out.units, g, granularity});
-    out.slots.push_back(layer_options(g, granularity, np::seed_min_keep(s.n_head, decisions), out.units));
-    out.units += s.n_head;
-  }
-  return out;
+  std::vector<np::attention_geometry> geometries;
+  for (const auto& s : shape.layers) geometries.emplace_back(s.n_head, s.n_head_kv, shape.head_dim_k, shape.head_dim_v);
+  return np::make_loss_layout(geometries, decisions);
 }
 
 loss_terms read_loss_terms(const nlohmann::json& doc, const std::vector<std::vector<std::int64_t>>& expected, const std::string& count_mismatch) {
@@ -102,57 +64,16 @@ loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout
 loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const std::string& method, std::int64_t requested,
                            const np::nash_decision_options<double>& decisions, bool lowest_price) {
   if (method != "nash" && method != "exact" && method != "greedy") throw usage_error("--method must be nash, exact or greedy, got '" + method + "'");
-  const auto given_count = static_cast<std::int64_t>(model.given.size());
-  if (requested < given_count) {
-    throw usage_error("the target asks for " + std::to_string(requested) + " heads, fewer than the " + std::to_string(given_count) + " removed already");
-  }
-  loss_choice out;
+  const auto game = method == "greedy" ? np::head_game::none : np::head_game::ablation;
+  const auto how = method == "nash" ? np::selector::greedy : np::selector::exact;
+  loss_choice out{np::choose_heads_by_loss(model, layout, game, how, requested, decisions, lowest_price), {}};
+  std::ostringstream line;
   if (method == "nash") {
-    np::price_search_options<double> search;
-    search.decisions = decisions;
-    search.lowest_price = lowest_price;
-    const auto found = np::search_loss_price(model.delta, model.interaction, std::span<const np::loss_layer>(layout.layers), requested, search,
-                                             np::active_set_newton<double>(), std::span<const std::int64_t>(model.given));
-    out.plans = found.plans;
-    out.price = found.price;
-    std::ostringstream how;
-    how << "nash: price " << found.price << " after " << found.solves << " solves";
-    out.how = how.str();
+    line << "nash: price " << out.price << " after " << out.solves << " solves";
   } else {
-    // The options of each layer that hold its given units (all of them, or the layer cannot be cut so).
-    std::vector<np::loss_slot> slots(layout.slots.size());
-    for (std::size_t l = 0; l < slots.size(); ++l) {
-      std::vector<std::int64_t> need;
-      for (const auto u : model.given)
-        if (layer_of(layout, u) == l) need.push_back(u);
-      for (const auto& option : layout.slots[l])
-        if (std::includes(option.begin(), option.end(), need.begin(), need.end())) slots[l].push_back(option);
-      if (slots[l].empty()) throw usage_error("the given heads of layer " + std::to_string(l) + " are not a removal its GQA structure allows");
-    }
-    const Eigen::MatrixXd used = method == "exact" ? model.interaction : Eigen::MatrixXd::Zero(model.delta.size(), model.delta.size());
-    np::exact_loss_result<double> best;
-    for (std::int64_t size = requested; size >= given_count && !std::isfinite(best.loss); --size) {
-      best = np::exact_loss_choice(model.delta, used, std::span<const np::loss_slot>(slots), size);
-    }
-    if (!std::isfinite(best.loss)) throw usage_error("no GQA-consistent removal of at most " + std::to_string(requested) + " heads holds the given heads");
-    out.how = method + ": " + std::to_string(best.candidates) + " sets enumerated";
-    for (std::size_t l = 0; l < layout.layers.size(); ++l) {
-      std::vector<std::int64_t> local;
-      for (const auto u : slots[l][best.choice[l]]) local.push_back(u - layout.layers[l].first);
-      out.plans.push_back(layout.layers[l].geometry.plan_removing(layout.layers[l].granularity, local));
-    }
+    line << method << ": " << out.candidates << " sets enumerated";
   }
-  for (std::size_t l = 0; l < out.plans.size(); ++l) {
-    const auto& layer = layout.layers[l];
-    for (std::int64_t h = 0; h < layer.geometry.n_head(); ++h)
-      if (!std::binary_search(out.plans[l].q_heads.begin(), out.plans[l].q_heads.end(), h)) out.removed.push_back(layer.first + h);
-  }
-  for (const auto u : model.given) {
-    if (!std::binary_search(out.removed.begin(), out.removed.end(), u)) {
-      throw usage_error("the given heads are not a GQA-consistent removal: head " + head_list(layout, {u}) + " stays in the plan");
-    }
-  }
-  out.modelled = np::removal_loss(model.delta, model.interaction, std::span<const std::int64_t>(out.removed));
+  out.how = line.str();
   return out;
 }
 
@@ -165,7 +86,7 @@ gguf::prune_plan plan_of(const gguf::llama_shape& shape, const loss_choice& choi
 std::string head_list(const ablation_layout& layout, const std::vector<std::int64_t>& units) {
   std::string out;
   for (const auto u : units) {
-    const auto l = layer_of(layout, u);
+    const auto l = layout.layer_of(u);
     out += (out.empty() ? "" : ",") + std::to_string(l) + ":" + std::to_string(u - layout.layers[l].first);
   }
   return out;

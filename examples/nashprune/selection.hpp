@@ -1,84 +1,82 @@
-// From a model (and optionally an imatrix) to a pruning plan: per-head and
-// per-channel importance, then the removals that reach the target.
+// From a model (and optionally an imatrix or calibration statistics) to a
+// pruning plan: the tool reads the weights and statistics into per-head and
+// per-channel scores, and nashprune/pruning_plan.hpp turns them into the plan.
 #pragma once
 
 #include <calibrate/calibration_stats.hpp>
 #include <gguf/imatrix.hpp>
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
-
-#include "perturbation_selection.hpp"
+#include <nashprune/pruning_plan.hpp>
 
 #include <optional>
-#include <set>
 #include <string>
+#include <vector>
 
 namespace nashprune_tool {
 
-struct selection_options {
-  double target = 0.25;     // fraction of parameters (or of heads with unit_heads)
-  bool unit_heads = false;
-  std::set<std::string> structures{"heads"};  // heads, groups, mlp, attn-blocks, mlp-blocks, layers
-  std::string score = "magnitude";            // magnitude | wanda | activation
-  std::string method = "nash";                // nash | knapsack | both | exact (exact: --redundancy output only)
-  // cosine: the seed's game per layer (importance --score, cosine redundancy);
-  // output: heads' output-perturbation game over all layers (perturbation_selection.hpp);
-  // ablation: the game on the measured loss model (ablation_model.hpp, prune --ablation FILE).
-  std::string redundancy = "cosine";
-  // The seed's options (nash-head-pruning-llama-cpp.md §3.1, §7.2).
-  double lambda = 0.5;       // with lambda_auto: where the search starts
-  bool lambda_auto = false;  // --lambda auto: one λ over all layers pruning the --unit heads target
-  double threshold = 0.1;
-  int iterations = 100;
-  int min_heads = 1;
-  double max_prune = 0.7;
-  int freeze_first = 0;
-  int freeze_last = 0;
-  int keep_first_layers = 0;  // never remove these first layers whole (their heads and channels stay prunable)
-  // H-GSP priors (hgsp_priors.hpp) from the calibration's block influence: on with
-  // --calibration (temperature 1, tau automatic), off without it.
-  double temperature = 1.0;
-  std::optional<double> tau;      // unset: automatic (25th percentile of layer influence)
-  bool priors_requested = false;  // --temperature or --tau given explicitly
-  int threads = 0;                // threads reading the weights for their scores (0: one per core, at most 4)
-};
+/// What scores a head or channel: its weights, its weights times its input
+/// activations (Wanda), or its activation energy alone.
+enum class score_kind { magnitude, wanda, activation };
+inline constexpr std::array<std::string_view, 3> score_names{"magnitude", "wanda", "activation"};
 
-/// The seed's llama_head_stats (§3.3).
-struct head_stat {
-  std::int64_t layer = 0;
-  std::int64_t head = 0;
-  double importance = 0;
-  double participation = 1;
-  double redundancy_sum = 0;
-  bool pruned = false;
-};
-
-/// --lambda auto: the λ found and how close its equilibria came to the target.
-struct lambda_report {
-  double lambda = 0;
-  std::int64_t requested = 0;           // heads the target asks for
-  std::int64_t equilibrium_pruned = 0;  // heads with participation < --threshold (caps included)
-  std::int64_t plan_pruned = 0;         // heads the GQA-consistent plans remove
-  bool reachable = true;                // false: beyond the caps or below what the smallest λ prunes
-  std::int64_t solves = 0;
+struct scoring_options {
+  score_kind score = score_kind::magnitude;
+  int threads = 0;  // threads reading the weights for their scores (0: one per core, at most 4)
 };
 
 struct selection {
   gguf::prune_plan plan;
-  std::vector<head_stat> heads;
-  std::optional<lambda_report> lambda;  // set with --lambda auto
-  std::optional<perturbation_report> perturbation;  // set with --redundancy output or ablation (energy: the modelled loss)
+  std::vector<nashprune::head_statistics> heads;
+  std::optional<nashprune::lambda_search_report> lambda;  // set with lambda_auto
+  std::optional<nashprune::head_game_report> game;        // set with the output or ablation game
 };
 
-/// Throws usage_error for unknown structures, scores or methods, a target out of
-/// [0, 1), or wanda/activation without activation statistics (imatrix or calibration).
-void check_options(const selection_options& options, bool have_activations, bool have_calibration);
+/// The command-line vocabulary, parsed once: each throws usage_error naming the
+/// option and the values it takes.
+[[nodiscard]] nashprune::head_game parse_game(const std::string& text);
+[[nodiscard]] nashprune::selector parse_selector(const std::string& text);
+[[nodiscard]] score_kind parse_score(const std::string& text);
+[[nodiscard]] nashprune::structure_set parse_structures(const std::vector<std::string>& names);
+/// "heads,mlp": the names in alphabetical order (general.pruning.structures).
+[[nodiscard]] std::string structure_list(nashprune::structure_set structures);
 
-/// With `calibration` (nashprune calibrate): wanda/activation read its per-column
-/// energies instead of the imatrix, and the nash method plays each layer's head
-/// game with the measured cosine matrix instead of the weight-space one.
-[[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
-                                    const gguf::imatrix* imatrix, const selection_options& options,
+/// The deprecated spelling --method nash|knapsack|both|exact with --redundancy
+/// cosine|output|ablation as a game and a selector (nash: the cosine game or the
+/// price search, knapsack: no game, both: the cosine game with the exact solver,
+/// exact: the exact choice of the output or ablation game). Prints one
+/// deprecation line on stderr.
+struct game_and_selector {
+  nashprune::head_game game = nashprune::head_game::cosine;
+  nashprune::selector selection = nashprune::selector::greedy;
+};
+[[nodiscard]] game_and_selector legacy_method(const std::string& method, const std::string& redundancy);
+/// The method recorded in general.pruning.method: nash, knapsack, both or exact as
+/// the deprecated --method spelled it (knapsack-exact: no game, the exact solver).
+[[nodiscard]] std::string method_name(nashprune::head_game game, nashprune::selector selection);
+
+/// What the user asked on the command line, checked before anything is read:
+/// throws usage_error naming the option.
+struct option_check {
+  bool have_activations = false;  // an imatrix or calibration statistics
+  bool have_calibration = false;
+  bool priors_requested = false;  // --temperature or --tau given
+};
+void check_options(const nashprune::pruning_options& options, score_kind score, const option_check& given);
+
+/// The plan of `options` on `model`. With `calibration` (nashprune calibrate):
+/// wanda/activation read its per-column energies instead of the imatrix, the
+/// cosine game uses the measured cosine matrix instead of the weight-space one,
+/// layers and blocks are scored by their measured influence, and the output game
+/// reads its Gram matrices.
+[[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
+                                    const nashprune::pruning_options& options, const scoring_options& scoring,
                                     const calibrate::calibration_stats* calibration = nullptr);
+
+/// The tool's result of a library plan of `shape`.
+[[nodiscard]] selection selection_of(nashprune::pruning_result result);
+
+/// The model as the library's planner sees it, without scores (the ablation game needs only the shape).
+[[nodiscard]] nashprune::model_scores shape_scores(const gguf::llama_shape& shape);
 
 }  // namespace nashprune_tool
