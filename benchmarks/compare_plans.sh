@@ -9,14 +9,15 @@
 # imatrix, ablation files) are made once, by OLD_TOOL, and kept in WORK_DIR.
 # NEW_TOOL gets the options in its own spelling (NEW_SPELLING=game: --method
 # and --redundancy become --game and --selector; NEW_SPELLING=method: as given).
+# KEEP_OLD=1 reuses OLD_TOOL's outputs that WORK_DIR/old already holds.
 #
-#   [NEW_SPELLING=game] benchmarks/compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR
+#   [NEW_SPELLING=game] [KEEP_OLD=1] benchmarks/compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR
 #
 # SHARED_DIR holds models/stories260K.gguf and data/tinystories-calibration.txt;
 # LLAMA_BIN_DIR holds llama-imatrix. Prints one line per configuration and exits
 # 1 when any output differs (2 on a usage error or a run that fails).
 set -euo pipefail
-usage="usage: [NEW_SPELLING=game|method] compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR"
+usage="usage: [NEW_SPELLING=game|method] [KEEP_OLD=1] compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR"
 (($# == 5)) || { echo "$usage" >&2; exit 2; }
 old=$1; new=$2; bin=$3; shared=$4; work=$5
 spelling=${NEW_SPELLING:-game}
@@ -96,6 +97,7 @@ prune_case() {
   shift 3
   files=("$name.plan.json")
   for side in old new; do
+    [[ $side == old && ${KEEP_OLD:-0} == 1 && -f $work/old/$name.plan.json ]] && continue
     tool=$old; args=("$@")
     if [[ $side == new ]]; then tool=$new; mapfile -t args < <(translate "$@"); fi
     local out=() stats=(--stats "$work/$side/$name.stats.json")
@@ -114,6 +116,7 @@ tool_case() {
   local name=$1 side tool args
   shift
   for side in old new; do
+    [[ $side == old && ${KEEP_OLD:-0} == 1 && -f $work/old/$name.json ]] && continue
     tool=$old
     [[ $side == new ]] && tool=$new
     args=("${@//@OUT/$work/$side/$name.json}")
@@ -180,7 +183,7 @@ prune_case influence_layers_heads dry "$model" --structures layers,heads --unit 
 prune_case influence_layers_heads_mlp write "$model" --structures layers,heads,mlp --target 0.3 --calibration "$stats"
 prune_case output_default write "$model" --unit heads --target 0.25 --redundancy output --calibration "$stats"
 
-# examples/nashprune/check_lambda_auto.cmake: --lambda auto on generated models.
+# tests/cli/check_lambda_auto.cmake: --lambda auto on generated models.
 prune_case lambda_auto_mha write "$in/mha.gguf" --unit heads --target 0.25 --lambda auto
 for structure in groups heads; do
   prune_case "lambda_auto_gqa_$structure" write "$in/gqa.gguf" --unit heads --target 0.25 --lambda auto --structures "$structure"

@@ -199,7 +199,8 @@ TEST(PruningPlan, LambdaSearchReachesTheHeadCount) {
 }
 
 TEST(PruningPlan, AWholeLayerOfLowImportanceGoesWithItsHeads) {
-  const auto m = mha_model({{0.9, 0.8}, {0.01, 0.02}, {0.7, 0.6}});
+  // No FFN: a layer's importance is its heads'.
+  const auto m = mha_model({{0.9, 0.8}, {0.01, 0.02}, {0.7, 0.6}}, 0);
   np::pruning_options o = heads_only(1.0 / 3.0 + 1e-12);
   o.structures = {np::structure::layers, np::structure::heads};
   o.keep_first_layers = 1;
@@ -209,7 +210,7 @@ TEST(PruningPlan, AWholeLayerOfLowImportanceGoesWithItsHeads) {
   EXPECT_TRUE(r.layers[2].keep_layer);
   EXPECT_EQ(removed_heads(r, m), (std::set<std::pair<std::int64_t, std::int64_t>>{{1, 0}, {1, 1}}));
   // keep_first_layers protects layer 0 whole even when it is the cheapest.
-  const auto low_first = mha_model({{0.01, 0.02}, {0.9, 0.8}, {0.7, 0.6}});
+  const auto low_first = mha_model({{0.01, 0.02}, {0.9, 0.8}, {0.7, 0.6}}, 0);
   o.structures = {np::structure::layers};
   const auto kept = np::plan_pruning(low_first, o);
   EXPECT_TRUE(kept.layers[0].keep_layer);
@@ -296,7 +297,7 @@ TEST(PruningPlan, BadInputNamesTheArgument) {
   expect_error<std::invalid_argument>([&] { (void)plan(m, heads_only(0.25)); }, {"layers[0]", ">= 0"});
   m = good;
   m.layers[1].heads[0] = std::numeric_limits<double>::quiet_NaN();
-  expect_error<std::invalid_argument>([&] { (void)plan(m, heads_only(0.25)); }, {"layers[1].heads"});
+  expect_error<std::domain_error>([&] { (void)plan(m, heads_only(0.25)); }, {"layers[1].heads", "NaN at index 0"});
   m = good;
   m.layers[0].mlp_chunk = 0;
   expect_error<std::invalid_argument>([&] { (void)plan(m, heads_only(0.25)); }, {"layers[0].mlp_chunk"});

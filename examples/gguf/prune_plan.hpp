@@ -4,7 +4,7 @@
 // byte is written), then the tensors are streamed slice by slice from the input
 // mapping into the writer.
 //
-// What llama.cpp honours (../shared/docs/llama-cpp-notes.md): uniform layers stay
+// What llama.cpp honours: uniform layers stay
 // "llama" with attention.key_length/value_length written; layers that differ are
 // written as "deci" (every llama.* key carried to deci.*, per-layer counts as
 // INT32 arrays); layer 0 cannot be attention-free (it keeps one head and one KV

@@ -193,6 +193,95 @@ reader reader::open(const std::filesystem::path& path) {
   return r;
 }
 
+namespace {
+
+// One tensor entry of the header (name, shape, type, offset), checked against the
+// names seen before, the ggml type's block size, the alignment and the file size.
+tensor_view read_tensor_entry(cursor& in, metadata_parser& values, std::unordered_set<std::string>& names, std::uint64_t alignment,
+                              std::uint64_t file_size) {
+  const std::uint64_t at = in.position();
+  tensor_view t;
+  t.name = in.read_string("tensor name");
+  values.charge(sizeof(tensor_view) + t.name.size());
+  if (!names.insert(t.name).second) in.fail(at, "duplicate tensor name '" + t.name + "'");
+  const std::uint64_t dims_at = in.position();
+  const auto n_dims = in.read<std::uint32_t>("tensor dimension count");
+  if (n_dims == 0 || n_dims > max_dims) {
+    in.fail(dims_at, "tensor '" + t.name + "' has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
+  }
+  std::int64_t elements = 1;
+  for (std::uint32_t d = 0; d < n_dims; ++d) {
+    const std::uint64_t dim_at = in.position();
+    const auto dim = in.read<std::uint64_t>("tensor dimension");
+    if (dim == 0 || dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / elements)) {
+      in.fail(dim_at, "tensor '" + t.name + "' dimension " + std::to_string(d) + " = " + std::to_string(dim) +
+                          " is zero or makes the element count overflow");
+    }
+    elements *= static_cast<std::int64_t>(dim);
+    t.dims.push_back(static_cast<std::int64_t>(dim));
+  }
+  const std::uint64_t type_at = in.position();
+  const auto type_id = in.read<std::uint32_t>("tensor type");
+  const auto traits = nashprune::find_ggml_type(type_id);
+  if (!traits) in.fail(type_at, "tensor '" + t.name + "' has unknown ggml type " + std::to_string(type_id));
+  t.type = traits->type;
+  if (t.dims[0] % traits->block_size != 0) {
+    in.fail(dims_at, "tensor '" + t.name + "' row length " + std::to_string(t.dims[0]) + " is not a multiple of the " +
+                         std::string(traits->name) + " block size " + std::to_string(traits->block_size));
+  }
+  const std::uint64_t offset_at = in.position();
+  t.offset = in.read<std::uint64_t>("tensor offset");
+  if (t.offset % alignment != 0) {
+    in.fail(offset_at, "tensor '" + t.name + "' offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+                           std::to_string(alignment));
+  }
+  // bytes = elements / block * type_size, with elements < 2^63 and type_size
+  // < 512 this cannot overflow 64 bits.
+  const auto bytes = static_cast<std::uint64_t>(elements / traits->block_size) * static_cast<std::uint64_t>(traits->type_size);
+  if (bytes > file_size) in.fail(dims_at, "tensor '" + t.name + "' needs " + std::to_string(bytes) + " bytes, more than the whole file");
+  return t;
+}
+
+// Each tensor's bytes within the data section of `data_size` bytes at
+// `data_offset`: inside it and not overlapping another (errors at the entry).
+void place_tensors(cursor& in, std::vector<tensor_view>& tensors, std::span<const std::byte> file, std::uint64_t data_offset,
+                   std::uint64_t data_size, const std::vector<std::uint64_t>& entry_offsets) {
+  std::vector<std::size_t> order(tensors.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tensors[a].offset < tensors[b].offset; });
+  std::uint64_t previous_end = 0;
+  const tensor_view* previous = nullptr;
+  for (std::size_t index : order) {
+    auto& t = tensors[index];
+    // A hostile shape can make the byte count overflow: refuse it at the tensor's entry.
+    std::uint64_t row_bytes = 0;
+    try {
+      row_bytes = t.row_bytes();
+    } catch (const std::invalid_argument& e) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "': " + e.what());
+    }
+    const std::uint64_t rows = t.rows();
+    if (rows != 0 && row_bytes > std::numeric_limits<std::uint64_t>::max() / rows) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "': its byte size overflows 64 bits");
+    }
+    const std::uint64_t bytes = row_bytes * rows;
+    if (t.offset > data_size || bytes > data_size - t.offset) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "' (" + std::to_string(bytes) + " bytes at data offset " +
+                                        std::to_string(t.offset) + ") extends past the end of the file (data section of " +
+                                        std::to_string(data_size) + " bytes starting at " + std::to_string(data_offset) + ")");
+    }
+    if (previous != nullptr && t.offset < previous_end) {
+      in.fail(entry_offsets[index], "tensor '" + t.name + "' at data offset " + std::to_string(t.offset) +
+                                        " overlaps tensor '" + previous->name + "' ending at " + std::to_string(previous_end));
+    }
+    t.data = file.subspan(data_offset + t.offset, bytes);
+    previous_end = t.offset + bytes;
+    previous = &t;
+  }
+}
+
+}  // namespace
+
 reader reader::parse(std::span<const std::byte> bytes, std::string name) {
   reader r;
   r.bytes_ = bytes;
@@ -239,86 +328,15 @@ void reader::parse_all() {
   std::vector<std::uint64_t> entry_offsets;
   tensors_.reserve(std::min(tensor_count, max_reserve));
   for (std::uint64_t i = 0; i < tensor_count; ++i) {
-    const std::uint64_t at = in.position();
-    entry_offsets.push_back(at);
-    tensor_view t;
-    t.name = in.read_string("tensor name");
-    values.charge(sizeof(tensor_view) + t.name.size());
-    if (!names.insert(t.name).second) in.fail(at, "duplicate tensor name '" + t.name + "'");
-    const std::uint64_t dims_at = in.position();
-    const auto n_dims = in.read<std::uint32_t>("tensor dimension count");
-    if (n_dims == 0 || n_dims > max_dims) {
-      in.fail(dims_at, "tensor '" + t.name + "' has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
-    }
-    std::int64_t elements = 1;
-    for (std::uint32_t d = 0; d < n_dims; ++d) {
-      const std::uint64_t dim_at = in.position();
-      const auto dim = in.read<std::uint64_t>("tensor dimension");
-      if (dim == 0 || dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() / elements)) {
-        in.fail(dim_at, "tensor '" + t.name + "' dimension " + std::to_string(d) + " = " + std::to_string(dim) +
-                            " is zero or makes the element count overflow");
-      }
-      elements *= static_cast<std::int64_t>(dim);
-      t.dims.push_back(static_cast<std::int64_t>(dim));
-    }
-    const std::uint64_t type_at = in.position();
-    const auto type_id = in.read<std::uint32_t>("tensor type");
-    const auto traits = nashprune::find_ggml_type(type_id);
-    if (!traits) in.fail(type_at, "tensor '" + t.name + "' has unknown ggml type " + std::to_string(type_id));
-    t.type = traits->type;
-    if (t.dims[0] % traits->block_size != 0) {
-      in.fail(dims_at, "tensor '" + t.name + "' row length " + std::to_string(t.dims[0]) + " is not a multiple of the " +
-                           std::string(traits->name) + " block size " + std::to_string(traits->block_size));
-    }
-    const std::uint64_t offset_at = in.position();
-    t.offset = in.read<std::uint64_t>("tensor offset");
-    if (t.offset % alignment_ != 0) {
-      in.fail(offset_at, "tensor '" + t.name + "' offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
-                             std::to_string(alignment_));
-    }
-    // bytes = elements / block * type_size, with elements < 2^63 and type_size
-    // < 512 this cannot overflow 64 bits.
-    const auto bytes = static_cast<std::uint64_t>(elements / traits->block_size) * static_cast<std::uint64_t>(traits->type_size);
-    if (bytes > bytes_.size()) in.fail(dims_at, "tensor '" + t.name + "' needs " + std::to_string(bytes) + " bytes, more than the whole file");
-    tensors_.push_back(std::move(t));
+    entry_offsets.push_back(in.position());
+    tensors_.push_back(read_tensor_entry(in, values, names, alignment_, bytes_.size()));
   }
 
   data_offset_ = align_up(in.position(), alignment_);
   if (data_offset_ > bytes_.size()) in.fail(in.position(), "file ends before the data section (padding to " + std::to_string(data_offset_) + ")");
   const std::uint64_t data_size = bytes_.size() - data_offset_;
 
-  std::vector<std::size_t> order(tensors_.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tensors_[a].offset < tensors_[b].offset; });
-  std::uint64_t previous_end = 0;
-  const tensor_view* previous = nullptr;
-  for (std::size_t index : order) {
-    auto& t = tensors_[index];
-    // A hostile shape can make the byte count overflow: refuse it at the tensor's entry.
-    std::uint64_t row_bytes = 0;
-    try {
-      row_bytes = t.row_bytes();
-    } catch (const std::invalid_argument& e) {
-      in.fail(entry_offsets[index], "tensor '" + t.name + "': " + e.what());
-    }
-    const std::uint64_t rows = t.rows();
-    if (rows != 0 && row_bytes > std::numeric_limits<std::uint64_t>::max() / rows) {
-      in.fail(entry_offsets[index], "tensor '" + t.name + "': its byte size overflows 64 bits");
-    }
-    const std::uint64_t bytes = row_bytes * rows;
-    if (t.offset > data_size || bytes > data_size - t.offset) {
-      in.fail(entry_offsets[index], "tensor '" + t.name + "' (" + std::to_string(bytes) + " bytes at data offset " +
-                                        std::to_string(t.offset) + ") extends past the end of the file (data section of " +
-                                        std::to_string(data_size) + " bytes starting at " + std::to_string(data_offset_) + ")");
-    }
-    if (previous != nullptr && t.offset < previous_end) {
-      in.fail(entry_offsets[index], "tensor '" + t.name + "' at data offset " + std::to_string(t.offset) +
-                                        " overlaps tensor '" + previous->name + "' ending at " + std::to_string(previous_end));
-    }
-    t.data = bytes_.subspan(data_offset_ + t.offset, bytes);
-    previous_end = t.offset + bytes;
-    previous = &t;
-  }
+  place_tensors(in, tensors_, bytes_, data_offset_, data_size, entry_offsets);
 }
 
 const tensor_view* reader::find_tensor(std::string_view name) const {

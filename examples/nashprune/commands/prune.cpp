@@ -18,12 +18,12 @@
 #include <set>
 #include <string>
 
-#include "ablation_model.hpp"
+#include "planning/ablation_model.hpp"
 #include "command.hpp"
-#include "json_io.hpp"
-#include "progress.hpp"
-#include "report.hpp"
-#include "selection.hpp"
+#include "io/json_io.hpp"
+#include "io/progress.hpp"
+#include "io/plan_io.hpp"
+#include "planning/prune_planner.hpp"
 
 namespace {
 

@@ -8,7 +8,7 @@
 // and the output game's Gram matrices from the calibration statistics. Reading
 // the weights is most of the work, and each layer's is its own: the layers are
 // read in parallel.
-#include "selection.hpp"
+#include "planning/prune_planner.hpp"
 
 #include <gguf/tensor_floats.hpp>
 #include <nashprune/head_redundancy.hpp>

@@ -1,5 +1,5 @@
 // The ablation loss model and the choice on it (see ablation_model.hpp).
-#include "ablation_model.hpp"
+#include "planning/ablation_model.hpp"
 
 #include <algorithm>
 #include <cmath>
