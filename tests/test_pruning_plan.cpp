@@ -315,8 +315,11 @@ TEST(PruningPlan, BadInputNamesTheArgument) {
   o.max_prune = 0;
   expect_error<std::invalid_argument>([&] { (void)plan(good, o); }, {"'max_prune'"});
   o = heads_only(0.25);
-  o.freeze_first = 2;
-  expect_error<std::invalid_argument>([&] { (void)plan(good, o); }, {"'structures'", "nothing to prune"});
+  o.structures = {np::structure::attention_blocks};
+  auto attention_free = good;
+  for (auto& l : attention_free.layers) l.n_head = l.n_head_kv = 0, l.heads.resize(0);
+  o.unit = np::budget_unit::parameters;
+  expect_error<std::invalid_argument>([&] { (void)plan(attention_free, o); }, {"'structures'", "nothing to prune"});
   o = heads_only(0.25);
   o.game = np::head_game::cosine;
   expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(good, np::cosine_game{{Eigen::MatrixXd::Identity(2, 2)}}, o); },
