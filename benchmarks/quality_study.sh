@@ -19,7 +19,7 @@
 #   nash (wanda importance, measured cosine redundancy); the last two with H-GSP
 #   priors from the measured block influence (temperature 1): knapsack_hgsp
 #   (wanda) and nash_hgsp; the single-score rows run with --temperature 0;
-#   nash_output (--redundancy output: one output-perturbation game over all
+#   nash_output (--game output: one output-perturbation game over all
 #   layers, price searched for the target) and exact_output (the same energy
 #   minimised exactly: enumeration per layer, allocation by dynamic programming);
 #   nash_ablation / exact_ablation / greedy_ablation (`nashprune ablate`: the
@@ -226,14 +226,14 @@ all_heads=$(heads_in "$model")
 
 for target in 0.25 0.5; do
   label="$(python3 -c "print(int($target*100))") % heads"
-  for spec in "magnitude:--score magnitude --method knapsack" \
-              "activation:--score activation --method knapsack --calibration $out/stats.gguf --temperature 0" \
-              "wanda:--score wanda --method knapsack --calibration $out/stats.gguf --temperature 0" \
-              "nash:--score wanda --method nash --calibration $out/stats.gguf --temperature 0" \
-              "knapsack_hgsp:--score wanda --method knapsack --calibration $out/stats.gguf --temperature 1" \
-              "nash_hgsp:--score wanda --method nash --calibration $out/stats.gguf --temperature 1" \
-              "nash_output:--redundancy output --method nash --calibration $out/stats.gguf --temperature 0" \
-              "exact_output:--redundancy output --method exact --calibration $out/stats.gguf --temperature 0"; do
+  for spec in "magnitude:--score magnitude --game none" \
+              "activation:--score activation --game none --calibration $out/stats.gguf --temperature 0" \
+              "wanda:--score wanda --game none --calibration $out/stats.gguf --temperature 0" \
+              "nash:--score wanda --game cosine --calibration $out/stats.gguf --temperature 0" \
+              "knapsack_hgsp:--score wanda --game none --calibration $out/stats.gguf --temperature 1" \
+              "nash_hgsp:--score wanda --game cosine --calibration $out/stats.gguf --temperature 1" \
+              "nash_output:--game output --selector greedy --calibration $out/stats.gguf --temperature 0" \
+              "exact_output:--game output --selector exact --calibration $out/stats.gguf --temperature 0"; do
     name=${spec%%:*}
     # shellcheck disable=SC2086
     "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"

@@ -1,5 +1,5 @@
 // Ablation through llama.cpp: the mean next-token negative log-likelihood of a
-// text with chosen query heads removed from the forward pass (issue 7's loss
+// text with chosen query heads removed from the forward pass (the loss
 // measurement for nashprune/loss_interaction.hpp).
 //
 // A head is removed by zeroing its columns of "kqv_out-N" (the concatenated head

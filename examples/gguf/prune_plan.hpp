@@ -4,7 +4,7 @@
 // byte is written), then the tensors are streamed slice by slice from the input
 // mapping into the writer.
 //
-// What llama.cpp honours (../shared/docs/llama-cpp-notes.md): uniform layers stay
+// What llama.cpp honours: uniform layers stay
 // "llama" with attention.key_length/value_length written; layers that differ are
 // written as "deci" (every llama.* key carried to deci.*, per-layer counts as
 // INT32 arrays); layer 0 cannot be attention-free (it keeps one head and one KV
@@ -20,6 +20,7 @@
 #pragma once
 
 #include <nashprune/attention_geometry.hpp>
+#include <nashprune/pruning_plan.hpp>
 
 #include "gguf/gguf.hpp"
 #include "gguf/llama_model.hpp"
@@ -29,11 +30,7 @@
 
 namespace gguf {
 
-struct layer_plan {
-  bool keep_layer = true;
-  nashprune::head_keep_plan heads;    // empty: attention-free layer
-  std::vector<std::int64_t> channels;  // kept FFN channels, ascending; empty: FFN-free layer
-};
+using nashprune::layer_plan;
 
 struct prune_plan {
   std::vector<layer_plan> layers;

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -36,5 +37,32 @@ inline std::vector<command>& command_registry() {
 struct register_command {
   explicit register_command(command c) { command_registry().push_back(std::move(c)); }
 };
+
+/// The refusal of a command that runs llama.cpp in a tool built without it.
+[[noreturn]] inline void requires_llama_cpp(const std::string& command) {
+  throw usage_error("this nashprune was built without llama.cpp: configure with -DNASHPRUNE_LLAMA_CPP_DIR=<tree from "
+                    "cmake/provision-llama-cpp.sh> to use " + command);
+}
+
+/// The text a command runs through llama.cpp, and how.
+struct text_run_args {
+  std::string text;
+  std::int64_t tokens = 2048;
+  std::int64_t context = 128;
+  std::int64_t score_from = 0;  // losses only
+  int threads = 0;
+};
+
+/// --text, --tokens, --ctx, --threads, and with `losses` --score-from.
+inline void add_text_run_options(CLI::App& app, text_run_args& a, const std::string& text_help, bool losses) {
+  app.add_option("--text", a.text, text_help)->required();
+  app.add_option("--tokens", a.tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
+  app.add_option("--ctx", a.context, "tokens per evaluated chunk")->capture_default_str();
+  if (losses) {
+    app.add_option("--score-from", a.score_from, "predictions from this position of each chunk on count (llama-perplexity's: ctx/2)")
+        ->capture_default_str();
+  }
+  app.add_option("--threads", a.threads, "CPU threads (0: all)")->capture_default_str();
+}
 
 }  // namespace nashprune_tool

@@ -18,6 +18,7 @@
 #include "nash_game.hpp"
 #include "nash_solvers.hpp"
 #include "output_perturbation.hpp"
+#include "pruning_plan.hpp"
 #include "loss_interaction.hpp"
 #include "layer_rates.hpp"
 #include "memory_savings.hpp"

@@ -203,8 +203,8 @@ TEST_F(real_ablation, IterativePlansAreConsistentWithTheOneShotPlanAndThePrunedM
   ASSERT_EQ(tool(iterate + " --target 0.25 --rounds 1 --plan-out '" + (dir / "one_round.json").string() + "'", dir / "one_round.log"), 0)
       << slurp(dir / "one_round.log");
   EXPECT_EQ(slurp(dir / "one_round.json"), slurp(dir / "one_shot.json"));
-  // prune --redundancy ablation reads the same file to the same plan, and records the price it used.
-  ASSERT_EQ(tool("prune " + m + " '" + (dir / "direct.gguf").string() + "' --unit heads --target 0.25 --redundancy ablation" + from + " --force --plan-out '" +
+  // prune --game ablation reads the same file to the same plan, and records the price it used.
+  ASSERT_EQ(tool("prune " + m + " '" + (dir / "direct.gguf").string() + "' --unit heads --target 0.25 --game ablation" + from + " --force --plan-out '" +
                      (dir / "direct.json").string() + "'",
                  dir / "direct.log"),
             0)
@@ -245,7 +245,7 @@ TEST_F(real_ablation, BadGivenHeadsAndRoundsAreRefused) {
   refused(iterate + " --rounds 0", "--rounds must be at least 1");
   refused(iterate + " --pairs some", "--pairs must be all, within-layer or none");
   refused(iterate + " --method best", "--method must be nash, exact or greedy");
-  refused("prune '" + model.string() + "' --dry-run --unit heads --redundancy ablation", "--redundancy ablation and --ablation FILE go together");
+  refused("prune '" + model.string() + "' --dry-run --unit heads --game ablation", "--game ablation and --ablation FILE go together");
 }
 
 }  // namespace

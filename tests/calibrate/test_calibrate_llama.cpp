@@ -265,7 +265,7 @@ TEST_F(real_calibration, PrunePriorsFromBlockInfluenceChangeThePlan) {
 
 namespace {
 
-// --redundancy output: the price-searched game and the exact optimum remove the same
+// --game output: the price-searched game (printed as nash) and the exact optimum remove the same
 // number of heads within the budget, the game's plan costs no less energy than the
 // exact one (printed by prune), the written model records the price as
 // general.pruning.lambda, and it is refused without calibration (exit 2).
@@ -275,7 +275,7 @@ TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
   const auto run = [&](const char* method, const char* target) {
     const auto log = dir / (std::string(method) + target + ".log");
     const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' --dry-run --unit heads --target " +
-                                target + " --redundancy output --method " + method + " --calibration '" +
+                                target + " --game output --selector " + (std::string(method) == "nash" ? "greedy" : "exact") + " --calibration '" +
                                 (dir / "stats.gguf").string() + "' > '" + log.string() + "'";
     EXPECT_EQ(std::system(command.c_str()), 0) << command;
     std::ifstream in(log);
@@ -297,7 +297,7 @@ TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
   }
   // The written model records the price the search used as general.pruning.lambda (not the unused default 0.5).
   const auto out = dir / "output.gguf", log = dir / "output.log", meta = dir / "meta.log";
-  ASSERT_EQ(std::system((std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" + out.string() + "' --unit heads --target 0.25 --redundancy output --calibration '" +
+  ASSERT_EQ(std::system((std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" + out.string() + "' --unit heads --target 0.25 --game output --calibration '" +
                          (dir / "stats.gguf").string() + "' --force > '" + log.string() + "'")
                             .c_str()),
             0);
@@ -313,7 +313,7 @@ TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
   EXPECT_GT(price, 0.0);
   EXPECT_NEAR(number_after(meta, "general.pruning.lambda = "), price, 1e-5 * price);
   const std::string no_stats = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() +
-                               "' --dry-run --unit heads --redundancy output 2> /dev/null";
+                               "' --dry-run --unit heads --game output 2> /dev/null";
   const int status = std::system(no_stats.c_str());
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 2);

@@ -1,5 +1,5 @@
 // Shared printing and plan files of the nashprune tool.
-#include "report.hpp"
+#include "io/plan_io.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -1,5 +1,5 @@
 // See block_ablation.hpp.
-#include "block_ablation.hpp"
+#include "planning/block_ablation.hpp"
 
 #include <nashprune/loss_interaction.hpp>
 
@@ -8,7 +8,7 @@
 #include <iostream>
 #include <limits>
 
-#include "ablation_model.hpp"
+#include "planning/ablation_model.hpp"
 #include "command.hpp"
 
 namespace nashprune_tool {

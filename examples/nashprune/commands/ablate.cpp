@@ -31,19 +31,18 @@
 #include <optional>
 #include <sstream>
 
-#include "block_ablation.hpp"
+#include "planning/block_ablation.hpp"
 #include "command.hpp"
 
-#include "ablation_measure.hpp"
+#include "planning/ablation_measure.hpp"
 
 namespace {
 
 using nashprune_tool::usage_error;
 
 struct ablate_args {
-  std::string model, text, output, pairs = "all", remove, given, units = "heads";
-  std::int64_t tokens = 2048, context = 128, score_from = 0;
-  int threads = 0;
+  std::string model, output, pairs = "all", remove, given, units = "heads";
+  nashprune_tool::text_run_args run;
   bool force = false;
   bool evaluate = false;  // --remove given (possibly empty: the model as it is)
 };
@@ -75,7 +74,7 @@ int run(const ablate_args& a) {
   if (!a.evaluate && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
   if (!a.output.empty() && fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
   const auto part = block_kind_of(a.units);
-  calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads, a.score_from});
+  calibrate::ablation_session session({a.model, a.run.text, a.run.tokens, a.run.context, a.run.threads, a.run.score_from});
   const auto given = nashprune_tool::parse_head_list("--given", a.given, session.heads_per_layer());
   if (a.evaluate && part) {
     const auto blocks = parse_blocks(a.remove, *part);
@@ -89,7 +88,7 @@ int run(const ablate_args& a) {
     std::cout << std::setprecision(10) << "mean NLL " << session.mean_nll(heads) << " over " << session.predicted_tokens() << " predicted tokens\n";
     return 0;
   }
-  nashprune_tool::ablation_measure_options options{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context, a.score_from};
+  nashprune_tool::ablation_measure_options options{a.pairs, fs::path(a.model).filename().string(), fs::path(a.run.text).filename().string(), a.run.context, a.run.score_from};
   if (part) {
     options.block = part;
     options.unit_kind = a.units;
@@ -103,9 +102,7 @@ int run(const ablate_args& a) {
   return 0;
 }
 #else
-int run(const ablate_args&) {
-  throw usage_error("this nashprune was built without llama.cpp: configure with -DNASHPRUNE_LLAMA_CPP_DIR=<tree from cmake/provision-llama-cpp.sh> to use ablate");
-}
+int run(const ablate_args&) { nashprune_tool::requires_llama_cpp("ablate"); }
 #endif
 
 const nashprune_tool::register_command ablate_command{{
@@ -113,11 +110,8 @@ const nashprune_tool::register_command ablate_command{{
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<ablate_args>();
       app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
-      app.add_option("--text", a->text, "calibration text file (never the evaluation text)")->required();
+      nashprune_tool::add_text_run_options(app, a->run, "calibration text file (never the evaluation text)", true);
       app.add_option("-o,--output", a->output, "ablation file to write (JSON)");
-      app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
-      app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
-      app.add_option("--score-from", a->score_from, "predictions from this position of each chunk on count (llama-perplexity's: ctx/2)")->capture_default_str();
       app.add_option("--pairs", a->pairs, "pairs measured: all | within-layer | none")->capture_default_str();
       app.add_option("--units", a->units,
                      "what is removed: heads | layers | attn-blocks | mlp-blocks (a block is zeroed in the residual stream)")
@@ -127,7 +121,6 @@ const nashprune_tool::register_command ablate_command{{
           ->each([a](const std::string&) { a->evaluate = true; });
       app.add_option("--given", a->given,
                      "heads removed before measuring (LAYER:HEAD,...): the conditional model, L0 = L(given); units are the other heads");
-      app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_flag("--force", a->force, "replace an existing output");
       return [a] { return run(*a); };
     }}};

@@ -10,7 +10,7 @@
 #include <map>
 
 #include "command.hpp"
-#include "report.hpp"
+#include "io/plan_io.hpp"
 
 namespace {
 

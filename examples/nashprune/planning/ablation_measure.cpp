@@ -1,5 +1,5 @@
 // Measuring the ablation loss model (see ablation_measure.hpp).
-#include "ablation_measure.hpp"
+#include "planning/ablation_measure.hpp"
 
 #ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
 #include <filesystem>
@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "command.hpp"
-#include "progress.hpp"
+#include "io/progress.hpp"
 
 namespace nashprune_tool {
 namespace {

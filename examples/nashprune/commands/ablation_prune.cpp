@@ -20,22 +20,22 @@
 #include <memory>
 #include <optional>
 
-#include "ablation_measure.hpp"
-#include "ablation_model.hpp"
+#include "planning/ablation_measure.hpp"
+#include "planning/ablation_model.hpp"
 #include "command.hpp"
-#include "json_io.hpp"
-#include "report.hpp"
+#include "io/json_io.hpp"
+#include "io/plan_io.hpp"
 
 namespace {
 
 using nashprune_tool::usage_error;
 
 struct iterate_args {
-  std::string model, text, method = "nash", pairs = "all", plan_out, first, rounds_out;
+  std::string model, method = "nash", pairs = "all", plan_out, first, rounds_out;
   double target = 0.25;
   bool lowest_price = false;
-  std::int64_t rounds = 2, tokens = 2048, context = 128, score_from = 0;
-  int threads = 0;
+  std::int64_t rounds = 2;
+  nashprune_tool::text_run_args run;
 };
 
 #ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
@@ -55,8 +55,8 @@ int run(const iterate_args& a) {
     first = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.first), layout);
     if (!first->given.empty()) throw usage_error("--first must measure the whole model (ablate without --given)");
   }
-  calibrate::ablation_session session({a.model, a.text, a.tokens, a.context, a.threads, a.score_from});
-  const nashprune_tool::ablation_measure_options measure{a.pairs, fs::path(a.model).filename().string(), fs::path(a.text).filename().string(), a.context, a.score_from};
+  calibrate::ablation_session session({a.model, a.run.text, a.run.tokens, a.run.context, a.run.threads, a.run.score_from});
+  const nashprune_tool::ablation_measure_options measure{a.pairs, fs::path(a.model).filename().string(), fs::path(a.run.text).filename().string(), a.run.context, a.run.score_from};
   const auto heads_of = [&](const std::vector<std::int64_t>& units) {
     return nashprune_tool::parse_head_list("removed", nashprune_tool::head_list(layout, units), session.heads_per_layer());
   };
@@ -95,9 +95,7 @@ int run(const iterate_args& a) {
   return 0;
 }
 #else
-int run(const iterate_args&) {
-  throw usage_error("this nashprune was built without llama.cpp: configure with -DNASHPRUNE_LLAMA_CPP_DIR=<tree from cmake/provision-llama-cpp.sh> to use ablation-prune");
-}
+int run(const iterate_args&) { nashprune_tool::requires_llama_cpp("ablation-prune"); }
 #endif
 
 const nashprune_tool::register_command ablation_prune_command{{
@@ -105,17 +103,13 @@ const nashprune_tool::register_command ablation_prune_command{{
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<iterate_args>();
       app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
-      app.add_option("--text", a->text, "calibration text file (never the evaluation text)")->required();
+      nashprune_tool::add_text_run_options(app, a->run, "calibration text file (never the evaluation text)", true);
       app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
       app.add_option("--rounds", a->rounds, "measurement rounds: round k brings the removal to k/K of the target")->capture_default_str();
       app.add_option("--method", a->method, "nash | exact | greedy, each round (as ablation-plan)")->capture_default_str();
-      app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
-      app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
-      app.add_option("--score-from", a->score_from, "predictions from this position of each chunk on count (llama-perplexity's: ctx/2)")->capture_default_str();
       app.add_option("--pairs", a->pairs, "pairs measured each round: all | within-layer | none")->capture_default_str();
       app.add_option("--first", a->first, "round 1's measurement: an ablate output of the whole model on the same text, tokens and context");
       app.add_option("--rounds-out", a->rounds_out, "write round k's measurement (k >= 2, or 1 without --first) to PREFIX_roundk.json");
-      app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_option("--plan-out", a->plan_out, "plan JSON to write (apply with prune --plan)")->required();
       app.add_flag("--lowest-price", a->lowest_price, "nash: the lowest price whose plans reach the target (not the first found)");
       return [a] { return run(*a); };

@@ -4,7 +4,7 @@
 //
 // llama-perplexity writes its "Final estimate: PPL = x +/- e" line last, through
 // an asynchronous logger that the program never flushes before it exits (it
-// leaks the logger on purpose; llama.cpp issue 22142), so that line can be lost:
+// leaks the logger on purpose), so that line can be lost:
 // always through a pipe, and to a file too when the machine is busy. So each run
 // writes into a temporary file that is parsed afterwards (and kept, named in the
 // error, when the run fails); a run that ended cleanly without the line is

@@ -1,4 +1,4 @@
-// Shared printing and plan files of the nashprune tool (inspect, prune, generate).
+// Plan files and the printing of shapes and plans, shared by the nashprune tool's commands.
 #pragma once
 
 #include <gguf/llama_model.hpp>

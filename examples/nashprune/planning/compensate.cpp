@@ -4,7 +4,7 @@
 #include <gguf/float_encode.hpp>
 #include <gguf/tensor_floats.hpp>
 
-#include <nashprune/compensated_selection.hpp>
+#include <nashprune/compensation.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -172,120 +172,6 @@ void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shap
   }
   result.metadata.emplace_back("general.pruning.compensation", gguf::value::string(compensation_name(kind)));
   result.metadata.emplace_back("general.pruning.compensation_damping", gguf::value::f32(static_cast<float>(damping)));
-}
-
-void check_obs_options(const selection_options& o, bool have_calibration) {
-  if (!have_calibration) throw usage_error("--redundancy obs reads the input moments of attn_output and ffn_down: pass --calibration FILE (nashprune calibrate)");
-  if (!(o.target >= 0.0 && o.target < 1.0)) throw usage_error("--target must lie in [0, 1)");
-  const bool heads = o.structures.contains("heads");
-  const bool groups = o.structures.contains("groups");
-  if (heads && groups) throw usage_error("--redundancy obs removes heads or groups, not both: give one in --structures");
-  for (const auto& s : o.structures) {
-    if (s != "heads" && s != "groups" && s != "mlp") throw usage_error("--redundancy obs prunes heads, groups and mlp; drop '" + s + "' from --structures");
-  }
-  if (o.unit_heads && o.structures.contains("mlp")) throw usage_error("--unit heads counts heads: drop mlp from --structures or use --unit params");
-  if (o.min_heads < 1) throw usage_error("--min-heads must be at least 1");
-  if (!(o.max_prune > 0.0 && o.max_prune <= 1.0)) throw usage_error("--max-prune must be in (0, 1]");
-  if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");
-}
-
-selection choose_by_obs(const gguf::reader& model, const gguf::llama_shape& shape, const selection_options& o,
-                        const calibrate::calibration_stats& stats, double damping, std::ostream& report) {
-  const bool attention = o.structures.contains("heads") || o.structures.contains("groups");
-  const bool mlp = o.structures.contains("mlp");
-  const std::int64_t n_embd = shape.n_embd;
-  const std::int64_t head_params = n_embd * (shape.head_dim_k + shape.head_dim_v);  // one q head's rows of q and columns of o
-  struct option_set {
-    std::int64_t layer;
-    bool heads;
-    np::head_granularity granularity = np::head_granularity::whole_groups;
-    np::removal_curve<double> curve;
-    std::vector<std::int64_t> params;  // per curve entry
-  };
-  std::vector<option_set> sets;
-  const auto frozen = [&](std::int64_t l) { return l < o.freeze_first || l >= shape.n_layer() - o.freeze_last; };
-  for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
-    const auto& ls = shape.layers[static_cast<std::size_t>(l)];
-    const auto& st = stats.layers[static_cast<std::size_t>(l)];
-    if (frozen(l)) continue;
-    const double scale = st.residual_energy > 0 ? static_cast<double>(stats.tokens) / st.residual_energy : 1.0;
-    if (attention && ls.n_head > 1) {
-      const np::attention_geometry geometry(ls.n_head, ls.n_head_kv, shape.head_dim_k, shape.head_dim_v);
-      const auto granularity = o.structures.contains("groups") ? np::head_granularity::whole_groups
-                               : geometry.is_multi_head()      ? np::head_granularity::single_heads
-                                                               : np::head_granularity::heads_per_group;
-      const auto in = attention_input(st);
-      require_moments(in, l, ls.n_head * shape.head_dim_v);
-      const np::obs_cost<double> cost(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping);
-      const auto limit = std::min<std::int64_t>(ls.n_head - o.min_heads, static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(ls.n_head) + 1e-9)));
-      option_set s{l, true, granularity, np::obs_head_curve(cost, geometry, granularity, std::int64_t{1} << 12, limit), {}};
-      for (auto& c : s.curve.cost) c *= scale;
-      for (const auto c : s.curve.count) {
-        const std::int64_t kv = granularity == np::head_granularity::whole_groups ? c / geometry.group_size() : granularity == np::head_granularity::single_heads ? c : 0;
-        s.params.push_back(o.unit_heads ? c : c * head_params + kv * head_params);
-      }
-      sets.push_back(std::move(s));
-    }
-    if (mlp && ls.n_ff > 1) {
-      const auto in = mlp_input(st);
-      require_moments(in, l, ls.n_ff);
-      const np::obs_cost<double> cost(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping);
-      const auto limit = std::min<std::int64_t>(ls.n_ff - 1, static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(ls.n_ff) + 1e-9)));
-      const std::int64_t batch = std::max<std::int64_t>(1, ls.n_ff / 256);
-      option_set s{l, false, np::head_granularity::whole_groups, np::obs_channel_curve(cost, limit, batch), {}};
-      for (auto& c : s.curve.cost) c *= scale;
-      for (const auto c : s.curve.count) s.params.push_back(c * 3 * n_embd);  // gate and up rows, down columns
-      sets.push_back(std::move(s));
-    }
-  }
-  if (sets.empty()) throw usage_error("--redundancy obs: no layer has structures to remove");
-  std::int64_t total = 0;
-  if (o.unit_heads) {
-    for (const auto& l : shape.layers) total += l.n_head;
-  } else {
-    total = gguf::totals(model.tensors()).parameters;
-  }
-  const auto requested = static_cast<std::int64_t>(std::floor(o.target * static_cast<double>(total) + 1e-9));
-  std::int64_t unit = 0;
-  for (const auto& s : sets)
-    for (const auto p : s.params) unit = std::gcd(unit, p);
-  unit = std::max<std::int64_t>(unit, 1);
-  std::vector<np::allocation_choices<double>> choices;
-  for (const auto& s : sets) {
-    np::allocation_choices<double> c;
-    for (std::size_t k = 0; k < s.params.size(); ++k) {
-      c.removed.push_back(s.params[k] / unit);
-      c.energy.push_back(s.curve.cost[k]);
-    }
-    choices.push_back(std::move(c));
-  }
-  const auto allocation = np::exact_allocation<double>(choices, requested / unit);
-  selection out;
-  out.plan = gguf::keep_all(shape);
-  std::int64_t exact_layers = 0;
-  for (std::size_t k = 0; k < sets.size(); ++k) {
-    const auto& s = sets[k];
-    const auto choice = allocation.choice[k];
-    const auto& removed = s.curve.removed[choice];
-    auto& layer = out.plan.layers[static_cast<std::size_t>(s.layer)];
-    const auto& ls = shape.layers[static_cast<std::size_t>(s.layer)];
-    if (s.heads) {
-      exact_layers += s.curve.exact[choice];
-      const np::attention_geometry geometry(ls.n_head, ls.n_head_kv, shape.head_dim_k, shape.head_dim_v);
-      std::vector<std::int64_t> units;
-      for (const auto h : removed) {
-        const auto u = s.granularity == np::head_granularity::whole_groups ? h / geometry.group_size() : h;
-        if (units.empty() || units.back() != u) units.push_back(u);
-      }
-      layer.heads = geometry.plan_removing(s.granularity, units);
-    } else {
-      layer.channels = np::complement_units(removed, ls.n_ff);
-    }
-  }
-  report << "obs selection: " << (o.unit_heads ? "heads" : "parameters") << " requested " << requested << ", removed "
-         << allocation.removed * unit << "; summed refit error (relative to the residual stream) " << allocation.energy << "; "
-         << exact_layers << " head choices exact by enumeration\n";
-  return out;
 }
 
 }  // namespace nashprune_tool

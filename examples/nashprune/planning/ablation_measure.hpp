@@ -46,7 +46,7 @@ struct ablation_measure_options {
                                             const std::string& pairs);
 
 /// Measures the model with `given` removed first and returns the ABLATION.json
-/// document (see cmd_ablate.cpp): every head of the model is a unit (or every
+/// document (see commands/ablate.cpp): every head of the model is a unit (or every
 /// block of options.block_layers); given heads have loss L0, delta 0 and no
 /// interactions measured.
 [[nodiscard]] nlohmann::json measure_ablation(calibrate::ablation_session& session, std::span<const calibrate::head_ref> given,

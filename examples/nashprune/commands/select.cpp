@@ -13,7 +13,7 @@
 // Output: {"pruned": [item positions], "achieved": {"parameters", "fraction"},
 //          "objective", "lower_bound", "proven_optimal", "budget", "method", "nodes"}.
 // A malformed field exits with code 2 and a one-line error naming it.
-#include <nashprune/global_selection.hpp>
+#include <nashprune/pruning_plan.hpp>
 
 #include <fstream>
 #include <iostream>
@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "command.hpp"
-#include "json_io.hpp"
+#include "io/json_io.hpp"
 
 namespace {
 
@@ -120,8 +120,7 @@ int run_select(const std::string& input, const std::string& output) {
   const json* exact_field = jio::optional_field(doc, "", "exact");
   const bool exact = exact_field != nullptr && jio::as_bool(*exact_field, "exact");
   if (const json* v = jio::optional_field(doc, "", "max_nodes")) options.max_nodes = jio::as_integer(*v, "max_nodes");
-  const auto r = exact ? np::solve_exact<double>(items, budget, constraints, options)
-                       : np::select_greedy<double>(items, budget, constraints);
+  const auto r = np::select_items<double>(items, budget, constraints, exact ? np::selector::exact : np::selector::greedy, options);
   nlohmann::ordered_json out;
   out["pruned"] = r.pruned;
   out["achieved"] = {{"parameters", r.achieved}, {"fraction", r.achieved_fraction()}};

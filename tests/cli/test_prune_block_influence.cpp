@@ -117,7 +117,7 @@ TEST_F(block_influence_prune, MixedWithHeadsAZeroInfluenceLayerGoesFirst) {
     auto s = calibrate::read_stats(stats_path);
     s.layers[static_cast<std::size_t>(lowest)].layer_influence = 0;
     calibrate::write_stats(stats_path, s, true);
-    EXPECT_EQ(removed(part::layer, "--structures layers,heads --unit heads --target 0.25 --method knapsack --temperature 0 --calibration '" + stats_path.string() + "'"),
+    EXPECT_EQ(removed(part::layer, "--structures layers,heads --unit heads --target 0.25 --game none --temperature 0 --calibration '" + stats_path.string() + "'"),
               std::vector<std::int64_t>{lowest});
   }
 }

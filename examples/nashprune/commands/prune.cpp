@@ -20,17 +20,17 @@
 #include <sstream>
 #include <string>
 
-#include "ablation_model.hpp"
+#include "planning/ablation_model.hpp"
 #include "command.hpp"
-#include "compensate.hpp"
-#include "json_io.hpp"
-#include "progress.hpp"
-#include "report.hpp"
-#include "selection.hpp"
+#include "io/json_io.hpp"
+#include "io/progress.hpp"
+#include "io/plan_io.hpp"
+#include "planning/compensate.hpp"
+#include "planning/prune_planner.hpp"
 
 namespace {
 
-using nashprune_tool::selection_options;
+namespace np = nashprune;
 using nashprune_tool::usage_error;
 
 struct prune_args {
@@ -47,12 +47,19 @@ struct prune_args {
   std::string report;
   std::string unit = "params";
   std::vector<std::string> structures;
+  std::string score = "magnitude";
+  std::string game;
+  std::string selector;
+  std::string method;      // deprecated: --game and --selector
+  std::string redundancy;  // deprecated: --game
   std::string compensate;  // none | bias | refit; empty: refit when the calibration has the input moments
   double damping = nashprune::compensation_options<double>{}.damping;
   bool dry_run = false;
   bool force = false;
   bool freeze_first_given = false;
-  selection_options select;
+  bool priors_requested = false;  // --temperature or --tau given
+  np::pruning_options select;
+  nashprune_tool::scoring_options scoring;
 };
 
 gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, const gguf::pruned_model& result,
@@ -63,15 +70,13 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   for (const auto& l : result.shape.layers) heads_after += l.n_head;
   const auto before = gguf::totals(model.tensors()).parameters;
   const auto after = gguf::totals(result.tensors).parameters;
-  std::string structures;
-  for (const auto& s : a.select.structures) structures += (structures.empty() ? "" : ",") + s;
   gguf::metadata kv;
   auto add = [&](const char* key, gguf::value v) { kv.emplace_back(std::string("general.pruning.") + key, std::move(v)); };
-  add("method", gguf::value::string(from_plan_file ? "plan_file" : a.select.redundancy == "obs" ? "obs" : a.select.method));
+  add("method", gguf::value::string(from_plan_file ? "plan_file" : nashprune_tool::method_name(a.select.game, a.select.selection)));
   add("version", gguf::value::u32(1));
   add("tool_version", gguf::value::string(std::string("nashprune ") + nashprune::version_string));
-  add("structures", gguf::value::string(structures));
-  add("score", gguf::value::string(a.select.score));
+  add("structures", gguf::value::string(nashprune_tool::structure_list(a.select.structures)));
+  add("score", gguf::value::string(a.score));
   add("original_head_count", gguf::value::u32(static_cast<std::uint32_t>(heads_before)));
   add("total_heads_pruned", gguf::value::u32(static_cast<std::uint32_t>(heads_before - heads_after)));
   add("prune_ratio", gguf::value::f32(heads_before == 0 ? 0.0F : static_cast<float>(heads_before - heads_after) / static_cast<float>(heads_before)));
@@ -83,7 +88,7 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   return kv;
 }
 
-void write_stats(const std::string& path, const std::vector<nashprune_tool::head_stat>& stats) {
+void write_stats(const std::string& path, const std::vector<np::head_statistics>& stats) {
   nlohmann::json heads = nlohmann::json::array();
   for (const auto& s : stats) {
     heads.push_back({{"layer", s.layer}, {"head", s.head}, {"importance", s.importance}, {"participation", s.participation},
@@ -94,7 +99,7 @@ void write_stats(const std::string& path, const std::vector<nashprune_tool::head
   out << nlohmann::json{{"heads", heads}}.dump(1) << '\n';
 }
 
-void print_lambda(const nashprune_tool::lambda_report& r) {
+void print_lambda(const np::lambda_search_report& r) {
   std::cout << "lambda auto: " << r.lambda << " (" << r.solves << " solves); requested " << r.requested
             << " heads, equilibria prune " << r.equilibrium_pruned << ", plan removes " << r.plan_pruned << " heads";
   if (!r.reachable) {
@@ -105,17 +110,11 @@ void print_lambda(const nashprune_tool::lambda_report& r) {
   std::cout << '\n';
 }
 
-// --redundancy ablation: the heads the loss model of `nashprune ablate` chooses (ablation_model.hpp).
+// --game ablation: the heads the loss model of `nashprune ablate` chooses (ablation_model.hpp).
 nashprune_tool::selection choose_by_ablation(const prune_args& a, const gguf::llama_shape& shape) {
-  const nashprune::nash_decision_options<double> decisions{a.select.threshold, a.select.min_heads, a.select.max_prune};
-  const auto layout = nashprune_tool::make_ablation_layout(shape, decisions);
+  const auto layout = nashprune_tool::make_ablation_layout(shape, a.select.decisions());
   const auto loss = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.ablation), layout);
-  const auto requested = static_cast<std::int64_t>(std::floor(a.select.target * static_cast<double>(layout.units) + 1e-9));
-  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.select.method, requested, decisions);
-  nashprune_tool::selection out;
-  out.plan = nashprune_tool::plan_of(shape, choice);
-  out.perturbation = nashprune_tool::perturbation_report{a.select.method, choice.price, requested, static_cast<std::int64_t>(choice.removed.size()), choice.modelled, 0};
-  return out;
+  return nashprune_tool::selection_of(np::plan_pruning(nashprune_tool::shape_scores(shape), static_cast<const np::ablation_loss_game&>(loss), a.select));
 }
 
 // --report: the HTML page of this run (examples/report).
@@ -126,16 +125,16 @@ void write_report(const prune_args& a, const gguf::reader& model, const gguf::ll
     std::error_code ec;
     if (!input.empty() && std::filesystem::equivalent(a.report, input, ec)) throw usage_error("--report " + a.report + " would replace " + input);
   }
-  const bool game = a.plan_in.empty() && a.select.method != "knapsack";
+  const bool game = a.plan_in.empty() && a.select.game != np::head_game::none;
   std::vector<report::head_score> scores;
   for (const auto& h : chosen.heads) scores.push_back({h.layer, h.head, h.importance, game ? std::optional(h.participation) : std::nullopt});
   auto page = report::describe_prune(model, shape, chosen.plan, result, scores, calibration);
   page.model = a.model;
   page.output = a.dry_run ? "" : a.output;
   std::ostringstream target;
-  target << a.select.target << " of the " << (a.select.unit_heads ? "heads" : "parameters") << ", structures";
-  for (const auto& s : a.select.structures) target << ' ' << s;
-  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + a.select.method + ", score " + a.select.score + ", redundancy " + a.select.redundancy
+  target << a.select.target << " of the " << (a.select.unit == np::budget_unit::heads ? "heads" : "parameters") << ", structures";
+  target << ' ' << nashprune_tool::structure_list(a.select.structures);
+  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + nashprune_tool::method_name(a.select.game, a.select.selection) + ", score " + a.scoring.score
                                                                         : "plan file " + a.plan_in},
                                          {"target", target.str()}});
   report::write_html(a.report, page);
@@ -185,29 +184,22 @@ prune_outcome prune_file(const prune_args& a) {
     calibration = std::make_unique<calibrate::calibration_stats>(calibrate::read_stats(a.calibration));
     calibrate::check_matches(*calibration, shape, a.calibration);
   }
-  const bool obs = a.select.redundancy == "obs";
-  if (obs) {
-    nashprune_tool::check_obs_options(a.select, calibration != nullptr);
-  } else {
-    nashprune_tool::check_options(a.select, im != nullptr || calibration != nullptr, calibration != nullptr);
-  }
+  nashprune_tool::check_options(a.select, a.scoring.score, {im != nullptr || calibration != nullptr, calibration != nullptr, a.priors_requested});
+  if ((a.select.game == np::head_game::ablation) != !a.ablation.empty()) throw usage_error("--game ablation and --ablation FILE go together");
   const auto compensation = compensation_of(a, calibration.get(), model);
-  if ((a.select.redundancy == "ablation") != !a.ablation.empty()) throw usage_error("--redundancy ablation and --ablation FILE go together");
 
   nashprune_tool::selection chosen;
   if (!a.plan_in.empty()) {
     chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
   } else if (!a.ablation.empty()) {
     chosen = choose_by_ablation(a, shape);
-  } else if (obs) {
-    chosen = nashprune_tool::choose_by_obs(model, shape, a.select, *calibration, a.damping, std::cout);
   } else {
-    chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select, calibration.get());
+    chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select, a.scoring, calibration.get());
   }
   const auto result = gguf::plan_output(model, shape, chosen.plan, {});
   const auto tokens = calibration ? calibration->tokens : im ? im->tokens() : 0;
-  // λ of the cosine game; with --redundancy output / ablation the price the search used (0 for exact).
-  const double lambda = chosen.lambda ? chosen.lambda->lambda : chosen.perturbation ? chosen.perturbation->price : a.select.lambda;
+  // λ of the cosine game; with the output or ablation game the price the search used (0 for exact).
+  const double lambda = chosen.lambda ? chosen.lambda->lambda : chosen.game ? chosen.game->price : a.select.lambda;
   const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty(), lambda);
   auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
   if (compensation) nashprune_tool::apply_compensation(model, shape, chosen.plan, *calibration, *compensation, a.damping, final_result, std::cout);
@@ -215,9 +207,9 @@ prune_outcome prune_file(const prune_args& a) {
   std::cout << "model:  " << a.model << '\n';
   nashprune_tool::print_shape(std::cout, shape);
   if (chosen.lambda) print_lambda(*chosen.lambda);
-  if (const auto& p = chosen.perturbation) {
-    const bool ablation = a.select.redundancy == "ablation";
-    std::cout << (ablation ? "ablation loss model (" : "output perturbation (") << p->method << "): price " << p->price << ", requested " << p->requested
+  if (const auto& p = chosen.game) {
+    const bool ablation = a.select.game == np::head_game::ablation;
+    std::cout << (ablation ? "ablation loss model (" : "output perturbation (") << nashprune_tool::method_name(a.select.game, p->selection) << "): price " << p->price << ", requested " << p->requested
               << " heads, plans remove " << p->removed << (ablation ? ", modelled loss increase " : ", energy ") << p->energy
               << (ablation ? " (nats per token)\n" : " (relative to the residual stream)\n");
   }
@@ -263,7 +255,7 @@ int run_embedded_default(prune_args a) {
   }
   if (a.output.empty()) a.output = (dir / "pruned.gguf").string();
   std::int64_t total_heads = synthetic.n_layer * synthetic.n_head;
-  a.select.unit_heads = true;
+  a.select.unit = np::budget_unit::heads;
   a.select.target = static_cast<double>(planted.size()) / static_cast<double>(total_heads);
   std::cout << "Pruning " << planted.size() << " of " << total_heads << " heads (--unit heads --target " << a.select.target << ")\n\n";
   const auto outcome = prune_file(a);
@@ -310,7 +302,7 @@ std::optional<double> nonnegative_number(const std::string& text) {
 }
 
 // --lambda: "auto" (calibrated to the target) or a number > 0 (the game needs λ > 0).
-void parse_lambda(const std::string& text, selection_options& select) {
+void parse_lambda(const std::string& text, np::pruning_options& select) {
   select.lambda_auto = text == "auto";
   if (select.lambda_auto) return;
   const auto value = nonnegative_number(text);
@@ -329,6 +321,22 @@ std::optional<double> parse_tau(const std::string& text) {
   return value;
 }
 
+// --game and --selector, or their deprecated spelling --method with --redundancy.
+void choose_game(prune_args& a) {
+  const bool legacy = !a.method.empty() || !a.redundancy.empty();
+  if (legacy && (!a.game.empty() || !a.selector.empty())) {
+    throw usage_error("--method and --redundancy are the deprecated spelling of --game and --selector: give one or the other");
+  }
+  if (legacy) {
+    const auto chosen = nashprune_tool::legacy_method(a.method.empty() ? "nash" : a.method, a.redundancy.empty() ? "cosine" : a.redundancy);
+    a.select.game = chosen.game;
+    a.select.selection = chosen.selection;
+    return;
+  }
+  if (!a.game.empty()) a.select.game = nashprune_tool::parse_game(a.game);
+  if (!a.selector.empty()) a.select.selection = nashprune_tool::parse_selector(a.selector);
+}
+
 const nashprune_tool::register_command prune_command{{
     "prune", "Prune heads, groups, MLP channels, blocks or layers of a GGUF model",
     [](CLI::App& app) -> std::function<int()> {
@@ -339,28 +347,28 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
       app.add_option("--unit", a->unit, "what --target counts: params | heads")->capture_default_str();
       app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads); layers mix with the others")->delimiter(',');
-      app.add_option("--score", s.score, "importance: magnitude | wanda | activation")->capture_default_str();
+      app.add_option("--score", a->score, "importance: magnitude | wanda | activation")->capture_default_str();
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
       app.add_option("--calibration", a->calibration,
                      "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash, "
                      "and the measured block influence 1 - cos(in, out) as the score of layers, attn-blocks and mlp-blocks "
                      "(without it they are scored by their weights)");
-      app.add_option("--method", s.method, "nash | knapsack | both | exact (exact: with --redundancy output)")->capture_default_str();
-      app.add_option("--redundancy", s.redundancy,
-                     "cosine: per-layer game on the heads' cosine; output: one game over all layers on the energy of the "
-                     "change removing heads makes to the attention output (needs --calibration v2, --unit heads); "
-                     "ablation: one game over all layers on the loss measured by nashprune ablate (needs --ablation, --unit heads); "
-                     "obs: the heads, groups and MLP channels whose removal leaves the least error after the refit of "
-                     "--compensate (Optimal Brain Surgeon; exact per layer where the sets are few, across layers exact; needs "
-                     "--calibration with the input moments)")
-          ->capture_default_str();
+      app.add_option("--game", a->game,
+                     "the heads' game (default cosine): none (importance alone); cosine: per-layer game on the heads' cosine; "
+                     "output: one game over all layers on the energy of the change removing heads makes to the attention "
+                     "output (needs --calibration v2, --unit heads); ablation: one game over all layers on the loss "
+                     "measured by nashprune ablate (needs --ablation, --unit heads)");
+      app.add_option("--selector", a->selector,
+                     "greedy (default): the score-ordered greedy, or the price search of the output and ablation games; "
+                     "exact: the exact 0/1 solver, or the exact choice of the output and ablation games");
+      app.add_option("--method", a->method, "deprecated: --game and --selector");
+      app.add_option("--redundancy", a->redundancy, "deprecated: --game");
+      app.add_option("--ablation", a->ablation, "nashprune ablate output, for --game ablation");
       app.add_option("--compensate", a->compensate,
                      "none | bias | refit: after removing heads or MLP channels, refit attn_output / ffn_down by least squares "
                      "on the calibration's input moments and add the mean as a bias (refit), or add only the removed inputs' "
                      "mean contribution as a bias (bias); default refit when --calibration has the moments");
-      app.add_option("--damping", a->damping, "ridge of the refit and of --redundancy obs, relative to the mean input energy")
-          ->capture_default_str();
-      app.add_option("--ablation", a->ablation, "nashprune ablate output, for --redundancy ablation (--method nash or exact)");
+      app.add_option("--damping", a->damping, "ridge of the refit, relative to the mean input energy")->capture_default_str();
       app.add_option("--lambda", a->lambda_text,
                      "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
           ->capture_default_str();
@@ -377,27 +385,29 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--temperature", s.temperature,
                      "H-GSP prior temperature (needs --calibration; 0 = priors off)")
           ->capture_default_str()
-          ->each([a](const std::string&) { a->select.priors_requested = true; });
+          ->each([a](const std::string&) { a->priors_requested = true; });
       app.add_option("--tau", a->tau_text,
                      "H-GSP gate: layers whose influence is below tau use the layer prior (auto = 25th percentile, inf = all)")
           ->capture_default_str()
-          ->each([a](const std::string&) { a->select.priors_requested = true; });
+          ->each([a](const std::string&) { a->priors_requested = true; });
       app.add_option("--stats", a->stats, "write per-head statistics (JSON)");
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
       app.add_option("--report", a->report, "write an HTML page of the run: heads grid with scores, redundancy per layer, bytes per tensor kind");
-      app.add_option("--threads", s.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
+      app.add_option("--threads", a->scoring.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
       app.add_flag("--dry-run", a->dry_run, "choose and report, write no model");
       app.add_flag("--force", a->force, "replace an existing output");
       return [a] {
         if (a->unit != "params" && a->unit != "heads") throw usage_error("--unit must be params or heads, got '" + a->unit + "'");
-        a->select.unit_heads = a->unit == "heads";
+        a->select.unit = a->unit == "heads" ? np::budget_unit::heads : np::budget_unit::parameters;
         a->select.tau = parse_tau(a->tau_text);
         parse_lambda(a->lambda_text, a->select);
-        if (!a->structures.empty()) a->select.structures = {a->structures.begin(), a->structures.end()};
-        if (!a->freeze_first_given && a->select.structures.contains("layers")) a->select.keep_first_layers = kept_first_layers;
+        a->scoring.score = nashprune_tool::parse_score(a->score);
+        choose_game(*a);
+        if (!a->structures.empty()) a->select.structures = nashprune_tool::parse_structures(a->structures);
+        if (!a->freeze_first_given && a->select.wants(np::structure::layers)) a->select.keep_first_layers = kept_first_layers;
         if (a->model.empty()) return run_embedded_default(*a);
         (void)prune_file(*a);
         return 0;

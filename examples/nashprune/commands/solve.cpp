@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "command.hpp"
-#include "json_io.hpp"
+#include "io/json_io.hpp"
 
 namespace {
 

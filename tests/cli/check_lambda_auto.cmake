@@ -38,8 +38,8 @@ endforeach()
 run_tool(out prune ${mha} --dry-run --unit heads --target 0.9 --lambda auto --max-prune 0.25)
 expect("${out}" "requested 28 heads, equilibria prune 8, plan removes 8 heads \\(target unreachable")
 
-# --lambda auto counts heads of the Nash equilibria: other units or methods are refused.
+# --lambda auto counts heads of the Nash equilibria: other units or games are refused.
 execute_process(COMMAND ${TOOL} prune ${mha} --dry-run --lambda auto RESULT_VARIABLE code ERROR_VARIABLE err OUTPUT_QUIET)
-if(NOT code EQUAL 2 OR NOT err MATCHES "^nashprune: error: --lambda auto needs --unit heads and --method nash\n$")
+if(NOT code EQUAL 2 OR NOT err MATCHES "^nashprune: error: --lambda auto needs --unit heads, --game cosine and --selector greedy\n$")
   message(FATAL_ERROR "--lambda auto with --unit params: exit code ${code}, stderr: ${err}")
 endif()

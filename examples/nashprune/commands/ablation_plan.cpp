@@ -16,11 +16,11 @@
 #include <iostream>
 #include <memory>
 
-#include "ablation_model.hpp"
-#include "block_ablation.hpp"
+#include "planning/ablation_model.hpp"
+#include "planning/block_ablation.hpp"
 #include "command.hpp"
-#include "json_io.hpp"
-#include "report.hpp"
+#include "io/json_io.hpp"
+#include "io/plan_io.hpp"
 
 namespace {
 

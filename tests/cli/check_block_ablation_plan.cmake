@@ -1,5 +1,5 @@
 # `nashprune ablation-plan` on an ablation of whole layers (planted losses on a
-# generated 4-layer model, examples/nashprune/testdata/layer_ablation.json): layers 1
+# generated 4-layer model, tests/cli/testdata/layer_ablation.json): layers 1
 # and 2 have the smallest single losses but interact (+1.0), so the exact pair is
 # {1, 3} (loss +0.4, measured: exact) and greedy's is {1, 2}; layer 0 (the worst,
 # +5) stays frozen unless --freeze-first 0; a plan removing layers 1 and 3 is

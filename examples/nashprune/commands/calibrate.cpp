@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "command.hpp"
-#include "progress.hpp"
+#include "io/progress.hpp"
 
 #ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
 #include <calibrate/llama_capture.hpp>
@@ -19,13 +19,17 @@ namespace {
 
 using nashprune_tool::usage_error;
 
+// Calibration reads the whole text unless --tokens says otherwise.
+nashprune_tool::text_run_args every_token() {
+  nashprune_tool::text_run_args run;
+  run.tokens = 0;
+  return run;
+}
+
 struct calibrate_args {
   std::string model;
-  std::string text;
   std::string output;
-  std::int64_t tokens = 0;
-  std::int64_t context = 128;
-  int threads = 0;
+  nashprune_tool::text_run_args run = every_token();
   bool force = false;
   bool no_moments = false;
 };
@@ -38,16 +42,16 @@ int run(const calibrate_args& a) {
   if (fs::equivalent(a.output, a.model, ec)) throw usage_error("the output must not be the model");
   calibrate::capture_options o;
   o.model = a.model;
-  o.text = a.text;
-  o.max_tokens = a.tokens;
-  o.context = a.context;
-  o.threads = a.threads;
+  o.text = a.run.text;
+  o.max_tokens = a.run.tokens;
+  o.context = a.run.context;
+  o.threads = a.run.threads;
   o.moments = !a.no_moments;
   nashprune_tool::progress_bar bar("calibrating");
   o.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
   const auto stats = calibrate::run_calibration(o);
   calibrate::write_stats(a.output, stats, a.force);
-  std::cout << "calibrated " << a.model << " on " << stats.tokens << " tokens of " << a.text << " (context " << stats.context
+  std::cout << "calibrated " << a.model << " on " << stats.tokens << " tokens of " << a.run.text << " (context " << stats.context
             << ")\nwrote " << a.output << '\n';
   for (std::size_t i = 0; i < stats.layers.size(); ++i) {
     const auto& l = stats.layers[i];
@@ -57,7 +61,7 @@ int run(const calibrate_args& a) {
   return 0;
 #else
   (void)a;
-  throw usage_error("this nashprune was built without llama.cpp: configure with -DNASHPRUNE_LLAMA_CPP_DIR=<tree from cmake/provision-llama-cpp.sh> to use calibrate");
+  nashprune_tool::requires_llama_cpp("calibrate");
 #endif
 }
 
@@ -66,11 +70,8 @@ const nashprune_tool::register_command calibrate_command{{
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<calibrate_args>();
       app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
-      app.add_option("--text", a->text, "calibration text file")->required();
+      nashprune_tool::add_text_run_options(app, a->run, "calibration text file", false);
       app.add_option("-o,--output", a->output, "statistics file to write (GGUF)")->required();
-      app.add_option("--tokens", a->tokens, "at most this many tokens (0: every whole context of the text)")->capture_default_str();
-      app.add_option("--ctx", a->context, "tokens per evaluated chunk")->capture_default_str();
-      app.add_option("--threads", a->threads, "CPU threads (0: all)")->capture_default_str();
       app.add_flag("--force", a->force, "replace an existing output");
       app.add_flag("--no-moments", a->no_moments,
                    "leave out the mean and covariance of attn_output's and ffn_down's inputs (what prune --compensate "

@@ -5,7 +5,7 @@
 
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
-#include <nashprune/loss_interaction.hpp>
+#include <nashprune/pruning_plan.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -17,24 +17,16 @@
 
 namespace nashprune_tool {
 
-/// The units of a model in ablation order (layer by layer, head by head) and how each layer may be cut
-/// (every layer's query heads; GQA layers lose the same count from every group, as prune --unit heads).
-struct ablation_layout {
-  std::vector<nashprune::loss_layer> layers;
-  std::vector<nashprune::loss_slot> slots;  // per layer: every allowed removal set (exact / greedy)
-  std::int64_t units = 0;
-};
+/// The units of a model in ablation order (layer by layer, head by head) and every
+/// removal set each layer allows (as prune --unit heads cuts it).
+using ablation_layout = nashprune::loss_layout;
 
-/// Throws usage_error for a layer of more than 20 heads (the slots enumerate subsets).
+/// Throws std::invalid_argument for a layer of more than 20 heads (the sets are enumerated).
 [[nodiscard]] ablation_layout make_ablation_layout(const gguf::llama_shape& shape, const nashprune::nash_decision_options<double>& decisions);
 
-/// C(z) = δᵀz + ½·zᵀIz measured with the units `given` removed first (L0 = L(given);
-/// their own δ and I entries are 0).
-struct loss_model {
+/// C(z) = δᵀz + ½·zᵀIz measured with the units `given` removed first, and L0 = L(given).
+struct loss_model : nashprune::ablation_loss_game {
   double l0 = 0;
-  Eigen::VectorXd delta;
-  Eigen::MatrixXd interaction;
-  std::vector<std::int64_t> given;  // ascending
 };
 
 /// The δ and I of an ABLATION.json document whose "units" must equal `expected`
@@ -50,20 +42,15 @@ struct loss_terms {
 /// An ABLATION.json document checked against `layout` (unit order, sizes); throws usage_error naming what differs.
 [[nodiscard]] loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout& layout);
 
-struct loss_choice {
-  std::vector<nashprune::head_keep_plan> plans;  // per layer
-  std::vector<std::int64_t> removed;             // units, ascending (the given ones included)
-  double modelled = 0;                           // C(removed): the modelled loss increase over L0
-  std::string how;                               // one line: price and solves, or sets enumerated
-  double price = 0;                              // nash: the price found (0 otherwise)
+struct loss_choice : nashprune::loss_choice {
+  std::string how;  // one line: price and solves, or sets enumerated
 };
 
 /// The heads to remove, at most `requested` units in all (the given ones included):
 /// "nash" searches the price of one game over the units not given, "exact"
 /// enumerates the GQA-consistent sets of every layer jointly (those holding the
-/// given units), "greedy" does the same with the interactions dropped. Throws
-/// usage_error for another method or given units no allowed set holds.
-/// `lowest_price` (nash): the lowest price whose plans reach the count (price_search_options::lowest_price).
+/// given units), "greedy" does the same with the interactions dropped
+/// (nashprune::choose_heads_by_loss). Throws usage_error for another method.
 [[nodiscard]] loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const std::string& method,
                                          std::int64_t requested, const nashprune::nash_decision_options<double>& decisions,
                                          bool lowest_price = false);

@@ -2,8 +2,7 @@
 // attn_output) or MLP channels (inputs of ffn_down), rewrite those two tensors
 // and add F32 biases blk.N.attn_output.bias / blk.N.ffn_down.bias so the layer's
 // output changes as little as the calibration's input moments allow
-// (nashprune/compensation.hpp). And --redundancy obs: choose heads, groups and MLP
-// channels by their error after that refit (nashprune/compensated_selection.hpp).
+// (nashprune/compensation.hpp).
 #pragma once
 
 #include <calibrate/calibration_stats.hpp>
@@ -17,7 +16,6 @@
 #include <optional>
 #include <string>
 
-#include "selection.hpp"
 
 namespace nashprune_tool {
 
@@ -42,16 +40,5 @@ namespace nashprune_tool {
 void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
                         const calibrate::calibration_stats& stats, nashprune::compensation_kind kind, double damping,
                         gguf::pruned_model& result, std::ostream& report);
-
-/// --redundancy obs: the plan of least summed refit error (each layer's divided by
-/// the mean ‖h‖² of its residual stream) removing floor(target · heads) query heads
-/// (--unit heads) or floor(target · parameters) parameters at most, over heads or
-/// groups and/or mlp. Per layer exact by enumeration where the sets are few,
-/// greedy (SlimGPT) where not; across layers exact_allocation.
-[[nodiscard]] selection choose_by_obs(const gguf::reader& model, const gguf::llama_shape& shape, const selection_options& options,
-                                      const calibrate::calibration_stats& stats, double damping, std::ostream& report);
-
-/// The option checks of --redundancy obs (instead of check_options).
-void check_obs_options(const selection_options& options, bool have_calibration);
 
 }  // namespace nashprune_tool

@@ -1,0 +1,82 @@
+// From a model (and optionally an imatrix or calibration statistics) to a
+// pruning plan: the tool reads the weights and statistics into per-head and
+// per-channel scores, and nashprune/pruning_plan.hpp turns them into the plan.
+#pragma once
+
+#include <calibrate/calibration_stats.hpp>
+#include <gguf/imatrix.hpp>
+#include <gguf/llama_model.hpp>
+#include <gguf/prune_plan.hpp>
+#include <nashprune/pruning_plan.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nashprune_tool {
+
+/// What scores a head or channel: its weights, its weights times its input
+/// activations (Wanda), or its activation energy alone.
+enum class score_kind { magnitude, wanda, activation };
+inline constexpr std::array<std::string_view, 3> score_names{"magnitude", "wanda", "activation"};
+
+struct scoring_options {
+  score_kind score = score_kind::magnitude;
+  int threads = 0;  // threads reading the weights for their scores (0: one per core, at most 4)
+};
+
+struct selection {
+  gguf::prune_plan plan;
+  std::vector<nashprune::head_statistics> heads;
+  std::optional<nashprune::lambda_search_report> lambda;  // set with lambda_auto
+  std::optional<nashprune::head_game_report> game;        // set with the output or ablation game
+};
+
+/// The command-line vocabulary, parsed once: each throws usage_error naming the
+/// option and the values it takes.
+[[nodiscard]] nashprune::head_game parse_game(const std::string& text);
+[[nodiscard]] nashprune::selector parse_selector(const std::string& text);
+[[nodiscard]] score_kind parse_score(const std::string& text);
+[[nodiscard]] nashprune::structure_set parse_structures(const std::vector<std::string>& names);
+/// "heads,mlp": the names in alphabetical order (general.pruning.structures).
+[[nodiscard]] std::string structure_list(nashprune::structure_set structures);
+
+/// The deprecated spelling --method nash|knapsack|both|exact with --redundancy
+/// cosine|output|ablation as a game and a selector (nash: the cosine game or the
+/// price search, knapsack: no game, both: the cosine game with the exact solver,
+/// exact: the exact choice of the output or ablation game). Prints one
+/// deprecation line on stderr.
+struct game_and_selector {
+  nashprune::head_game game = nashprune::head_game::cosine;
+  nashprune::selector selection = nashprune::selector::greedy;
+};
+[[nodiscard]] game_and_selector legacy_method(const std::string& method, const std::string& redundancy);
+/// The method recorded in general.pruning.method: nash, knapsack, both or exact as
+/// the deprecated --method spelled it (knapsack-exact: no game, the exact solver).
+[[nodiscard]] std::string method_name(nashprune::head_game game, nashprune::selector selection);
+
+/// What the user asked on the command line, checked before anything is read:
+/// throws usage_error naming the option.
+struct option_check {
+  bool have_activations = false;  // an imatrix or calibration statistics
+  bool have_calibration = false;
+  bool priors_requested = false;  // --temperature or --tau given
+};
+void check_options(const nashprune::pruning_options& options, score_kind score, const option_check& given);
+
+/// The plan of `options` on `model`. With `calibration` (nashprune calibrate):
+/// wanda/activation read its per-column energies instead of the imatrix, the
+/// cosine game uses the measured cosine matrix instead of the weight-space one,
+/// layers and blocks are scored by their measured influence, and the output game
+/// reads its Gram matrices.
+[[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
+                                    const nashprune::pruning_options& options, const scoring_options& scoring,
+                                    const calibrate::calibration_stats* calibration = nullptr);
+
+/// The tool's result of a library plan of `shape`.
+[[nodiscard]] selection selection_of(nashprune::pruning_result result);
+
+/// The model as the library's planner sees it, without scores (the ablation game needs only the shape).
+[[nodiscard]] nashprune::model_scores shape_scores(const gguf::llama_shape& shape);
+
+}  // namespace nashprune_tool
