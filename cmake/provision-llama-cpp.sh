@@ -21,8 +21,8 @@
 # -DGGML_NATIVE=OFF for a cache shared between different CPUs).
 set -euo pipefail
 
-# Pinned versions: change them together with the expectations in
-# ../shared/docs/llama-cpp-notes.md, which were checked against this snapshot.
+# Pinned versions: change them together with the llama.cpp behaviour the tests
+# (tests/llama) check against this snapshot.
 node_llama_cpp_version=3.22.1
 huggingface_gguf_version=0.4.6
 # Bumped whenever apply_patches changes, so an older cached tree is patched and

@@ -4,7 +4,7 @@
 //   node gguf_check.mjs --node-modules DIR MODEL.gguf [--original ORIGINAL.gguf] [--json]
 //
 // MODEL must be a llama or deci model whose tensors have the shapes its metadata
-// implies, layer by layer, as llama.cpp reads it (../shared/docs/llama-cpp-notes.md):
+// implies, layer by layer, as llama.cpp reads it:
 // head counts, KV head counts and FFN widths either scalars or arrays of exactly
 // block_count entries; one head size for the whole model; attn_q/k/v/output and
 // ffn_gate/up/down sized from them; no attention tensors in an attention-free
