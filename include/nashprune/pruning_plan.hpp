@@ -162,7 +162,7 @@ struct layer_scores {
 };
 
 /// 1 - cos(x_in, x_out) of a layer, of its attention block and of its MLP block.
-struct block_influence {
+struct measured_influence {
   double layer = 0;
   double attention = 0;
   double mlp = 0;
@@ -174,7 +174,7 @@ struct model_scores {
   std::int64_t head_dim_v = 0;
   std::int64_t total_parameters = 0;  ///< the budget's base with budget_unit::parameters
   std::vector<layer_scores> layers;
-  std::vector<block_influence> influence;  ///< per layer, or empty (not measured)
+  std::vector<measured_influence> influence;  ///< per layer, or empty (not measured)
 
   [[nodiscard]] std::int64_t n_layer() const { return static_cast<std::int64_t>(layers.size()); }
   [[nodiscard]] attention_geometry geometry(std::int64_t layer) const {
