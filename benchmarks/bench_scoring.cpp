@@ -3,7 +3,7 @@
 // each against a plain memory read of the same buffers (every float of the
 // same matrices once, a vectorised sum each) interleaved in the same run.
 //
-// Goal (issue 2): every scoring benchmark reaches ≥ 80 % of the read
+// Goal: every scoring benchmark reaches ≥ 80 % of the read
 // bandwidth, i.e. the counter ratio_to_read ≥ 0.8 (read CPU time / scoring CPU
 // time over the same bytes, see bench_support.hpp). The last argument forces the
 // SIMD target (0 portable, 1 AVX2+FMA, 2 AVX-512; skipped where unsupported).

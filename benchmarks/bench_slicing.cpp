@@ -3,7 +3,7 @@
 // ggml bytes, each against a memcpy of the same number of bytes interleaved in
 // the same run (see bench_support.hpp).
 //
-// Goal (issue 2): every gather reaches ≥ 80 % of memcpy's bandwidth, i.e. the
+// Goal: every gather reaches ≥ 80 % of memcpy's bandwidth, i.e. the
 // counter ratio_to_memcpy ≥ 0.8 (memcpy CPU time / gather CPU time).
 //   bench_slicing --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //
