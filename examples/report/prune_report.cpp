@@ -29,7 +29,7 @@ std::vector<double> row_major(const Eigen::MatrixXd& m) {
 }
 
 nashprune::tensor_plan shape_of(const gguf::tensor_spec& t) {
-  return {t.name, t.dims.empty() ? 1 : t.dims[0], t.rows(), t.type, 0, 0, t.type};
+  return {{t.name, t.dims.empty() ? 1 : t.dims[0], t.rows()}, t.type, 0, 0, t.type};
 }
 
 }  // namespace
@@ -55,8 +55,8 @@ std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::
     }
     if (const auto found = output.find(output_name); found != output.end()) {
       const auto after = shape_of(*found->second);
-      plan_entry.row_length_after = after.row_length;
-      plan_entry.rows_after = after.rows;
+      plan_entry.row_length_after = after.shape.row_length;
+      plan_entry.rows_after = after.shape.rows;
       plan_entry.type_after = after.type;
       output.erase(found);
     } else {

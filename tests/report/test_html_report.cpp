@@ -243,12 +243,12 @@ TEST_F(Stories260KReport, TensorBytesAgreeWithTheFilesAndLayersRenumber) {
   EXPECT_EQ(before, static_cast<std::int64_t>(gguf::totals(model.tensors()).bytes));
   EXPECT_EQ(after, static_cast<std::int64_t>(gguf::totals(result.tensors).bytes));
   for (const auto& e : entries) {
-    if (e.plan.name.starts_with("blk.2.")) {
-      EXPECT_EQ(e.plan.rows_after * e.plan.row_length_after, 0) << e.plan.name;
+    if (e.plan.shape.name.starts_with("blk.2.")) {
+      EXPECT_EQ(e.plan.rows_after * e.plan.row_length_after, 0) << e.plan.shape.name;
     }
-    if (e.plan.name == "blk.3.attn_q.weight") {
+    if (e.plan.shape.name == "blk.3.attn_q.weight") {
       EXPECT_EQ(e.kind, "attn_q.weight");
-      EXPECT_EQ(e.plan.rows, 64);  // 8 heads of 8
+      EXPECT_EQ(e.plan.shape.rows, 64);  // 8 heads of 8
       EXPECT_EQ(e.plan.rows_after, 48);
     }
   }

@@ -134,7 +134,7 @@ void write_report(const prune_args& a, const gguf::reader& model, const gguf::ll
   std::ostringstream target;
   target << a.select.target << " of the " << (a.select.unit == np::budget_unit::heads ? "heads" : "parameters") << ", structures";
   target << ' ' << nashprune_tool::structure_list(a.select.structures);
-  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + nashprune_tool::method_name(a.select.game, a.select.selection) + ", score " + a.scoring.score
+  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + nashprune_tool::method_name(a.select.game, a.select.selection) + ", score " + a.score
                                                                         : "plan file " + a.plan_in},
                                          {"target", target.str()}});
   report::write_html(a.report, page);
