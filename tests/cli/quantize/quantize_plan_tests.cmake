@@ -1,6 +1,6 @@
-# Command-line checks of `nashprune quantize-plan` (included by examples/CMakeLists.txt).
+# Command-line checks of `nashprune quantize-plan` (included by tests/cli/CMakeLists.txt with llama.cpp).
 set(quantize_model "${NASHPRUNE_DATA_DIR}/stories260K.gguf")
-set(quantize_check ${CMAKE_CURRENT_SOURCE_DIR}/nashprune/check_cli.cmake)
+set(quantize_check ${CMAKE_CURRENT_SOURCE_DIR}/check_cli.cmake)
 set(quantize_out ${CMAKE_CURRENT_BINARY_DIR}/quantize_plan)
 file(MAKE_DIRECTORY ${quantize_out})
 function(nashprune_quantize_plan_test name code)
