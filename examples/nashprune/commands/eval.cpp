@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "command.hpp"
-#include "llama_program.hpp"
+#include "io/llama_program.hpp"
 
 namespace {
 

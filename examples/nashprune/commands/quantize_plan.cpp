@@ -21,7 +21,7 @@
 #include <sys/wait.h>
 
 #include "gguf/gguf.hpp"
-#include "llama_program.hpp"
+#include "io/llama_program.hpp"
 #include "quantize/quantize_plan.hpp"
 #endif
 
