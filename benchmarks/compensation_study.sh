@@ -8,8 +8,7 @@
 # Rows: 25 % and 50 % of the query heads as whole GQA groups (--structures groups
 # --unit heads) and as heads per group (--structures heads --unit heads), and 20 %
 # and 35 % of the parameters with --structures heads,mlp; each chosen by the
-# calibrated activation score (knapsack, --temperature 0) and by the OBS cost after
-# refit (--redundancy obs). Perplexity: llama-perplexity -c 128 -b 128 on the first
+# calibrated activation score (no game, --temperature 0). Perplexity: llama-perplexity -c 128 -b 128 on the first
 # CHUNKS (default all: the whole text) chunks of tinystories-evaluation.txt, its
 # output captured to a file and its "Final estimate" read. OUT_DIR/table.md holds
 # the rows, with the parameters each plan removes (bias tensors included). ROWS
@@ -61,8 +60,7 @@ row() {  # row NAME SELECTION_NAME PRUNE_OPTIONS...
   echo "| $name | $selection | ${removed:-?} | ${cells[0]} | ${cells[1]} | ${cells[2]} |" >> "$out/table.incomplete.md"
 }
 
-activation=(--score activation --method knapsack --temperature 0)
-obs=(--redundancy obs)
+activation=(--score activation --game none --temperature 0)
 for spec in "groups_25:--structures groups --unit heads --target 0.25" "groups_50:--structures groups --unit heads --target 0.5" \
             "heads_25:--structures heads --unit heads --target 0.25" "heads_50:--structures heads --unit heads --target 0.5" \
             "heads_mlp_20:--structures heads,mlp --target 0.2" "heads_mlp_35:--structures heads,mlp --target 0.35"; do
@@ -70,7 +68,6 @@ for spec in "groups_25:--structures groups --unit heads --target 0.25" "groups_5
   [[ -z ${ROWS:-} || " $ROWS " == *" $name "* ]] || continue
   read -r -a options <<< "${spec#*:}"
   row "$name" activation "${options[@]}" "${activation[@]}"
-  row "$name" obs "${options[@]}" "${obs[@]}"
 done
 mv "$out/table.incomplete.md" "$out/table.md"
 cat "$out/table.md"
