@@ -384,7 +384,9 @@ class attention_geometry {
       detail::fail_argument("max_sets", "the enumeration needs " + detail::describe_value(sets) + " sets, more than " +
                                             std::to_string(max_sets));
     }
-    const auto [pools, pool_size, take] = removal_pools(granularity, q_heads_to_remove);
+    // Named copies, not a structured binding: clang 14 refuses bindings captured by a lambda.
+    const pool_layout layout = removal_pools(granularity, q_heads_to_remove);
+    const std::int64_t pools = layout.pools, pool_size = layout.pool_size, take = layout.take;
     // A unit is a whole group (pool_size groups of g heads) or one head of the pool.
     const std::int64_t unit_heads = granularity == head_granularity::whole_groups ? group_size() : 1;
     std::vector<std::int64_t> chosen;
