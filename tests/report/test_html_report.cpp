@@ -46,9 +46,9 @@ report::prune_report small_report() {
     r.layers.push_back(v);
   }
   r.redundancy_source = "cosine";
-  r.tensors = {{"attn_q.weight", {"blk.0.attn_q.weight", 32, 32, nashprune::ggml_type::f32, 32, 24, nashprune::ggml_type::f32}},
-               {"attn_q.weight", {"blk.1.attn_q.weight", 32, 32, nashprune::ggml_type::f32, 0, 0, nashprune::ggml_type::f32}},
-               {"token_embd.weight", {"token_embd.weight", 32, 100, nashprune::ggml_type::q8_0, 32, 100, nashprune::ggml_type::q8_0}}};
+  r.tensors = {{"attn_q.weight", {{"blk.0.attn_q.weight", 32, 32}, nashprune::ggml_type::f32, 32, 24, nashprune::ggml_type::f32}},
+               {"attn_q.weight", {{"blk.1.attn_q.weight", 32, 32}, nashprune::ggml_type::f32, 0, 0, nashprune::ggml_type::f32}},
+               {"token_embd.weight", {{"token_embd.weight", 32, 100}, nashprune::ggml_type::q8_0, 32, 100, nashprune::ggml_type::q8_0}}};
   return r;
 }
 
@@ -156,7 +156,7 @@ TEST(HtmlReport, BytesPerKindAreTheSumsOfTheirTensors) {
       const std::int64_t blocks_after = static_cast<std::int64_t>(rng() % static_cast<unsigned>(blocks + 1));
       const std::int64_t rows_after = static_cast<std::int64_t>(rng() % static_cast<unsigned>(rows + 1));
       const auto& kind = kinds[rng() % 3];
-      tensors.push_back({kind, {"t" + std::to_string(t), 32 * blocks, rows, type, 32 * blocks_after, rows_after, type}});
+      tensors.push_back({kind, {{"t" + std::to_string(t), 32 * blocks, rows}, type, 32 * blocks_after, rows_after, type}});
       expected[kind].first += reference_bytes(type, 32 * blocks, rows);
       expected[kind].second += reference_bytes(type, 32 * blocks_after, rows_after);
     }
