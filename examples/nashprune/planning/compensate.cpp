@@ -1,4 +1,4 @@
-// prune --compensate and --redundancy obs (see compensate.hpp).
+// prune --compensate (see compensate.hpp).
 #include "compensate.hpp"
 
 #include <gguf/float_encode.hpp>
