@@ -52,9 +52,11 @@ ablation "$tokens" "$out/ablation.json"
   echo "| 0 | original | 0 | $("$tool" ablate "$model" --text "$heldout" --tokens "${HELDOUT_TOKENS:-4096}" --ctx 128 --threads 1 --remove "" 2>/dev/null | awk '/^mean NLL/ {print $3}') |"
 } > "$table"
 for target in $targets; do
-  for method in nash exact greedy; do
+  for spec in nash:ablation:greedy exact:ablation:exact greedy:none:exact; do
+    IFS=: read -r method game selector <<< "$spec"
     log=$out/design_${method}_$target.log
-    "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --method "$method" --target "$target" --plan-out "$out/design_${method}_$target.json" > "$log"
+    "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --game "$game" --selector "$selector" --target "$target" \
+      --plan-out "$out/design_${method}_$target.json" > "$log"
     echo "| $target | $method one-shot | $(count "$log") | $(heldout_nll "$log") |" >> "$table"
   done
   for rounds in ${ROUNDS-2 3}; do
@@ -67,7 +69,7 @@ for target in $targets; do
   for more in ${EXTRA_TOKENS-4096}; do
     ablation "$more" "$out/ablation_$more.json"
     log=$out/design_nash_${more}_$target.log
-    "$tool" ablation-plan "$model" --ablation "$out/ablation_$more.json" --method nash --target "$target" --plan-out "$out/design_nash_${more}_$target.json" > "$log"
+    "$tool" ablation-plan "$model" --ablation "$out/ablation_$more.json" --game ablation --selector greedy --target "$target" --plan-out "$out/design_nash_${more}_$target.json" > "$log"
     echo "| $target | nash one-shot, $more ablation tokens | $(count "$log") | $(heldout_nll "$log") |" >> "$table"
   done
 done

@@ -8,7 +8,8 @@
 # compared with cmp. The measurements both read (calibration statistics,
 # imatrix, ablation files) are made once, by OLD_TOOL, and kept in WORK_DIR.
 # NEW_TOOL gets the options in its own spelling (NEW_SPELLING=game: --method
-# and --redundancy become --game and --selector; NEW_SPELLING=method: as given).
+# and --redundancy, of prune and of ablation-plan / ablation-prune, become
+# --game and --selector; NEW_SPELLING=method: as given).
 # KEEP_OLD=1 reuses OLD_TOOL's outputs that WORK_DIR/old already holds.
 #
 #   [NEW_SPELLING=game] [KEEP_OLD=1] benchmarks/compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR
@@ -75,6 +76,25 @@ translate() {
   printf '%s\n' "${out[@]}"
 }
 
+# ablation-plan / ablation-prune's --method M in NEW_TOOL's spelling.
+translate_loss() {
+  local out=()
+  while (($#)); do
+    if [[ $1 == --method && $spelling == game ]]; then
+      case $2 in
+        nash) out+=(--game ablation --selector greedy) ;;
+        exact) out+=(--game ablation --selector exact) ;;
+        greedy) out+=(--game none --selector exact) ;;
+        *) fail "no translation of --method $2" ;;
+      esac
+      shift 2
+    else
+      out+=("$1"); shift
+    fi
+  done
+  printf '%s\n' "${out[@]}"
+}
+
 differences=0
 cases=0
 compare() {  # name file...: cmp of each file between old/ and new/
@@ -117,9 +137,9 @@ tool_case() {
   shift
   for side in old new; do
     [[ $side == old && ${KEEP_OLD:-0} == 1 && -f $work/old/$name.json ]] && continue
-    tool=$old
-    [[ $side == new ]] && tool=$new
-    args=("${@//@OUT/$work/$side/$name.json}")
+    tool=$old; args=("$@")
+    if [[ $side == new ]]; then tool=$new; mapfile -t args < <(translate_loss "$@"); fi
+    args=("${args[@]//@OUT/$work/$side/$name.json}")
     "$tool" "${args[@]}" > "$work/$side/$name.log" 2> "$work/$side/$name.err" || fail "$side: $name failed (see $work/$side/$name.err)"
   done
   compare "$name" "$name.json"

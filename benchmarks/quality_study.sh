@@ -25,8 +25,8 @@
 #   nash_ablation / exact_ablation / greedy_ablation (`nashprune ablate`: the
 #   loss with each head and each pair of heads removed, measured on ABL_TOKENS
 #   (default 2048) tokens of the calibration text; `nashprune ablation-plan`:
-#   the Nash game over the second-order loss model, its exact minimum, and the
-#   single score δ_i alone), applied with prune --plan; nash_ablation_iter
+#   the Nash game over the second-order loss model, --selector greedy; its exact
+#   minimum, --selector exact; and the single score δ_i alone, --game none), applied with prune --plan; nash_ablation_iter
 #   (`nashprune ablation-prune`: a row per K in ITER_ROUNDS, default 2, each round re-measuring
 #   the loss model given the heads chosen so far; a plan OUT_DIR already holds,
 #   e.g. from benchmarks/ablation_design.sh, is reused); ABLATION=0 skips them;
@@ -241,9 +241,11 @@ for target in 0.25 0.5; do
     # cannot be met exactly (GQA steps), and a comparison is only fair at equal counts.
     row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
   done
-  for method in $( ((ablation)) && echo nash exact greedy); do
+  for spec in $( ((ablation)) && echo nash:ablation:greedy exact:ablation:exact greedy:none:exact); do
+    IFS=: read -r method game selector <<< "$spec"
     name=${method}_ablation
-    "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --method "$method" --target "$target" --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
+    "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --game "$game" --selector "$selector" --target "$target" \
+      --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
     "$tool" prune "$model" "$out/${name}_$target.gguf" --plan "$out/${name}_$target.json" --force >> "$out/${name}_$target.log"
     row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
   done

@@ -245,6 +245,8 @@ TEST_F(real_ablation, BadGivenHeadsAndRoundsAreRefused) {
   refused(iterate + " --rounds 0", "--rounds must be at least 1");
   refused(iterate + " --pairs some", "--pairs must be all, within-layer or none");
   refused(iterate + " --method best", "--method must be nash, exact or greedy");
+  refused(iterate + " --game output", "--game must be ablation or none on the loss model of nashprune ablate, got 'output'");
+  refused(iterate + " --selector best", "--selector must be greedy or exact, got 'best'");
   refused("prune '" + model.string() + "' --dry-run --unit heads --game ablation", "--game ablation and --ablation FILE go together");
 }
 

@@ -1,17 +1,19 @@
-// `nashprune ablation-plan MODEL.gguf --ablation ABLATION.json --method nash|exact|greedy --target F --plan-out PLAN.json`:
-// chooses the query heads to remove (at most F of all heads, whole GQA steps, as
-// `prune --unit heads`) from the loss model measured by `nashprune ablate`
-// (nashprune/loss_interaction.hpp): nash searches the price of one game over
-// every head (cross-layer interactions included), exact enumerates the
-// GQA-consistent sets of each layer jointly for the least modelled loss, greedy
-// does the same with the interactions dropped (the single score δ_i alone).
+// `nashprune ablation-plan MODEL.gguf --ablation ABLATION.json [--game ablation|none]
+// [--selector greedy|exact] --target F --plan-out PLAN.json`: chooses the query
+// heads to remove (at most F of all heads, whole GQA steps, as `prune --unit
+// heads`) from the loss model measured by `nashprune ablate`
+// (nashprune/loss_interaction.hpp): the greedy selector searches the price of one
+// game over every head (cross-layer interactions included), the exact selector
+// enumerates the GQA-consistent sets of each layer jointly for the least modelled
+// loss, and --game none drops the interactions (the single score δ_i alone).
 // An ablation measured with heads removed already (ablate --given) keeps them
 // removed and chooses among the others (the conditional, re-linearised model).
 // Apply the plan with `nashprune prune MODEL OUT --plan PLAN.json` (or prune
 // --redundancy ablation --ablation ABLATION.json in one step).
 // An ablation of whole blocks (`ablate --units layers|attn-blocks|mlp-blocks`)
 // chooses --count blocks instead (block_ablation.hpp: exact over the measured
-// singles and pairs, or greedy), layer 0 frozen unless --freeze-first 0.
+// singles and pairs, or the singles alone with --game none), layer 0 frozen
+// unless --freeze-first 0.
 #include <cmath>
 #include <iostream>
 #include <memory>
@@ -28,7 +30,9 @@ namespace np = nashprune;
 using nashprune_tool::usage_error;
 
 struct plan_args {
-  std::string model, ablation, method, plan_out;  // method: nash for heads, exact for blocks when not given
+  std::string model, ablation, plan_out;
+  std::string game, selector, method;  // method: the deprecated spelling of game and selector
+  nashprune_tool::loss_method choice;  // the selector defaults to greedy for heads, exact for blocks
   double target = 0.25;
   nashprune_tool::block_plan_options blocks;  // block units only
   bool lowest_price = false;
@@ -39,7 +43,7 @@ int run_blocks(const plan_args& a, const nlohmann::json& doc) {
   const auto model = gguf::reader::open(a.model);
   auto options = a.blocks;
   options.target = a.target;
-  if (!a.method.empty()) options.method = a.method;
+  options.method = a.choice;
   const auto plan = nashprune_tool::plan_block_ablation(gguf::llama_shape::read(model), doc, options);
   nashprune_tool::write_plan_json(a.plan_out, plan);
   std::cout << "wrote " << a.plan_out << '\n';
@@ -49,7 +53,6 @@ int run_blocks(const plan_args& a, const nlohmann::json& doc) {
 int run(plan_args a) {
   const auto doc = nashprune_tool::json_io::read_document(a.ablation);
   if (doc.contains("unit_kind")) return run_blocks(a, doc);
-  if (a.method.empty()) a.method = "nash";
   if (!(a.target >= 0 && a.target < 1)) throw usage_error("--target must be in [0, 1)");
   const auto model = gguf::reader::open(a.model);
   const auto shape = gguf::llama_shape::read(model);
@@ -57,7 +60,7 @@ int run(plan_args a) {
   const auto layout = nashprune_tool::make_ablation_layout(shape, decisions);
   const auto loss = nashprune_tool::loss_model_from_json(doc, layout);
   const auto requested = static_cast<std::int64_t>(std::floor(a.target * static_cast<double>(layout.units) + 1e-9));
-  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.method, requested, decisions, a.lowest_price);
+  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.choice, requested, decisions, a.lowest_price);
   std::cout << choice.how << '\n';
   std::cout << "requested " << requested << " heads, removing " << choice.removed.size() << "; modelled loss increase " << choice.modelled << " (L0 " << loss.l0
             << (loss.given.empty() ? "" : ", given " + std::to_string(loss.given.size()) + " heads removed") << ")\n";
@@ -75,21 +78,26 @@ int run(plan_args a) {
 }
 
 const nashprune_tool::register_command ablation_plan_command{{
-    "ablation-plan", "Choose heads to remove from an ablation loss model (nash | exact | greedy) and write a plan for prune --plan",
+    "ablation-plan", "Choose heads or blocks to remove from an ablation loss model and write a plan for prune --plan",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<plan_args>();
       app.add_option("model", a->model, "the GGUF the ablation was measured on")->required();
       app.add_option("--ablation", a->ablation, "output of `nashprune ablate`")->required();
-      app.add_option("--method", a->method,
-                     "nash | exact | greedy (greedy: the single score delta alone); default nash for heads, exact for blocks "
-                     "(block units: exact or greedy)");
+      app.add_option("--game", a->game, "ablation (default): the single losses and their interactions; none: the single losses alone");
+      app.add_option("--selector", a->selector,
+                     "greedy: the price search of the game (the default for heads); exact: the enumeration of the "
+                     "GQA-consistent sets (the default with --game none, and the only one for blocks)");
+      app.add_option("--method", a->method, "deprecated: --game and --selector");
       app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
       app.add_option("--plan-out", a->plan_out, "plan JSON to write")->required();
       app.add_option("--count", a->blocks.count, "block units: how many to remove (default: --target of them)");
       app.add_option("--freeze-first", a->blocks.freeze_first, "block units: never remove the first N layers' blocks")->capture_default_str();
       app.add_option("--freeze-last", a->blocks.freeze_last, "block units: never remove the last N layers' blocks")->capture_default_str();
-      app.add_flag("--lowest-price", a->lowest_price, "nash: the lowest price whose plans reach the target (not the first found)");
-      return [a] { return run(*a); };
+      app.add_flag("--lowest-price", a->lowest_price, "--selector greedy: the lowest price whose plans reach the target (not the first found)");
+      return [a] {
+        a->choice = nashprune_tool::parse_loss_method(a->game, a->selector, a->method);
+        return run(*a);
+      };
     }}};
 
 }  // namespace

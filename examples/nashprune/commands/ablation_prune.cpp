@@ -1,5 +1,5 @@
 // `nashprune ablation-prune MODEL.gguf --text FILE --target F --rounds K --plan-out PLAN.json
-//   [--method nash|exact|greedy] [--tokens N] [--ctx N] [--pairs all|within-layer|none]
+//   [--game ablation|none] [--selector greedy|exact] [--tokens N] [--ctx N] [--pairs all|within-layer|none]
 //   [--first ABLATION.json] [--rounds-out PREFIX] [--threads N]`:
 // the iterative (re-linearised) ablation plan. Round k measures the loss model
 // (δ, I: nashprune ablate) on the model with everything chosen so far removed
@@ -31,7 +31,9 @@ namespace {
 using nashprune_tool::usage_error;
 
 struct iterate_args {
-  std::string model, method = "nash", pairs = "all", plan_out, first, rounds_out;
+  std::string model, pairs = "all", plan_out, first, rounds_out;
+  std::string game, selector, method;  // method: the deprecated spelling of game and selector
+  nashprune_tool::loss_method choice;
   double target = 0.25;
   bool lowest_price = false;
   std::int64_t rounds = 2;
@@ -43,7 +45,6 @@ int run(const iterate_args& a) {
   namespace fs = std::filesystem;
   if (!(a.target >= 0 && a.target < 1)) throw usage_error("--target must be in [0, 1)");
   if (a.rounds < 1) throw usage_error("--rounds must be at least 1, got " + std::to_string(a.rounds));
-  if (a.method != "nash" && a.method != "exact" && a.method != "greedy") throw usage_error("--method must be nash, exact or greedy, got '" + a.method + "'");
   nashprune_tool::check_pairs(a.pairs);
   const auto file = gguf::reader::open(a.model);
   const auto shape = gguf::llama_shape::read(file);
@@ -81,7 +82,7 @@ int run(const iterate_args& a) {
                 << doc.at("passes").get<std::uint64_t>() << " passes)\n";
     }
     if (k == 1) l0 = model.l0;
-    choice = nashprune_tool::choose_by_loss(model, layout, a.method, goal, decisions, a.lowest_price);
+    choice = nashprune_tool::choose_by_loss(model, layout, a.choice, goal, decisions, a.lowest_price);
     std::cout << "  L(R) " << model.l0 << "; " << choice.how << "; removing " << choice.removed.size() << " of " << goal << " heads asked, modelled L "
               << model.l0 + choice.modelled << '\n';
     removed = choice.removed;
@@ -106,13 +107,18 @@ const nashprune_tool::register_command ablation_prune_command{{
       nashprune_tool::add_text_run_options(app, a->run, "calibration text file (never the evaluation text)", true);
       app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
       app.add_option("--rounds", a->rounds, "measurement rounds: round k brings the removal to k/K of the target")->capture_default_str();
-      app.add_option("--method", a->method, "nash | exact | greedy, each round (as ablation-plan)")->capture_default_str();
+      app.add_option("--game", a->game, "each round, as ablation-plan: ablation (default) | none");
+      app.add_option("--selector", a->selector, "each round, as ablation-plan: greedy (default) | exact");
+      app.add_option("--method", a->method, "deprecated: --game and --selector");
       app.add_option("--pairs", a->pairs, "pairs measured each round: all | within-layer | none")->capture_default_str();
       app.add_option("--first", a->first, "round 1's measurement: an ablate output of the whole model on the same text, tokens and context");
       app.add_option("--rounds-out", a->rounds_out, "write round k's measurement (k >= 2, or 1 without --first) to PREFIX_roundk.json");
       app.add_option("--plan-out", a->plan_out, "plan JSON to write (apply with prune --plan)")->required();
-      app.add_flag("--lowest-price", a->lowest_price, "nash: the lowest price whose plans reach the target (not the first found)");
-      return [a] { return run(*a); };
+      app.add_flag("--lowest-price", a->lowest_price, "--selector greedy: the lowest price whose plans reach the target (not the first found)");
+      return [a] {
+        a->choice = nashprune_tool::parse_loss_method(a->game, a->selector, a->method);
+        return run(*a);
+      };
     }}};
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "command.hpp"
+#include "planning/prune_planner.hpp"
 
 namespace nashprune_tool {
 
@@ -61,17 +62,36 @@ loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout
   return out;
 }
 
-loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const std::string& method, std::int64_t requested,
+loss_method parse_loss_method(const std::string& game, const std::string& selector, const std::string& method) {
+  loss_method out;
+  if (!method.empty()) {
+    if (!game.empty() || !selector.empty()) throw usage_error("--method is the deprecated spelling of --game and --selector: give one or the other");
+    if (method != "nash" && method != "exact" && method != "greedy") throw usage_error("--method must be nash, exact or greedy, got '" + method + "'");
+    out = {method == "greedy" ? np::head_game::none : np::head_game::ablation, method == "nash" ? np::selector::greedy : np::selector::exact};
+    warn_deprecated("--method is", {out.game, *out.selection});
+    return out;
+  }
+  if (!game.empty()) out.game = parse_game(game);
+  if (out.game != np::head_game::ablation && out.game != np::head_game::none) {
+    throw usage_error("--game must be ablation or none on the loss model of nashprune ablate, got '" + game + "'");
+  }
+  if (!selector.empty()) out.selection = parse_selector(selector);
+  if (out.game == np::head_game::none && out.selection == np::selector::greedy) {
+    throw usage_error("--game none (the single losses alone) chooses by enumeration: --selector exact");
+  }
+  return out;
+}
+
+loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const loss_method& method, std::int64_t requested,
                            const np::nash_decision_options<double>& decisions, bool lowest_price) {
-  if (method != "nash" && method != "exact" && method != "greedy") throw usage_error("--method must be nash, exact or greedy, got '" + method + "'");
-  const auto game = method == "greedy" ? np::head_game::none : np::head_game::ablation;
-  const auto how = method == "nash" ? np::selector::greedy : np::selector::exact;
-  loss_choice out{np::choose_heads_by_loss(model, layout, game, how, requested, decisions, lowest_price), {}};
+  const auto how = method.selection.value_or(method.game == np::head_game::ablation ? np::selector::greedy : np::selector::exact);
+  loss_choice out{np::choose_heads_by_loss(model, layout, method.game, how, requested, decisions, lowest_price), {}};
   std::ostringstream line;
-  if (method == "nash") {
-    line << "nash: price " << out.price << " after " << out.solves << " solves";
+  line << "game " << np::head_game_names[static_cast<std::size_t>(method.game)] << ", selector " << np::selector_names[static_cast<std::size_t>(how)];
+  if (how == np::selector::greedy) {
+    line << ": price " << out.price << " after " << out.solves << " solves";
   } else {
-    line << method << ": " << out.candidates << " sets enumerated";
+    line << ": " << out.candidates << " sets enumerated";
   }
   out.how = line.str();
   return out;

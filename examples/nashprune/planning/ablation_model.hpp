@@ -12,6 +12,7 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,12 +47,27 @@ struct loss_choice : nashprune::loss_choice {
   std::string how;  // one line: price and solves, or sets enumerated
 };
 
+/// How the loss model chooses: the game (ablation: the single losses and their
+/// interactions; none: the single losses alone) and the selector (greedy: the
+/// price search of the game; exact: the enumeration of the GQA-consistent sets).
+/// An unset selector is the command's default.
+struct loss_method {
+  nashprune::head_game game = nashprune::head_game::ablation;
+  std::optional<nashprune::selector> selection;
+};
+
+/// --game ablation|none and --selector greedy|exact as given (empty: not given),
+/// or the deprecated --method nash|exact|greedy (nash: --game ablation --selector
+/// greedy, exact: --game ablation --selector exact, greedy: --game none --selector
+/// exact) with one deprecation line on stderr. Throws usage_error naming the option.
+[[nodiscard]] loss_method parse_loss_method(const std::string& game, const std::string& selector, const std::string& method);
+
 /// The heads to remove, at most `requested` units in all (the given ones included):
-/// "nash" searches the price of one game over the units not given, "exact"
-/// enumerates the GQA-consistent sets of every layer jointly (those holding the
-/// given units), "greedy" does the same with the interactions dropped
-/// (nashprune::choose_heads_by_loss). Throws usage_error for another method.
-[[nodiscard]] loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const std::string& method,
+/// the price search of one game over the units not given (ablation, greedy; the
+/// default), or the enumeration of the GQA-consistent sets of every layer jointly
+/// (those holding the given units), with the interactions (ablation, exact) or
+/// without them (none, exact) (nashprune::choose_heads_by_loss).
+[[nodiscard]] loss_choice choose_by_loss(const loss_model& model, const ablation_layout& layout, const loss_method& method,
                                          std::int64_t requested, const nashprune::nash_decision_options<double>& decisions,
                                          bool lowest_price = false);
 

@@ -8,7 +8,6 @@
 #include <iostream>
 #include <limits>
 
-#include "planning/ablation_model.hpp"
 #include "command.hpp"
 
 namespace nashprune_tool {
@@ -42,7 +41,8 @@ gguf::prune_plan plan_block_ablation(const gguf::llama_shape& shape, const nlohm
   for (const auto l : layers) expected.push_back({l});
   const auto n = static_cast<std::int64_t>(layers.size());
   auto terms = read_loss_terms(doc, expected, std::to_string(doc.at("units").size()) + " " + kind + " units, the model has " + std::to_string(n));
-  if (o.method != "exact" && o.method != "greedy") throw usage_error("--method must be exact or greedy for " + kind + " units, got '" + o.method + "'");
+  if (o.method.selection == nashprune::selector::greedy) throw usage_error("--selector greedy is the price search over heads: " + kind + " units take --selector exact");
+  const bool interactions = o.method.game == nashprune::head_game::ablation;
   if (o.freeze_first < 0 || o.freeze_last < 0) throw usage_error("--freeze-first/--freeze-last must not be negative");
   const auto seen = doc.at("measured").get<std::vector<std::vector<int>>>();
   if (static_cast<std::int64_t>(seen.size()) != n) throw usage_error("the ablation file's measured does not have one entry per unit");
@@ -50,8 +50,7 @@ gguf::prune_plan plan_block_ablation(const gguf::llama_shape& shape, const nlohm
     if (static_cast<std::int64_t>(seen[i].size()) != n) throw usage_error("measured row " + std::to_string(i) + " has the wrong length");
   }
   const Eigen::VectorXd& delta = terms.delta;
-  // greedy: the single losses alone.
-  const Eigen::MatrixXd interaction = o.method == "exact" ? terms.interaction : Eigen::MatrixXd::Zero(n, n);
+  const Eigen::MatrixXd interaction = interactions ? terms.interaction : Eigen::MatrixXd::Zero(n, n);
   // One slot per unfrozen unit: keep it, or remove it.
   std::vector<nashprune::loss_slot> slots;
   for (std::int64_t u = 0; u < n; ++u) {
@@ -75,14 +74,14 @@ gguf::prune_plan plan_block_ablation(const gguf::llama_shape& shape, const nlohm
   std::vector<std::int64_t> removed_layers;
   for (const auto u : best.removed) removed_layers.push_back(layers[static_cast<std::size_t>(u)]);
   const auto full = nashprune::removal_loss(delta, interaction, std::span<const std::int64_t>(best.removed));
-  std::cout << o.method << ": removing " << k << " of " << n << " " << kind << " (" << best.candidates << " sets of the " << open
+  std::cout << "game " << nashprune::head_game_names[static_cast<std::size_t>(o.method.game)] << ", selector exact: removing " << k << " of " << n << " " << kind << " (" << best.candidates << " sets of the " << open
             << " unfrozen compared): layers [";
   for (std::size_t i = 0; i < removed_layers.size(); ++i) std::cout << (i ? " " : "") << removed_layers[i];
   std::cout << "]; loss increase " << full << " (L0 " << doc.at("l0").get<double>() << ")";
-  if (o.method == "exact" && k <= 2 && pairs_measured) {
+  if (interactions && k <= 2 && pairs_measured) {
     std::cout << ", measured: for k <= 2 the singles and pairs are the exact losses, so this is the best choice on the calibration text\n";
   } else {
-    std::cout << (o.method == "exact" ? ", modelled from singles and pairs\n" : ", the sum of single losses\n");
+    std::cout << (interactions ? ", modelled from singles and pairs\n" : ", the sum of single losses\n");
   }
   auto plan = gguf::keep_all(shape);
   for (const auto l : removed_layers) {

@@ -6,8 +6,8 @@
 // C(S) = Σ_{i∈S} δ_i + Σ_{i<j∈S} I_ij, exactly (exact_loss_choice: every set of k
 // unfrozen units). With every pair measured, C(S) is the measured loss increase
 // L_S − L0 itself for |S| <= 2, so for k <= 2 the choice is the exact best on the
-// calibration text; beyond, the model extrapolates from pairs. greedy drops the
-// interactions (the k smallest single losses).
+// calibration text; beyond, the model extrapolates from pairs. --game none drops
+// the interactions (the k smallest single losses).
 #pragma once
 
 #include <gguf/llama_model.hpp>
@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "planning/ablation_model.hpp"
+
 namespace nashprune_tool {
 
 /// The block kinds of --units: layers | attn-blocks | mlp-blocks.
@@ -30,7 +32,7 @@ namespace nashprune_tool {
 [[nodiscard]] std::vector<std::int64_t> block_unit_layers(const gguf::llama_shape& shape, const std::string& kind);
 
 struct block_plan_options {
-  std::string method = "exact";        // exact | greedy
+  loss_method method;                  // --selector exact only (the default): blocks have no price search
   std::optional<std::int64_t> count;   // blocks to remove (else floor(target · units))
   double target = 0.25;
   std::int64_t freeze_first = 1;       // layer 0 reads the raw embeddings: never removed by default

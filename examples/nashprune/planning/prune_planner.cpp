@@ -334,10 +334,13 @@ game_and_selector legacy_method(const std::string& method, const std::string& re
   } else {
     throw usage_error("--redundancy must be cosine, output or ablation, got '" + redundancy + "'");
   }
-  std::cerr << "nashprune: warning: --method and --redundancy are deprecated: use --game "
-            << np::head_game_names[static_cast<std::size_t>(out.game)] << " --selector "
-            << np::selector_names[static_cast<std::size_t>(out.selection)] << '\n';
+  warn_deprecated("--method and --redundancy are", out);
   return out;
+}
+
+void warn_deprecated(const std::string& spelling, game_and_selector replacement) {
+  std::cerr << "nashprune: warning: " << spelling << " deprecated: use --game " << np::head_game_names[static_cast<std::size_t>(replacement.game)]
+            << " --selector " << np::selector_names[static_cast<std::size_t>(replacement.selection)] << '\n';
 }
 
 std::string method_name(np::head_game game, np::selector selection) {

@@ -51,6 +51,8 @@ struct game_and_selector {
   nashprune::selector selection = nashprune::selector::greedy;
 };
 [[nodiscard]] game_and_selector legacy_method(const std::string& method, const std::string& redundancy);
+/// The deprecation line on stderr: "<spelling> deprecated: use --game G --selector S".
+void warn_deprecated(const std::string& spelling, game_and_selector replacement);
 /// The method recorded in general.pruning.method: nash, knapsack, both or exact as
 /// the deprecated --method spelled it (knapsack-exact: no game, the exact solver).
 [[nodiscard]] std::string method_name(nashprune::head_game game, nashprune::selector selection);
