@@ -102,7 +102,7 @@ ablation_session::ablation_session(const ablation_options& o) : state_(std::make
   s.seen.resize(s.heads.size());
   s.zero_block.resize(s.heads.size());
   s.seen_block.resize(s.heads.size());
-  s.run.emplace(text_run_options{o.model, o.text, o.max_tokens, o.context, o.threads, &state::callback, &s});
+  s.run.emplace(text_run_options{o, &state::callback, &s});
 }
 
 ablation_session::~ablation_session() = default;

@@ -32,14 +32,11 @@
 
 #include <nashprune/selection_items.hpp>
 
+#include "calibrate/text_source.hpp"
+
 namespace calibrate {
 
-struct ablation_options {
-  std::filesystem::path model;
-  std::filesystem::path text;
-  std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
-  std::int64_t context = 128;
-  int threads = 0;  // 0: hardware concurrency
+struct ablation_options : text_source {
   std::int64_t score_from = 0;  // first position of a chunk whose prediction counts, in [0, context - 2]
 };
 
@@ -63,8 +60,6 @@ class ablation_session {
   /// text shorter than one context; std::runtime_error when llama.cpp fails.
   explicit ablation_session(const ablation_options& options);
   ~ablation_session();
-  ablation_session(const ablation_session&) = delete;
-  ablation_session& operator=(const ablation_session&) = delete;
 
   /// Mean NLL (nats per predicted token) with `removed` zeroed. Throws
   /// std::invalid_argument for a head out of range.
@@ -79,7 +74,7 @@ class ablation_session {
 
  private:
   struct state;
-  std::unique_ptr<state> state_;
+  std::unique_ptr<state> state_;  // owns the model and context: a session is not copied
 };
 
 }  // namespace calibrate

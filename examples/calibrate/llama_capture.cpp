@@ -313,7 +313,7 @@ calibration_stats run_calibration(const capture_options& o) {
   const auto file = gguf::reader::open(o.model);
   const auto shape = gguf::llama_shape::read(file);
   accumulators acc(file, shape, o);
-  llama_text_run run({o.model, o.text, o.max_tokens, o.context, o.threads, &accumulators::callback, &acc});
+  llama_text_run run({o, &accumulators::callback, &acc});
   const auto total = static_cast<std::uint64_t>(run.chunks() * o.context);
   for (std::int64_t c = 0; c < run.chunks(); ++c) {
     const auto status = run.decode_chunk(c);

@@ -20,6 +20,7 @@
 #include <Eigen/Core>
 
 #include "calibrate/calibration_stats.hpp"
+#include "calibrate/text_source.hpp"
 
 #include <functional>
 
@@ -30,12 +31,7 @@ using activation_view = Eigen::Map<const row_major_block, 0, Eigen::OuterStride<
 
 enum class activation { head_outputs, ffn_inner, layer_in, attn_block_out, layer_out };
 
-struct capture_options {
-  std::filesystem::path model;
-  std::filesystem::path text;
-  std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
-  std::int64_t context = 128;   // tokens per evaluated chunk
-  int threads = 0;              // 0: hardware concurrency
+struct capture_options : text_source {
   /// Also record the mean and centred second moment of attn_output's and ffn_down's
   /// inputs ((n_head·head_dim)² + n_ff² doubles per layer while running).
   bool moments = true;

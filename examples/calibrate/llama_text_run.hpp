@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "calibrate/text_source.hpp"
+
 namespace calibrate {
 
 /// "attn_norm-12" with prefix "attn_norm-" -> 12 (a graph node's layer).
@@ -26,12 +28,7 @@ std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view
 /// Throws std::invalid_argument naming --ctx or --tokens when they cannot chunk a text.
 void check_chunking(std::int64_t context, std::int64_t max_tokens);
 
-struct text_run_options {
-  std::filesystem::path model;
-  std::filesystem::path text;
-  std::int64_t max_tokens = 0;  // 0: every whole chunk of the text
-  std::int64_t context = 128;
-  int threads = 0;  // 0: hardware concurrency
+struct text_run_options : text_source {
   ggml_backend_sched_eval_callback callback = nullptr;
   void* callback_data = nullptr;
 };
@@ -42,8 +39,6 @@ class llama_text_run {
   /// one context, std::runtime_error when llama.cpp fails.
   explicit llama_text_run(const text_run_options& options);
   ~llama_text_run();
-  llama_text_run(const llama_text_run&) = delete;
-  llama_text_run& operator=(const llama_text_run&) = delete;
 
   [[nodiscard]] std::int64_t chunks() const { return chunks_; }
   [[nodiscard]] std::int64_t context() const { return context_; }
@@ -57,7 +52,7 @@ class llama_text_run {
 
  private:
   struct handles;
-  std::unique_ptr<handles> handles_;
+  std::unique_ptr<handles> handles_;  // owns the model and context: a run is not copied
   std::vector<llama_token> tokens_;
   std::int64_t chunks_ = 0;
   std::int64_t context_ = 0;

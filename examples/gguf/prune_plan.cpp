@@ -248,6 +248,17 @@ class output_builder {
   }
 };
 
+// Parameters and bytes of tensors described (tensor_spec) or read (tensor_view).
+template <typename Tensor>
+tensor_totals sum_totals(std::span<const Tensor> tensors) {
+  tensor_totals t;
+  for (const auto& tensor : tensors) {
+    t.parameters += tensor.elements();
+    t.bytes += tensor.bytes();
+  }
+  return t;
+}
+
 }  // namespace
 
 prune_plan keep_all(const llama_shape& shape) {
@@ -262,23 +273,9 @@ prune_plan keep_all(const llama_shape& shape) {
   return plan;
 }
 
-tensor_totals totals(std::span<const tensor_spec> tensors) {
-  tensor_totals t;
-  for (const auto& spec : tensors) {
-    t.parameters += spec.elements();
-    t.bytes += spec.bytes();
-  }
-  return t;
-}
+tensor_totals totals(std::span<const tensor_spec> tensors) { return sum_totals(tensors); }
 
-tensor_totals totals(std::span<const tensor_view> tensors) {
-  tensor_totals t;
-  for (const auto& spec : tensors) {
-    t.parameters += spec.elements();
-    t.bytes += spec.bytes();
-  }
-  return t;
-}
+tensor_totals totals(std::span<const tensor_view> tensors) { return sum_totals(tensors); }
 
 pruned_model plan_output(const reader& model, const llama_shape& shape, const prune_plan& plan, const metadata& provenance) {
   return output_builder(model, shape, plan).build(provenance);

@@ -69,6 +69,23 @@ std::pair<std::int64_t, std::uint64_t> integer_range(value_type type) {
     default: return {std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max()};
   }
 }
+
+// A value of `type` holding `data` (the factories' common tail).
+value make_value(value_type type, decltype(value::data) data) {
+  value out;
+  out.type = type;
+  out.data = std::move(data);
+  return out;
+}
+
+// An array of `element_type` whose elements `make` builds from `items`.
+template <typename Item, typename Make>
+value array_of(value_type element_type, const std::vector<Item>& items, Make make) {
+  std::vector<value> values;
+  values.reserve(items.size());
+  for (const auto& v : items) values.push_back(make(v));
+  return value::array(element_type, std::move(values));
+}
 }  // namespace
 
 value value::integer(value_type type, std::int64_t v) {
@@ -77,50 +94,14 @@ value value::integer(value_type type, std::int64_t v) {
   if (v < lo || (v > 0 && static_cast<std::uint64_t>(v) > hi)) {
     throw std::invalid_argument("gguf: " + std::to_string(v) + " does not fit " + std::string(type_name(type)));
   }
-  value out;
-  out.type = type;
-  if (is_signed(type)) {
-    out.data = v;
-  } else {
-    out.data = static_cast<std::uint64_t>(v);
-  }
-  return out;
+  return is_signed(type) ? make_value(type, v) : make_value(type, static_cast<std::uint64_t>(v));
 }
 
-value value::u64(std::uint64_t v) {
-  value out;
-  out.type = value_type::uint64;
-  out.data = v;
-  return out;
-}
-
-value value::f32(float v) {
-  value out;
-  out.type = value_type::float32;
-  out.data = static_cast<double>(v);
-  return out;
-}
-
-value value::f64(double v) {
-  value out;
-  out.type = value_type::float64;
-  out.data = v;
-  return out;
-}
-
-value value::boolean(bool v) {
-  value out;
-  out.type = value_type::boolean;
-  out.data = v;
-  return out;
-}
-
-value value::string(std::string v) {
-  value out;
-  out.type = value_type::string;
-  out.data = std::move(v);
-  return out;
-}
+value value::u64(std::uint64_t v) { return make_value(value_type::uint64, v); }
+value value::f32(float v) { return make_value(value_type::float32, static_cast<double>(v)); }
+value value::f64(double v) { return make_value(value_type::float64, v); }
+value value::boolean(bool v) { return make_value(value_type::boolean, v); }
+value value::string(std::string v) { return make_value(value_type::string, std::move(v)); }
 
 value value::array(value_type element_type, std::vector<value> items) {
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -129,32 +110,19 @@ value value::array(value_type element_type, std::vector<value> items) {
                                   std::string(type_name(items[i].type)) + " at index " + std::to_string(i));
     }
   }
-  value out;
-  out.type = value_type::array;
+  auto out = make_value(value_type::array, std::move(items));
   out.element_type = element_type;
-  out.data = std::move(items);
   return out;
 }
 
 value value::int_array(value_type element_type, const std::vector<std::int64_t>& items) {
-  std::vector<value> values;
-  values.reserve(items.size());
-  for (auto v : items) values.push_back(integer(element_type, v));
-  return array(element_type, std::move(values));
+  return array_of(element_type, items, [element_type](std::int64_t v) { return integer(element_type, v); });
 }
 
-value value::f32_array(const std::vector<float>& items) {
-  std::vector<value> values;
-  values.reserve(items.size());
-  for (auto v : items) values.push_back(f32(v));
-  return array(value_type::float32, std::move(values));
-}
+value value::f32_array(const std::vector<float>& items) { return array_of(value_type::float32, items, f32); }
 
 value value::string_array(const std::vector<std::string>& items) {
-  std::vector<value> values;
-  values.reserve(items.size());
-  for (const auto& v : items) values.push_back(string(v));
-  return array(value_type::string, std::move(values));
+  return array_of(value_type::string, items, [](const std::string& v) { return string(v); });
 }
 
 std::int64_t value::as_int() const {

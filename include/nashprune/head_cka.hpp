@@ -62,6 +62,8 @@ using head_cka_options = head_redundancy_options;
 template <typename Scalar = float>
 class head_cka : public detail::head_stream<Scalar> {
   using base = detail::head_stream<Scalar>;
+  using base::gram_;  // M, the second moments
+  using base::sums_;
 
  public:
   using Index = Eigen::Index;
@@ -114,22 +116,14 @@ class head_cka : public detail::head_stream<Scalar> {
   }
 
   /// Adds another accumulator's batches (same n_head and head_dim).
-  void merge(const head_cka& other) {
-    this->merge_counts(other);
-    moments_ += other.moments_;
-    sums_ += other.sums_;
-  }
+  void merge(const head_cka& other) { this->merge_stream(other); }
 
   /// Forgets every batch.
-  void reset() {
-    moments_.setZero(this->width(), this->width());
-    sums_.setZero(this->width());
-    this->reset_counts();
-  }
+  void reset() { this->reset_stream(this->width()); }
 
   /// Lower triangle of M = Σ_t x_t x_tᵀ, (n·d) × (n·d); the strict upper
   /// triangle is not maintained.
-  [[nodiscard]] const Eigen::MatrixXd& second_moments() const { return moments_; }
+  [[nodiscard]] const Eigen::MatrixXd& second_moments() const { return gram_; }
   /// s = Σ_t x_t, n·d.
   [[nodiscard]] const Eigen::VectorXd& sums() const { return sums_; }
 
@@ -154,7 +148,7 @@ class head_cka : public detail::head_stream<Scalar> {
       double raw = 0;
       double centred_energy = 0;
       for (Index r = i * d; r < (i + 1) * d; ++r) {
-        raw += moments_(r, r);
+        raw += gram_(r, r);
         centred_energy += centred(r, r);
       }
       dead(i) = this->tokens() == 0 || centred_energy <= relative_energy_floor * raw;
@@ -188,7 +182,7 @@ class head_cka : public detail::head_stream<Scalar> {
  private:
   /// Entry (r, c) of the centred (n·d)² second-moment matrix, from the lower triangle.
   [[nodiscard]] double centred(Index r, Index c) const {
-    const double raw = r >= c ? moments_(r, c) : moments_(c, r);
+    const double raw = r >= c ? gram_(r, c) : gram_(c, r);
     const auto count = static_cast<double>(this->tokens());
     return count > 0 ? raw - sums_(r) * sums_(c) / count : 0.0;
   }
@@ -221,12 +215,10 @@ class head_cka : public detail::head_stream<Scalar> {
     l.slices = 1;
     l.slice_stride = 0;
     l.slice_length = rows;
-    detail::accumulate_gram(huge ? simd_target::portable : this->target(), l, moments_.data(),
+    detail::accumulate_gram(huge ? simd_target::portable : this->target(), l, gram_.data(),
                             sums_.data());
   }
 
-  Eigen::MatrixXd moments_;
-  Eigen::VectorXd sums_;
   Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor> scratch_;
 };
 

@@ -49,6 +49,8 @@ NASHPRUNE_BEGIN_NAMESPACE
 template <typename Scalar = float>
 class head_redundancy : public detail::head_stream<Scalar> {
   using base = detail::head_stream<Scalar>;
+  using base::gram_;
+  using base::sums_;
 
  public:
   using Index = Eigen::Index;
@@ -83,19 +85,13 @@ class head_redundancy : public detail::head_stream<Scalar> {
   }
 
   /// Adds another accumulator's batches (same n_head and head_dim).
-  void merge(const head_redundancy& other) {
-    this->merge_counts(other);
-    gram_ += other.gram_;
-    sums_ += other.sums_;
-  }
+  void merge(const head_redundancy& other) { this->merge_stream(other); }
 
   /// Forgets every batch.
   void reset() {
-    gram_.setZero(this->n_head(), this->n_head());
-    sums_.setZero(this->n_head());
+    this->reset_stream(this->n_head());
     batch_gram_.setZero(this->n_head(), this->n_head());
     batch_sums_.setZero(this->n_head());
-    this->reset_counts();
   }
 
   /// Entries per flattened head vector: tokens() · head_dim().
@@ -228,8 +224,6 @@ class head_redundancy : public detail::head_stream<Scalar> {
     this->count(batch_tokens - skipped, skipped);
   }
 
-  Eigen::MatrixXd gram_;
-  Eigen::VectorXd sums_;
   Eigen::MatrixXd batch_gram_;  // scratch: one batch's lower triangle
   Eigen::VectorXd batch_sums_;
 };

@@ -396,6 +396,37 @@ decltype(auto) with_wanda_lines(const Eigen::MatrixBase<DW>& w, const Eigen::Mat
   return use(score_lines_view<decltype(line)>{row_major, outer, inner, line});
 }
 
+// The two scores of the weights and their gradients alone, Σ|w·g| (taylor_first)
+// and Σ(|w·g| + ½(w·g)²) (taylor_fisher): each entry point checks the inputs the
+// same way and differs only in the score.
+template <score_kind Kind, typename DW, typename DG>
+auto gradient_expression(const Eigen::MatrixBase<DW>& w, const Eigen::MatrixBase<DG>& g) {
+  static_assert(Kind == score_kind::taylor_first || Kind == score_kind::taylor_fisher);
+  if constexpr (Kind == score_kind::taylor_first) {
+    return taylor_first_expression(w, g);
+  } else {
+    return taylor_fisher_scores(w, g);
+  }
+}
+
+template <score_kind Kind, typename DW, typename DG>
+[[nodiscard]] score_vector<typename DW::Scalar> gradient_line_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
+                                                                     matrix_axis lines, simd_target target) {
+  require_same_floating_scalar<DW, DG>();
+  require_same_shape("gradients", gradients, weights);
+  return simd_or_portable_line_scores<typename DW::Scalar>(target, Kind, lines, float_planes(weights, gradients),
+                                                           [&] { return gradient_expression<Kind>(weights, gradients); },
+                                                           named("weights", weights), named("gradients", gradients));
+}
+
+template <score_kind Kind, typename DW, typename DG, typename DO>
+void gradient_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients, const Eigen::MatrixBase<DO>& out) {
+  require_same_floating_scalar<DW, DG, DO>();
+  require_same_shape("gradients", gradients, weights);
+  require_output_shape(out, weights);
+  score_weights(gradient_expression<Kind>(weights, gradients), out, named("weights", weights), named("gradients", gradients));
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -421,31 +452,17 @@ template <typename DW>
 
 /// Σ|w·g| of every row or column.
 template <typename DW, typename DG>
-[[nodiscard]] score_vector<typename DW::Scalar> taylor_first_line_scores(const Eigen::MatrixBase<DW>& weights,
-                                                                         const Eigen::MatrixBase<DG>& gradients,
-                                                                         matrix_axis lines,
-                                                                         simd_target target = simd_target::automatic) {
-  detail::require_same_floating_scalar<DW, DG>();
-  detail::require_same_shape("gradients", gradients, weights);
-  return detail::simd_or_portable_line_scores<typename DW::Scalar>(
-      target, detail::score_kind::taylor_first, lines, detail::float_planes(weights, gradients),
-      [&] { return detail::taylor_first_expression(weights, gradients); }, detail::named("weights", weights),
-      detail::named("gradients", gradients));
+[[nodiscard]] score_vector<typename DW::Scalar> taylor_first_line_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
+                                                                         matrix_axis lines, simd_target target = simd_target::automatic) {
+  return detail::gradient_line_scores<detail::score_kind::taylor_first>(weights, gradients, lines, target);
 }
 
 /// Σ(|w·g| + ½(w·g)²) of every row or column: second order with the Fisher
 /// approximation h = g² of the Hessian diagonal.
 template <typename DW, typename DG>
-[[nodiscard]] score_vector<typename DW::Scalar> taylor_second_line_scores(const Eigen::MatrixBase<DW>& weights,
-                                                                          const Eigen::MatrixBase<DG>& gradients,
-                                                                          matrix_axis lines,
-                                                                          simd_target target = simd_target::automatic) {
-  detail::require_same_floating_scalar<DW, DG>();
-  detail::require_same_shape("gradients", gradients, weights);
-  return detail::simd_or_portable_line_scores<typename DW::Scalar>(
-      target, detail::score_kind::taylor_fisher, lines, detail::float_planes(weights, gradients),
-      [&] { return detail::taylor_fisher_scores(weights, gradients); }, detail::named("weights", weights),
-      detail::named("gradients", gradients));
+[[nodiscard]] score_vector<typename DW::Scalar> taylor_second_line_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
+                                                                          matrix_axis lines, simd_target target = simd_target::automatic) {
+  return detail::gradient_line_scores<detail::score_kind::taylor_fisher>(weights, gradients, lines, target);
 }
 
 /// Σ(|w·g| + ½|w²·h|) of every row or column, h the given Hessian diagonal.
@@ -509,24 +526,14 @@ void magnitude_weight_scores(const Eigen::MatrixBase<DW>& weights, magnitude_nor
 }
 
 template <typename DW, typename DG, typename DO>
-void taylor_first_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
-                                const Eigen::MatrixBase<DO>& out) {
-  detail::require_same_floating_scalar<DW, DG, DO>();
-  detail::require_same_shape("gradients", gradients, weights);
-  detail::require_output_shape(out, weights);
-  detail::score_weights(detail::taylor_first_expression(weights, gradients), out, detail::named("weights", weights),
-                        detail::named("gradients", gradients));
+void taylor_first_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients, const Eigen::MatrixBase<DO>& out) {
+  detail::gradient_weight_scores<detail::score_kind::taylor_first>(weights, gradients, out);
 }
 
 /// Fisher form: h = g².
 template <typename DW, typename DG, typename DO>
-void taylor_second_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients,
-                                 const Eigen::MatrixBase<DO>& out) {
-  detail::require_same_floating_scalar<DW, DG, DO>();
-  detail::require_same_shape("gradients", gradients, weights);
-  detail::require_output_shape(out, weights);
-  detail::score_weights(detail::taylor_fisher_scores(weights, gradients), out, detail::named("weights", weights),
-                        detail::named("gradients", gradients));
+void taylor_second_weight_scores(const Eigen::MatrixBase<DW>& weights, const Eigen::MatrixBase<DG>& gradients, const Eigen::MatrixBase<DO>& out) {
+  detail::gradient_weight_scores<detail::score_kind::taylor_fisher>(weights, gradients, out);
 }
 
 template <typename DW, typename DG, typename DH, typename DO>

@@ -210,6 +210,15 @@ struct quadratic_game {
     return bound > 0 ? bound : Scalar(1);
   }
 
+  /// 1/L: the step of projected gradient ascent, which never lowers Φ for any symmetric Q.
+  [[nodiscard]] Scalar gradient_step() const { return Scalar(1) / lipschitz_bound(); }
+
+  /// The projection of x onto the strategy box [0, 1]ⁿ.
+  template <typename X>
+  [[nodiscard]] static auto project(const X& x) {
+    return x.cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
+  }
+
   [[nodiscard]] Scalar exploitability(const nash_vector<Scalar>& s, const nash_vector<Scalar>& g) const {
     if constexpr (std::is_same_v<Scalar, double>) {
       double result = 0;
@@ -426,11 +435,11 @@ struct projected_gradient_policy {
 
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> s) {
-    const Scalar step = Scalar(1) / game.lipschitz_bound();
     nash_vector<Scalar> g = game.gradient(s);
+    const Scalar step = game.gradient_step();
     std::int64_t k = 0;
     for (; k < options.max_iterations && game.exploitability(s, g) > options.tolerance; ++k) {
-      s = (s + step * g).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
+      s = game.project(s + step * g);
       game.gradient(s, g);
     }
     return game.finish(std::move(s), k, options.tolerance);
@@ -590,14 +599,14 @@ struct accelerated_projected_gradient_policy {
 
   [[nodiscard]] static nash_solution<Scalar> run(const options_type& options,
                                                  const detail::quadratic_game<Scalar>& game, nash_vector<Scalar> x) {
-    const Scalar step = Scalar(1) / game.lipschitz_bound();
+    const Scalar step = game.gradient_step();
     nash_vector<Scalar> qx(game.size());
     game.product(x, qx);  // Q·y follows from Q·x by linearity: one product per step
     nash_vector<Scalar> y = x, qy = qx, x_next, qx_next;
     Scalar t = 1;
     std::int64_t k = 0;
     for (; k < options.max_iterations && game.exploitability(x, game.c - qx) > options.tolerance; ++k) {
-      x_next = (y + step * (game.c - qy)).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
+      x_next = game.project(y + step * (game.c - qy));
       game.product(x_next, qx_next);
       if ((y - x_next).dot(x_next - x) > 0) {  // momentum points uphill of the step: restart
         t = 1;
@@ -690,7 +699,7 @@ struct active_set_newton_policy {
       if (newton) {
         Scalar alpha = 1;
         for (int attempt = 0; attempt < 40 && !accepted; ++attempt, alpha *= Scalar(0.5)) {
-          trial = (s + alpha * d).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
+          trial = game.project(s + alpha * d);
           const Scalar predicted = g.dot(trial - s);
           if (!(predicted > 0)) continue;
           detail::gradient_at(game, s, g, trial, g_trial);
@@ -699,8 +708,8 @@ struct active_set_newton_policy {
         }
       }
       if (!accepted) {  // projected-gradient step: ascends Φ for any symmetric Q
-        if (step == 0) step = Scalar(1) / game.lipschitz_bound();
-        trial = (s + step * g).cwiseMax(Scalar(0)).cwiseMin(Scalar(1));
+        if (step == 0) step = game.gradient_step();
+        trial = game.project(s + step * g);
         detail::gradient_at(game, s, g, trial, g_trial);
         if (trial == s) {  // stationary to rounding: nothing more to gain
           ++k;

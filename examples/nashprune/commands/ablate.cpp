@@ -74,7 +74,7 @@ int run(const ablate_args& a) {
   if (!a.evaluate && a.output.empty()) throw usage_error("give -o ABLATION.json (or --remove to evaluate one set)");
   if (!a.output.empty() && fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
   const auto part = block_kind_of(a.units);
-  calibrate::ablation_session session({a.model, a.run.text, a.run.tokens, a.run.context, a.run.threads, a.run.score_from});
+  calibrate::ablation_session session({{a.model, a.run.text, a.run.tokens, a.run.context, a.run.threads}, a.run.score_from});
   const auto given = nashprune_tool::parse_head_list("--given", a.given, session.heads_per_layer());
   if (a.evaluate && part) {
     const auto blocks = parse_blocks(a.remove, *part);

@@ -56,7 +56,7 @@ int run(const iterate_args& a) {
     first = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.first), layout);
     if (!first->given.empty()) throw usage_error("--first must measure the whole model (ablate without --given)");
   }
-  calibrate::ablation_session session({a.model, a.run.text, a.run.tokens, a.run.context, a.run.threads, a.run.score_from});
+  calibrate::ablation_session session({{a.model, a.run.text, a.run.tokens, a.run.context, a.run.threads}, a.run.score_from});
   const nashprune_tool::ablation_measure_options measure{a.pairs, fs::path(a.model).filename().string(), fs::path(a.run.text).filename().string(), a.run.context, a.run.score_from};
   const auto heads_of = [&](const std::vector<std::int64_t>& units) {
     return nashprune_tool::parse_head_list("removed", nashprune_tool::head_list(layout, units), session.heads_per_layer());

@@ -64,6 +64,8 @@ NASHPRUNE_END_NAMESPACE
 NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::best_response_avx2 {
+// Deliberately alike in shape to the other targets' simd_ops (see the note above):
+// the best-response kernel's operations in AVX2 intrinsics.
 struct simd_ops {
   using vec = __m256d;
   static constexpr Eigen::Index lanes = 4;
@@ -118,6 +120,8 @@ NASHPRUNE_TARGET_REGION_END
 NASHPRUNE_TARGET_REGION_BEGIN("avx512f,avx2,fma")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::best_response_avx512 {
+// Deliberately alike in shape to the other targets' simd_ops (see the note above):
+// the best-response kernel's operations in AVX-512 intrinsics.
 struct simd_ops {
   using vec = __m512d;
   static constexpr Eigen::Index lanes = 8;

@@ -117,6 +117,8 @@ NASHPRUNE_END_NAMESPACE
 NASHPRUNE_TARGET_REGION_BEGIN("avx2,fma")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::gram_avx2 {
+// Deliberately alike in shape to the other targets' simd_ops (see the note above):
+// the gram kernel's operations in AVX2 intrinsics.
 struct simd_ops {
   using vec = __m256;
   static constexpr Eigen::Index lanes = 8;
@@ -163,6 +165,8 @@ NASHPRUNE_TARGET_REGION_END
 NASHPRUNE_TARGET_REGION_BEGIN("avx512f,avx2,fma")
 NASHPRUNE_BEGIN_NAMESPACE
 namespace detail::gram_avx512 {
+// Deliberately alike in shape to the other targets' simd_ops (see the note above):
+// the gram kernel's operations in AVX-512 intrinsics.
 struct simd_ops {
   using vec = __m512;
   static constexpr Eigen::Index lanes = 16;

@@ -1,6 +1,7 @@
 // nashprune/detail/head_stream.hpp — what the streaming head statistics
 // (head_redundancy.hpp, head_cka.hpp) share: the layer shape, the options, the
-// token counts and the checks on a batch of a tokens × (n_head · head_dim) block.
+// token counts, the accumulated Gram matrix and sums, and the checks on a batch
+// of a tokens × (n_head · head_dim) block.
 //
 // Not part of the public API, except the option types, which both public
 // headers expose (as simd_dispatch.hpp exposes simd_target).
@@ -33,7 +34,9 @@ struct head_redundancy_options {
 
 namespace detail {
 
-/// Base of the streaming head accumulators: shape, options, kernel target, counts.
+/// Base of the streaming head accumulators: shape, options, kernel target, counts,
+/// and G = Σ_t x_t x_tᵀ and s = Σ_t x_t over the values x_t the accumulator
+/// tracks per token (head_cka: the n·d activations; head_redundancy: one per head).
 template <typename Scalar>
 class head_stream {
   static_assert(std::is_floating_point_v<Scalar>, "activations are float or double");
@@ -75,12 +78,14 @@ class head_stream {
                                    options_.on_non_finite == non_finite_policy::throw_error);
   }
 
-  /// Checks `other` has this layer's shape, then adds its counts.
-  void merge_counts(const head_stream& other) {
+  /// Checks `other` has this layer's shape, then adds its counts, G and s.
+  void merge_stream(const head_stream& other) {
     require_size("other", other.n_head_, n_head_, "n_head");
     require_size("other", other.head_dim_, head_dim_, "head_dim");
     tokens_ += other.tokens_;
     skipped_tokens_ += other.skipped_tokens_;
+    gram_ += other.gram_;
+    sums_ += other.sums_;
   }
 
   void count(Index tokens, Index skipped) {
@@ -88,10 +93,16 @@ class head_stream {
     skipped_tokens_ += skipped;
   }
 
-  void reset_counts() {
+  /// Forgets every batch: no token, and G and s of `values` values per token zero.
+  void reset_stream(Index values) {
     tokens_ = 0;
     skipped_tokens_ = 0;
+    gram_.setZero(values, values);
+    sums_.setZero(values);
   }
+
+  Eigen::MatrixXd gram_;  // G
+  Eigen::VectorXd sums_;  // s
 
  private:
   Index n_head_;
