@@ -20,7 +20,7 @@
 #pragma once
 
 #include <nashprune/attention_geometry.hpp>
-#include <nashprune/pruning_plan.hpp>
+#include <nashprune/layer_plan.hpp>
 
 #include "gguf/gguf.hpp"
 #include "gguf/llama_model.hpp"

@@ -20,6 +20,7 @@
 #include "output_perturbation.hpp"
 #include "pruning_plan.hpp"
 #include "loss_interaction.hpp"
+#include "layer_plan.hpp"
 #include "layer_rates.hpp"
 #include "memory_savings.hpp"
 #include "quantization_error.hpp"

@@ -73,6 +73,7 @@
 #include "global_selection.hpp"
 #include "hgsp_priors.hpp"
 #include "lambda_search.hpp"
+#include "layer_plan.hpp"
 #include "loss_interaction.hpp"
 #include "nash_decisions.hpp"
 #include "nash_solvers.hpp"
@@ -220,12 +221,6 @@ struct ablation_loss_game {
 
 // ---------------------------------------------------------------------------
 // Results
-
-struct layer_plan {
-  bool keep_layer = true;
-  head_keep_plan heads;                // empty: attention-free layer
-  std::vector<std::int64_t> channels;  // kept FFN channels, ascending; empty: FFN-free layer
-};
 
 struct head_statistics {
   std::int64_t layer = 0;
