@@ -1,0 +1,3 @@
+// A leaf: includes nothing of the library.
+#pragma once
+#include <cstdint>

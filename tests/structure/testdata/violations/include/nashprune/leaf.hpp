@@ -1,0 +1,3 @@
+// A leaf: only config.hpp.
+#pragma once
+#include "config.hpp"

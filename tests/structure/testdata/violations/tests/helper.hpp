@@ -1,0 +1,2 @@
+// A test helper.
+#pragma once
