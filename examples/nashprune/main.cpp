@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
 #include <iostream>
 #include <map>
 #include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "command.hpp"
 
@@ -24,6 +27,7 @@ int main(int argc, char** argv) {
   CLI::App app{"nashprune: structured pruning of transformer LLMs (GGUF in, GGUF out)", "nashprune"};
   app.set_version_flag("--version", std::string("nashprune ") + nashprune::version_string);
   app.require_subcommand(1);
+  app.footer(exit_codes_help);
 
   auto& commands = command_registry();
   std::sort(commands.begin(), commands.end(),
@@ -31,14 +35,16 @@ int main(int argc, char** argv) {
   std::map<CLI::App*, std::function<int()>> runners;
   for (const auto& c : commands) {
     CLI::App* sub = app.add_subcommand(c.name, c.description);
+    sub->footer("Example:\n  " + c.example + "\n\n" + exit_codes_help);
     runners[sub] = c.configure(*sub);
   }
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    report_error("error", std::string(e.what()) + " (see --help)");
+    return 2;
   }
 
   try {
@@ -54,6 +60,9 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::domain_error& e) {
     report_error("error", e.what());
+    return 2;
+  } catch (const nlohmann::json::exception& e) {  // every JSON the tool reads is input
+    report_error("error", std::string("JSON input: ") + e.what());
     return 2;
   } catch (const std::exception& e) {
     report_error("failed", e.what());

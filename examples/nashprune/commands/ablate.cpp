@@ -34,6 +34,7 @@
 #include "planning/block_ablation.hpp"
 #include "command.hpp"
 
+#include "io/json_io.hpp"
 #include "planning/ablation_measure.hpp"
 
 namespace {
@@ -95,7 +96,7 @@ int run(const ablate_args& a) {
     options.block_layers = nashprune_tool::block_unit_layers(gguf::llama_shape::read(gguf::reader::open(a.model)), a.units);
   }
   const auto doc = nashprune_tool::measure_ablation(session, given, options);
-  nashprune_tool::write_json_atomically(a.output, doc);
+  nashprune_tool::json_io::write_document(a.output, doc);
   std::cout << "ablated " << doc.at("units").size() - given.size() << " " << (part ? a.units : std::string("heads")) << (given.empty() ? "" : " given " + std::to_string(given.size()) + " removed")
             << " (" << doc.at("passes").get<std::uint64_t>() << " passes, pairs " << a.pairs << ") over " << session.predicted_tokens()
             << " predicted tokens; L0 " << doc.at("l0").get<double>() << "\nwrote " << a.output << '\n';
@@ -105,24 +106,23 @@ int run(const ablate_args& a) {
 int run(const ablate_args&) { nashprune_tool::requires_llama_cpp("ablate"); }
 #endif
 
-const nashprune_tool::register_command ablate_command{{
+void add_options(CLI::App& app, ablate_args& a) {
+  nashprune_tool::add_text_run_options(app, a.model, a.run, "calibration text file (never the evaluation text)", true);
+  app.add_option("-o,--output", a.output, "ablation file to write (JSON)");
+  app.add_option("--pairs", a.pairs, "pairs measured: all | within-layer | none")->capture_default_str();
+  app.add_option("--units", a.units,
+                 "what is removed: heads | layers | attn-blocks | mlp-blocks (a block is zeroed in the residual stream)")
+      ->capture_default_str();
+  app.add_option("--remove", a.remove,
+                 "print the mean NLL with these removed instead: LAYER:HEAD,... (heads; \"\": none) or LAYER,... (block --units)")
+      ->each([&a](const std::string&) { a.evaluate = true; });
+  app.add_option("--given", a.given,
+                 "heads removed before measuring (LAYER:HEAD,...): the conditional model, L0 = L(given); units are the other heads");
+  app.add_flag("--force", a.force, "replace an existing output");
+}
+
+const nashprune_tool::register_command ablate_command{nashprune_tool::make_command<ablate_args>(
     "ablate", "Measure the loss with heads (or blocks) removed, alone and in pairs (llama.cpp): the ablation loss model",
-    [](CLI::App& app) -> std::function<int()> {
-      auto a = std::make_shared<ablate_args>();
-      app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
-      nashprune_tool::add_text_run_options(app, a->run, "calibration text file (never the evaluation text)", true);
-      app.add_option("-o,--output", a->output, "ablation file to write (JSON)");
-      app.add_option("--pairs", a->pairs, "pairs measured: all | within-layer | none")->capture_default_str();
-      app.add_option("--units", a->units,
-                     "what is removed: heads | layers | attn-blocks | mlp-blocks (a block is zeroed in the residual stream)")
-          ->capture_default_str();
-      app.add_option("--remove", a->remove,
-                     "print the mean NLL with these removed instead: LAYER:HEAD,... (heads; \"\": none) or LAYER,... (block --units)")
-          ->each([a](const std::string&) { a->evaluate = true; });
-      app.add_option("--given", a->given,
-                     "heads removed before measuring (LAYER:HEAD,...): the conditional model, L0 = L(given); units are the other heads");
-      app.add_flag("--force", a->force, "replace an existing output");
-      return [a] { return run(*a); };
-    }}};
+    "nashprune ablate stories260K.gguf --text calibration.txt --tokens 256 -c 128 -t 1 -o ablation.json", add_options, run)};
 
 }  // namespace

@@ -1,5 +1,5 @@
 // `nashprune ablation-plan MODEL.gguf --ablation ABLATION.json [--game ablation|none]
-// [--selector greedy|exact] --target F --plan-out PLAN.json`: chooses the query
+// [--selector greedy|exact] --target F -o PLAN.json`: chooses the query
 // heads to remove (at most F of all heads, whole GQA steps, as `prune --unit
 // heads`) from the loss model measured by `nashprune ablate`
 // (nashprune/loss_interaction.hpp): the greedy selector searches the price of one
@@ -31,11 +31,10 @@ using nashprune_tool::usage_error;
 
 struct plan_args {
   std::string model, ablation, plan_out;
-  std::string game, selector, method;  // method: the deprecated spelling of game and selector
+  nashprune_tool::loss_method_args method;
   nashprune_tool::loss_method choice;  // the selector defaults to greedy for heads, exact for blocks
   double target = 0.25;
   nashprune_tool::block_plan_options blocks;  // block units only
-  bool lowest_price = false;
 };
 
 int run_blocks(const plan_args& a, const nlohmann::json& doc) {
@@ -60,7 +59,7 @@ int run(plan_args a) {
   const auto layout = nashprune_tool::make_ablation_layout(shape, decisions);
   const auto loss = nashprune_tool::loss_model_from_json(doc, layout);
   const auto requested = static_cast<std::int64_t>(std::floor(a.target * static_cast<double>(layout.units) + 1e-9));
-  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.choice, requested, decisions, a.lowest_price);
+  const auto choice = nashprune_tool::choose_by_loss(loss, layout, a.choice, requested, decisions, a.method.lowest_price);
   std::cout << choice.how << '\n';
   std::cout << "requested " << requested << " heads, removing " << choice.removed.size() << "; modelled loss increase " << choice.modelled << " (L0 " << loss.l0
             << (loss.given.empty() ? "" : ", given " + std::to_string(loss.given.size()) + " heads removed") << ")\n";
@@ -77,27 +76,25 @@ int run(plan_args a) {
   return 0;
 }
 
-const nashprune_tool::register_command ablation_plan_command{{
+void add_options(CLI::App& app, plan_args& a) {
+  app.add_option("model", a.model, "the GGUF the ablation was measured on")->required();
+  app.add_option("--ablation", a.ablation, "output of `nashprune ablate`")->required();
+  nashprune_tool::add_loss_method_options(app, a.method);
+  app.add_option("--target", a.target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
+  app.add_option("-o,--output,--plan-out", a.plan_out, "plan JSON to write")->required();
+  app.add_option("--count", a.blocks.count, "block units: how many to remove (default: --target of them)");
+  app.add_option("--freeze-first", a.blocks.freeze_first, "block units: never remove the first N layers' blocks")->capture_default_str();
+  app.add_option("--freeze-last", a.blocks.freeze_last, "block units: never remove the last N layers' blocks")->capture_default_str();
+}
+
+// The options parsed into their types, then the run.
+int parse_and_run(plan_args& a) {
+  a.choice = nashprune_tool::parse_loss_method(a.method);
+  return run(a);
+}
+
+const nashprune_tool::register_command ablation_plan_command{nashprune_tool::make_command<plan_args>(
     "ablation-plan", "Choose heads or blocks to remove from an ablation loss model and write a plan for prune --plan",
-    [](CLI::App& app) -> std::function<int()> {
-      auto a = std::make_shared<plan_args>();
-      app.add_option("model", a->model, "the GGUF the ablation was measured on")->required();
-      app.add_option("--ablation", a->ablation, "output of `nashprune ablate`")->required();
-      app.add_option("--game", a->game, "ablation (default): the single losses and their interactions; none: the single losses alone");
-      app.add_option("--selector", a->selector,
-                     "greedy: the price search of the game (the default for heads); exact: the enumeration of the "
-                     "GQA-consistent sets (the default with --game none, and the only one for blocks)");
-      app.add_option("--method", a->method, "deprecated: --game and --selector");
-      app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
-      app.add_option("--plan-out", a->plan_out, "plan JSON to write")->required();
-      app.add_option("--count", a->blocks.count, "block units: how many to remove (default: --target of them)");
-      app.add_option("--freeze-first", a->blocks.freeze_first, "block units: never remove the first N layers' blocks")->capture_default_str();
-      app.add_option("--freeze-last", a->blocks.freeze_last, "block units: never remove the last N layers' blocks")->capture_default_str();
-      app.add_flag("--lowest-price", a->lowest_price, "--selector greedy: the lowest price whose plans reach the target (not the first found)");
-      return [a] {
-        a->choice = nashprune_tool::parse_loss_method(a->game, a->selector, a->method);
-        return run(*a);
-      };
-    }}};
+    "nashprune ablation-plan stories260K.gguf --ablation ablation.json --target 0.25 -o plan.json", add_options, parse_and_run)};
 
 }  // namespace

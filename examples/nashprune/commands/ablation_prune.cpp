@@ -1,6 +1,6 @@
-// `nashprune ablation-prune MODEL.gguf --text FILE --target F --rounds K --plan-out PLAN.json
-//   [--game ablation|none] [--selector greedy|exact] [--tokens N] [--ctx N] [--pairs all|within-layer|none]
-//   [--first ABLATION.json] [--rounds-out PREFIX] [--threads N]`:
+// `nashprune ablation-prune MODEL.gguf --text FILE --target F --rounds K -o PLAN.json
+//   [--game ablation|none] [--selector greedy|exact] [--tokens N] [-c N] [--pairs all|within-layer|none]
+//   [--first ABLATION.json] [--rounds-out PREFIX] [-t N]`:
 // the iterative (re-linearised) ablation plan. Round k measures the loss model
 // (δ, I: nashprune ablate) on the model with everything chosen so far removed
 // (L0 = L(R)), and the game on it (ablation-plan's choice with R given) brings
@@ -32,10 +32,9 @@ using nashprune_tool::usage_error;
 
 struct iterate_args {
   std::string model, pairs = "all", plan_out, first, rounds_out;
-  std::string game, selector, method;  // method: the deprecated spelling of game and selector
+  nashprune_tool::loss_method_args method;
   nashprune_tool::loss_method choice;
   double target = 0.25;
-  bool lowest_price = false;
   std::int64_t rounds = 2;
   nashprune_tool::text_run_args run;
 };
@@ -76,13 +75,13 @@ int run(const iterate_args& a) {
       auto label = measure;
       label.label = "round " + std::to_string(k) + "/" + std::to_string(a.rounds);
       const auto doc = nashprune_tool::measure_ablation(session, heads_of(removed), label);
-      if (!a.rounds_out.empty()) nashprune_tool::write_json_atomically(a.rounds_out + "_round" + std::to_string(k) + ".json", doc);
+      if (!a.rounds_out.empty()) nashprune_tool::json_io::write_document(a.rounds_out + "_round" + std::to_string(k) + ".json", doc);
       model = nashprune_tool::loss_model_from_json(doc, layout);
       std::cout << "round " << k << ": measured " << layout.units - static_cast<std::int64_t>(removed.size()) << " heads given " << removed.size() << " removed ("
                 << doc.at("passes").get<std::uint64_t>() << " passes)\n";
     }
     if (k == 1) l0 = model.l0;
-    choice = nashprune_tool::choose_by_loss(model, layout, a.choice, goal, decisions, a.lowest_price);
+    choice = nashprune_tool::choose_by_loss(model, layout, a.choice, goal, decisions, a.method.lowest_price);
     std::cout << "  L(R) " << model.l0 << "; " << choice.how << "; removing " << choice.removed.size() << " of " << goal << " heads asked, modelled L "
               << model.l0 + choice.modelled << '\n';
     removed = choice.removed;
@@ -99,26 +98,26 @@ int run(const iterate_args& a) {
 int run(const iterate_args&) { nashprune_tool::requires_llama_cpp("ablation-prune"); }
 #endif
 
-const nashprune_tool::register_command ablation_prune_command{{
+void add_options(CLI::App& app, iterate_args& a) {
+  nashprune_tool::add_text_run_options(app, a.model, a.run, "calibration text file (never the evaluation text)", true);
+  app.add_option("--target", a.target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
+  app.add_option("--rounds", a.rounds, "measurement rounds: round k brings the removal to k/K of the target")->capture_default_str();
+  nashprune_tool::add_loss_method_options(app, a.method);
+  app.add_option("--pairs", a.pairs, "pairs measured each round: all | within-layer | none")->capture_default_str();
+  app.add_option("--first", a.first, "round 1's measurement: an ablate output of the whole model on the same text, tokens and context");
+  app.add_option("--rounds-out", a.rounds_out, "write round k's measurement (k >= 2, or 1 without --first) to PREFIX_roundk.json");
+  app.add_option("-o,--output,--plan-out", a.plan_out, "plan JSON to write (apply with prune --plan)")->required();
+}
+
+// The options parsed into their types, then the run.
+int parse_and_run(iterate_args& a) {
+  a.choice = nashprune_tool::parse_loss_method(a.method);
+  return run(a);
+}
+
+const nashprune_tool::register_command ablation_prune_command{nashprune_tool::make_command<iterate_args>(
     "ablation-prune", "Choose heads in rounds, re-measuring the ablation loss model given those removed so far (llama.cpp)",
-    [](CLI::App& app) -> std::function<int()> {
-      auto a = std::make_shared<iterate_args>();
-      app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
-      nashprune_tool::add_text_run_options(app, a->run, "calibration text file (never the evaluation text)", true);
-      app.add_option("--target", a->target, "fraction of the query heads to remove at most (whole GQA steps)")->capture_default_str();
-      app.add_option("--rounds", a->rounds, "measurement rounds: round k brings the removal to k/K of the target")->capture_default_str();
-      app.add_option("--game", a->game, "each round, as ablation-plan: ablation (default) | none");
-      app.add_option("--selector", a->selector, "each round, as ablation-plan: greedy (default) | exact");
-      app.add_option("--method", a->method, "deprecated: --game and --selector");
-      app.add_option("--pairs", a->pairs, "pairs measured each round: all | within-layer | none")->capture_default_str();
-      app.add_option("--first", a->first, "round 1's measurement: an ablate output of the whole model on the same text, tokens and context");
-      app.add_option("--rounds-out", a->rounds_out, "write round k's measurement (k >= 2, or 1 without --first) to PREFIX_roundk.json");
-      app.add_option("--plan-out", a->plan_out, "plan JSON to write (apply with prune --plan)")->required();
-      app.add_flag("--lowest-price", a->lowest_price, "--selector greedy: the lowest price whose plans reach the target (not the first found)");
-      return [a] {
-        a->choice = nashprune_tool::parse_loss_method(a->game, a->selector, a->method);
-        return run(*a);
-      };
-    }}};
+    "nashprune ablation-prune stories260K.gguf --text calibration.txt --target 0.25 --rounds 2 -o plan.json", add_options,
+    parse_and_run)};
 
 }  // namespace

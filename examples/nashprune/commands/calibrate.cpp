@@ -65,18 +65,17 @@ int run(const calibrate_args& a) {
 #endif
 }
 
-const nashprune_tool::register_command calibrate_command{{
+void add_options(CLI::App& app, calibrate_args& a) {
+  nashprune_tool::add_text_run_options(app, a.model, a.run, "calibration text file", false);
+  app.add_option("-o,--output", a.output, "statistics file to write (GGUF)")->required();
+  app.add_flag("--force", a.force, "replace an existing output");
+  app.add_flag("--no-moments", a.no_moments,
+               "leave out the mean and covariance of attn_output's and ffn_down's inputs (what prune --compensate "
+               "refit|bias needs; (n_head·head_dim)² + n_ff² values per layer)");
+}
+
+const nashprune_tool::register_command calibrate_command{nashprune_tool::make_command<calibrate_args>(
     "calibrate", "Measure head redundancy, activation energy and block influence by running text through the model (llama.cpp)",
-    [](CLI::App& app) -> std::function<int()> {
-      auto a = std::make_shared<calibrate_args>();
-      app.add_option("model", a->model, "input GGUF (llama or deci architecture)")->required();
-      nashprune_tool::add_text_run_options(app, a->run, "calibration text file", false);
-      app.add_option("-o,--output", a->output, "statistics file to write (GGUF)")->required();
-      app.add_flag("--force", a->force, "replace an existing output");
-      app.add_flag("--no-moments", a->no_moments,
-                   "leave out the mean and covariance of attn_output's and ffn_down's inputs (what prune --compensate "
-                   "refit|bias needs; (n_head·head_dim)² + n_ff² values per layer)");
-      return [a] { return run(*a); };
-    }}};
+    "nashprune calibrate stories260K.gguf --text calibration.txt --tokens 4096 -o stats.gguf", add_options, run)};
 
 }  // namespace

@@ -166,24 +166,24 @@ int run_eval(const eval_options& o) {
   return 0;
 }
 
-const nashprune_tool::register_command eval_command{{
+void add_options(CLI::App& app, eval_options& a) {
+  app.add_option("original", a.original, "The original GGUF model")->required();
+  app.add_option("pruned", a.pruned, "The pruned GGUF model")->required();
+  app.add_option("--text", a.text, "Evaluation text (never the calibration text)")->required();
+  app.add_option("-c,--ctx", a.ctx, "Context length of each chunk")->check(CLI::Range(8, 1 << 20));
+  app.add_option("--chunks", a.chunks, "Evaluate only the first N chunks (0: the whole text)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("-t,--threads", a.threads, "Threads for llama-perplexity (0: its default)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--llama-bin", a.llama_bin,
+                 "llama-perplexity, or its folder (default: $NASHPRUNE_LLAMA_BIN, then the "
+                 "provisioned llama.cpp, then $PATH)");
+  app.add_flag("--json", a.json, "Print the result as JSON");
+  app.add_flag("--keep-logs", a.keep_logs, "Keep llama-perplexity's logs and name them on stderr");
+}
+
+const nashprune_tool::register_command eval_command{nashprune_tool::make_command<eval_options>(
     "eval", "Compare the perplexity of an original and a pruned model with llama.cpp's llama-perplexity",
-    [](CLI::App& app) -> std::function<int()> {
-      auto o = std::make_shared<eval_options>();
-      app.add_option("original", o->original, "The original GGUF model")->required();
-      app.add_option("pruned", o->pruned, "The pruned GGUF model")->required();
-      app.add_option("--text", o->text, "Evaluation text (never the calibration text)")->required();
-      app.add_option("-c,--ctx", o->ctx, "Context length of each chunk")->check(CLI::Range(8, 1 << 20));
-      app.add_option("--chunks", o->chunks, "Evaluate only the first N chunks (0: the whole text)")
-          ->check(CLI::NonNegativeNumber);
-      app.add_option("-t,--threads", o->threads, "Threads for llama-perplexity (0: its default)")
-          ->check(CLI::NonNegativeNumber);
-      app.add_option("--llama-bin", o->llama_bin,
-                     "llama-perplexity, or its folder (default: $NASHPRUNE_LLAMA_BIN, then the "
-                     "provisioned llama.cpp, then $PATH)");
-      app.add_flag("--json", o->json, "Print the result as JSON");
-      app.add_flag("--keep-logs", o->keep_logs, "Keep llama-perplexity's logs and name them on stderr");
-      return [o] { return run_eval(*o); };
-    }}};
+    "nashprune eval stories260K.gguf pruned.gguf --text evaluation.txt -c 128", add_options, run_eval)};
 
 }  // namespace

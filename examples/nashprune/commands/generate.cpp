@@ -1,4 +1,4 @@
-// `nashprune generate OUT.gguf`: writes the synthetic llama model with planted
+// `nashprune generate OUT.gguf` (or -o OUT.gguf): writes the synthetic llama model with planted
 // duplicate and near-zero heads (the embedded default of `nashprune prune`).
 #include <gguf/synthetic.hpp>
 
@@ -8,31 +8,38 @@
 
 namespace {
 
-const nashprune_tool::register_command generate_command{{
+struct generate_args {
+  std::string output;
+  gguf::synthetic_options synthetic;
+  bool force = false;
+};
+
+void add_options(CLI::App& app, generate_args& a) {
+  auto& o = a.synthetic;
+  app.add_option("output,-o,--output", a.output, "GGUF file to write")->required();
+  app.add_option("--layers", o.n_layer, "number of layers")->capture_default_str();
+  app.add_option("--embd", o.n_embd, "embedding width")->capture_default_str();
+  app.add_option("--heads", o.n_head, "query heads per layer")->capture_default_str();
+  app.add_option("--kv-heads", o.n_head_kv, "KV heads per layer")->capture_default_str();
+  app.add_option("--ffn", o.n_ff, "FFN width")->capture_default_str();
+  app.add_option("--vocab", o.n_vocab, "vocabulary size (>= 259)")->capture_default_str();
+  app.add_option("--seed", o.seed, "random seed")->capture_default_str();
+  app.add_option("--planted-layers", o.planted_layers, "layers with planted heads (default 1 2)");
+  app.add_flag("--force", a.force, "replace an existing output");
+}
+
+int run(const generate_args& a) {
+  const auto planted = gguf::generate_synthetic(a.output, a.synthetic, {.force = a.force, .protect = {}});
+  std::cout << "wrote " << a.output << '\n';
+  for (const auto& p : planted) {
+    std::cout << "  layer " << p.layer << " head " << p.head
+              << (p.duplicate ? " duplicates head " + std::to_string(p.twin) : std::string(" is near zero")) << '\n';
+  }
+  return 0;
+}
+
+const nashprune_tool::register_command generate_command{nashprune_tool::make_command<generate_args>(
     "generate", "Write a synthetic llama GGUF with planted duplicate and near-zero heads",
-    [](CLI::App& app) -> std::function<int()> {
-      auto path = std::make_shared<std::string>();
-      auto o = std::make_shared<gguf::synthetic_options>();
-      auto force = std::make_shared<bool>(false);
-      app.add_option("output", *path, "GGUF file to write")->required();
-      app.add_option("--layers", o->n_layer, "number of layers")->capture_default_str();
-      app.add_option("--embd", o->n_embd, "embedding width")->capture_default_str();
-      app.add_option("--heads", o->n_head, "query heads per layer")->capture_default_str();
-      app.add_option("--kv-heads", o->n_head_kv, "KV heads per layer")->capture_default_str();
-      app.add_option("--ffn", o->n_ff, "FFN width")->capture_default_str();
-      app.add_option("--vocab", o->n_vocab, "vocabulary size (>= 259)")->capture_default_str();
-      app.add_option("--seed", o->seed, "random seed")->capture_default_str();
-      app.add_option("--planted-layers", o->planted_layers, "layers with planted heads (default 1 2)");
-      app.add_flag("--force", *force, "replace an existing output");
-      return [=] {
-        const auto planted = gguf::generate_synthetic(*path, *o, {.force = *force, .protect = {}});
-        std::cout << "wrote " << *path << '\n';
-        for (const auto& p : planted) {
-          std::cout << "  layer " << p.layer << " head " << p.head
-                    << (p.duplicate ? " duplicates head " + std::to_string(p.twin) : std::string(" is near zero")) << '\n';
-        }
-        return 0;
-      };
-    }}};
+    "nashprune generate synthetic.gguf --layers 4 --heads 8 --kv-heads 4", add_options, run)};
 
 }  // namespace

@@ -50,16 +50,21 @@ int run_inspect(const std::string& path, const std::string& plan_path, bool show
   return 0;
 }
 
-const nashprune_tool::register_command inspect_command{{
+struct inspect_args {
+  std::string model;
+  std::string plan;
+  bool metadata = false;
+};
+
+void add_options(CLI::App& app, inspect_args& a) {
+  app.add_option("model", a.model, "GGUF model file")->required();
+  app.add_option("--plan", a.plan, "a plan JSON written by `nashprune prune --dry-run --plan-out`");
+  app.add_flag("--metadata", a.metadata, "also print every metadata key");
+}
+
+const nashprune_tool::register_command inspect_command{nashprune_tool::make_command<inspect_args>(
     "inspect", "Show a GGUF model's shape, tensor types and sizes (and what a plan would save)",
-    [](CLI::App& app) -> std::function<int()> {
-      auto path = std::make_shared<std::string>();
-      auto plan = std::make_shared<std::string>();
-      auto metadata = std::make_shared<bool>(false);
-      app.add_option("model", *path, "GGUF model file")->required();
-      app.add_option("--plan", *plan, "a plan JSON written by `nashprune prune --dry-run --plan-out`");
-      app.add_flag("--metadata", *metadata, "also print every metadata key");
-      return [=] { return run_inspect(*path, *plan, *metadata); };
-    }}};
+    "nashprune inspect stories260K.gguf --plan plan.json", add_options,
+    [](const inspect_args& a) { return run_inspect(a.model, a.plan, a.metadata); })};
 
 }  // namespace

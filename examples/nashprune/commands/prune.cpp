@@ -339,11 +339,12 @@ void choose_game(prune_args& a) {
 
 const nashprune_tool::register_command prune_command{{
     "prune", "Prune heads, groups, MLP channels, blocks or layers of a GGUF model",
+    "nashprune prune stories260K.gguf pruned.gguf --unit heads --target 0.25",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<prune_args>();
       auto& s = a->select;
       app.add_option("model", a->model, "input GGUF (omit to run the embedded default)");
-      app.add_option("output", a->output, "output GGUF");
+      app.add_option("output,-o,--output", a->output, "output GGUF");
       app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
       app.add_option("--unit", a->unit, "what --target counts: params | heads")->capture_default_str();
       app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads); layers mix with the others")->delimiter(',');
@@ -394,7 +395,7 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
       app.add_option("--report", a->report, "write an HTML page of the run: heads grid with scores, redundancy per layer, bytes per tensor kind");
-      app.add_option("--threads", a->scoring.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
+      app.add_option("-t,--threads", a->scoring.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
       app.add_flag("--dry-run", a->dry_run, "choose and report, write no model");

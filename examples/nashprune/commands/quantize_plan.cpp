@@ -165,25 +165,25 @@ int run(const quantize_plan_args& a) {
 #endif
 }
 
-const nashprune_tool::register_command quantize_plan_command{{
+void add_options(CLI::App& app, quantize_plan_args& a) {
+  app.add_option("model", a.model, "input GGUF (F32, F16 or already quantized: then llama-quantize requantizes)")->required();
+  auto* bpw = app.add_option("--bpw", a.bpw, "average bits per weight over the tensors llama-quantize quantizes");
+  auto* size = app.add_option("--size", a.size, "the output file's size in bytes");
+  bpw->excludes(size);
+  auto* calibration = app.add_option("--calibration", a.calibration, "statistics from nashprune calibrate (input energies)");
+  auto* imatrix = app.add_option("--imatrix", a.imatrix, "llama-imatrix output (input energies; passed to ggml and llama-quantize)");
+  calibration->excludes(imatrix);
+  app.add_option("--types", a.types, "candidate types, comma-separated")->capture_default_str();
+  app.add_option("--method", a.method, "hull (convex-hull allocator with LP bound) or quantile (the seed's rule)")->capture_default_str();
+  app.add_option("-o,--output", a.output, "tensor type file to write (llama-quantize --tensor-type-file)")->required();
+  app.add_option("--run", a.run, "run llama-quantize to write this GGUF and check it");
+  app.add_option("--llama-bin", a.llama_bin, "llama-quantize, or its folder (default: $NASHPRUNE_LLAMA_BIN, then the provisioned build, then $PATH)");
+  app.add_option("--sample-weights", a.sample_weights, "measure each tensor on evenly spaced rows holding about this many weights (0: all)")->capture_default_str();
+  app.add_option("-t,--threads", a.threads, "threads measuring (0: all cores)")->capture_default_str();
+}
+
+const nashprune_tool::register_command quantize_plan_command{nashprune_tool::make_command<quantize_plan_args>(
     "quantize-plan", "Choose a quantization type per tensor under a size budget, from errors measured with ggml, for llama-quantize",
-    [](CLI::App& app) -> std::function<int()> {
-      auto a = std::make_shared<quantize_plan_args>();
-      app.add_option("model", a->model, "input GGUF (F32, F16 or already quantized: then llama-quantize requantizes)")->required();
-      auto* bpw = app.add_option("--bpw", a->bpw, "average bits per weight over the tensors llama-quantize quantizes");
-      auto* size = app.add_option("--size", a->size, "the output file's size in bytes");
-      bpw->excludes(size);
-      auto* calibration = app.add_option("--calibration", a->calibration, "statistics from nashprune calibrate (input energies)");
-      auto* imatrix = app.add_option("--imatrix", a->imatrix, "llama-imatrix output (input energies; passed to ggml and llama-quantize)");
-      calibration->excludes(imatrix);
-      app.add_option("--types", a->types, "candidate types, comma-separated")->capture_default_str();
-      app.add_option("--method", a->method, "hull (convex-hull allocator with LP bound) or quantile (the seed's rule)")->capture_default_str();
-      app.add_option("-o,--output", a->output, "tensor type file to write (llama-quantize --tensor-type-file)")->required();
-      app.add_option("--run", a->run, "run llama-quantize to write this GGUF and check it");
-      app.add_option("--llama-bin", a->llama_bin, "llama-quantize, or its folder (default: $NASHPRUNE_LLAMA_BIN, then the provisioned build, then $PATH)");
-      app.add_option("--sample-weights", a->sample_weights, "measure each tensor on evenly spaced rows holding about this many weights (0: all)")->capture_default_str();
-      app.add_option("--threads", a->threads, "threads measuring (0: all cores)")->capture_default_str();
-      return [a] { return run(*a); };
-    }}};
+    "nashprune quantize-plan model-f16.gguf --bpw 5 -o tensor-types.txt --run model-5bpw.gguf", add_options, run)};
 
 }  // namespace

@@ -132,23 +132,23 @@ int run_select(const std::string& input, const std::string& output) {
                   : r.algorithm == np::exact_algorithm::dynamic_programming ? "exact (dynamic programming)"
                                                                              : "exact (branch and bound)";
   if (exact) out["nodes"] = r.nodes;
-  if (output.empty() || output == "-") {
-    std::cout << out.dump() << '\n';
-  } else {
-    std::ofstream file(output);
-    if (!(file << out.dump() << '\n')) throw std::runtime_error("cannot write '" + output + "'");
-  }
+  jio::write_document(output, out);
   return 0;
 }
 
-const nashprune_tool::register_command select_command{{
+struct select_args {
+  std::string input = "-";
+  std::string output;  // empty: standard output
+};
+
+void add_options(CLI::App& app, select_args& a) {
+  app.add_option("input", a.input, "Selection problem as JSON ('-' = standard input)");
+  app.add_option("-o,--output", a.output, "Write the result here instead of standard output");
+}
+
+const nashprune_tool::register_command select_command{nashprune_tool::make_command<select_args>(
     "select", "Choose the structures to prune under a parameter budget (JSON in, JSON out)",
-    [](CLI::App& app) -> std::function<int()> {
-      auto input = std::make_shared<std::string>("-");
-      auto output = std::make_shared<std::string>();
-      app.add_option("input", *input, "Selection problem as JSON ('-' = standard input)");
-      app.add_option("-o,--output", *output, "Write the result here instead of standard output");
-      return [input, output] { return run_select(*input, *output); };
-    }}};
+    "nashprune select problem.json -o selection.json", add_options,
+    [](const select_args& a) { return run_select(a.input, a.output); })};
 
 }  // namespace

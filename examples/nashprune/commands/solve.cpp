@@ -69,6 +69,7 @@ std::vector<owned_game> read_games(const json_io::json& document) {
 
 struct solve_options {
   std::string input = "-";
+  std::string output;  // empty: standard output
   std::string solver = "active-set";
   std::optional<double> tolerance;
   std::optional<std::int64_t> max_iterations;
@@ -99,22 +100,22 @@ int run_solve(const solve_options& options) {
                       {"potential", solution.potential},
                       {"seconds", seconds.count()}});
   }
-  std::cout << json_io::json{{"solver", options.solver}, {"layers", layers}}.dump(1) << '\n';
+  json_io::write_document(options.output, json_io::json{{"solver", options.solver}, {"layers", layers}}, 1);
   return 0;
 }
 
-const nashprune_tool::register_command solve_command{
-    {"solve", "Solve Nash head-pruning games given as JSON (one game or {\"layers\": [...]})",
-     [](CLI::App& app) -> std::function<int()> {
-       auto options = std::make_shared<solve_options>();
-       std::string names;
-       for (const auto& entry : nashprune::nash_solver_names)
-         names += (names.empty() ? "" : ", ") + std::string(entry.name);
-       app.add_option("game", options->input, "game JSON file, or - for stdin")->capture_default_str();
-       app.add_option("--solver", options->solver, "one of: " + names)->capture_default_str();
-       app.add_option("--tol", options->tolerance, "stop when the exploitability is at most this (default per solver)");
-       app.add_option("--max-iter", options->max_iterations, "iteration cap (default per solver; seed: 100)");
-       return [options] { return run_solve(*options); };
-     }}};
+void add_options(CLI::App& app, solve_options& a) {
+  std::string names;
+  for (const auto& entry : nashprune::nash_solver_names) names += (names.empty() ? "" : ", ") + std::string(entry.name);
+  app.add_option("game", a.input, "game JSON file, or - for stdin")->capture_default_str();
+  app.add_option("--solver", a.solver, "one of: " + names)->capture_default_str();
+  app.add_option("--tol", a.tolerance, "stop when the exploitability is at most this (default per solver)");
+  app.add_option("--max-iter", a.max_iterations, "iteration cap (default per solver; seed: 100)");
+  app.add_option("-o,--output", a.output, "write the result here instead of standard output");
+}
+
+const nashprune_tool::register_command solve_command{nashprune_tool::make_command<solve_options>(
+    "solve", "Solve Nash head-pruning games given as JSON (one game or {\"layers\": [...]})",
+    "nashprune solve games.json --solver active-set -o equilibria.json", add_options, run_solve)};
 
 }  // namespace

@@ -8,6 +8,7 @@
 namespace {
 const nashprune_tool::register_command version_command{{
     "version", "Print the nashprune version",
+    "nashprune version",
     [](CLI::App&) -> std::function<int()> {
       return [] {
         std::cout << "nashprune " << nashprune::version_string << '\n';

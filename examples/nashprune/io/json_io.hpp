@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -21,6 +22,26 @@
 namespace nashprune_tool::json_io {
 
 using json = nlohmann::json;
+
+/// Writes `doc` (dump(indent)) to standard output when `path` is empty or "-", else
+/// beside `path` and renamed onto it, so an interrupted run leaves no partial file.
+/// Throws std::runtime_error when the file cannot be written. `Json` is json or
+/// nlohmann::ordered_json (keys in the order they were set).
+template <typename Json>
+void write_document(const std::string& path, const Json& doc, int indent = -1) {
+  if (path.empty() || path == "-") {
+    std::cout << doc.dump(indent) << '\n';
+    return;
+  }
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream out(partial);
+    if (!(out << doc.dump(indent) << '\n')) throw std::runtime_error("cannot write " + partial);
+  }
+  std::error_code ec;
+  std::filesystem::rename(partial, path, ec);
+  if (ec) throw std::runtime_error("cannot rename " + partial + " to " + path + ": " + ec.message());
+}
 
 /// Parses a JSON document from a file, or from standard input when `path` is "-".
 inline json read_document(const std::string& path) {

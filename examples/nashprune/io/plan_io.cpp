@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "command.hpp"
+#include "io/json_io.hpp"
 
 namespace nashprune_tool {
 
@@ -80,9 +81,7 @@ void write_plan_json(const std::string& path, const gguf::prune_plan& plan) {
     layers.push_back({{"layer", i}, {"keep", p.keep_layer}, {"q_heads", p.heads.q_heads},
                       {"kv_heads", p.heads.kv_heads}, {"channels", p.channels}});
   }
-  std::ofstream out(path);
-  if (!out) throw usage_error("cannot write the plan file " + path);
-  out << nlohmann::json{{"layers", layers}}.dump(1) << '\n';
+  json_io::write_document(path, nlohmann::json{{"layers", layers}}, 1);
 }
 
 gguf::prune_plan read_plan_json(const std::string& path, const gguf::llama_shape& shape) {

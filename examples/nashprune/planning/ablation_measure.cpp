@@ -129,15 +129,5 @@ nlohmann::json measure_ablation(calibrate::ablation_session& session, std::span<
   return doc;
 }
 
-void write_json_atomically(const std::string& path, const nlohmann::json& doc) {
-  const std::string partial = path + ".partial";
-  {
-    std::ofstream out(partial);
-    out << std::setprecision(17) << doc.dump() << '\n';
-    if (!out) throw std::runtime_error("cannot write " + partial);
-  }
-  std::filesystem::rename(partial, path);
-}
-
 }  // namespace nashprune_tool
 #endif

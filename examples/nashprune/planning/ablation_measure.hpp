@@ -52,8 +52,5 @@ struct ablation_measure_options {
 [[nodiscard]] nlohmann::json measure_ablation(calibrate::ablation_session& session, std::span<const calibrate::head_ref> given,
                                               const ablation_measure_options& options);
 
-/// Writes `doc` beside `path` and renames it, so an interrupted run leaves no partial file.
-void write_json_atomically(const std::string& path, const nlohmann::json& doc);
-
 }  // namespace nashprune_tool
 #endif

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <tuple>
 
 #include "command.hpp"
 #include "planning/prune_planner.hpp"
@@ -62,7 +63,17 @@ loss_model loss_model_from_json(const nlohmann::json& doc, const ablation_layout
   return out;
 }
 
-loss_method parse_loss_method(const std::string& game, const std::string& selector, const std::string& method) {
+void add_loss_method_options(CLI::App& app, loss_method_args& args) {
+  app.add_option("--game", args.game, "ablation (default): the single losses and their interactions; none: the single losses alone");
+  app.add_option("--selector", args.selector,
+                 "greedy: the price search of the game (the default for heads); exact: the enumeration of the "
+                 "GQA-consistent sets (the default with --game none, and the only one for blocks)");
+  app.add_option("--method", args.method, "deprecated: --game and --selector");
+  app.add_flag("--lowest-price", args.lowest_price, "--selector greedy: the lowest price whose plans reach the target (not the first found)");
+}
+
+loss_method parse_loss_method(const loss_method_args& args) {
+  const auto& [game, selector, method] = std::tie(args.game, args.selector, args.method);
   loss_method out;
   if (!method.empty()) {
     if (!game.empty() || !selector.empty()) throw usage_error("--method is the deprecated spelling of --game and --selector: give one or the other");

@@ -16,6 +16,10 @@
 #include <string>
 #include <vector>
 
+namespace CLI {
+class App;
+}
+
 namespace nashprune_tool {
 
 /// The units of a model in ablation order (layer by layer, head by head) and every
@@ -56,11 +60,22 @@ struct loss_method {
   std::optional<nashprune::selector> selection;
 };
 
-/// --game ablation|none and --selector greedy|exact as given (empty: not given),
-/// or the deprecated --method nash|exact|greedy (nash: --game ablation --selector
-/// greedy, exact: --game ablation --selector exact, greedy: --game none --selector
-/// exact) with one deprecation line on stderr. Throws usage_error naming the option.
-[[nodiscard]] loss_method parse_loss_method(const std::string& game, const std::string& selector, const std::string& method);
+/// The choice's options as given on the command line (empty: not given).
+struct loss_method_args {
+  std::string game;
+  std::string selector;
+  std::string method;  // the deprecated spelling of game and selector
+  bool lowest_price = false;
+};
+
+/// Declares --game, --selector, the deprecated --method and --lowest-price.
+void add_loss_method_options(CLI::App& app, loss_method_args& args);
+
+/// --game ablation|none and --selector greedy|exact, or the deprecated --method
+/// nash|exact|greedy (nash: --game ablation --selector greedy, exact: --game
+/// ablation --selector exact, greedy: --game none --selector exact) with one
+/// deprecation line on stderr. Throws usage_error naming the option.
+[[nodiscard]] loss_method parse_loss_method(const loss_method_args& args);
 
 /// The heads to remove, at most `requested` units in all (the given ones included):
 /// the price search of one game over the units not given (ablation, greedy; the

@@ -1,0 +1,57 @@
+# The conventions every subcommand shares. Each subcommand that `nashprune --help`
+# lists has an example line and the exit-code line in its --help, and the exit
+# codes are what that line says: 0 success, 1 runtime failure, 2 usage error or
+# bad input (an unknown option, a missing or malformed input file, a JSON input
+# lacking a field), each with one line on stderr.
+# cmake -DTOOL=... -DWORK_DIR=... -P check_conventions.cmake
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(exit_line "Exit codes: 0 success; 1 runtime failure \\(I/O, llama.cpp, a failed check\\); 2 usage error or bad input")
+
+execute_process(COMMAND ${TOOL} --help RESULT_VARIABLE code OUTPUT_VARIABLE top ERROR_VARIABLE err)
+if(NOT code EQUAL 0 OR NOT top MATCHES "${exit_line}")
+  message(FATAL_ERROR "nashprune --help: exit code ${code}, no exit-code line:\n${top}${err}")
+endif()
+string(REGEX MATCH "(SUBCOMMANDS|Subcommands):\n(.*)" listed "${top}")
+string(REGEX MATCHALL "\n  [a-z][a-z-]*" names "\n${CMAKE_MATCH_2}")
+list(LENGTH names count)
+if(count LESS 12)
+  message(FATAL_ERROR "nashprune --help lists ${count} subcommands, expected at least 12:\n${top}")
+endif()
+foreach(name IN LISTS names)
+  string(STRIP "${name}" name)
+  execute_process(COMMAND ${TOOL} ${name} --help RESULT_VARIABLE code OUTPUT_VARIABLE help ERROR_VARIABLE err)
+  if(NOT code EQUAL 0)
+    message(FATAL_ERROR "nashprune ${name} --help: exit code ${code}\n${help}${err}")
+  endif()
+  if(NOT help MATCHES "\nExample:\n  nashprune ${name}( [^\n]*)?\n")
+    message(FATAL_ERROR "nashprune ${name} --help shows no example line 'nashprune ${name} ...':\n${help}")
+  endif()
+  if(NOT help MATCHES "${exit_line}")
+    message(FATAL_ERROR "nashprune ${name} --help does not state the exit codes:\n${help}")
+  endif()
+endforeach()
+
+# run(CODE STDERR_REGEX args...): TOOL exits with CODE and prints one stderr line matching STDERR_REGEX.
+function(run expect_code stderr_regex)
+  execute_process(COMMAND ${TOOL} ${ARGN} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REGEX REPLACE "\n$" "" line "${err}")
+  if(NOT code EQUAL expect_code OR line MATCHES "\n" OR NOT line MATCHES "${stderr_regex}")
+    message(FATAL_ERROR "nashprune ${ARGN}: exit code ${code}, expected ${expect_code} with one stderr line matching "
+                        "'${stderr_regex}'\nstdout: ${out}\nstderr: ${err}")
+  endif()
+endfunction()
+
+set(model ${WORK_DIR}/generated.gguf)
+run(0 "^$" generate ${model} --force)
+run(0 "^$" generate -o ${WORK_DIR}/by_option.gguf --force)
+run(0 "^$" version)
+# 2: usage errors and bad input.
+run(2 "--no-such-option" prune --no-such-option)
+run(2 "^nashprune: error: .*check_conventions.cmake: offset 0: " inspect ${CMAKE_CURRENT_LIST_FILE})
+run(2 "^nashprune: error: .*missing.gguf: cannot open" inspect ${WORK_DIR}/missing.gguf)
+file(WRITE ${WORK_DIR}/fieldless.json "{}\n")
+run(2 "^nashprune: error: JSON input: .*'units' not found" ablation-plan ${model} --ablation ${WORK_DIR}/fieldless.json -o ${WORK_DIR}/plan.json)
+# 1: runtime failures (a file that cannot be written, a llama.cpp program that fails).
+run(1 "^nashprune: failed: .*no-such-dir: cannot create a temporary file" generate ${WORK_DIR}/no-such-dir/out.gguf)
+file(WRITE ${WORK_DIR}/text.txt "Once upon a time there was a little dog.\n")
+run(1 "^nashprune: failed: llama-perplexity on the original model" eval ${model} ${model} --text ${WORK_DIR}/text.txt --llama-bin /bin/false)
