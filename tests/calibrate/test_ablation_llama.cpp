@@ -141,8 +141,8 @@ TEST_F(real_ablation, BadInputsAreRefused) {
   EXPECT_THROW((void)session.mean_nll({}, negative), std::invalid_argument);
   const auto tiny = dir / "tiny.txt";
   std::ofstream(tiny) << "Once upon a time";
-  EXPECT_THROW(calibrate::ablation_session({{model, tiny, 0, 128, 1}}), std::invalid_argument);
-  EXPECT_THROW(calibrate::ablation_session({{model, text, 64, 128, 1}}), std::invalid_argument);
+  EXPECT_THROW(calibrate::ablation_session(calibrate::ablation_options{{model, tiny, 0, 128, 1}}), std::invalid_argument);
+  EXPECT_THROW(calibrate::ablation_session(calibrate::ablation_options{{model, text, 64, 128, 1}}), std::invalid_argument);
   EXPECT_THROW(calibrate::ablation_session({{model, text, 512, 128, 1}, -1}), std::invalid_argument);
   EXPECT_THROW(calibrate::ablation_session({{model, text, 512, 128, 1}, 127}), std::invalid_argument);
 }
@@ -178,7 +178,7 @@ TEST_F(real_ablation, ConditionalAblationMeasuresThePrunedModel) {
   const auto measured = nlohmann::json::parse(slurp(ablation));
   EXPECT_EQ(measured.at("passes").get<int>(), 1 + 36);
   EXPECT_EQ(measured.at("given").size(), 4U);
-  calibrate::ablation_session cut({{pruned, text, 256, 128, 1}});
+  calibrate::ablation_session cut(calibrate::ablation_options{{pruned, text, 256, 128, 1}});
   const double l0 = measured.at("l0").get<double>();
   EXPECT_NEAR(l0, cut.mean_nll({}), 1e-5 * l0);
   // Unit 2·8 + 3 (layer 2, head 3) is the pruned model's layer 2, head 1; unit 4·8 + 6 stays head 6 of layer 4.
@@ -222,7 +222,7 @@ TEST_F(real_ablation, IterativePlansAreConsistentWithTheOneShotPlanAndThePrunedM
   EXPECT_NE(log.find("requested 20 heads, removing 20 in 2 round(s)"), std::string::npos) << log;
   const auto pruned = dir / "two_rounds.gguf";
   ASSERT_EQ(tool("prune " + m + " '" + pruned.string() + "' --plan '" + (dir / "two_rounds.json").string() + "' --force", dir / "apply.log"), 0);
-  calibrate::ablation_session cut({{pruned, text, 256, 128, 1}});
+  calibrate::ablation_session cut(calibrate::ablation_options{{pruned, text, 256, 128, 1}});
   const double direct = cut.mean_nll({});
   EXPECT_NEAR(number_after(log, "measured L of the plan "), direct, 1e-5 * direct);
 }
