@@ -352,25 +352,26 @@ inline std::vector<std::int64_t> removed_q_heads(const head_keep_plan& plan, std
   return removed;
 }
 
-/// When `plans` (one per geometry) remove fewer than `requested` query heads in all,
+/// When `plans` (one per geometry) do not remove `requested` query heads in all,
 /// replaces them by the allocation over every GQA-consistent removal of each layer
 /// (head_count_allocation.hpp; groups_only: whole groups alone) under the caps of
-/// `decisions`, with cost_of(l) the removal_cost of layer l, if that allocation
-/// removes more. Plans that meet the count are kept as their game chose them.
-/// Returns whether the plans were replaced.
+/// `decisions`, with cost_of(l) the removal_cost of layer l: the count exactly when
+/// any plan reaches it, else the most below. Plans short of the count are kept when
+/// the allocation gets no closer; plans that meet it are kept as their game chose
+/// them. Returns whether the plans were replaced.
 template <typename CostOf>
 bool meet_head_count(std::span<const attention_geometry> geometries, bool groups_only, const nash_decision_options<double>& decisions,
                      std::vector<head_keep_plan>& plans, std::int64_t requested, const CostOf& cost_of) {
   std::int64_t removed = 0;
   for (std::size_t l = 0; l < plans.size(); ++l) removed += geometries[l].n_head() - static_cast<std::int64_t>(plans[l].q_heads.size());
-  if (removed >= requested || plans.empty()) return false;
+  if (removed == requested || plans.empty()) return false;
   std::vector<head_count_curve<double>> curves;
   for (std::size_t l = 0; l < plans.size(); ++l) {
     const auto& g = geometries[l];
     curves.push_back(least_cost_curve<double>(g, groups_only, seed_min_keep(g.n_head(), decisions), cost_of(l)));
   }
   const auto allocation = allocate_head_count<double>(curves, requested);
-  if (allocation.total <= removed) return false;
+  if (removed < requested && allocation.total <= removed) return false;
   for (std::size_t l = 0; l < plans.size(); ++l) {
     const auto& g = geometries[l];
     plans[l] = plan_without(g, allocation.removed[l], seed_min_keep(g.n_head(), decisions) == 0);
@@ -540,11 +541,14 @@ class planner {
 
   /// The selection over the item table (or the λ search's plans).
   pruning_result select() {
-    require_reachable();
-    if (o_.lambda_auto) return run_lambda_auto();
+    if (o_.lambda_auto) {
+      require_reachable();
+      return run_lambda_auto();
+    }
     build_items();
     use_measured_influence();
     if (items_.empty()) fail_argument("structures", "nothing to prune: no removable structure offered in unfrozen layers");
+    require_reachable();
     const std::int64_t total = o_.unit == budget_unit::heads ? model_.total_heads() : model_.total_parameters;
     const std::int64_t budget = budget_from_fraction(o_.target, total);
     selection_constraints constraints;
@@ -554,7 +558,15 @@ class planner {
     constraints.min_kept = min_kept_;
     const auto weighted = prior_weighted_items();
     if (o_.wants(structure::layers) && o_.structures.size() > 1) return finish(layers_and_finer(weighted, budget, constraints));
-    const auto result = select_items<double>(weighted, budget, constraints, o_.selection);
+    // The items offer heads per group or whole groups, not their mixes: their selection
+    // may stop below a count the allocation then meets.
+    std::int64_t item_budget = budget;
+    if (counts_heads_exactly()) {
+      std::int64_t offered = 0;
+      for (const auto& it : items_) offered += it.cost;
+      item_budget = std::min(budget, offered);
+    }
+    const auto result = select_items<double>(weighted, item_budget, constraints, o_.selection);
     std::vector<selection_item<double>> removed;
     for (auto position : result.pruned) removed.push_back(items_[static_cast<std::size_t>(position)]);
     auto out = finish(removed);
