@@ -43,7 +43,17 @@
 //     budget spent wins (a removed layer takes its heads and channels with it).
 //     This is not global_selection's container formulation: its one greedy walk
 //     over layers and their items chooses other plans on real models.
-//  3. Per-head statistics of the plan (importance, participation, redundancy sum).
+//  3. Exact head counts (budget_unit::heads with heads or groups, no layers or
+//     attention blocks; and every game above): a plan that does not remove the
+//     target's count of heads, floor(target × heads), is replaced by the exact
+//     allocation over every layer's GQA-consistent removals, whole groups, the same
+//     heads per group and mixes (head_count_allocation.hpp), costed by what the path
+//     scores: the importance after the game, the output energy, or the loss model
+//     within the layer. So the count is met whenever any consistent plan reaches it,
+//     else the most below; a plan that meets it is kept as its path chose it. A
+//     target beyond what the structures can remove under the caps (reach_of) is
+//     refused, naming the most they can.
+//  4. Per-head statistics of the plan (importance, participation, redundancy sum).
 //
 // No I/O, no threads: the caller computes the scores (in parallel if it likes) and
 // hands them in.
@@ -1140,8 +1150,9 @@ class planner {
   return detail::planner(model, options).play_output_game(game);
 }
 
-/// The plan of the ablation loss game over every layer's query heads: at most
-/// floor(target × heads) units (no head statistics).
+/// The plan of the ablation loss game over every layer's query heads: floor(target ×
+/// heads) units when a GQA-consistent plan reaches it, else the most below (no head
+/// statistics).
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const ablation_loss_game& game, const pruning_options& options) {
   std::vector<attention_geometry> geometries;
   for (std::int64_t i = 0; i < model.n_layer(); ++i) geometries.push_back(model.geometry(i));
