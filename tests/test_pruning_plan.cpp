@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -124,7 +125,15 @@ TEST(PruningPlan, RandomModelsMatchTheAscendingReference) {
     o.max_prune = std::uniform_real_distribution<double>(0.1, 1.0)(rng);
     o.min_heads = std::uniform_int_distribution<int>(1, 2)(rng);
     const auto budget = np::budget_from_fraction(o.target, m.total_heads());
-    EXPECT_EQ(removed_heads(np::plan_pruning(m, o), m), ascending_reference(m, budget, o.min_heads, o.max_prune)) << "trial " << trial;
+    const auto reference = ascending_reference(m, budget, o.min_heads, o.max_prune);
+    const auto most = ascending_reference(m, m.total_heads(), o.min_heads, o.max_prune).size();
+    EXPECT_EQ(np::reach_of(m, o).largest, static_cast<std::int64_t>(most)) << "trial " << trial;
+    if (static_cast<std::int64_t>(reference.size()) < budget) {
+      // Beyond the caps: refused, naming the target and the most the caps allow.
+      expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m, o); }, {"'target'", ("at most " + std::to_string(most)).c_str()});
+    } else {
+      EXPECT_EQ(removed_heads(np::plan_pruning(m, o), m), reference) << "trial " << trial;
+    }
   }
 }
 
@@ -341,6 +350,151 @@ TEST(PruningPlan, BadInputNamesTheArgument) {
       {"'requested'", "fewer than the 2"});
   expect_error<std::invalid_argument>(
       [&] { (void)np::choose_heads_by_loss(loss, layout, np::head_game::cosine, np::selector::exact, 2, o.decisions()); }, {"'game'"});
+}
+
+// GQA layers of these (n_head, n_head_kv) with random head scores (head_dim 2).
+np::model_scores gqa_model(const std::vector<std::pair<std::int64_t, std::int64_t>>& shapes, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(0.05, 1.0);
+  np::model_scores m;
+  m.n_embd = 16;
+  m.head_dim_k = 2;
+  m.head_dim_v = 2;
+  m.total_parameters = 100000;
+  for (const auto& [n, n_kv] : shapes) {
+    np::layer_scores l;
+    l.n_head = n;
+    l.n_head_kv = n_kv;
+    l.n_ff = 4;
+    l.heads = Eigen::VectorXd::NullaryExpr(n, [&] { return u(rng); });
+    l.channels = Eigen::VectorXd::Ones(4);
+    m.layers.push_back(l);
+  }
+  return m;
+}
+
+// Brute force: the totals of GQA-consistent removals over the layers (every subset
+// of every layer's heads whose kept heads fill their kv groups evenly, at most
+// floor(max_prune · n) removed and at least min_heads kept; groups_only: whole groups).
+std::set<std::int64_t> reachable_totals(const np::model_scores& m, std::int64_t min_heads, double max_prune, bool groups_only) {
+  std::set<std::int64_t> totals{0};
+  for (const auto& l : m.layers) {
+    std::set<std::int64_t> counts;
+    const std::int64_t g = l.n_head / l.n_head_kv;
+    for (std::uint32_t mask = 0; mask < (1U << l.n_head); ++mask) {
+      std::int64_t per_group = -1;
+      bool ok = true;
+      std::int64_t removed = 0;
+      for (std::int64_t j = 0; j < l.n_head_kv; ++j) {
+        std::int64_t kept = 0;
+        for (std::int64_t h = j * g; h < (j + 1) * g; ++h) kept += (mask >> h & 1U) ? 0 : 1;
+        removed += g - kept;
+        if (kept == 0) continue;
+        if ((per_group >= 0 && kept != per_group) || (groups_only && kept != g)) ok = false;
+        per_group = kept;
+      }
+      const auto cap = static_cast<std::int64_t>(max_prune * static_cast<double>(l.n_head) + 1e-9);
+      if (ok && per_group > 0 && removed <= cap && l.n_head - removed >= min_heads) counts.insert(removed);
+    }
+    std::set<std::int64_t> next;
+    for (const auto t : totals)
+      for (const auto c : counts) next.insert(t + c);
+    totals = next;
+  }
+  return totals;
+}
+
+// Every requested count: met exactly when reachable, else the largest reachable
+// below; beyond the most reachable, refused naming the target.
+template <typename Plan>
+void expect_exact_counts(const np::model_scores& m, np::pruning_options o, bool groups_only, const Plan& plan, const std::string& what) {
+  const auto totals = reachable_totals(m, o.min_heads, o.max_prune, groups_only);
+  const auto heads = m.total_heads();
+  for (std::int64_t requested = 0; requested <= heads; ++requested) {
+    o.target = static_cast<double>(requested) / static_cast<double>(heads);
+    if (o.target >= 1.0) break;
+    if (requested > *totals.rbegin()) {
+      expect_error<std::invalid_argument>([&] { (void)plan(m, o); }, {"'target'"});
+      continue;
+    }
+    const auto r = plan(m, o);
+    auto expected = totals.upper_bound(requested);
+    --expected;
+    EXPECT_EQ(static_cast<std::int64_t>(removed_heads(r, m).size()), *expected) << what << ", requested " << requested;
+    for (std::size_t l = 0; l < r.layers.size(); ++l) (void)m.geometry(static_cast<std::int64_t>(l)).validate(r.layers[l].heads);
+  }
+}
+
+const std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> gqa_shapes{
+    {{8, 4}, {8, 4}, {8, 4}},  // stories260K's layer shape
+    {{6, 2}, {6, 3}, {4, 4}},
+    {{8, 2}, {9, 3}},
+};
+
+TEST(PruningPlan, HeadTargetsAreMetExactlyWhenReachableWithoutAGame) {
+  std::mt19937 rng(5);
+  for (const auto& shapes : gqa_shapes) {
+    const auto m = gqa_model(shapes, rng);
+    for (const auto how : {np::selector::greedy, np::selector::exact}) {
+      for (const bool groups : {false, true}) {
+        auto o = heads_only(0);
+        o.selection = how;
+        o.structures = {groups ? np::structure::groups : np::structure::heads};
+        expect_exact_counts(m, o, groups, [](const auto& model, const auto& options) { return np::plan_pruning(model, options); },
+                            groups ? "groups" : "heads");
+      }
+    }
+  }
+}
+
+TEST(PruningPlan, HeadTargetsAreMetExactlyWithTheCosineGame) {
+  std::mt19937 rng(6);
+  for (const auto& shapes : gqa_shapes) {
+    const auto m = gqa_model(shapes, rng);
+    np::cosine_game game;
+    for (const auto& l : m.layers) {
+      const Eigen::MatrixXd b = Eigen::MatrixXd::Random(l.n_head, 3);
+      Eigen::MatrixXd c = b * b.transpose();
+      const Eigen::VectorXd d = c.diagonal().cwiseSqrt();
+      game.cosine.push_back(c.array() / (d * d.transpose()).array());
+    }
+    for (const bool lambda_auto : {false, true}) {
+      auto o = heads_only(0);
+      o.game = np::head_game::cosine;
+      o.lambda_auto = lambda_auto;
+      expect_exact_counts(m, o, false, [&](const auto& model, const auto& options) { return np::plan_pruning(model, game, options); },
+                          lambda_auto ? "cosine, lambda auto" : "cosine");
+    }
+  }
+}
+
+TEST(PruningPlan, HeadTargetsAreMetExactlyWithTheOutputAndAblationGames) {
+  std::mt19937 rng(8);
+  for (const auto& shapes : gqa_shapes) {
+    const auto m = gqa_model(shapes, rng);
+    np::output_perturbation_game output;
+    std::int64_t units = 0;
+    for (const auto& l : m.layers) {
+      const Eigen::MatrixXd b = Eigen::MatrixXd::Random(l.n_head, l.n_head);
+      output.scaled_gram.push_back(b * b.transpose() / 10.0);
+      units += l.n_head;
+    }
+    np::ablation_loss_game loss;
+    loss.delta = (Eigen::VectorXd::Random(units).array() + 1.5).matrix() / 10.0;
+    const Eigen::MatrixXd b = Eigen::MatrixXd::Random(units, units) / 50.0;
+    loss.interaction = (b + b.transpose()) / 2.0;
+    loss.interaction.diagonal().setZero();
+    for (const auto how : {np::selector::greedy, np::selector::exact}) {
+      auto o = heads_only(0);
+      o.selection = how;
+      o.game = np::head_game::output;
+      expect_exact_counts(m, o, false, [&](const auto& model, const auto& options) { return np::plan_pruning(model, output, options); },
+                          "output");
+      o.game = np::head_game::ablation;
+      if (how == np::selector::exact && units > 20) continue;  // the joint enumeration is for small models
+      expect_exact_counts(m, o, false, [&](const auto& model, const auto& options) { return np::plan_pruning(model, loss, options); },
+                          "ablation");
+    }
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "ggml_types.hpp"
 #include "global_selection.hpp"
 #include "hgsp_priors.hpp"
+#include "head_count_allocation.hpp"
 #include "head_cka.hpp"
 #include "head_redundancy.hpp"
 #include "lambda_search.hpp"

@@ -43,7 +43,17 @@
 //     budget spent wins (a removed layer takes its heads and channels with it).
 //     This is not global_selection's container formulation: its one greedy walk
 //     over layers and their items chooses other plans on real models.
-//  3. Per-head statistics of the plan (importance, participation, redundancy sum).
+//  3. Exact head counts (budget_unit::heads with heads or groups, no layers or
+//     attention blocks; and every game above): a plan that does not remove the
+//     target's count of heads, floor(target × heads), is replaced by the exact
+//     allocation over every layer's GQA-consistent removals, whole groups, the same
+//     heads per group and mixes (head_count_allocation.hpp), costed by what the path
+//     scores: the importance after the game, the output energy, or the loss model
+//     within the layer. So the count is met whenever any consistent plan reaches it,
+//     else the most below; a plan that meets it is kept as its path chose it. A
+//     target beyond what the structures can remove under the caps (reach_of) is
+//     refused, naming the most they can.
+//  4. Per-head statistics of the plan (importance, participation, redundancy sum).
 //
 // No I/O, no threads: the caller computes the scores (in parallel if it likes) and
 // hands them in.
@@ -71,6 +81,7 @@
 #include "config.hpp"
 #include "detail/validate.hpp"
 #include "global_selection.hpp"
+#include "head_count_allocation.hpp"
 #include "hgsp_priors.hpp"
 #include "lambda_search.hpp"
 #include "layer_plan.hpp"
@@ -258,6 +269,17 @@ struct pruning_result {
   std::optional<head_game_report> game;
 };
 
+/// A target in its unit: what it asks for and the most the offered structures can
+/// remove under min_heads, max_prune and the frozen layers (reach_of).
+struct target_reach {
+  budget_unit unit = budget_unit::parameters;
+  std::int64_t total = 0;      ///< heads, or parameters
+  std::int64_t requested = 0;  ///< floor(target × total)
+  std::int64_t largest = 0;    ///< the most any plan of these structures removes
+  [[nodiscard]] bool reachable() const { return requested <= largest; }
+  [[nodiscard]] double largest_fraction() const { return total > 0 ? static_cast<double>(largest) / static_cast<double>(total) : 0.0; }
+};
+
 /// The plan keeping everything of `model`.
 [[nodiscard]] inline std::vector<layer_plan> keep_everything(const model_scores& model) {
   std::vector<layer_plan> plan;
@@ -333,6 +355,33 @@ inline std::vector<std::int64_t> removed_q_heads(const head_keep_plan& plan, std
     if (!std::binary_search(plan.q_heads.begin(), plan.q_heads.end(), h)) removed.push_back(h);
   }
   return removed;
+}
+
+/// When `plans` (one per geometry) do not remove `requested` query heads in all,
+/// replaces them by the allocation over every GQA-consistent removal of each layer
+/// (head_count_allocation.hpp; groups_only: whole groups alone) under the caps of
+/// `decisions`, with cost_of(l) the removal_cost of layer l: the count exactly when
+/// any plan reaches it, else the most below. Plans short of the count are kept when
+/// the allocation gets no closer; plans that meet it are kept as their game chose
+/// them. Returns whether the plans were replaced.
+template <typename CostOf>
+bool meet_head_count(std::span<const attention_geometry> geometries, bool groups_only, const nash_decision_options<double>& decisions,
+                     std::vector<head_keep_plan>& plans, std::int64_t requested, const CostOf& cost_of) {
+  std::int64_t removed = 0;
+  for (std::size_t l = 0; l < plans.size(); ++l) removed += geometries[l].n_head() - static_cast<std::int64_t>(plans[l].q_heads.size());
+  if (removed == requested || plans.empty()) return false;
+  std::vector<head_count_curve<double>> curves;
+  for (std::size_t l = 0; l < plans.size(); ++l) {
+    const auto& g = geometries[l];
+    curves.push_back(least_cost_curve<double>(g, groups_only, seed_min_keep(g.n_head(), decisions), cost_of(l)));
+  }
+  const auto allocation = allocate_head_count<double>(curves, requested);
+  if (removed < requested && allocation.total <= removed) return false;
+  for (std::size_t l = 0; l < plans.size(); ++l) {
+    const auto& g = geometries[l];
+    plans[l] = plan_without(g, allocation.removed[l], seed_min_keep(g.n_head(), decisions) == 0);
+  }
+  return true;
 }
 
 }  // namespace detail
@@ -418,6 +467,19 @@ struct loss_choice {
       out.plans.push_back(layout.layers[l].geometry.plan_removing(layout.layers[l].granularity, local));
     }
   }
+  // Short of the request (GQA steps): every consistent removal of each layer, costed
+  // by the loss model within the layer (δ_S + ½·1_SᵀI_SS1_S), holding its given units.
+  std::vector<attention_geometry> geometries;
+  for (const auto& layer : layout.layers) geometries.push_back(layer.geometry);
+  (void)detail::meet_head_count(std::span<const attention_geometry>(geometries), false, decisions, out.plans, requested, [&](std::size_t l) {
+    const auto& layer = layout.layers[l];
+    const auto n = layer.geometry.n_head();
+    removal_cost<double> cost{model.delta.segment(layer.first, n), model.interaction.block(layer.first, layer.first, n, n) / 2.0, {}};
+    for (const auto u : model.given) {
+      if (layout.layer_of(u) == l) cost.required.push_back(u - layer.first);
+    }
+    return cost;
+  });
   for (std::size_t l = 0; l < out.plans.size(); ++l) {
     const auto& layer = layout.layers[l];
     for (const auto h : detail::removed_q_heads(out.plans[l], layer.geometry.n_head())) out.removed.push_back(layer.first + h);
@@ -484,10 +546,14 @@ class planner {
 
   /// The selection over the item table (or the λ search's plans).
   pruning_result select() {
-    if (o_.lambda_auto) return run_lambda_auto();
+    if (o_.lambda_auto) {
+      require_reachable();
+      return run_lambda_auto();
+    }
     build_items();
     use_measured_influence();
     if (items_.empty()) fail_argument("structures", "nothing to prune: no removable structure offered in unfrozen layers");
+    require_reachable();
     const std::int64_t total = o_.unit == budget_unit::heads ? model_.total_heads() : model_.total_parameters;
     const std::int64_t budget = budget_from_fraction(o_.target, total);
     selection_constraints constraints;
@@ -497,10 +563,68 @@ class planner {
     constraints.min_kept = min_kept_;
     const auto weighted = prior_weighted_items();
     if (o_.wants(structure::layers) && o_.structures.size() > 1) return finish(layers_and_finer(weighted, budget, constraints));
-    const auto result = select_items<double>(weighted, budget, constraints, o_.selection);
+    // The items offer heads per group or whole groups, not their mixes: their selection
+    // may stop below a count the allocation then meets.
+    std::int64_t item_budget = budget;
+    if (counts_heads_exactly()) {
+      std::int64_t offered = 0;
+      for (const auto& it : items_) offered += it.cost;
+      item_budget = std::min(budget, offered);
+    }
+    const auto result = select_items<double>(weighted, item_budget, constraints, o_.selection);
     std::vector<selection_item<double>> removed;
     for (auto position : result.pruned) removed.push_back(items_[static_cast<std::size_t>(position)]);
-    return finish(removed);
+    auto out = finish(removed);
+    if (counts_heads_exactly()) {
+      const auto scope = head_scope(1);
+      auto plans = plans_of(out, scope);
+      if (meet_head_count(scope, plans, budget, [&](std::size_t k) {
+            return removal_cost<double>{scores_[static_cast<std::size_t>(scope[k])].heads, {}, {}};
+          })) {
+        for (std::size_t k = 0; k < scope.size(); ++k) out.layers[static_cast<std::size_t>(scope[k])].heads = plans[k];
+        out.heads.clear();
+        record_heads(out);
+      }
+    }
+    return out;
+  }
+
+  /// What the target asks for and the most the offered structures remove.
+  target_reach reach() const {
+    target_reach r;
+    r.unit = head_game_plans() ? budget_unit::heads : o_.unit;
+    r.total = r.unit == budget_unit::heads ? model_.total_heads() : model_.total_parameters;
+    r.requested = budget_from_fraction(o_.target, r.total);
+    if (head_game_plans() || counts_heads_exactly()) {
+      for (const auto i : head_scope(1)) {
+        const auto g = model_.geometry(i);
+        r.largest += most_removable_heads(g, !o_.wants(structure::heads), seed_min_keep(g.n_head(), o_.decisions()));
+      }
+      return r;
+    }
+    planner items(model_, o_);
+    items.build_items();
+    // Per unfrozen layer: the whole layer, or its finer items but the cheapest ones min_kept holds.
+    for (std::int64_t i = 0; i < model_.n_layer(); ++i) {
+      if (o_.frozen(i, model_.n_layer())) continue;
+      std::int64_t whole = 0;
+      std::int64_t finer = 0;
+      for (const auto kind : {item_kind::attention_group, item_kind::q_head, item_kind::mlp_channel, item_kind::attention_block,
+                              item_kind::mlp_block, item_kind::whole_layer}) {
+        std::vector<std::int64_t> costs;
+        for (const auto& it : items.items_) {
+          if (it.layer == i && it.kind == kind) costs.push_back(it.cost);
+        }
+        std::sort(costs.begin(), costs.end());
+        std::size_t held = 0;
+        for (const auto& rule : items.min_kept_) {
+          if (rule.layer == i && rule.kind == kind) held = std::max(held, static_cast<std::size_t>(rule.count));
+        }
+        for (std::size_t k = std::min(held, costs.size()); k < costs.size(); ++k) (kind == item_kind::whole_layer ? whole : finer) += costs[k];
+      }
+      r.largest += std::max(whole, finer);
+    }
+    return r;
   }
 
   /// The output-perturbation game over the unfrozen layers with two or more heads.
@@ -511,6 +635,7 @@ class planner {
       if (!o_.frozen(i, model_.n_layer()) && model_.layers[static_cast<std::size_t>(i)].n_head > 1) scope.push_back(i);
     }
     require(!scope.empty(), "layers", "the output game needs an unfrozen layer with two or more attention heads");
+    require_reachable();
     const auto decisions = o_.decisions();
     head_game_report report{o_.selection, 0, budget_from_fraction(o_.target, model_.total_heads()), 0, 0, 0};
     std::vector<Eigen::MatrixXd> gram;
@@ -535,6 +660,14 @@ class planner {
       report.solves = found.solves;
     } else {
       exact_output_choice(scope, gram, report.requested, plans, participation);
+    }
+    if (meet_head_count(scope, plans, report.requested, [&](std::size_t k) {
+          return removal_cost<double>{Eigen::VectorXd::Zero(gram[k].rows()), gram[k], {}};
+        })) {
+      for (std::size_t k = 0; k < scope.size(); ++k) {
+        participation[k] = Eigen::VectorXd::Ones(gram[k].rows());
+        for (const auto h : removed_q_heads(plans[k], gram[k].rows())) participation[k][h] = 0;
+      }
     }
     pruning_result out;
     out.layers = keep_everything(model_);
@@ -620,6 +753,52 @@ class planner {
     apply_participation(s, solution.s, redundancy);
   }
 
+  // The planner meets a head count exactly (head_count_allocation.hpp) when heads or
+  // groups are the only structures that count: whole layers and attention blocks
+  // remove all of a layer's heads and stay with the item selection's budget.
+  bool counts_heads_exactly() const {
+    return o_.unit == budget_unit::heads && o_.wants_heads() && !o_.wants(structure::layers) && !o_.wants(structure::attention_blocks);
+  }
+  // The games that plan heads themselves (their target counts heads whatever the unit).
+  bool head_game_plans() const {
+    return o_.lambda_auto || o_.game == head_game::output || o_.game == head_game::ablation;
+  }
+
+  // Unfrozen layers with more than `fewer_heads` heads: where a head plan may cut.
+  std::vector<std::int64_t> head_scope(std::int64_t fewer_heads) const {
+    std::vector<std::int64_t> scope;
+    for (std::int64_t i = 0; i < model_.n_layer(); ++i) {
+      if (!o_.frozen(i, model_.n_layer()) && model_.layers[static_cast<std::size_t>(i)].n_head > fewer_heads) scope.push_back(i);
+    }
+    return scope;
+  }
+  static std::vector<head_keep_plan> plans_of(const pruning_result& out, const std::vector<std::int64_t>& scope) {
+    std::vector<head_keep_plan> plans;
+    for (const auto i : scope) plans.push_back(out.layers[static_cast<std::size_t>(i)].heads);
+    return plans;
+  }
+  template <typename CostOf>
+  bool meet_head_count(const std::vector<std::int64_t>& scope, std::vector<head_keep_plan>& plans, std::int64_t requested,
+                       const CostOf& cost_of) const {
+    std::vector<attention_geometry> geometries;
+    for (const auto i : scope) geometries.push_back(model_.geometry(i));
+    return detail::meet_head_count(std::span<const attention_geometry>(geometries), !o_.wants(structure::heads), o_.decisions(), plans,
+                                   requested, cost_of);
+  }
+
+  // A target beyond what the structures can remove is refused, naming the most they can.
+ public:
+  void require_reachable() const {
+    const auto r = reach();
+    if (r.reachable()) return;
+    const bool heads = r.unit == budget_unit::heads;
+    fail_argument("target", describe_value(o_.target) + " of the " + (heads ? "heads" : "parameters") + " asks for " +
+                                std::to_string(r.requested) + (heads ? " heads" : " parameters") +
+                                "; the structures offered remove at most " + std::to_string(r.largest) + " (a fraction of " +
+                                describe_value(r.largest_fraction()) + ") under min_heads, max_prune and the frozen layers");
+  }
+
+ private:
   head_granularity granularity(std::int64_t layer) const {
     if (!o_.wants(structure::heads)) return head_granularity::whole_groups;
     return model_.geometry(layer).is_multi_head() ? head_granularity::single_heads : head_granularity::heads_per_group;
@@ -661,6 +840,19 @@ class planner {
     for (std::size_t k = 0; k < pending_.size(); ++k) {
       report.equilibrium_pruned += static_cast<std::int64_t>(seed_pruned_heads(found.equilibria[k].s, options.decisions).size());
       apply_participation(scores_[static_cast<std::size_t>(pending_[k].layer)], found.equilibria[k].s, pending_[k].redundancy);
+    }
+    // Short of the count (GQA steps): the allocation on the importance the equilibria leave.
+    std::vector<std::int64_t> scope;
+    for (const auto& g : pending_) scope.push_back(g.layer);
+    auto plans = plans_of(out, scope);
+    if (meet_head_count(scope, plans, requested, [&](std::size_t k) {
+          return removal_cost<double>{scores_[static_cast<std::size_t>(scope[k])].heads, {}, {}};
+        })) {
+      report.plan_pruned = 0;
+      for (std::size_t k = 0; k < scope.size(); ++k) {
+        out.layers[static_cast<std::size_t>(scope[k])].heads = plans[k];
+        report.plan_pruned += removed_by(k, plans[k]);
+      }
     }
     record_heads(out);
     out.lambda = report;
@@ -926,6 +1118,13 @@ class planner {
 
 }  // namespace detail
 
+/// What `options.target` asks for on `model` and the most the structures offered
+/// remove (the plans below refuse a target beyond it). Throws std::invalid_argument
+/// as plan_pruning does for invalid scores or options.
+[[nodiscard]] inline target_reach reach_of(const model_scores& model, const pruning_options& options) {
+  return detail::planner(model, options).reach();
+}
+
 /// The plan from the importance alone (no head game). Throws std::invalid_argument
 /// naming the argument for scores that do not match their layer, options out of
 /// range, or structures that offer nothing to remove.
@@ -946,13 +1145,18 @@ class planner {
   return detail::planner(model, options).play_output_game(game);
 }
 
-/// The plan of the ablation loss game over every layer's query heads: at most
-/// floor(target × heads) units (no head statistics).
+/// The plan of the ablation loss game over every layer's query heads: floor(target ×
+/// heads) units when a GQA-consistent plan reaches it, else the most below (no head
+/// statistics).
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const ablation_loss_game& game, const pruning_options& options) {
   std::vector<attention_geometry> geometries;
   for (std::int64_t i = 0; i < model.n_layer(); ++i) geometries.push_back(model.geometry(i));
   const auto layout = make_loss_layout(geometries, options.decisions());
   detail::require_size("delta", game.delta.size(), layout.units, "size");
+  auto heads_game = options;
+  heads_game.game = head_game::ablation;
+  heads_game.unit = budget_unit::heads;
+  detail::planner(model, heads_game).require_reachable();
   const auto requested = static_cast<std::int64_t>(std::floor(options.target * static_cast<double>(layout.units) + 1e-9));
   const auto choice = choose_heads_by_loss(game, layout, head_game::ablation, options.selection, requested, options.decisions());
   pruning_result out;

@@ -34,9 +34,13 @@ foreach(structure groups heads)
   expect("${meta}" "general.pruning.total_heads_pruned = 8\n")
 endforeach()
 
-# A target beyond --max-prune (at most 2 of 8 heads per layer, 28 of 32 asked) is reported.
-run_tool(out prune ${mha} --dry-run --unit heads --target 0.9 --lambda auto --max-prune 0.25)
-expect("${out}" "requested 28 heads, equilibria prune 8, plan removes 8 heads \\(target unreachable")
+# A target beyond --max-prune (at most 2 of 8 heads per layer, 28 of 32 asked) is refused,
+# naming the most the caps allow.
+execute_process(COMMAND ${TOOL} prune ${mha} --dry-run --unit heads --target 0.9 --lambda auto --max-prune 0.25
+                RESULT_VARIABLE code ERROR_VARIABLE err OUTPUT_QUIET)
+if(NOT code EQUAL 2 OR NOT err MATCHES "^nashprune: error: --target 0.9 asks for 28 of the 32 heads; --structures heads can remove at most 8 \\(25.0 %\\)")
+  message(FATAL_ERROR "--lambda auto beyond --max-prune: exit code ${code}, stderr: ${err}")
+endif()
 
 # --lambda auto counts heads of the Nash equilibria: other units or games are refused.
 execute_process(COMMAND ${TOOL} prune ${mha} --dry-run --lambda auto RESULT_VARIABLE code ERROR_VARIABLE err OUTPUT_QUIET)

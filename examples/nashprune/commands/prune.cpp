@@ -113,8 +113,11 @@ void print_lambda(const np::lambda_search_report& r) {
 // --game ablation: the heads the loss model of `nashprune ablate` chooses (ablation_model.hpp).
 nashprune_tool::selection choose_by_ablation(const prune_args& a, const gguf::llama_shape& shape) {
   const auto layout = nashprune_tool::make_ablation_layout(shape, a.select.decisions());
+  const auto reach = nashprune_tool::check_target(nashprune_tool::shape_scores(shape), a.select);
   const auto loss = nashprune_tool::loss_model_from_json(nashprune_tool::json_io::read_document(a.ablation), layout);
-  return nashprune_tool::selection_of(np::plan_pruning(nashprune_tool::shape_scores(shape), static_cast<const np::ablation_loss_game&>(loss), a.select));
+  auto chosen = nashprune_tool::selection_of(np::plan_pruning(nashprune_tool::shape_scores(shape), static_cast<const np::ablation_loss_game&>(loss), a.select));
+  chosen.reach = reach;
+  return chosen;
 }
 
 // --report: the HTML page of this run (examples/report).
@@ -215,6 +218,10 @@ prune_outcome prune_file(const prune_args& a) {
   }
   std::cout << "plan:\n";
   nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
+  if (chosen.reach) {
+    nashprune_tool::print_target(std::cout, a.select, *chosen.reach, shape, final_result.shape, gguf::totals(model.tensors()),
+                                 gguf::totals(final_result.tensors));
+  }
   if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads);
   if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan);
   if (a.dry_run) {
@@ -347,7 +354,8 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("output,-o,--output", a->output, "output GGUF");
       app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
       app.add_option("--unit", a->unit, "what --target counts: params | heads")->capture_default_str();
-      app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers (default heads); layers mix with the others")->delimiter(',');
+      app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers; layers mix with the others (default: heads with --unit heads, "
+                     "heads,mlp with --unit params; groups for heads and mlp-blocks for mlp where quantization blocks are wider)")->delimiter(',');
       app.add_option("--score", a->score, "importance: magnitude | wanda | activation")->capture_default_str();
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
       app.add_option("--calibration", a->calibration,
@@ -407,7 +415,8 @@ const nashprune_tool::register_command prune_command{{
         parse_lambda(a->lambda_text, a->select);
         a->scoring.score = nashprune_tool::parse_score(a->score);
         choose_game(*a);
-        if (!a->structures.empty()) a->select.structures = nashprune_tool::parse_structures(a->structures);
+        a->select.structures = a->structures.empty() ? nashprune_tool::default_structures(a->select.unit, a->model)
+                                                     : nashprune_tool::parse_structures(a->structures);
         if (!a->freeze_first_given && a->select.wants(np::structure::layers)) a->select.keep_first_layers = kept_first_layers;
         if (a->model.empty()) return run_embedded_default(*a);
         (void)prune_file(*a);

@@ -17,7 +17,9 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "command.hpp"
@@ -427,35 +429,148 @@ selection selection_of(np::pruning_result result) {
   return out;
 }
 
+np::model_scores unscored_model(const gguf::reader& model, const gguf::llama_shape& shape) {
+  auto scores = shape_scores(shape);
+  scores.total_parameters = gguf::totals(model.tensors()).parameters;
+  for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
+    scores.layers[static_cast<std::size_t>(i)].mlp_chunk = mlp_chunk(model, shape.layers[static_cast<std::size_t>(i)], i);
+  }
+  return scores;
+}
+
+np::structure_set default_structures(np::budget_unit unit, const std::string& model_path) {
+  np::structure_set out;
+  bool heads_fit = true;
+  bool groups_fit = true;
+  bool channels_fit = true;
+  if (!model_path.empty()) {
+    const auto model = gguf::reader::open(model_path);
+    const auto shape = gguf::llama_shape::read(model);
+    for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
+      const auto& l = shape.layers[static_cast<std::size_t>(i)];
+      if (l.has_attention()) {
+        const auto block = nashprune::traits_of(model.tensor(gguf::layer_tensor(i, "attn_output.weight")).type).block_size;
+        heads_fit = heads_fit && shape.head_dim_v % block == 0;
+        groups_fit = groups_fit && (l.n_head / l.n_head_kv) * shape.head_dim_v % block == 0;
+      }
+      if (l.n_ff > 0) channels_fit = channels_fit && mlp_chunk(model, l, i) == 1;
+    }
+  }
+  out.insert(heads_fit || !groups_fit ? np::structure::heads : np::structure::groups);
+  if (unit == np::budget_unit::parameters) out.insert(channels_fit ? np::structure::mlp : np::structure::mlp_blocks);
+  return out;
+}
+
+namespace {
+
+std::string percent(double fraction) {
+  std::ostringstream text;
+  text << std::fixed << std::setprecision(1) << 100.0 * fraction << " %";
+  return text.str();
+}
+
+// The --structures worth naming when a target is out of reach, finest first.
+std::vector<np::structure_set> alternative_structures(const np::pruning_options& o) {
+  using np::structure;
+  if (o.lambda_auto || o.game == np::head_game::output || o.game == np::head_game::ablation) {
+    return {{structure::heads}, {structure::groups}};
+  }
+  if (o.unit == np::budget_unit::heads) {
+    return {{structure::heads}, {structure::groups}, {structure::heads, structure::layers}, {structure::attention_blocks}, {structure::layers}};
+  }
+  return {{structure::heads, structure::mlp},
+          {structure::groups, structure::mlp},
+          {structure::heads, structure::mlp, structure::layers},
+          {structure::attention_blocks, structure::mlp_blocks},
+          {structure::attention_blocks, structure::mlp_blocks, structure::layers},
+          {structure::layers}};
+}
+
+}  // namespace
+
+np::target_reach check_target(const np::model_scores& scores, const np::pruning_options& options) {
+  const auto reach = np::reach_of(scores, options);
+  if (reach.reachable()) return reach;
+  const bool heads = reach.unit == np::budget_unit::heads;
+  std::ostringstream message;
+  message << "--target " << options.target << " asks for " << reach.requested << " of the " << reach.total
+          << (heads ? " heads" : " parameters") << "; --structures " << structure_list(options.structures) << " can remove at most "
+          << reach.largest << " (" << percent(reach.largest_fraction()) << ") under --min-heads " << options.min_heads
+          << " and --max-prune " << options.max_prune;
+  if (options.freeze_first > 0 || options.freeze_last > 0) message << " with the frozen layers";
+  std::optional<np::structure_set> reaching;
+  np::structure_set widest = options.structures;
+  double widest_fraction = reach.largest_fraction();
+  for (const auto& candidate : alternative_structures(options)) {
+    if (candidate == options.structures) continue;
+    auto o = options;
+    o.structures = candidate;
+    if (!candidate.contains(np::structure::layers)) o.keep_first_layers = 0;
+    const auto r = np::reach_of(scores, o);
+    if (r.reachable() && !reaching) reaching = candidate;
+    if (r.largest_fraction() > widest_fraction) widest = candidate, widest_fraction = r.largest_fraction();
+  }
+  if (reaching) {
+    message << ": --structures " << structure_list(*reaching) << " reaches it";
+  } else {
+    message << ": no --structures reaches it (the most is " << percent(widest_fraction) << " with --structures " << structure_list(widest)
+            << "); lower --target, or raise --max-prune / lower --min-heads";
+  }
+  throw usage_error(message.str());
+}
+
+void print_target(std::ostream& out, const np::pruning_options& options, const np::target_reach& reach, const gguf::llama_shape& before_shape,
+                  const gguf::llama_shape& after_shape, const gguf::tensor_totals& before, const gguf::tensor_totals& after) {
+  const auto heads_of = [](const gguf::llama_shape& s) {
+    std::int64_t n = 0;
+    for (const auto& l : s.layers) n += l.n_head;
+    return n;
+  };
+  const bool heads = reach.unit == np::budget_unit::heads;
+  const std::int64_t removed = heads ? heads_of(before_shape) - heads_of(after_shape)
+                                     : static_cast<std::int64_t>(before.parameters) - static_cast<std::int64_t>(after.parameters);
+  out << "target " << percent(options.target) << " of " << (heads ? "heads" : "parameters") << ": requested " << reach.requested << ", removed "
+      << removed;
+  if (removed < reach.requested) {
+    out << (heads ? " (the most GQA-consistent plans reach below the request)" : " (the budget is a bound: heads and channel blocks are whole units)");
+  }
+  out << "; heads " << heads_of(before_shape) << " -> " << heads_of(after_shape) << ", parameters " << before.parameters << " -> "
+      << after.parameters << ", tensor bytes " << before.bytes << " -> " << after.bytes << '\n';
+}
+
 selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
                       const np::pruning_options& options, const scoring_options& scoring,
                       const calibrate::calibration_stats* calibration) {
+  auto scores = unscored_model(model, shape);
+  const auto reach = check_target(scores, options);
   const activation_source im{imatrix, calibration};
   std::vector<Eigen::MatrixXd> cosines;
   auto scored = score_layers(model, shape, im, options, scoring, cosines);
-  auto scores = shape_scores(shape);
-  scores.total_parameters = gguf::totals(model.tensors()).parameters;
   for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
     const auto at = static_cast<std::size_t>(i);
     auto& l = scores.layers[at];
     l.heads = std::move(scored[at].heads);
     l.channels = std::move(scored[at].channels);
-    l.mlp_chunk = mlp_chunk(model, shape.layers[at], i);
   }
   if (calibration != nullptr) {
     for (const auto& l : calibration->layers) scores.influence.push_back({l.layer_influence, l.attn_influence, l.mlp_influence});
   }
-  switch (options.game) {
-    case np::head_game::cosine:
-      return selection_of(np::plan_pruning(scores, cosine_of(model, shape, im, options, std::move(cosines)), options));
-    case np::head_game::output:
-      return selection_of(np::plan_pruning(scores, output_game_of(*calibration, shape, options), options));
-    case np::head_game::none:
-      return selection_of(np::plan_pruning(scores, options));
-    case np::head_game::ablation:
-      break;
-  }
-  throw usage_error("--game ablation reads its loss model from --ablation FILE");
+  const auto planned = [&]() -> np::pruning_result {
+    switch (options.game) {
+      case np::head_game::cosine:
+        return np::plan_pruning(scores, cosine_of(model, shape, im, options, std::move(cosines)), options);
+      case np::head_game::output:
+        return np::plan_pruning(scores, output_game_of(*calibration, shape, options), options);
+      case np::head_game::none:
+        return np::plan_pruning(scores, options);
+      case np::head_game::ablation:
+        break;
+    }
+    throw usage_error("--game ablation reads its loss model from --ablation FILE");
+  };
+  auto chosen = selection_of(planned());
+  chosen.reach = reach;
+  return chosen;
 }
 
 }  // namespace nashprune_tool

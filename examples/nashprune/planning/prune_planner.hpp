@@ -10,6 +10,7 @@
 #include <nashprune/pruning_plan.hpp>
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct selection {
   std::vector<nashprune::head_statistics> heads;
   std::optional<nashprune::lambda_search_report> lambda;  // set with lambda_auto
   std::optional<nashprune::head_game_report> game;        // set with the output or ablation game
+  std::optional<nashprune::target_reach> reach;           // what the target asked for (not with --plan)
 };
 
 /// The command-line vocabulary, parsed once: each throws usage_error naming the
@@ -74,6 +76,29 @@ void check_options(const nashprune::pruning_options& options, score_kind score, 
 [[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
                                     const nashprune::pruning_options& options, const scoring_options& scoring,
                                     const calibrate::calibration_stats* calibration = nullptr);
+
+/// The structures pruned when --structures is not given: heads with --unit heads,
+/// heads and MLP channels with --unit params (attention alone holds too few of a
+/// model's parameters for a usual target); GQA groups instead of query heads when
+/// the model's attn_output quantization blocks are wider than a head but fit a
+/// group, and whole MLP blocks instead of channels when ffn_down is block-quantized
+/// (a slice of its columns would cut quantization blocks).
+[[nodiscard]] nashprune::structure_set default_structures(nashprune::budget_unit unit, const std::string& model_path);
+
+/// The planner's view of `model` without scores: shape, total parameters and the
+/// MLP channels removed together (ffn_down's quantization block).
+[[nodiscard]] nashprune::model_scores unscored_model(const gguf::reader& model, const gguf::llama_shape& shape);
+
+/// What `options.target` asks for on `scores`; throws usage_error when the structures
+/// cannot reach it, naming the largest reachable fraction and the --structures that
+/// would reach the target (or, when none would, the caps to relax).
+nashprune::target_reach check_target(const nashprune::model_scores& scores, const nashprune::pruning_options& options);
+
+/// One line: the target, what it requested and what the plan removed, with heads,
+/// parameters and tensor bytes before and after.
+void print_target(std::ostream& out, const nashprune::pruning_options& options, const nashprune::target_reach& reach,
+                  const gguf::llama_shape& before_shape, const gguf::llama_shape& after_shape, const gguf::tensor_totals& before,
+                  const gguf::tensor_totals& after);
 
 /// The tool's result of a library plan of `shape`.
 [[nodiscard]] selection selection_of(nashprune::pruning_result result);
