@@ -78,16 +78,17 @@ TEST(recommended_pipeline, is_the_best_measured_in_the_readme) {
   const auto heads_unit = np::budget_unit::heads;
   const auto params_unit = np::budget_unit::parameters;
   const std::map<std::string, pipeline_situation> situations{
-      {"25 % of heads, calibrated", {heads_unit, heads, true}},
-      {"50 % of heads, calibrated", {heads_unit, heads, true}},
-      {"25 % of heads as GQA groups, calibrated", {heads_unit, groups, true}},
-      {"50 % of heads as GQA groups, calibrated", {heads_unit, groups, true}},
-      {"20 % of parameters, heads and MLP channels, calibrated", {params_unit, heads_mlp, true}},
-      {"25 % of heads", {heads_unit, heads, false}},
-      {"50 % of heads", {heads_unit, heads, false}},
-      {"25 % of heads as GQA groups", {heads_unit, groups, false}},
-      {"50 % of heads as GQA groups", {heads_unit, groups, false}},
-      {"20 % of parameters, heads and MLP channels", {params_unit, heads_mlp, false}},
+      {"25 % of heads, calibrated", {0.25, heads_unit, heads, true}},
+      {"50 % of heads, calibrated", {0.5, heads_unit, heads, true}},
+      {"25 % of heads as GQA groups, calibrated", {0.25, heads_unit, groups, true}},
+      {"40 % of heads as GQA groups, calibrated", {0.4, heads_unit, groups, true}},
+      {"50 % of heads as GQA groups, calibrated", {0.5, heads_unit, groups, true}},
+      {"20 % of parameters, heads and MLP channels, calibrated", {0.2, params_unit, heads_mlp, true}},
+      {"25 % of heads", {0.25, heads_unit, heads, false}},
+      {"50 % of heads", {0.5, heads_unit, heads, false}},
+      {"25 % of heads as GQA groups", {0.25, heads_unit, groups, false}},
+      {"50 % of heads as GQA groups", {0.5, heads_unit, groups, false}},
+      {"20 % of parameters, heads and MLP channels", {0.2, params_unit, heads_mlp, false}},
   };
   const auto t = default_pipeline_table();
   ASSERT_FALSE(t.columns.empty()) << "README.md has no table headed '| target |'";

@@ -186,7 +186,8 @@ std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a,
 void fill_in_pipeline(prune_args& a, const nashprune_tool::pipeline& recommended) {
   if (a.score.empty()) a.scoring.score = recommended.score;
   const bool legacy = !a.method.empty() || !a.redundancy.empty();
-  if (a.game.empty() && !legacy) a.select.game = recommended.game;
+  // --lambda auto tunes the cosine game: asking for it asks for that game.
+  if (a.game.empty() && !legacy && !a.select.lambda_auto) a.select.game = recommended.game;
   if (a.selector.empty() && !legacy) a.select.selection = recommended.selection;
   if (!a.priors_requested) a.select.temperature = recommended.temperature;
 }
@@ -224,12 +225,20 @@ prune_outcome prune_file(prune_args a) {
     throw usage_error("--text and --calibration both give the calibration: --text FILE calibrates in this process, "
                       "--calibration FILE reads what nashprune calibrate wrote; give one");
   }
+  if (!a.calibration_run.text.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(a.calibration_run.text, ec)) {
+      throw usage_error("--text '" + a.calibration_run.text + "' is not a readable file");
+    }
+    if (a.calibration_run.tokens < 0) throw usage_error("--tokens must be >= 0 (0: the whole text), got " + std::to_string(a.calibration_run.tokens));
+  }
   const auto evaluation = evaluation_of(a);
   const auto model = gguf::reader::open(a.model);
   const auto shape = gguf::llama_shape::read(model);
   std::unique_ptr<gguf::imatrix> im;
   if (!a.imatrix.empty()) im = std::make_unique<gguf::imatrix>(a.imatrix);
-  const auto recommended = nashprune_tool::recommended_pipeline({a.select.unit, a.select.structures, !a.calibration.empty() || !a.calibration_run.text.empty()});
+  const auto recommended = nashprune_tool::recommended_pipeline(
+      {a.select.target, a.select.unit, a.select.structures, !a.calibration.empty() || !a.calibration_run.text.empty()});
   fill_in_pipeline(a, recommended);
   const auto given = nashprune_tool::option_check{im != nullptr || !a.calibration.empty() || !a.calibration_run.text.empty(),
                                                   !a.calibration.empty() || !a.calibration_run.text.empty(), a.priors_requested};
@@ -394,8 +403,7 @@ const nashprune_tool::register_command prune_command{{
                      "calibration text: run it through the model with llama.cpp in this process (what nashprune calibrate "
                      "measures, without a file), then plan and compensate with the recommended pipeline");
       app.add_option("--tokens", a->calibration_run.tokens, "with --text: at most this many calibration tokens (0: the whole text)")
-          ->capture_default_str()
-          ->check(CLI::NonNegativeNumber);
+          ->capture_default_str();
       app.add_option("--ctx", a->calibration_run.context, "tokens per chunk of --text and of --eval-text")
           ->capture_default_str()
           ->check(CLI::Range(8, 1 << 20));

@@ -13,15 +13,19 @@ pipeline recommended_pipeline(const pipeline_situation& s) {
   using np::head_game;
   using np::selector;
   using np::structure;
-  const bool heads_or_groups = s.structures.within({structure::heads, structure::groups});
-  if (s.calibrated && s.unit == np::budget_unit::heads && heads_or_groups) {
-    return {score_kind::magnitude, head_game::output, selector::greedy, 0.0, compensation_kind::refit};
-  }
-  if (s.calibrated) return {score_kind::magnitude, head_game::none, selector::greedy, 0.0, compensation_kind::refit};
-  // Without calibration the cosine game ties magnitude on query heads and loses
-  // to it on whole groups and beside MLP channels.
-  const head_game game = s.structures == np::structure_set{structure::heads} ? head_game::cosine : head_game::none;
-  return {score_kind::magnitude, game, selector::greedy, 0.0, compensation_kind::none};
+  const pipeline output_refit{score_kind::magnitude, head_game::output, selector::greedy, 0.0, compensation_kind::refit};
+  const pipeline magnitude_refit{score_kind::magnitude, head_game::none, selector::greedy, 0.0, compensation_kind::refit};
+  const pipeline magnitude{score_kind::magnitude, head_game::none, selector::greedy, 0.0, compensation_kind::none};
+  const pipeline magnitude_cosine{score_kind::magnitude, head_game::cosine, selector::greedy, 0.0, compensation_kind::none};
+  const bool query_heads = s.structures == np::structure_set{structure::heads};
+  const bool whole_groups = s.structures == np::structure_set{structure::groups};
+  if (s.calibrated && s.unit == np::budget_unit::heads && query_heads) return output_refit;
+  // Whole groups: the output game wins at 25 % of the heads, magnitude at 40 % and 50 %.
+  if (s.calibrated && s.unit == np::budget_unit::heads && whole_groups) return s.target <= 0.3 ? output_refit : magnitude_refit;
+  if (s.calibrated) return magnitude_refit;
+  // Without calibration the cosine game matches or beats magnitude on query
+  // heads and loses to it on whole groups and beside MLP channels.
+  return query_heads ? magnitude_cosine : magnitude;
 }
 
 std::string pipeline_name(const pipeline& p) {

@@ -1,7 +1,7 @@
 // The pipeline `nashprune prune` runs for the parts of it the user does not name:
 // the importance score, the heads' game, the selector, the H-GSP prior
 // temperature and the compensation, for a kind of target (what --unit counts,
-// which --structures) and whether calibration statistics are at hand.
+// which --structures, how much) and whether calibration statistics are at hand.
 //
 // The choice is the one README.md's "default pipeline" table shows best on
 // stories260K (llama-perplexity over the whole held-out text); a test reads that
@@ -21,6 +21,7 @@ namespace nashprune_tool {
 
 /// What the choice depends on.
 struct pipeline_situation {
+  double target = 0.25;  ///< fraction removed, of what `unit` counts
   nashprune::budget_unit unit = nashprune::budget_unit::parameters;
   nashprune::structure_set structures{nashprune::structure::heads};
   bool calibrated = false;  ///< calibration statistics (--text or --calibration) are available
