@@ -447,8 +447,7 @@ const nashprune_tool::register_command prune_command{{
           ->each([a](const std::string&) { a->freeze_first_given = true; });
       app.add_option("--freeze-last", s.freeze_last, "leave the last N layers untouched")->capture_default_str();
       app.add_option("--temperature", s.temperature,
-                     "H-GSP prior temperature (needs --calibration; 0 = priors off)")
-          ->capture_default_str()
+                     "H-GSP prior temperature (needs --text or --calibration; default: the recommended pipeline's, 0 = priors off)")
           ->each([a](const std::string&) { a->priors_requested = true; });
       app.add_option("--tau", a->tau_text,
                      "H-GSP gate: layers whose influence is below tau use the layer prior (auto = 25th percentile, inf = all)")
