@@ -149,11 +149,6 @@ void write_report(const prune_args& a, const gguf::reader& model, const gguf::ll
   std::cout << "report: " << a.report << '\n';
 }
 
-struct prune_outcome {
-  gguf::prune_plan plan;
-  gguf::llama_shape output_shape;
-};
-
 // --compensate: what was asked for, or the recommended kind when the calibration
 // carries the input moments and the weights are float (none otherwise, said
 // aloud); nothing without calibration statistics.
@@ -219,7 +214,7 @@ std::unique_ptr<calibrate::calibration_stats> calibration_of(const prune_args& a
   return std::make_unique<calibrate::calibration_stats>(calibrate::as_stored(std::move(stats)));
 }
 
-prune_outcome prune_file(prune_args a) {
+void prune_file(prune_args a) {
   if (a.output.empty() && !a.dry_run) throw usage_error("give an output file (or --dry-run)");
   if (!a.calibration_run.text.empty() && !a.calibration.empty()) {
     throw usage_error("--text and --calibration both give the calibration: --text FILE calibrates in this process, "
@@ -284,7 +279,7 @@ prune_outcome prune_file(prune_args a) {
   if (a.dry_run) {
     std::cout << "dry run: nothing written\n";
     if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());
-    return {chosen.plan, final_result.shape};
+    return;
   }
   gguf::writer out(a.output, {.force = a.force, .protect = {a.model}});
   out.begin(final_result.metadata, final_result.tensors);
@@ -299,7 +294,6 @@ prune_outcome prune_file(prune_args a) {
     std::cout << "perplexity with llama-perplexity -c " << evaluation->ctx << " -b " << evaluation->ctx << ":\n";
     nashprune_tool::print_perplexities(std::cout, *evaluation, before, a.model, after, a.output);
   }
-  return {chosen.plan, final_result.shape};
 }
 
 // The bundled default: stories260K pruned by 25 % of its heads with the
@@ -328,7 +322,7 @@ int run_bundled_default(prune_args a) {
                  "cmake/provision-llama-cpp.sh) and rebuild.\n";
   }
   std::cout << '\n';
-  (void)prune_file(a);
+  prune_file(a);
   return 0;
 }
 
@@ -477,7 +471,7 @@ const nashprune_tool::register_command prune_command{{
         if (!a->freeze_first_given && a->select.wants(np::structure::layers)) a->select.keep_first_layers = kept_first_layers;
         a->calibration_run.threads = a->scoring.threads;
         if (a->model.empty()) return run_bundled_default(*a);
-        (void)prune_file(*a);
+        prune_file(*a);
         return 0;
       };
     }}};
