@@ -14,7 +14,9 @@
 # paired NLL difference of two plans swings by ±0.03 nats between quarters of
 # the text) chunks of the evaluation text, output captured
 # to a file (it loses its last lines in a pipe). Rows of OUT_DIR/table.md:
-#   heads 25 % / 50 %: random (mean ± sd over 5 seeds), magnitude (weights),
+#   heads 25 % / 50 %, each selection applied without compensation (--compensate
+#   none; compensation_study.sh and README.md's default-pipeline table measure it):
+#   random (mean ± sd over 5 seeds), magnitude (weights),
 #   activation (calibration energy), wanda (calibration energy × |W_O|),
 #   nash (wanda importance, measured cosine redundancy); the last two with H-GSP
 #   priors from the measured block influence (temperature 1): knapsack_hgsp
@@ -236,7 +238,7 @@ for target in 0.25 0.5; do
               "exact_output:--game output --selector exact --calibration $out/stats.gguf --temperature 0"; do
     name=${spec%%:*}
     # shellcheck disable=SC2086
-    "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --force > "$out/${name}_$target.log"
+    "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --compensate none --force > "$out/${name}_$target.log"
     # The method cell names how many heads went: the counts differ when a budget
     # cannot be met exactly (GQA steps), and a comparison is only fair at equal counts.
     row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"

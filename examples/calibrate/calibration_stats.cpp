@@ -164,6 +164,19 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
   out.commit();
 }
 
+calibration_stats as_stored(calibration_stats stats) {
+  const auto round_matrix = [](Eigen::MatrixXd& m) { m = m.cast<float>().cast<double>(); };
+  const auto round_vector = [](Eigen::VectorXd& v) { v = v.cast<float>().cast<double>(); };
+  const auto round_scalar = [](double& x) { x = static_cast<float>(x); };
+  for (auto& l : stats.layers) {
+    for (auto* m : {&l.head_gram, &l.head_cosine, &l.head_output_gram, &l.head_relative_gram, &l.attn_in_covariance, &l.ffn_in_covariance}) round_matrix(*m);
+    for (auto* v : {&l.attn_in_sum2, &l.ffn_in_sum2, &l.attn_in_mean, &l.ffn_in_mean}) round_vector(*v);
+    for (auto* x : {&l.attn_influence, &l.mlp_influence, &l.layer_influence, &l.residual_energy}) round_scalar(*x);
+  }
+  stats.version = stats_version;
+  return stats;
+}
+
 calibration_stats read_stats(const std::filesystem::path& path) {
   const stats_file file(path);
   if (file.text("general.type") != stats_type) file.fail("not a calibration stats file (general.type is not \"nashprune.calibration\"); write one with nashprune calibrate");

@@ -107,6 +107,11 @@ struct calibration_stats {
 /// Writes `stats` to `path` atomically (refusing an existing file unless force).
 void write_stats(const std::filesystem::path& path, const calibration_stats& stats, bool force);
 
+/// `stats` with every value as a stats file holds it (rounded to float, what
+/// write_stats stores and read_stats returns), so statistics used straight from
+/// a calibration choose and compensate exactly as their file would.
+[[nodiscard]] calibration_stats as_stored(calibration_stats stats);
+
 /// Reads a stats file; throws gguf::format_error naming the file and the key or
 /// tensor that is missing or malformed.
 [[nodiscard]] calibration_stats read_stats(const std::filesystem::path& path);

@@ -9,11 +9,7 @@
 #include <memory>
 
 #include "command.hpp"
-#include "io/progress.hpp"
-
-#ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
-#include <calibrate/llama_capture.hpp>
-#endif
+#include "io/calibration_run.hpp"
 
 namespace {
 
@@ -35,21 +31,11 @@ struct calibrate_args {
 };
 
 int run(const calibrate_args& a) {
-#ifdef NASHPRUNE_HAVE_LLAMA_CAPTURE
   namespace fs = std::filesystem;
   if (fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
   std::error_code ec;
   if (fs::equivalent(a.output, a.model, ec)) throw usage_error("the output must not be the model");
-  calibrate::capture_options o;
-  o.model = a.model;
-  o.text = a.run.text;
-  o.max_tokens = a.run.tokens;
-  o.context = a.run.context;
-  o.threads = a.run.threads;
-  o.moments = !a.no_moments;
-  nashprune_tool::progress_bar bar("calibrating");
-  o.progress = [&](std::uint64_t done, std::uint64_t total) { bar.update(done, total); };
-  const auto stats = calibrate::run_calibration(o);
+  const auto stats = nashprune_tool::measure_calibration(a.model, a.run, !a.no_moments, "calibrate");
   calibrate::write_stats(a.output, stats, a.force);
   std::cout << "calibrated " << a.model << " on " << stats.tokens << " tokens of " << a.run.text << " (context " << stats.context
             << ")\nwrote " << a.output << '\n';
@@ -59,10 +45,6 @@ int run(const calibrate_args& a) {
               << ", layer " << l.layer_influence << '\n';
   }
   return 0;
-#else
-  (void)a;
-  nashprune_tool::requires_llama_cpp("calibrate");
-#endif
 }
 
 void add_options(CLI::App& app, calibrate_args& a) {

@@ -1,11 +1,11 @@
 // `nashprune prune [MODEL.gguf OUT.gguf] [options]`: removes attention heads,
 // GQA groups, MLP channels, whole blocks or layers and writes a GGUF that stock
-// llama.cpp runs. With no model it runs the embedded default: it generates the
-// synthetic model with planted duplicate and near-zero heads, prunes it, and
-// checks that exactly the planted heads went and that the output re-reads.
+// llama.cpp runs. --text calibrates in this process, --eval-text measures the
+// perplexity before and after, and the parts of the pipeline not given on the
+// command line are the recommended ones (planning/recommended_pipeline.hpp).
+// With no model it prunes the bundled stories260K that way.
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
-#include <gguf/synthetic.hpp>
 #include <report/prune_report.hpp>
 
 #include <nlohmann/json.hpp>
@@ -16,17 +16,21 @@
 #include <iostream>
 #include <limits>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <string>
 
 #include "planning/ablation_model.hpp"
 #include "command.hpp"
+#include "io/bundled_data.hpp"
+#include "io/calibration_run.hpp"
 #include "io/json_io.hpp"
+#include "io/llama_program.hpp"
+#include "io/perplexity.hpp"
 #include "io/progress.hpp"
 #include "io/plan_io.hpp"
 #include "planning/compensate.hpp"
 #include "planning/prune_planner.hpp"
+#include "planning/recommended_pipeline.hpp"
 
 namespace {
 
@@ -45,14 +49,18 @@ struct prune_args {
   std::string plan_out;
   std::string ablation;
   std::string report;
-  std::string unit = "params";
+  std::string unit;  // empty: params, or heads for the bundled default
   std::vector<std::string> structures;
-  std::string score = "magnitude";
+  std::string score;  // empty: the recommended pipeline's
   std::string game;
   std::string selector;
   std::string method;      // deprecated: --game and --selector
   std::string redundancy;  // deprecated: --game
-  std::string compensate;  // none | bias | refit; empty: refit when the calibration has the input moments
+  std::string compensate;  // none | bias | refit; empty: the recommended pipeline's, when the calibration allows it
+  std::string eval_text;
+  std::string llama_bin;
+  // --text: calibration in this process, with the calibration studies' settings.
+  nashprune_tool::text_run_args calibration_run{"", 16384, 128, 0, 0};
   double damping = nashprune::compensation_options<double>{}.damping;
   bool dry_run = false;
   bool force = false;
@@ -76,7 +84,7 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   add("version", gguf::value::u32(1));
   add("tool_version", gguf::value::string(std::string("nashprune ") + nashprune::version_string));
   add("structures", gguf::value::string(nashprune_tool::structure_list(a.select.structures)));
-  add("score", gguf::value::string(a.score));
+  add("score", gguf::value::string(std::string(nashprune_tool::score_names[static_cast<std::size_t>(a.scoring.score)])));
   add("original_head_count", gguf::value::u32(static_cast<std::uint32_t>(heads_before)));
   add("total_heads_pruned", gguf::value::u32(static_cast<std::uint32_t>(heads_before - heads_after)));
   add("prune_ratio", gguf::value::f32(heads_before == 0 ? 0.0F : static_cast<float>(heads_before - heads_after) / static_cast<float>(heads_before)));
@@ -137,25 +145,20 @@ void write_report(const prune_args& a, const gguf::reader& model, const gguf::ll
   std::ostringstream target;
   target << a.select.target << " of the " << (a.select.unit == np::budget_unit::heads ? "heads" : "parameters") << ", structures";
   target << ' ' << nashprune_tool::structure_list(a.select.structures);
-  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + nashprune_tool::method_name(a.select.game, a.select.selection) + ", score " + a.score
+  page.facts.insert(page.facts.begin(), {{"selection", a.plan_in.empty() ? "method " + nashprune_tool::method_name(a.select.game, a.select.selection) + ", score " + std::string(nashprune_tool::score_names[static_cast<std::size_t>(a.scoring.score)])
                                                                         : "plan file " + a.plan_in},
                                          {"target", target.str()}});
   report::write_html(a.report, page);
   std::cout << "report: " << a.report << '\n';
 }
 
-struct prune_outcome {
-  gguf::prune_plan plan;
-  gguf::llama_shape output_shape;
-};
-
-// --compensate: what was asked for, or refit when the calibration carries the input
-// moments and the weights are float (none otherwise, said aloud); nothing without
-// calibration statistics.
+// --compensate: what was asked for, or the recommended kind when the calibration
+// carries the input moments and the weights are float (none otherwise, said
+// aloud); nothing without calibration statistics.
 std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a, const calibrate::calibration_stats* calibration,
-                                                           const gguf::reader& model) {
+                                                           const gguf::reader& model, nashprune::compensation_kind recommended) {
   if (a.compensate.empty()) {
-    if (calibration == nullptr) return std::nullopt;
+    if (calibration == nullptr || recommended == nashprune::compensation_kind::none) return std::nullopt;
     if (!nashprune_tool::compensable_weights(model)) {
       std::cout << "compensation: none (attn_output / ffn_down are quantized; compensation writes F32, F16 or BF16)\n";
       return std::nullopt;
@@ -164,11 +167,11 @@ std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a,
       std::cout << "compensation: none (" << a.calibration << " lacks the input moments; nashprune calibrate records them)\n";
       return std::nullopt;
     }
-    return nashprune::compensation_kind::refit;
+    return recommended;
   }
   const auto kind = nashprune_tool::parse_compensation(a.compensate);
   if (kind == nashprune::compensation_kind::none) return std::nullopt;
-  if (calibration == nullptr) throw usage_error("--compensate " + a.compensate + " needs --calibration FILE (nashprune calibrate)");
+  if (calibration == nullptr) throw usage_error("--compensate " + a.compensate + " needs --text FILE or --calibration FILE (nashprune calibrate)");
   if (!nashprune_tool::has_input_moments(*calibration)) {
     throw usage_error("--compensate " + a.compensate + ": " + a.calibration +
                       " lacks the input moments of attn_output and ffn_down (a version 1/2 file or --no-moments): rerun nashprune calibrate");
@@ -176,20 +179,76 @@ std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a,
   return kind;
 }
 
-prune_outcome prune_file(const prune_args& a) {
+// The parts of the pipeline the command line leaves open, from the recommended
+// pipeline for this kind of target (recommended_pipeline.hpp).
+void fill_in_pipeline(prune_args& a, const nashprune_tool::pipeline& recommended) {
+  if (a.score.empty()) a.scoring.score = recommended.score;
+  const bool legacy = !a.method.empty() || !a.redundancy.empty();
+  // --lambda auto tunes the cosine game: asking for it asks for that game.
+  if (a.game.empty() && !legacy && !a.select.lambda_auto) a.select.game = recommended.game;
+  if (a.selector.empty() && !legacy) a.select.selection = recommended.selection;
+  if (!a.priors_requested) a.select.temperature = recommended.temperature;
+}
+
+// --eval-text: the perplexity program and the text, checked before any work.
+std::optional<nashprune_tool::perplexity_options> evaluation_of(const prune_args& a) {
+  if (a.eval_text.empty()) return std::nullopt;
+  if (a.dry_run) throw usage_error("--eval-text measures the written model: drop --dry-run");
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(a.eval_text, ec)) throw usage_error("--eval-text '" + a.eval_text + "' is not a readable file");
+  nashprune_tool::perplexity_options o;
+  o.text = a.eval_text;
+  o.ctx = static_cast<int>(a.calibration_run.context);
+  o.threads = a.calibration_run.threads;
+  o.program = nashprune_tool::find_llama_program("llama-perplexity", a.llama_bin);
+  return o;
+}
+
+// The calibration statistics: read from --calibration, measured from --text, or none.
+std::unique_ptr<calibrate::calibration_stats> calibration_of(const prune_args& a, const gguf::llama_shape& shape) {
+  if (!a.calibration.empty()) {
+    auto stats = std::make_unique<calibrate::calibration_stats>(calibrate::read_stats(a.calibration));
+    calibrate::check_matches(*stats, shape, a.calibration);
+    return stats;
+  }
+  if (a.calibration_run.text.empty()) return nullptr;
+  auto stats = nashprune_tool::measure_calibration(a.model, a.calibration_run, true, "prune --text");
+  std::cout << "calibrated on " << stats.tokens << " tokens of " << a.calibration_run.text << " (context " << stats.context << ")\n";
+  return std::make_unique<calibrate::calibration_stats>(calibrate::as_stored(std::move(stats)));
+}
+
+void prune_file(prune_args a) {
   if (a.output.empty() && !a.dry_run) throw usage_error("give an output file (or --dry-run)");
+  if (!a.calibration_run.text.empty() && !a.calibration.empty()) {
+    throw usage_error("--text and --calibration both give the calibration: --text FILE calibrates in this process, "
+                      "--calibration FILE reads what nashprune calibrate wrote; give one");
+  }
+  if (!a.calibration_run.text.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(a.calibration_run.text, ec)) {
+      throw usage_error("--text '" + a.calibration_run.text + "' is not a readable file");
+    }
+    if (a.calibration_run.tokens < 0) throw usage_error("--tokens must be >= 0 (0: the whole text), got " + std::to_string(a.calibration_run.tokens));
+  }
+  const auto evaluation = evaluation_of(a);
   const auto model = gguf::reader::open(a.model);
   const auto shape = gguf::llama_shape::read(model);
   std::unique_ptr<gguf::imatrix> im;
   if (!a.imatrix.empty()) im = std::make_unique<gguf::imatrix>(a.imatrix);
-  std::unique_ptr<calibrate::calibration_stats> calibration;
-  if (!a.calibration.empty()) {
-    calibration = std::make_unique<calibrate::calibration_stats>(calibrate::read_stats(a.calibration));
-    calibrate::check_matches(*calibration, shape, a.calibration);
-  }
-  nashprune_tool::check_options(a.select, a.scoring.score, {im != nullptr || calibration != nullptr, calibration != nullptr, a.priors_requested});
+  const auto recommended = nashprune_tool::recommended_pipeline(
+      {a.select.target, a.select.unit, a.select.structures, !a.calibration.empty() || !a.calibration_run.text.empty()});
+  fill_in_pipeline(a, recommended);
+  const auto given = nashprune_tool::option_check{im != nullptr || !a.calibration.empty() || !a.calibration_run.text.empty(),
+                                                  !a.calibration.empty() || !a.calibration_run.text.empty(), a.priors_requested};
+  nashprune_tool::check_options(a.select, a.scoring.score, given);
   if ((a.select.game == np::head_game::ablation) != !a.ablation.empty()) throw usage_error("--game ablation and --ablation FILE go together");
-  const auto compensation = compensation_of(a, calibration.get(), model);
+  const auto calibration = calibration_of(a, shape);
+  const auto compensation = compensation_of(a, calibration.get(), model, recommended.compensation);
+  if (a.plan_in.empty()) {
+    const nashprune_tool::pipeline running{a.scoring.score, a.select.game, a.select.selection, a.select.temperature,
+                                           compensation.value_or(np::compensation_kind::none)};
+    std::cout << "pipeline: " << nashprune_tool::pipeline_name(running) << (running == recommended ? " (recommended)" : "") << '\n';
+  }
 
   nashprune_tool::selection chosen;
   if (!a.plan_in.empty()) {
@@ -227,7 +286,7 @@ prune_outcome prune_file(const prune_args& a) {
   if (a.dry_run) {
     std::cout << "dry run: nothing written\n";
     if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());
-    return {chosen.plan, final_result.shape};
+    return;
   }
   gguf::writer out(a.output, {.force = a.force, .protect = {a.model}});
   out.begin(final_result.metadata, final_result.tensors);
@@ -236,56 +295,41 @@ prune_outcome prune_file(const prune_args& a) {
   out.commit();
   std::cout << "wrote " << a.output << " (" << out.bytes_written() << " bytes, architecture " << final_result.shape.architecture << ")\n";
   if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());
-  return {chosen.plan, final_result.shape};
+  if (evaluation) {
+    const auto before = nashprune_tool::measure_perplexity(*evaluation, a.model, "original");
+    const auto after = nashprune_tool::measure_perplexity(*evaluation, a.output, "pruned");
+    std::cout << "perplexity with llama-perplexity -c " << evaluation->ctx << " -b " << evaluation->ctx << ":\n";
+    nashprune_tool::print_perplexities(std::cout, *evaluation, before, a.model, after, a.output);
+  }
 }
 
-// The embedded default: generate, prune, check the planted heads went.
-int run_embedded_default(prune_args a) {
-  char pattern[] = "/tmp/nashprune-default-XXXXXX";
-  if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("cannot create a temporary directory");
-  const std::filesystem::path dir = pattern;
-  struct cleanup {
-    std::filesystem::path dir;
-    ~cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } remove_dir{dir};
+// The bundled default: stories260K pruned by 25 % of its heads with the
+// recommended pipeline, calibrated on the bundled calibration text and evaluated
+// on the bundled evaluation text when this tool has llama.cpp; by its weights
+// alone otherwise.
+constexpr const char* bundled_output = "stories260K-pruned.gguf";
 
-  const gguf::synthetic_options synthetic;
-  a.model = (dir / "synthetic.gguf").string();
-  std::cout << "No model given: generating the embedded default " << a.model << '\n';
-  const auto planted = gguf::generate_synthetic(a.model, synthetic, {});
-  for (const auto& p : planted) {
-    std::cout << "  planted: layer " << p.layer << " head " << p.head
-              << (p.duplicate ? " duplicates head " + std::to_string(p.twin) : std::string(" is near zero")) << '\n';
+int run_bundled_default(prune_args a) {
+  const auto data = nashprune_tool::find_bundled_data();
+  a.model = data.model.string();
+  if (a.output.empty() && !a.dry_run) {
+    a.output = bundled_output;
+    a.force = true;
   }
-  if (a.output.empty()) a.output = (dir / "pruned.gguf").string();
-  std::int64_t total_heads = synthetic.n_layer * synthetic.n_head;
-  a.select.unit = np::budget_unit::heads;
-  a.select.target = static_cast<double>(planted.size()) / static_cast<double>(total_heads);
-  std::cout << "Pruning " << planted.size() << " of " << total_heads << " heads (--unit heads --target " << a.select.target << ")\n\n";
-  const auto outcome = prune_file(a);
-
-  std::set<std::pair<std::int64_t, std::int64_t>> removed;
-  std::set<std::pair<std::int64_t, std::int64_t>> expected;
-  for (std::size_t l = 0; l < outcome.plan.layers.size(); ++l) {
-    const auto& p = outcome.plan.layers[l];
-    for (auto h : nashprune::complement_units(p.heads.q_heads, synthetic.n_head)) removed.insert({static_cast<std::int64_t>(l), h});
+  const bool measure = nashprune_tool::built_with_llama_cpp;
+  if (measure && a.calibration_run.text.empty() && a.calibration.empty()) a.calibration_run.text = data.calibration_text.string();
+  if (measure && a.eval_text.empty() && !a.dry_run) a.eval_text = data.evaluation_text.string();
+  std::cout << "No model given: pruning the bundled " << a.model << " (--target " << a.select.target << " of the "
+            << (a.select.unit == np::budget_unit::heads ? "heads" : "parameters") << ")"
+            << (a.output == bundled_output ? std::string(" into ./") + bundled_output + " (replaced on each run)" : std::string()) << '\n';
+  if (!measure) {
+    std::cout << "This nashprune was built without llama.cpp: the plan uses the weights alone and no perplexity is measured.\n"
+                 "For the calibrated pipeline and perplexities, configure with -DNASHPRUNE_LLAMA_CPP_DIR=$(bash "
+                 "cmake/provision-llama-cpp.sh) and rebuild.\n";
   }
-  // A duplicate pair loses one of its two heads: either twin is a correct answer.
-  bool exact = removed.size() == planted.size();
-  for (const auto& p : planted) {
-    const bool hit = removed.contains({p.layer, p.head}) || (p.duplicate && removed.contains({p.layer, p.twin}));
-    if (!hit) exact = false;
-    expected.insert({p.layer, p.head});
-  }
-  const auto reread = gguf::reader::open(a.output);
-  const auto shape = gguf::llama_shape::read(reread);
-  const bool loads = shape.layers == outcome.output_shape.layers;
-  std::cout << "\nremoved exactly the planted heads: " << (exact ? "yes" : "NO") << '\n'
-            << "pruned model re-reads with the planned shape: " << (loads ? "yes" : "NO") << '\n';
-  return exact && loads ? 0 : 1;
+  std::cout << '\n';
+  prune_file(a);
+  return 0;
 }
 
 // Layers never removed whole when --structures has layers and --freeze-first is
@@ -350,25 +394,38 @@ const nashprune_tool::register_command prune_command{{
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<prune_args>();
       auto& s = a->select;
-      app.add_option("model", a->model, "input GGUF (omit to run the embedded default)");
+      app.add_option("model", a->model, "input GGUF (omit to prune the bundled stories260K with its texts)");
       app.add_option("output,-o,--output", a->output, "output GGUF");
       app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
-      app.add_option("--unit", a->unit, "what --target counts: params | heads")->capture_default_str();
+      app.add_option("--unit", a->unit, "what --target counts: params | heads (default params; heads without a model)");
       app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers; layers mix with the others (default: heads with --unit heads, "
                      "heads,mlp with --unit params; groups for heads and mlp-blocks for mlp where quantization blocks are wider)")->delimiter(',');
-      app.add_option("--score", a->score, "importance: magnitude | wanda | activation")->capture_default_str();
+      app.add_option("--score", a->score, "importance: magnitude | wanda | activation (default: the recommended pipeline's)");
+      app.add_option("--text", a->calibration_run.text,
+                     "calibration text: run it through the model with llama.cpp in this process (what nashprune calibrate "
+                     "measures, without a file), then plan and compensate with the recommended pipeline");
+      app.add_option("--tokens", a->calibration_run.tokens, "with --text: at most this many calibration tokens (0: the whole text)")
+          ->capture_default_str();
+      app.add_option("-c,--ctx", a->calibration_run.context, "tokens per chunk of --text and of --eval-text")
+          ->capture_default_str()
+          ->check(CLI::Range(8, 1 << 20));
+      app.add_option("--eval-text", a->eval_text,
+                     "held-out text: after writing, measure the perplexity of the input and the output with llama-perplexity "
+                     "-c CTX -b CTX and print both and their ratio");
+      app.add_option("--llama-bin", a->llama_bin,
+                     "llama-perplexity, or its folder (default: $NASHPRUNE_LLAMA_BIN, then the provisioned llama.cpp, then $PATH)");
       app.add_option("--imatrix", a->imatrix, "llama-imatrix output (GGUF) for wanda / activation");
       app.add_option("--calibration", a->calibration,
                      "nashprune calibrate output: activation energies for wanda / activation, measured head redundancy for nash, "
                      "and the measured block influence 1 - cos(in, out) as the score of layers, attn-blocks and mlp-blocks "
                      "(without it they are scored by their weights)");
       app.add_option("--game", a->game,
-                     "the heads' game (default cosine): none (importance alone); cosine: per-layer game on the heads' cosine; "
+                     "the heads' game (default: the recommended pipeline's): none (importance alone); cosine: per-layer game on the heads' cosine; "
                      "output: one game over all layers on the energy of the change removing heads makes to the attention "
                      "output (needs --calibration v2, --unit heads); ablation: one game over all layers on the loss "
                      "measured by nashprune ablate (needs --ablation, --unit heads)");
       app.add_option("--selector", a->selector,
-                     "greedy (default): the score-ordered greedy, or the price search of the output and ablation games; "
+                     "greedy: the score-ordered greedy, or the price search of the output and ablation games; "
                      "exact: the exact 0/1 solver, or the exact choice of the output and ablation games");
       app.add_option("--method", a->method, "deprecated: --game and --selector");
       app.add_option("--redundancy", a->redundancy, "deprecated: --game");
@@ -376,7 +433,7 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--compensate", a->compensate,
                      "none | bias | refit: after removing heads or MLP channels, refit attn_output / ffn_down by least squares "
                      "on the calibration's input moments and add the mean as a bias (refit), or add only the removed inputs' "
-                     "mean contribution as a bias (bias); default refit when --calibration has the moments");
+                     "mean contribution as a bias (bias); default: the recommended pipeline's when the calibration has the moments");
       app.add_option("--damping", a->damping, "ridge of the refit, relative to the mean input energy")->capture_default_str();
       app.add_option("--lambda", a->lambda_text,
                      "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
@@ -392,8 +449,7 @@ const nashprune_tool::register_command prune_command{{
           ->each([a](const std::string&) { a->freeze_first_given = true; });
       app.add_option("--freeze-last", s.freeze_last, "leave the last N layers untouched")->capture_default_str();
       app.add_option("--temperature", s.temperature,
-                     "H-GSP prior temperature (needs --calibration; 0 = priors off)")
-          ->capture_default_str()
+                     "H-GSP prior temperature (needs --text or --calibration; default: the recommended pipeline's, 0 = priors off)")
           ->each([a](const std::string&) { a->priors_requested = true; });
       app.add_option("--tau", a->tau_text,
                      "H-GSP gate: layers whose influence is below tau use the layer prior (auto = 25th percentile, inf = all)")
@@ -403,23 +459,29 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
       app.add_option("--report", a->report, "write an HTML page of the run: heads grid with scores, redundancy per layer, bytes per tensor kind");
-      app.add_option("-t,--threads", a->scoring.threads, "threads reading the weights for their scores (0: one per core, at most 4)")
+      app.add_option("-t,--threads", a->scoring.threads,
+                     "threads reading the weights for their scores (0: one per core, at most 4), and of --text and "
+                     "--eval-text (0: all, llama-perplexity's default)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
       app.add_flag("--dry-run", a->dry_run, "choose and report, write no model");
       app.add_flag("--force", a->force, "replace an existing output");
       return [a] {
-        if (a->unit != "params" && a->unit != "heads") throw usage_error("--unit must be params or heads, got '" + a->unit + "'");
-        a->select.unit = a->unit == "heads" ? np::budget_unit::heads : np::budget_unit::parameters;
+        if (!a->unit.empty() && a->unit != "params" && a->unit != "heads") {
+          throw usage_error("--unit must be params or heads, got '" + a->unit + "'");
+        }
+        const bool bundled_heads = a->unit.empty() && a->model.empty();
+        a->select.unit = a->unit == "heads" || bundled_heads ? np::budget_unit::heads : np::budget_unit::parameters;
         a->select.tau = parse_tau(a->tau_text);
         parse_lambda(a->lambda_text, a->select);
-        a->scoring.score = nashprune_tool::parse_score(a->score);
+        if (!a->score.empty()) a->scoring.score = nashprune_tool::parse_score(a->score);
         choose_game(*a);
         a->select.structures = a->structures.empty() ? nashprune_tool::default_structures(a->select.unit, a->model)
                                                      : nashprune_tool::parse_structures(a->structures);
         if (!a->freeze_first_given && a->select.wants(np::structure::layers)) a->select.keep_first_layers = kept_first_layers;
-        if (a->model.empty()) return run_embedded_default(*a);
-        (void)prune_file(*a);
+        a->calibration_run.threads = a->scoring.threads;
+        if (a->model.empty()) return run_bundled_default(*a);
+        prune_file(*a);
         return 0;
       };
     }}};

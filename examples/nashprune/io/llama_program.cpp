@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "command.hpp"
 
@@ -84,7 +86,7 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
 
 }  // namespace
 
-int run_to_file(std::vector<std::string> argv, const fs::path& log) {
+int run_to_file(std::vector<std::string> argv, const fs::path& log, const std::function<void()>& while_running) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -100,10 +102,15 @@ int run_to_file(std::vector<std::string> argv, const fs::path& log) {
     throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(spawned));
   }
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw std::runtime_error("waiting for " + argv[0] + ": " + std::strerror(errno));
+  for (;;) {
+    const pid_t ended = ::waitpid(pid, &status, while_running ? WNOHANG : 0);
+    if (ended == pid) return status;
+    if (ended < 0 && errno != EINTR) throw std::runtime_error("waiting for " + argv[0] + ": " + std::strerror(errno));
+    if (ended == 0) {
+      while_running();
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
-  return status;
 }
 
 std::string describe_status(int status) {

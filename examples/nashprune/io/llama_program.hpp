@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,7 +19,8 @@ namespace nashprune_tool {
 /// stdin from /dev/null; returns the wait status. The child's environment is ours
 /// plus OMP_WAIT_POLICY=PASSIVE unless set (idle OpenMP threads sleep instead of
 /// spinning, which on shared cores makes llama.cpp's programs several times faster).
-int run_to_file(std::vector<std::string> argv, const std::filesystem::path& log);
+/// `while_running`, when given, is called about five times a second until the child ends.
+int run_to_file(std::vector<std::string> argv, const std::filesystem::path& log, const std::function<void()>& while_running = {});
 
 /// "exit code N" / "signal N" for a wait status.
 [[nodiscard]] std::string describe_status(int status);

@@ -374,7 +374,7 @@ void check_options(const np::pruning_options& o, score_kind score, const option_
   }
   if (score != score_kind::magnitude && !given.have_activations) {
     throw usage_error("--score " + std::string(score_names[static_cast<std::size_t>(score)]) +
-                      " reads activations: pass --calibration FILE (nashprune calibrate) or --imatrix FILE (llama-imatrix)");
+                      " reads activations: pass --text FILE or --calibration FILE (nashprune calibrate) or --imatrix FILE (llama-imatrix)");
   }
   const np::structure_set heads_or_groups{structure::heads, structure::groups};
   if (o.game == np::head_game::ablation) {
@@ -384,7 +384,7 @@ void check_options(const np::pruning_options& o, score_kind score, const option_
     if (o.freeze_first != 0 || o.freeze_last != 0) throw usage_error("--game ablation plays one game over every layer: drop --freeze-first/--freeze-last");
   }
   if (o.game == np::head_game::output) {
-    if (!given.have_calibration) throw usage_error("--game output reads the heads' measured outputs: pass --calibration FILE (nashprune calibrate)");
+    if (!given.have_calibration) throw usage_error("--game output reads the heads' measured outputs: pass --text FILE or --calibration FILE (nashprune calibrate)");
     if (!unit_heads) throw usage_error("--game output needs --unit heads");
     if (o.lambda_auto) throw usage_error("--game output searches its own price for the target: drop --lambda auto");
     if (!o.structures.within(heads_or_groups)) throw usage_error("--game output prunes heads or groups only: --structures heads or groups");
