@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "command.hpp"
+#include "planning/compensate.hpp"
 
 namespace nashprune_tool {
 namespace {
@@ -271,6 +272,17 @@ std::int64_t mlp_chunk(const gguf::reader& model, const gguf::layer_shape& layer
   return nashprune::traits_of(model.tensor(gguf::layer_tensor(index, "ffn_down.weight")).type).block_size;
 }
 
+// The model's shape, parameter count and MLP chunks as the planner sees them, every score 0.
+np::model_scores unscored_model(const gguf::reader& model, const gguf::llama_shape& shape) {
+  auto scores = shape_scores(shape);
+  scores.total_parameters = gguf::totals(model.tensors()).parameters;
+  for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
+    const auto at = static_cast<std::size_t>(i);
+    scores.layers[at].mlp_chunk = mlp_chunk(model, shape.layers[at], i);
+  }
+  return scores;
+}
+
 }  // namespace
 
 namespace {
@@ -331,8 +343,12 @@ game_and_selector legacy_method(const std::string& method, const std::string& re
   } else if (redundancy == "output" || redundancy == "ablation") {
     if (method != "nash" && method != "exact") throw usage_error("--redundancy " + redundancy + " needs --method nash or exact");
     out = {redundancy == "output" ? head_game::output : head_game::ablation, method == "exact" ? selector::exact : selector::greedy};
+  } else if (redundancy == "obs") {
+    // The enumeration of each layer's sets, as --redundancy obs always did.
+    if (method != "nash" && method != "exact") throw usage_error("--redundancy obs needs --method nash or exact");
+    out = {head_game::obs, selector::exact};
   } else {
-    throw usage_error("--redundancy must be cosine, output or ablation, got '" + redundancy + "'");
+    throw usage_error("--redundancy must be cosine, output, ablation or obs, got '" + redundancy + "'");
   }
   std::cerr << "nashprune: warning: --method and --redundancy are deprecated: use --game "
             << np::head_game_names[static_cast<std::size_t>(out.game)] << " --selector "
@@ -350,6 +366,8 @@ std::string method_name(np::head_game game, np::selector selection) {
     case np::head_game::output:
     case np::head_game::ablation:
       break;
+    case np::head_game::obs:
+      return "obs";
   }
   return exact ? "exact" : "nash";
 }
@@ -383,6 +401,16 @@ void check_options(const np::pruning_options& o, score_kind score, const option_
     if (!unit_heads) throw usage_error("--game output needs --unit heads");
     if (o.lambda_auto) throw usage_error("--game output searches its own price for the target: drop --lambda auto");
     if (!o.structures.within(heads_or_groups)) throw usage_error("--game output prunes heads or groups only: --structures heads or groups");
+  }
+  if (o.game == np::head_game::obs) {
+    if (!given.have_calibration) {
+      throw usage_error("--game obs reads the input moments of attn_output and ffn_down: pass --calibration FILE (nashprune calibrate)");
+    }
+    if (!o.structures.within({structure::heads, structure::groups, structure::mlp})) {
+      throw usage_error("--game obs prunes heads, groups and mlp: --structures from those");
+    }
+    if (unit_heads && has(structure::mlp)) throw usage_error("--game obs with --unit heads counts heads: drop mlp from --structures or use --unit params");
+    if (o.lambda_auto) throw usage_error("--game obs chooses by the error after the refit: drop --lambda auto");
   }
   if (!(o.lambda > 0.0)) throw usage_error("--lambda must be positive");
   if (o.lambda_auto) {
@@ -421,6 +449,7 @@ selection selection_of(np::pruning_result result) {
   out.heads = std::move(result.heads);
   out.lambda = result.lambda;
   out.game = result.game;
+  out.compensated = result.compensated;
   return out;
 }
 
@@ -430,14 +459,12 @@ selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
   const activation_source im{imatrix, calibration};
   std::vector<Eigen::MatrixXd> cosines;
   auto scored = score_layers(model, shape, im, options, scoring, cosines);
-  auto scores = shape_scores(shape);
-  scores.total_parameters = gguf::totals(model.tensors()).parameters;
+  auto scores = unscored_model(model, shape);
   for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
     const auto at = static_cast<std::size_t>(i);
     auto& l = scores.layers[at];
     l.heads = std::move(scored[at].heads);
     l.channels = std::move(scored[at].channels);
-    l.mlp_chunk = mlp_chunk(model, shape.layers[at], i);
   }
   if (calibration != nullptr) {
     for (const auto& l : calibration->layers) scores.influence.push_back({l.layer_influence, l.attn_influence, l.mlp_influence});
@@ -450,9 +477,16 @@ selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
     case np::head_game::none:
       return selection_of(np::plan_pruning(scores, options));
     case np::head_game::ablation:
+      throw usage_error("--game ablation reads its loss model from --ablation FILE");
+    case np::head_game::obs:
       break;
   }
-  throw usage_error("--game ablation reads its loss model from --ablation FILE");
+  throw usage_error("--game obs reads the input moments of --calibration FILE and is planned by choose_by_compensated_error");
+}
+
+selection choose_by_compensated_error(const gguf::reader& model, const gguf::llama_shape& shape, const np::pruning_options& options,
+                                      const calibrate::calibration_stats& calibration, double damping) {
+  return selection_of(np::plan_pruning(unscored_model(model, shape), compensated_error_game_of(model, shape, calibration, options, damping), options));
 }
 
 }  // namespace nashprune_tool

@@ -30,6 +30,7 @@ struct selection {
   std::vector<nashprune::head_statistics> heads;
   std::optional<nashprune::lambda_search_report> lambda;  // set with lambda_auto
   std::optional<nashprune::head_game_report> game;        // set with the output or ablation game
+  std::optional<nashprune::compensated_choice_report> compensated;  // set with the obs game
 };
 
 /// The command-line vocabulary, parsed once: each throws usage_error naming the
@@ -72,6 +73,15 @@ void check_options(const nashprune::pruning_options& options, score_kind score, 
 [[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
                                     const nashprune::pruning_options& options, const scoring_options& scoring,
                                     const calibrate::calibration_stats* calibration = nullptr);
+
+/// --game obs: the plan of least summed error after the refit of attn_output and
+/// ffn_down (nashprune::compensated_error_game), from the weights and the input
+/// moments in `calibration`, each layer's error divided by the mean ‖h‖² of the
+/// residual stream entering it; `damping` as for --compensate. Throws usage_error
+/// when the statistics lack the moments.
+[[nodiscard]] selection choose_by_compensated_error(const gguf::reader& model, const gguf::llama_shape& shape,
+                                                    const nashprune::pruning_options& options,
+                                                    const calibrate::calibration_stats& calibration, double damping);
 
 /// The tool's result of a library plan of `shape`.
 [[nodiscard]] selection selection_of(nashprune::pruning_result result);
