@@ -2,12 +2,18 @@
 // per-layer enumeration equals a brute force over every subset of heads filtered by
 // GQA consistency, the greedy curves charge exactly the cost of the sets they return,
 // the allocation over layers equals a brute force over all combinations, a head
-// duplicated by another is free after the refit, and bad inputs are named.
+// duplicated by another is free after the refit, and bad inputs are named. The obs
+// game of pruning_plan.hpp equals a brute force over every combination of every
+// layer's GQA-consistent sets (heads or parameters as the budget, caps and frozen
+// layers), and with MLP channels a brute force over the per-layer curves.
 #include <gtest/gtest.h>
 
 #include <nashprune/compensated_selection.hpp>
+#include <nashprune/pruning_plan.hpp>
 
 #include <algorithm>
+#include <array>
+#include <tuple>
 #include <limits>
 #include <random>
 #include <vector>
@@ -235,6 +241,252 @@ TEST(CompensatedSelection, BadInputsAreRefusedNamingTheArgument) {
         np::attention_geometry(8, 8, 1).for_each_removal(np::head_granularity::single_heads, 4, 10, [](const std::vector<std::int64_t>&) {});
       },
       {"max_sets", "70"});
+}
+
+// ---------------------------------------------------------------------------
+// The obs game (pruning_plan.hpp)
+
+struct obs_model {
+  np::model_scores scores;
+  std::vector<layer_data> attention;  // per layer: attn_output's input data
+  std::vector<layer_data> mlp;        // per layer: ffn_down's input data
+  std::vector<double> scale;
+};
+
+constexpr std::int64_t embd = 5;
+constexpr std::int64_t head_dim = 2;
+
+// Layers of (n_head, n_head_kv, n_ff); attn_output and ffn_down of random data.
+obs_model make_obs_model(const std::vector<std::array<std::int64_t, 3>>& layers, std::uint32_t seed) {
+  obs_model m;
+  m.scores.n_embd = embd;
+  m.scores.head_dim_k = head_dim;
+  m.scores.head_dim_v = head_dim;
+  m.scores.total_parameters = 4000;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const auto [n_head, n_head_kv, n_ff] = layers[l];
+    m.scores.layers.push_back({n_head, n_head_kv, n_ff, 1, VectorXd::Zero(n_head), VectorXd::Zero(n_ff)});
+    m.attention.push_back(random_layer(n_head * head_dim, embd, seed + static_cast<std::uint32_t>(10 * l)));
+    m.mlp.push_back(random_layer(n_ff, embd, seed + static_cast<std::uint32_t>(10 * l + 5)));
+    m.scale.push_back(0.5 + static_cast<double>(l % 3) * 0.75);
+  }
+  return m;
+}
+
+np::compensated_error_game game_of(const obs_model& m, const np::pruning_options& o) {
+  np::compensated_error_game game;
+  for (std::size_t l = 0; l < m.attention.size(); ++l) {
+    np::compensated_layer layer;
+    const auto& a = m.attention[l];
+    const auto& f = m.mlp[l];
+    if (o.wants_heads()) layer.attention.emplace(a.weight, a.second_moment, a.mean, 0.0);
+    if (o.wants(np::structure::mlp)) layer.mlp.emplace(f.weight, f.second_moment, f.mean, 0.0);
+    layer.scale = m.scale[l];
+    game.layers.push_back(std::move(layer));
+  }
+  return game;
+}
+
+// One candidate removal of one layer: the budget it spends and its scaled refit error.
+struct candidate {
+  std::vector<std::int64_t> removed;
+  std::int64_t budget = 0;
+  double error = 0;
+};
+
+// Every GQA-consistent head removal of layer l the caps allow, its budget and its
+// error after the refit measured by compensate.
+std::vector<candidate> head_candidates(const obs_model& m, std::size_t l, const np::pruning_options& o) {
+  const auto& layer = m.scores.layers[l];
+  const np::attention_geometry g(layer.n_head, layer.n_head_kv, head_dim);
+  const auto granularity = !o.wants(np::structure::heads) ? np::head_granularity::whole_groups
+                           : g.is_multi_head()            ? np::head_granularity::single_heads
+                                                          : np::head_granularity::heads_per_group;
+  std::int64_t most = layer.n_head - o.min_heads;
+  for (std::int64_t c = 0; c <= layer.n_head; ++c)
+    if (static_cast<double>(c) > o.max_prune * static_cast<double>(layer.n_head) + 1e-9) most = std::min(most, c - 1);
+  std::vector<candidate> out;
+  for (std::int64_t count = 0; count <= most; ++count) {
+    for (const auto& removed : brute_force_sets(g, granularity, count)) {
+      std::int64_t whole_groups = 0;
+      for (std::int64_t j = 0; j < g.n_head_kv(); ++j) {
+        bool all = true;
+        for (std::int64_t h = j * g.group_size(); h < (j + 1) * g.group_size(); ++h)
+          all = all && std::binary_search(removed.begin(), removed.end(), h);
+        whole_groups += all ? 1 : 0;
+      }
+      const std::int64_t budget = o.unit == np::budget_unit::heads ? count : (count + whole_groups) * embd * 2 * head_dim;
+      out.push_back({removed, budget, m.scale[l] * refit_error(m.attention[l], np::unit_coordinates(removed, head_dim))});
+    }
+  }
+  return out;
+}
+
+// The least summed error among the combinations of one candidate per layer that
+// spend the most budget <= requested: {budget spent, error}.
+std::pair<std::int64_t, double> brute_force_best(const std::vector<std::vector<candidate>>& layers, std::int64_t requested) {
+  std::pair<std::int64_t, double> best{-1, 0};
+  std::vector<std::size_t> pick(layers.size(), 0);
+  while (true) {
+    std::int64_t budget = 0;
+    double error = 0;
+    for (std::size_t l = 0; l < layers.size(); ++l) budget += layers[l][pick[l]].budget, error += layers[l][pick[l]].error;
+    if (budget <= requested && (budget > best.first || (budget == best.first && error < best.second))) best = {budget, error};
+    std::size_t l = 0;
+    while (l < layers.size() && ++pick[l] == layers[l].size()) pick[l++] = 0;
+    if (l == layers.size()) break;
+  }
+  return best;
+}
+
+// The plan's summed refit error, recomputed by compensate from what it removes.
+double plan_error(const obs_model& m, const np::pruning_result& r) {
+  double error = 0;
+  for (std::size_t l = 0; l < m.attention.size(); ++l) {
+    const auto& layer = m.scores.layers[l];
+    const auto& p = r.layers[l];
+    const auto heads = np::complement_units(p.heads.q_heads, layer.n_head);
+    const auto channels = np::complement_units(p.channels, layer.n_ff);
+    if (!heads.empty()) error += m.scale[l] * refit_error(m.attention[l], np::unit_coordinates(heads, head_dim));
+    if (!channels.empty()) error += m.scale[l] * refit_error(m.mlp[l], channels);
+  }
+  return error;
+}
+
+TEST(CompensatedPlan, HeadsAndGroupsEqualBruteForceOverEveryLayersSets) {
+  const auto m = make_obs_model({{{4, 2, 3}}, {{3, 3, 3}}, {{4, 2, 3}}, {{4, 1, 3}}}, 300);
+  for (const auto structure : {np::structure::heads, np::structure::groups}) {
+    for (const auto unit : {np::budget_unit::heads, np::budget_unit::parameters}) {
+      for (const auto& [min_heads, max_prune, freeze_first] : {std::tuple{1, 1.0, 0}, std::tuple{2, 0.7, 0}, std::tuple{1, 0.6, 1}}) {
+        np::pruning_options o;
+        o.structures = {structure};
+        o.unit = unit;
+        o.selection = np::selector::exact;
+        o.min_heads = min_heads;
+        o.max_prune = max_prune;
+        o.freeze_first = freeze_first;
+        std::vector<std::vector<candidate>> layers;
+        for (std::size_t l = static_cast<std::size_t>(freeze_first); l < m.attention.size(); ++l) layers.push_back(head_candidates(m, l, o));
+        const std::int64_t total = unit == np::budget_unit::heads ? 15 : m.scores.total_parameters;
+        for (const double target : {0.1, 0.2, 0.3, 0.45, 0.6}) {
+          o.target = target;
+          const auto requested = static_cast<std::int64_t>(std::floor(target * static_cast<double>(total) + 1e-9));
+          const auto r = np::plan_pruning(m.scores, game_of(m, o), o);
+          const auto [budget, error] = brute_force_best(layers, requested);
+          const std::string where = std::string(structure == np::structure::heads ? "heads" : "groups") +
+                                    (unit == np::budget_unit::heads ? " per head" : " per parameter") + " min_heads " +
+                                    std::to_string(min_heads) + " target " + std::to_string(target);
+          ASSERT_TRUE(r.compensated.has_value());
+          EXPECT_EQ(r.compensated->requested, requested) << where;
+          EXPECT_EQ(r.compensated->removed, budget) << where;
+          EXPECT_NEAR(r.compensated->error, error, 1e-8 * (1 + error)) << where;
+          EXPECT_NEAR(plan_error(m, r), error, 1e-8 * (1 + error)) << where;
+          for (std::size_t l = 0; l < static_cast<std::size_t>(freeze_first); ++l) EXPECT_EQ(r.layers[l].heads.q_heads.size(), 4U) << where;
+          for (std::size_t l = 0; l < m.attention.size(); ++l) {
+            const auto& layer = m.scores.layers[l];
+            EXPECT_NO_THROW((void)np::attention_geometry(layer.n_head, layer.n_head_kv, head_dim).validate(r.layers[l].heads)) << where;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CompensatedPlan, HeadsAndChannelsEqualBruteForceOverThePerLayerCurves) {
+  auto m = make_obs_model({{{4, 2, 6}}, {{4, 2, 8}}, {{3, 3, 5}}}, 500);
+  m.scores.layers[1].mlp_chunk = 2;
+  np::pruning_options o;
+  o.structures = {np::structure::heads, np::structure::mlp};
+  o.selection = np::selector::exact;
+  o.max_prune = 0.75;
+  const auto game = game_of(m, o);
+  // The curves the game allocates over, built here from the library's per-layer searches.
+  std::vector<std::vector<candidate>> layers;
+  for (std::size_t l = 0; l < m.attention.size(); ++l) {
+    const auto& layer = m.scores.layers[l];
+    const np::attention_geometry g(layer.n_head, layer.n_head_kv, head_dim);
+    const auto heads = np::obs_head_curve(*game.layers[l].attention, g,
+                                          g.is_multi_head() ? np::head_granularity::single_heads : np::head_granularity::heads_per_group,
+                                          std::int64_t{1} << 12, layer.n_head - 1);
+    std::vector<candidate> h;
+    for (std::size_t k = 0; k < heads.count.size(); ++k) {
+      const std::int64_t kv = g.is_multi_head() ? heads.count[k] : 0;
+      h.push_back({heads.removed[k], (heads.count[k] + kv) * embd * 2 * head_dim, m.scale[l] * heads.cost[k]});
+    }
+    layers.push_back(h);
+    const std::int64_t most = static_cast<std::int64_t>(0.75 * static_cast<double>(layer.n_ff)) / layer.mlp_chunk * layer.mlp_chunk;
+    const auto channels = np::obs_channel_curve(*game.layers[l].mlp, most, layer.mlp_chunk);
+    std::vector<candidate> c;
+    for (std::size_t k = 0; k < channels.count.size(); ++k) {
+      EXPECT_EQ(channels.count[k] % layer.mlp_chunk, 0);
+      c.push_back({channels.removed[k], channels.count[k] * 3 * embd, m.scale[l] * channels.cost[k]});
+    }
+    layers.push_back(c);
+  }
+  for (const double target : {0.05, 0.1, 0.17, 0.25}) {
+    o.target = target;
+    const auto requested = static_cast<std::int64_t>(std::floor(target * static_cast<double>(m.scores.total_parameters) + 1e-9));
+    const auto r = np::plan_pruning(m.scores, game, o);
+    const auto [budget, error] = brute_force_best(layers, requested);
+    ASSERT_TRUE(r.compensated.has_value());
+    EXPECT_EQ(r.compensated->removed, budget) << target;
+    EXPECT_LE(r.compensated->removed, requested) << target;
+    EXPECT_NEAR(r.compensated->error, error, 1e-8 * (1 + error)) << target;
+    EXPECT_NEAR(plan_error(m, r), error, 1e-6 * (1 + error)) << target;
+    EXPECT_EQ((8 - static_cast<std::int64_t>(r.layers[1].channels.size())) % 2, 0) << target;
+  }
+}
+
+TEST(CompensatedPlan, GreedySelectorCostsNoLessThanTheEnumeration) {
+  const auto m = make_obs_model({{{8, 4, 3}}, {{8, 4, 3}}, {{8, 2, 3}}}, 700);
+  for (const auto structure : {np::structure::heads, np::structure::groups}) {
+    np::pruning_options o;
+    o.structures = {structure};
+    o.unit = np::budget_unit::heads;
+    for (const double target : {0.25, 0.5}) {
+      o.target = target;
+      o.selection = np::selector::exact;
+      const auto exact = np::plan_pruning(m.scores, game_of(m, o), o);
+      o.selection = np::selector::greedy;
+      const auto greedy = np::plan_pruning(m.scores, game_of(m, o), o);
+      EXPECT_EQ(greedy.compensated->removed, exact.compensated->removed);
+      EXPECT_GE(greedy.compensated->error, exact.compensated->error * (1 - 1e-9));
+      EXPECT_NEAR(plan_error(m, greedy), greedy.compensated->error, 1e-8 * (1 + greedy.compensated->error));
+    }
+  }
+}
+
+TEST(CompensatedPlan, BadInputsAreRefusedNamingTheArgument) {
+  const auto m = make_obs_model({{{4, 2, 3}}, {{4, 2, 3}}}, 900);
+  np::pruning_options o;
+  o.unit = np::budget_unit::heads;
+  auto game = game_of(m, o);
+  game.layers[1].attention.reset();
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"layers[1].attention", "unset"});
+  game = game_of(m, o);
+  game.layers.pop_back();
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"layers", "layer count"});
+  game = game_of(m, o);
+  game.layers[0].attention.emplace(m.mlp[0].weight, m.mlp[0].second_moment, m.mlp[0].mean);
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"layers[0].attention", "input width"});
+  game = game_of(m, o);
+  game.layers[0].scale = -1;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"layers[0].scale"});
+  auto bad = o;
+  bad.structures = {np::structure::heads, np::structure::layers};
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game_of(m, o), bad); }, {"structures", "heads, groups and mlp"});
+  bad = o;
+  bad.structures = {np::structure::heads, np::structure::mlp};
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game_of(m, bad), bad); }, {"structures", "mlp"});
+  bad = o;
+  bad.lambda_auto = true;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game_of(m, o), bad); }, {"lambda_auto"});
+  bad = o;
+  bad.freeze_first = 2;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game_of(m, o), bad); }, {"structures", "nothing to prune"});
+  game = game_of(m, o);
+  game.max_sets = 0;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"max_sets"});
 }
 
 }  // namespace

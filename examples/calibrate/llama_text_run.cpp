@@ -66,7 +66,7 @@ void check_chunking(std::int64_t context, std::int64_t max_tokens) {
   }
 }
 
-llama_text_run::llama_text_run(const text_run_options& o) : handles_(std::make_unique<handles>()), context_(o.context) {
+llama_text_run::llama_text_run(const text_run_options& o, bool float_cache) : handles_(std::make_unique<handles>()), context_(o.context) {
   check_chunking(o.context, o.max_tokens);
   const std::string text = read_text(o.text);
 
@@ -101,6 +101,7 @@ llama_text_run::llama_text_run(const text_run_options& o) : handles_(std::make_u
   const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
   cparams.n_threads = cparams.n_threads_batch = threads;
   cparams.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  if (float_cache) cparams.type_k = cparams.type_v = GGML_TYPE_F32;
   cparams.cb_eval = o.callback;
   cparams.cb_eval_user_data = o.callback_data;
   cparams.no_perf = true;

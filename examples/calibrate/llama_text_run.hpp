@@ -37,7 +37,8 @@ class llama_text_run {
  public:
   /// Throws std::invalid_argument for bad --ctx/--tokens or a text shorter than
   /// one context, std::runtime_error when llama.cpp fails.
-  explicit llama_text_run(const text_run_options& options);
+  /// float_cache: K and V cached in F32 (else F16, as llama-perplexity runs).
+  explicit llama_text_run(const text_run_options& options, bool float_cache = false);
   ~llama_text_run();
 
   [[nodiscard]] std::int64_t chunks() const { return chunks_; }

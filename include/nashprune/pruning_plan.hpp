@@ -26,6 +26,14 @@
 //       price for the target's count of heads, selector::exact enumerates each
 //       layer's GQA-consistent removal sets and allocates exactly. Their plans are
 //       the result (step 2 is skipped).
+//     - compensated_error_game (head_game::obs): one choice over the unfrozen
+//       layers of query heads (or groups) and MLP channels by the error left after
+//       attn_output and ffn_down are refit on what stays (compensated_selection.hpp):
+//       per layer and count the set of least OBS cost (exact enumeration of the
+//       GQA-consistent sets with selector::exact, SlimGPT's greedy otherwise or
+//       beyond max_sets; MLP channels greedy in steps), then exact_allocation of the
+//       counts over layers minimising Σ_l scale_l·E_l within the target's budget
+//       (heads or parameters). The plans are the result (step 2 is skipped).
 //     - no_head_game: the importance as given.
 //  2. Global selection (global_selection.hpp): items from attention_items.hpp
 //     (heads or whole GQA groups), MLP channels in chunks of mlp_chunk (least
@@ -78,6 +86,7 @@
 
 #include "attention_geometry.hpp"
 #include "attention_items.hpp"
+#include "compensated_selection.hpp"
 #include "config.hpp"
 #include "detail/validate.hpp"
 #include "global_selection.hpp"
@@ -129,8 +138,8 @@ class structure_set {
 enum class budget_unit : std::uint8_t { parameters, heads };
 
 /// The redundancy source of the head game (none: importance alone).
-enum class head_game : std::uint8_t { none, cosine, output, ablation };
-inline constexpr std::array<std::string_view, 4> head_game_names{"none", "cosine", "output", "ablation"};
+enum class head_game : std::uint8_t { none, cosine, output, ablation, obs };
+inline constexpr std::array<std::string_view, 5> head_game_names{"none", "cosine", "output", "ablation", "obs"};
 
 /// greedy: the score-ordered greedy (global selection) or the price search (output,
 /// ablation); exact: the exact 0/1 solver or the exact enumeration and allocation.
@@ -262,11 +271,22 @@ struct head_game_report {
   std::int64_t solves = 0;
 };
 
+/// How the compensation-aware choice (compensated_error_game) went.
+struct compensated_choice_report {
+  budget_unit unit = budget_unit::parameters;
+  std::int64_t requested = 0;      ///< budget units the target allows (heads or parameters)
+  std::int64_t removed = 0;        ///< budget units the plans remove
+  double error = 0;                ///< Σ_l scale_l·E_l(S_l) of the chosen sets
+  std::int64_t exact_choices = 0;  ///< chosen head sets that are least by enumeration (the others greedy)
+  std::int64_t damping_raised = 0; ///< maps whose damping was raised (numerically singular moments)
+};
+
 struct pruning_result {
   std::vector<layer_plan> layers;
-  std::vector<head_statistics> heads;  ///< empty for the ablation game
+  std::vector<head_statistics> heads;  ///< empty for the ablation and obs games
   std::optional<lambda_search_report> lambda;
   std::optional<head_game_report> game;
+  std::optional<compensated_choice_report> compensated;
 };
 
 /// A target in its unit: what it asks for and the most the offered structures can
@@ -1163,6 +1183,168 @@ class planner {
   out.layers = keep_everything(model);
   for (std::size_t l = 0; l < choice.plans.size(); ++l) out.layers[l].heads = choice.plans[l];
   out.game = head_game_report{options.selection, choice.price, requested, static_cast<std::int64_t>(choice.removed.size()), choice.modelled, 0};
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Compensation-aware selection (head_game::obs)
+
+/// One layer of the obs game: the OBS cost after refit (compensated_selection.hpp)
+/// of removing inputs of its attn_output (n_head·head_dim_v coordinates, a query
+/// head's head_dim_v at a time) and of its ffn_down (n_ff coordinates, one per MLP
+/// channel), each unset where the plan removes nothing there (attention-free or
+/// FFN-free, frozen, or the structure not offered), and the layer's weight in the sum
+/// (e.g. 1 / mean ‖h‖² of the residual stream entering it, so that layers of
+/// different activation scale compare).
+struct compensated_layer {
+  std::optional<obs_cost<double>> attention;
+  std::optional<obs_cost<double>> mlp;
+  double scale = 1;
+};
+
+/// The choice of heads (or groups) and MLP channels by the error their removal leaves
+/// after the refit: one entry per layer.
+struct compensated_error_game {
+  std::vector<compensated_layer> layers;
+  std::int64_t max_sets = std::int64_t{1} << 12;  ///< selector::exact enumerates a head count's sets up to this many
+  std::int64_t channel_batch = 0;                 ///< MLP channels per greedy step (0: max(1, n_ff / 256)), a multiple of mlp_chunk
+};
+
+namespace detail {
+
+/// One layer's removal curve in the obs game, with each entry's cost in budget units.
+struct compensated_option {
+  std::int64_t layer = 0;
+  bool attention = true;
+  head_granularity granularity = head_granularity::whole_groups;
+  removal_curve<double> curve;
+  std::vector<std::int64_t> budget;
+};
+
+inline head_granularity obs_granularity(const pruning_options& o, const attention_geometry& g) {
+  if (!o.wants(structure::heads)) return head_granularity::whole_groups;
+  return g.is_multi_head() ? head_granularity::single_heads : head_granularity::heads_per_group;
+}
+
+// The attention curve of layer i: counts up to what min_heads and max_prune leave.
+inline compensated_option obs_attention_option(const model_scores& model, const obs_cost<double>& cost, std::int64_t i,
+                                               const pruning_options& o, std::int64_t max_sets) {
+  const auto g = model.geometry(i);
+  const auto how = obs_granularity(o, g);
+  const std::int64_t limit = g.n_head() - seed_min_keep(g.n_head(), o.decisions());
+  compensated_option out{i, true, how, obs_head_curve(cost, g, how, max_sets, limit), {}};
+  const std::int64_t head_parameters = model.n_embd * (model.head_dim_k + model.head_dim_v);  // q rows and o columns, or k and v rows
+  for (const auto c : out.curve.count) {
+    const std::int64_t kv = how == head_granularity::whole_groups ? c / g.group_size() : how == head_granularity::single_heads ? c : 0;
+    out.budget.push_back(o.unit == budget_unit::heads ? c : (c + kv) * head_parameters);
+  }
+  return out;
+}
+
+// The MLP curve of layer i: channels in steps of a multiple of mlp_chunk, at most
+// max_prune of them (the refit needs kept channels to stand in).
+inline compensated_option obs_mlp_option(const model_scores& model, const obs_cost<double>& cost, std::int64_t i,
+                                         const pruning_options& o, std::int64_t channel_batch) {
+  const auto& l = model.layers[static_cast<std::size_t>(i)];
+  const std::int64_t chunk = l.mlp_chunk;
+  const std::int64_t by_ratio = static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(l.n_ff) + 1e-9));
+  const std::int64_t limit = std::min(by_ratio, l.n_ff - 1) / chunk * chunk;
+  const std::int64_t wanted = channel_batch > 0 ? channel_batch : std::max<std::int64_t>(1, l.n_ff / 256);
+  const std::int64_t batch = (wanted + chunk - 1) / chunk * chunk;
+  compensated_option out{i, false, head_granularity::whole_groups, obs_channel_curve(cost, std::max<std::int64_t>(limit, 0), batch), {}};
+  for (const auto c : out.curve.count) out.budget.push_back(c * mlp_channel_cost(model.n_embd));
+  return out;
+}
+
+inline void require_obs_width(const std::string& name, const std::optional<obs_cost<double>>& cost, std::int64_t width,
+                              const std::string& what) {
+  if (!cost) fail_argument(name, "is unset, but the layer offers " + what);
+  require_size(name, cost->width(), width, "input width");
+}
+
+}  // namespace detail
+
+/// The plan of least summed refit error (Σ_l scale_l·E_l over attn_output and
+/// ffn_down) removing at most floor(target × (heads, or parameters)) of the heads
+/// (heads, or whole groups with only groups offered) and MLP channels of the
+/// unfrozen layers (see the top). Throws std::invalid_argument naming the argument
+/// for structures other than heads, groups and mlp, mlp with budget_unit::heads,
+/// lambda_auto, a layer whose cost is unset or of the wrong width, or nothing to remove.
+[[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const compensated_error_game& game,
+                                                 const pruning_options& options) {
+  (void)detail::planner(model, options);  // validates the model and the options
+  using detail::require;
+  const structure_set offered{structure::heads, structure::groups, structure::mlp};
+  require(options.structures.within(offered), "structures", "the obs game removes heads, groups and mlp channels only");
+  require(!(options.unit == budget_unit::heads && options.wants(structure::mlp)), "structures",
+          "budget_unit::heads counts heads: MLP channels cost none, so drop mlp or count parameters");
+  require(!options.lambda_auto, "lambda_auto", "the obs game has no λ to search");
+  detail::require_size("layers", static_cast<std::int64_t>(game.layers.size()), model.n_layer(), "layer count");
+  require(game.max_sets >= 1, "max_sets", "must be positive, got " + std::to_string(game.max_sets));
+  require(game.channel_batch >= 0, "channel_batch", "must be >= 0, got " + std::to_string(game.channel_batch));
+  const std::int64_t max_sets = options.selection == selector::exact ? game.max_sets : 1;  // 1: only the empty set is enumerated
+  std::vector<detail::compensated_option> options_by_layer;
+  compensated_choice_report report;
+  for (std::int64_t i = 0; i < model.n_layer(); ++i) {
+    if (options.frozen(i, model.n_layer())) continue;
+    const auto& l = model.layers[static_cast<std::size_t>(i)];
+    const auto& costs = game.layers[static_cast<std::size_t>(i)];
+    const std::string at = "layers[" + std::to_string(i) + "]";
+    if (!(std::isfinite(costs.scale) && costs.scale >= 0)) detail::fail_argument(at + ".scale", "must be finite and >= 0, got " + detail::describe_value(costs.scale));
+    if (options.wants_heads() && l.n_head > 1) {
+      detail::require_obs_width(at + ".attention", costs.attention, l.n_head * model.head_dim_v, std::to_string(l.n_head) + " heads");
+      options_by_layer.push_back(detail::obs_attention_option(model, *costs.attention, i, options, max_sets));
+      report.damping_raised += costs.attention->damping_raised() ? 1 : 0;
+    }
+    if (options.wants(structure::mlp) && l.n_ff > 1) {
+      detail::require_obs_width(at + ".mlp", costs.mlp, l.n_ff, std::to_string(l.n_ff) + " MLP channels");
+      options_by_layer.push_back(detail::obs_mlp_option(model, *costs.mlp, i, options, game.channel_batch));
+      report.damping_raised += costs.mlp->damping_raised() ? 1 : 0;
+    }
+  }
+  require(!options_by_layer.empty(), "structures", "nothing to prune: no unfrozen layer offers the structures asked for");
+  const std::int64_t total = options.unit == budget_unit::heads ? model.total_heads() : model.total_parameters;
+  report.unit = options.unit;
+  report.requested = budget_from_fraction(options.target, total);
+  // Budget units in multiples of their common divisor: the allocation's table is that much narrower.
+  std::int64_t step = 0;
+  for (const auto& option : options_by_layer)
+    for (const auto b : option.budget) step = std::gcd(step, b);
+  step = std::max<std::int64_t>(step, 1);
+  std::vector<allocation_choices<double>> choices;
+  for (const auto& option : options_by_layer) {
+    const double scale = game.layers[static_cast<std::size_t>(option.layer)].scale;
+    allocation_choices<double> c;
+    for (std::size_t k = 0; k < option.budget.size(); ++k) {
+      c.removed.push_back(option.budget[k] / step);
+      c.energy.push_back(option.curve.cost[k] * scale);
+    }
+    choices.push_back(std::move(c));
+  }
+  const auto allocation = exact_allocation<double>(choices, report.requested / step);
+  report.removed = allocation.removed * step;
+  report.error = allocation.energy;
+  pruning_result out;
+  out.layers = keep_everything(model);
+  for (std::size_t k = 0; k < options_by_layer.size(); ++k) {
+    const auto& option = options_by_layer[k];
+    const auto choice = allocation.choice[k];
+    const auto& removed = option.curve.removed[choice];
+    auto& layer = out.layers[static_cast<std::size_t>(option.layer)];
+    if (option.attention) {
+      report.exact_choices += option.curve.exact[choice];
+      const auto g = model.geometry(option.layer);
+      std::vector<std::int64_t> units;
+      for (const auto h : removed) {
+        const auto u = option.granularity == head_granularity::whole_groups ? h / g.group_size() : h;
+        if (units.empty() || units.back() != u) units.push_back(u);
+      }
+      layer.heads = g.plan_removing(option.granularity, units);
+    } else {
+      layer.channels = complement_units(removed, model.layers[static_cast<std::size_t>(option.layer)].n_ff);
+    }
+  }
+  out.compensated = report;
   return out;
 }
 

@@ -320,3 +320,77 @@ TEST_F(real_calibration, OutputPerturbationPlansStayWithinTheBudget) {
 }
 
 }  // namespace
+
+namespace {
+
+// --game obs on stories260K: the written model removes the requested whole groups and
+// records the method, the exact per-layer choice costs no more than the greedy one,
+// heads and MLP channels stay within a parameter target, and the usage errors
+// (no calibration, statistics without the moments, structures it cannot remove)
+// exit 2 naming the argument.
+TEST_F(real_calibration, CompensationAwareChoiceMeetsTheTarget) {
+  gguf_test::scratch_dir dir;
+  const auto stats = calibrate::run_calibration(options(2048));
+  calibrate::write_stats(dir / "stats.gguf", stats, false);
+  const auto read = [](const std::filesystem::path& file) {
+    std::ifstream in(file);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const auto prune = [&](const std::string& name, const std::string& arguments) {
+    const auto log = dir / (name + ".log");
+    const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' " + arguments + " > '" + log.string() + "' 2>&1";
+    const int status = std::system(command.c_str());
+    EXPECT_TRUE(WIFEXITED(status)) << command;
+    return std::pair{WEXITSTATUS(status), read(log)};
+  };
+  const auto number_after = [](const std::string& text, const std::string& key) {
+    const auto at = text.find(key);
+    EXPECT_NE(at, std::string::npos) << key << " in " << text;
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + key.size()));
+  };
+  const std::string calibration = " --calibration '" + (dir / "stats.gguf").string() + "'";
+  const auto out = dir / "groups.gguf";
+  const auto [written, log] = prune("groups", "'" + out.string() + "' --game obs --selector exact --structures groups --unit heads --target 0.25" + calibration);
+  ASSERT_EQ(written, 0) << log;
+  EXPECT_EQ(number_after(log, "plans remove "), 10.0) << log;  // 10 of stories260K's 40 heads: 5 groups of 2
+  EXPECT_NE(log.find("heads 40 -> 30"), std::string::npos) << log;
+  ASSERT_EQ(std::system((std::string(NASHPRUNE_TOOL) + " inspect '" + out.string() + "' --metadata > '" + (dir / "meta.log").string() + "'").c_str()), 0);
+  EXPECT_NE(read(dir / "meta.log").find("general.pruning.method = \"obs\""), std::string::npos);
+  for (const char* structures : {"groups", "heads"}) {
+    const auto [exact_status, exact] = prune("exact", std::string("--dry-run --game obs --selector exact --unit heads --target 0.5 --structures ") + structures + calibration);
+    const auto [greedy_status, greedy] = prune("greedy", std::string("--dry-run --game obs --selector greedy --unit heads --target 0.5 --structures ") + structures + calibration);
+    ASSERT_EQ(exact_status, 0) << exact;
+    ASSERT_EQ(greedy_status, 0) << greedy;
+    EXPECT_EQ(number_after(exact, "plans remove "), number_after(greedy, "plans remove ")) << structures;
+    EXPECT_LE(number_after(exact, "summed refit error "), number_after(greedy, "summed refit error ") * (1 + 1e-9)) << structures;
+  }
+  const auto [mixed_status, mixed] = prune("mixed", "--dry-run --game obs --structures heads,mlp --target 0.2" + calibration);
+  ASSERT_EQ(mixed_status, 0) << mixed;
+  const double requested = number_after(mixed, "requested ");
+  EXPECT_GT(number_after(mixed, "plans remove "), 0.9 * requested) << mixed;
+  EXPECT_LE(number_after(mixed, "plans remove "), requested) << mixed;
+
+  calibrate::write_stats(dir / "bare.gguf", [&] {
+    auto bare = stats;
+    for (auto& l : bare.layers) {
+      l.attn_in_mean.resize(0);
+      l.ffn_in_mean.resize(0);
+      l.attn_in_covariance.resize(0, 0);
+      l.ffn_in_covariance.resize(0, 0);
+    }
+    return bare;
+  }(), false);
+  const std::pair<std::string, std::string> refused[] = {
+      {"--dry-run --game obs --unit heads", "--calibration"},
+      {"--dry-run --game obs --unit heads --compensate none --calibration '" + (dir / "bare.gguf").string() + "'", "moments"},
+      {"--dry-run --game obs --structures heads,layers" + calibration, "--structures"},
+      {"--dry-run --game obs --structures heads,mlp --unit heads" + calibration, "--unit heads"},
+  };
+  for (const auto& [arguments, named] : refused) {
+    const auto [status, text] = prune("refused", arguments);
+    EXPECT_EQ(status, 2) << arguments << '\n' << text;
+    EXPECT_NE(text.find(named), std::string::npos) << arguments << '\n' << text;
+  }
+}
+
+}  // namespace

@@ -255,6 +255,8 @@ void prune_file(prune_args a) {
     chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
   } else if (!a.ablation.empty()) {
     chosen = choose_by_ablation(a, shape);
+  } else if (a.select.game == np::head_game::obs) {
+    chosen = nashprune_tool::choose_by_compensated_error(model, shape, a.select, *calibration, a.damping);
   } else {
     chosen = nashprune_tool::choose_plan(model, shape, im.get(), a.select, a.scoring, calibration.get());
   }
@@ -274,6 +276,13 @@ void prune_file(prune_args a) {
     std::cout << (ablation ? "ablation loss model (" : "output perturbation (") << nashprune_tool::method_name(a.select.game, p->selection) << "): price " << p->price << ", requested " << p->requested
               << " heads, plans remove " << p->removed << (ablation ? ", modelled loss increase " : ", energy ") << p->energy
               << (ablation ? " (nats per token)\n" : " (relative to the residual stream)\n");
+  }
+  if (const auto& c = chosen.compensated) {
+    const char* unit = c->unit == np::budget_unit::heads ? " heads" : " parameters";
+    std::cout << "compensation-aware choice (obs, " << np::selector_names[static_cast<std::size_t>(a.select.selection)] << "): requested "
+              << c->requested << unit << ", plans remove " << c->removed << unit << ", summed refit error " << c->error
+              << " (relative to the residual stream); " << c->exact_choices << " head choices least by enumeration"
+              << (c->damping_raised > 0 ? ", damping raised in " + std::to_string(c->damping_raised) + " maps" : std::string()) << '\n';
   }
   std::cout << "plan:\n";
   nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
@@ -423,7 +432,10 @@ const nashprune_tool::register_command prune_command{{
                      "the heads' game (default: the recommended pipeline's): none (importance alone); cosine: per-layer game on the heads' cosine; "
                      "output: one game over all layers on the energy of the change removing heads makes to the attention "
                      "output (needs --calibration v2, --unit heads); ablation: one game over all layers on the loss "
-                     "measured by nashprune ablate (needs --ablation, --unit heads)");
+                     "measured by nashprune ablate (needs --ablation, --unit heads); obs: heads or groups and MLP channels "
+                     "by the error left after attn_output and ffn_down are refit (needs --calibration with the input "
+                     "moments; exact allocation over layers of each layer's least-error sets, enumerated with --selector "
+                     "exact, SlimGPT's greedy with --selector greedy)");
       app.add_option("--selector", a->selector,
                      "greedy: the score-ordered greedy, or the price search of the output and ablation games; "
                      "exact: the exact 0/1 solver, or the exact choice of the output and ablation games");

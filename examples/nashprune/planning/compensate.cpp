@@ -1,9 +1,10 @@
-// prune --compensate (see compensate.hpp).
+// prune --compensate and --game obs (see compensate.hpp).
 #include "compensate.hpp"
 
 #include <gguf/float_encode.hpp>
 #include <gguf/tensor_floats.hpp>
 
+#include <nashprune/compensated_selection.hpp>
 #include <nashprune/compensation.hpp>
 
 #include <algorithm>
@@ -48,7 +49,7 @@ Eigen::MatrixXd read_weight(const gguf::reader& model, const std::string& name) 
 void require_moments(const compensated_input& in, std::int64_t layer, std::int64_t width) {
   if (in.mean->size() != width || in.covariance->rows() != width) {
     throw usage_error("the calibration statistics lack the moments of layer " + std::to_string(layer) + "'s " + in.weight +
-                      " input, which compensation needs: rerun nashprune calibrate (without --no-moments), or use --compensate none");
+                      " input, which --compensate and --game obs need: rerun nashprune calibrate (without --no-moments), or use --compensate none");
   }
 }
 
@@ -172,6 +173,28 @@ void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shap
   }
   result.metadata.emplace_back("general.pruning.compensation", gguf::value::string(compensation_name(kind)));
   result.metadata.emplace_back("general.pruning.compensation_damping", gguf::value::f32(static_cast<float>(damping)));
+}
+
+np::compensated_error_game compensated_error_game_of(const gguf::reader& model, const gguf::llama_shape& shape,
+                                                     const calibrate::calibration_stats& stats, const np::pruning_options& options,
+                                                     double damping) {
+  if (!(damping >= 0) || !std::isfinite(damping)) throw usage_error("--damping must be finite and >= 0");
+  np::compensated_error_game game;
+  game.layers.resize(static_cast<std::size_t>(shape.n_layer()));
+  for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
+    if (options.frozen(l, shape.n_layer())) continue;
+    const auto& layer = shape.layers[static_cast<std::size_t>(l)];
+    const auto& s = stats.layers[static_cast<std::size_t>(l)];
+    auto& costs = game.layers[static_cast<std::size_t>(l)];
+    costs.scale = s.residual_energy > 0 ? static_cast<double>(stats.tokens) / s.residual_energy : 1.0;
+    const auto cost_of = [&](const compensated_input& in, std::int64_t width) {
+      require_moments(in, l, width);
+      return np::obs_cost<double>(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping);
+    };
+    if (options.wants_heads() && layer.n_head > 1) costs.attention = cost_of(attention_input(s), layer.n_head * shape.head_dim_v);
+    if (options.wants(np::structure::mlp) && layer.n_ff > 1) costs.mlp = cost_of(mlp_input(s), layer.n_ff);
+  }
+  return game;
 }
 
 }  // namespace nashprune_tool

@@ -2,7 +2,8 @@
 // attn_output) or MLP channels (inputs of ffn_down), rewrite those two tensors
 // and add F32 biases blk.N.attn_output.bias / blk.N.ffn_down.bias so the layer's
 // output changes as little as the calibration's input moments allow
-// (nashprune/compensation.hpp).
+// (nashprune/compensation.hpp). And --game obs: the OBS costs of those inputs
+// (nashprune/compensated_selection.hpp) that choose what to remove.
 #pragma once
 
 #include <calibrate/calibration_stats.hpp>
@@ -11,6 +12,7 @@
 #include <gguf/prune_plan.hpp>
 
 #include <nashprune/compensation.hpp>
+#include <nashprune/pruning_plan.hpp>
 
 #include <iosfwd>
 #include <optional>
@@ -40,5 +42,14 @@ namespace nashprune_tool {
 void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
                         const calibrate::calibration_stats& stats, nashprune::compensation_kind kind, double damping,
                         gguf::pruned_model& result, std::ostream& report);
+
+/// The obs game of `model` (nashprune::compensated_error_game): for every unfrozen
+/// layer whose heads (n_head > 1) or MLP channels (n_ff > 1) `options` offers, the
+/// OBS cost of attn_output's or ffn_down's inputs from the moments in `stats`, and
+/// the layer's scale tokens / Σ‖h‖² of its residual stream (1 when not measured).
+/// Throws usage_error when the stats lack the moments.
+[[nodiscard]] nashprune::compensated_error_game compensated_error_game_of(const gguf::reader& model, const gguf::llama_shape& shape,
+                                                                          const calibrate::calibration_stats& stats,
+                                                                          const nashprune::pruning_options& options, double damping);
 
 }  // namespace nashprune_tool

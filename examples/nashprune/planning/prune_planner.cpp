@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "command.hpp"
+#include "planning/compensate.hpp"
 
 namespace nashprune_tool {
 namespace {
@@ -333,8 +334,12 @@ game_and_selector legacy_method(const std::string& method, const std::string& re
   } else if (redundancy == "output" || redundancy == "ablation") {
     if (method != "nash" && method != "exact") throw usage_error("--redundancy " + redundancy + " needs --method nash or exact");
     out = {redundancy == "output" ? head_game::output : head_game::ablation, method == "exact" ? selector::exact : selector::greedy};
+  } else if (redundancy == "obs") {
+    // The enumeration of each layer's sets, as --redundancy obs always did.
+    if (method != "nash" && method != "exact") throw usage_error("--redundancy obs needs --method nash or exact");
+    out = {head_game::obs, selector::exact};
   } else {
-    throw usage_error("--redundancy must be cosine, output or ablation, got '" + redundancy + "'");
+    throw usage_error("--redundancy must be cosine, output, ablation or obs, got '" + redundancy + "'");
   }
   warn_deprecated("--method and --redundancy are", out);
   return out;
@@ -355,6 +360,8 @@ std::string method_name(np::head_game game, np::selector selection) {
     case np::head_game::output:
     case np::head_game::ablation:
       break;
+    case np::head_game::obs:
+      return "obs";
   }
   return exact ? "exact" : "nash";
 }
@@ -388,6 +395,16 @@ void check_options(const np::pruning_options& o, score_kind score, const option_
     if (!unit_heads) throw usage_error("--game output needs --unit heads");
     if (o.lambda_auto) throw usage_error("--game output searches its own price for the target: drop --lambda auto");
     if (!o.structures.within(heads_or_groups)) throw usage_error("--game output prunes heads or groups only: --structures heads or groups");
+  }
+  if (o.game == np::head_game::obs) {
+    if (!given.have_calibration) {
+      throw usage_error("--game obs reads the input moments of attn_output and ffn_down: pass --calibration FILE (nashprune calibrate)");
+    }
+    if (!o.structures.within({structure::heads, structure::groups, structure::mlp})) {
+      throw usage_error("--game obs prunes heads, groups and mlp: --structures from those");
+    }
+    if (unit_heads && has(structure::mlp)) throw usage_error("--game obs with --unit heads counts heads: drop mlp from --structures or use --unit params");
+    if (o.lambda_auto) throw usage_error("--game obs chooses by the error after the refit: drop --lambda auto");
   }
   if (!(o.lambda > 0.0)) throw usage_error("--lambda must be positive");
   if (o.lambda_auto) {
@@ -426,6 +443,7 @@ selection selection_of(np::pruning_result result) {
   out.heads = std::move(result.heads);
   out.lambda = result.lambda;
   out.game = result.game;
+  out.compensated = result.compensated;
   return out;
 }
 
@@ -564,11 +582,22 @@ selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
       case np::head_game::none:
         return np::plan_pruning(scores, options);
       case np::head_game::ablation:
+        throw usage_error("--game ablation reads its loss model from --ablation FILE");
+      case np::head_game::obs:
         break;
     }
-    throw usage_error("--game ablation reads its loss model from --ablation FILE");
+    throw usage_error("--game obs reads the input moments of --calibration FILE and is planned by choose_by_compensated_error");
   };
   auto chosen = selection_of(planned());
+  chosen.reach = reach;
+  return chosen;
+}
+
+selection choose_by_compensated_error(const gguf::reader& model, const gguf::llama_shape& shape, const np::pruning_options& options,
+                                      const calibrate::calibration_stats& calibration, double damping) {
+  auto scores = unscored_model(model, shape);
+  const auto reach = check_target(scores, options);
+  auto chosen = selection_of(np::plan_pruning(std::move(scores), compensated_error_game_of(model, shape, calibration, options, damping), options));
   chosen.reach = reach;
   return chosen;
 }

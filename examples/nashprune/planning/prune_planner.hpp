@@ -32,6 +32,7 @@ struct selection {
   std::optional<nashprune::lambda_search_report> lambda;  // set with lambda_auto
   std::optional<nashprune::head_game_report> game;        // set with the output or ablation game
   std::optional<nashprune::target_reach> reach;           // what the target asked for (not with --plan)
+  std::optional<nashprune::compensated_choice_report> compensated;  // set with the obs game
 };
 
 /// The command-line vocabulary, parsed once: each throws usage_error naming the
@@ -99,6 +100,15 @@ nashprune::target_reach check_target(const nashprune::model_scores& scores, cons
 void print_target(std::ostream& out, const nashprune::pruning_options& options, const nashprune::target_reach& reach,
                   const gguf::llama_shape& before_shape, const gguf::llama_shape& after_shape, const gguf::tensor_totals& before,
                   const gguf::tensor_totals& after);
+
+/// --game obs: the plan of least summed error after the refit of attn_output and
+/// ffn_down (nashprune::compensated_error_game), from the weights and the input
+/// moments in `calibration`, each layer's error divided by the mean ‖h‖² of the
+/// residual stream entering it; `damping` as for --compensate. Throws usage_error
+/// when the statistics lack the moments.
+[[nodiscard]] selection choose_by_compensated_error(const gguf::reader& model, const gguf::llama_shape& shape,
+                                                    const nashprune::pruning_options& options,
+                                                    const calibrate::calibration_stats& calibration, double damping);
 
 /// The tool's result of a library plan of `shape`.
 [[nodiscard]] selection selection_of(nashprune::pruning_result result);

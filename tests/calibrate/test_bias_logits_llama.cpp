@@ -1,0 +1,153 @@
+// The biases compensation writes, as stock llama.cpp applies them (label `llama`),
+// under both the llama and the deci architecture (stories260K as it is, and with
+// one GQA group of layer 0 removed). Each check compares llama.cpp's logits of two
+// models that must compute the same function through different tensors:
+//  - blk.N.attn_output.bias = W_o·v̄ against blk.N.attn_v.bias = b_v, v̄ the query
+//    heads' concatenated b_v of their KV head. Softmax weights sum to 1, so b_v adds
+//    b_v to every head's output, and W_o maps it to W_o·v̄ after the projection: the
+//    two agree only if llama.cpp adds attn_output.bias once, after attn_output.
+//  - blk.N.ffn_down.bias = b against blk.(N+1).attn_output.bias = b, with layer
+//    N+1's attn_v.weight zero in both (its attention outputs exactly 0): both add b to
+//    the residual stream between layer N's MLP and layer N+1's MLP, and they agree
+//    only if ffn_down.bias is added after ffn_down, to the residual.
+// Each bias also moves the logits well beyond the tolerance (a bias llama.cpp
+// ignored would fail there). K and V are cached in F32: the F16 cache rounds V + b_v
+// (the first route) and V (the second) apart by about 2e-3 of the logits' change.
+#include <gtest/gtest.h>
+
+#include <calibrate/llama_text_run.hpp>
+#include <gguf/float_encode.hpp>
+#include <gguf/prune_plan.hpp>
+#include <gguf/tensor_floats.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gguf_test_files.hpp"
+
+namespace {
+
+const std::filesystem::path data = NASHPRUNE_DATA_DIR;
+
+struct tensor_change {
+  std::string name;
+  std::vector<std::int64_t> dims;  // of an added tensor (a replaced one keeps its own)
+  std::vector<float> values;
+};
+
+// `model` under `plan`, with tensors replaced (when the output has them) or added as F32.
+void write_variant(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
+                   const std::vector<tensor_change>& changes, const std::filesystem::path& out) {
+  auto result = gguf::plan_output(model, shape, plan, {});
+  for (const auto& change : changes) {
+    auto at = std::find_if(result.tensors.begin(), result.tensors.end(), [&](const gguf::tensor_spec& t) { return t.name == change.name; });
+    if (at == result.tensors.end()) {
+      result.tensors.push_back({change.name, change.dims, nashprune::ggml_type::f32});
+      result.sources.emplace_back();
+      at = result.tensors.end() - 1;
+    }
+    ASSERT_EQ(at->elements(), static_cast<std::int64_t>(change.values.size())) << change.name;
+    auto& source = result.sources[static_cast<std::size_t>(at - result.tensors.begin())];
+    source.how = gguf::tensor_source::kind::bytes;
+    source.from = nullptr;
+    source.ranges.clear();
+    source.bytes = std::make_shared<const std::vector<std::byte>>(gguf::encode_floats(at->type, change.values));
+  }
+  gguf::writer writer(out, {.force = true, .protect = {}});
+  writer.begin(result.metadata, result.tensors);
+  gguf::write_tensors(model, result, writer);
+  writer.commit();
+}
+
+// llama.cpp's logits of the first 64 tokens of the evaluation text (one chunk, BOS first).
+std::vector<float> logits_of(const std::filesystem::path& model) {
+  calibrate::text_run_options o;
+  o.model = model;
+  o.text = data / "tinystories-evaluation.txt";
+  o.context = 64;
+  o.max_tokens = 64;
+  o.threads = 2;
+  calibrate::llama_text_run run(o, /*float_cache=*/true);  // an F16 cache would round V + b_v and V apart
+  EXPECT_EQ(run.decode_chunk(0), 0);
+  const float* logits = run.logits();
+  return {logits, logits + run.context() * run.n_vocab()};
+}
+
+double max_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, static_cast<double>(std::abs(a[i] - b[i])));
+  return d;
+}
+
+std::vector<float> random_vector(std::int64_t n, std::uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0F, scale);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+struct bias_logits : ::testing::TestWithParam<bool> {};  // true: deci (layer 0 loses a group)
+
+TEST_P(bias_logits, BiasesAreAddedWhereCompensationPutsThem) {
+  gguf_test::scratch_dir dir;
+  const auto model = gguf::reader::open(data / "stories260K.gguf");
+  const auto shape = gguf::llama_shape::read(model);
+  auto plan = gguf::keep_all(shape);
+  if (GetParam()) {
+    const auto& l = shape.layers[0];
+    const std::vector<std::int64_t> last_group{l.n_head_kv - 1};
+    plan.layers[0].heads = nashprune::attention_geometry(l.n_head, l.n_head_kv, shape.head_dim_k, shape.head_dim_v)
+                               .plan_removing(nashprune::head_granularity::whole_groups, last_group);
+  }
+  const std::int64_t n_embd = shape.n_embd;
+  const std::int64_t head_dim = shape.head_dim_v;
+  const auto& layer = shape.layers[1];
+  const std::int64_t group = layer.n_head / layer.n_head_kv;
+
+  // attn_v.bias against attn_output.bias = W_o·v̄ in layer 1.
+  const auto v_bias = random_vector(layer.n_head_kv * head_dim, 11, 0.5F);
+  const gguf::float_matrix wo(model.tensor("blk.1.attn_output.weight"));  // n_embd × n_head·head_dim
+  std::vector<float> o_bias(static_cast<std::size_t>(n_embd), 0.0F);
+  for (std::int64_t r = 0; r < n_embd; ++r) {
+    double sum = 0;
+    for (std::int64_t h = 0; h < layer.n_head; ++h)
+      for (std::int64_t j = 0; j < head_dim; ++j) sum += wo.map()(r, h * head_dim + j) * v_bias[static_cast<std::size_t>((h / group) * head_dim + j)];
+    o_bias[static_cast<std::size_t>(r)] = static_cast<float>(sum);
+  }
+  write_variant(model, shape, plan, {}, dir / "plain.gguf");
+  write_variant(model, shape, plan, {{"blk.1.attn_v.bias", {layer.n_head_kv * head_dim}, v_bias}}, dir / "v_bias.gguf");
+  write_variant(model, shape, plan, {{"blk.1.attn_output.bias", {n_embd}, o_bias}}, dir / "o_bias.gguf");
+  const auto plain = logits_of(dir / "plain.gguf");
+  const auto through_v = logits_of(dir / "v_bias.gguf");
+  const auto through_o = logits_of(dir / "o_bias.gguf");
+  const double attention_effect = max_difference(plain, through_o);
+  const double attention_gap = max_difference(through_v, through_o);
+  EXPECT_GT(attention_effect, 0.1);
+  EXPECT_LT(attention_gap, 1e-5 * attention_effect) << "effect " << attention_effect;
+
+  // ffn_down.bias of layer 2 against attn_output.bias of layer 3, whose attention outputs 0.
+  const auto residual_bias = random_vector(n_embd, 13, 0.5F);
+  const auto& v = model.tensor("blk.3.attn_v.weight");
+  const tensor_change silent_v{"blk.3.attn_v.weight", {}, std::vector<float>(static_cast<std::size_t>(v.dims[0] * v.dims[1]), 0.0F)};
+  write_variant(model, shape, plan, {silent_v}, dir / "silent.gguf");
+  write_variant(model, shape, plan, {silent_v, {"blk.2.ffn_down.bias", {n_embd}, residual_bias}}, dir / "down_bias.gguf");
+  write_variant(model, shape, plan, {silent_v, {"blk.3.attn_output.bias", {n_embd}, residual_bias}}, dir / "next_o_bias.gguf");
+  const auto silent = logits_of(dir / "silent.gguf");
+  const auto through_down = logits_of(dir / "down_bias.gguf");
+  const auto through_next = logits_of(dir / "next_o_bias.gguf");
+  const double mlp_effect = max_difference(silent, through_down);
+  const double mlp_gap = max_difference(through_down, through_next);
+  EXPECT_GT(mlp_effect, 0.1);
+  EXPECT_LT(mlp_gap, 1e-5 * mlp_effect) << "effect " << mlp_effect;
+  std::cout << (GetParam() ? "deci" : "llama") << ": attention bias moves the logits by " << attention_effect << ", the two routes differ by "
+            << attention_gap << "; MLP bias " << mlp_effect << ", routes differ by " << mlp_gap << '\n';
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, bias_logits, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "deci" : "llama"; });
+
+}  // namespace
