@@ -288,6 +288,10 @@ TEST_F(Stories260KReport, DescribesHeadsRedundancyAndScores) {
   auto extra = result;
   extra.tensors.push_back({"blk.9.attn_q.weight", {8, 8}, nashprune::ggml_type::f32});
   expect_error<std::invalid_argument>([&] { (void)report::tensor_entries(model, plan, extra); }, {"'blk.9.attn_q.weight'", "no tensor of the input"});
+  // The bias --compensate adds has no input tensor and is left out of the table.
+  auto compensated = result;
+  compensated.tensors.push_back({"blk.0.ffn_down.bias", {64}, nashprune::ggml_type::f32});
+  EXPECT_EQ(report::tensor_entries(model, plan, compensated).size(), report::tensor_entries(model, plan, result).size());
 }
 
 }  // namespace
