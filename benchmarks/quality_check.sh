@@ -24,13 +24,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # Margins measured at the default size (perplexity of the original 4.956;
 # ratio = method / mean of random seeds 1..5; lower is better). The random
-# plans remove as many heads as the informed ones (8 at 25 %: whole GQA steps
-# within the budget; 20 at 50 %):
-#   25 % heads: 0.946 (activation), 0.949 (knapsack_hgsp, nash_hgsp), 0.969
-#               (magnitude), 0.979 (wanda, nash), 0.989 (nash_output, not
-#               asserted); random mean 5.937. Thin: the assertion is only
-#               "beats the random mean".
-#   50 % heads: 0.855 (magnitude) .. 0.880 (activation); random mean 9.712
+# plans remove as many heads as the informed ones (10 at 25 %, 20 at 50 %), each
+# layer cut to a random GQA-consistent shape (whole groups, heads per group or a mix):
+#   25 % heads: 0.778 (nash_output, not asserted), 0.806 (activation), 0.819
+#               (wanda, knapsack_hgsp), 0.843 (nash, nash_hgsp), 0.966 (magnitude);
+#               random mean 6.861 ± 0.979. Thin for magnitude: the assertion is
+#               only "beats the random mean".
+#   50 % heads: 0.529 (wanda, nash, knapsack_hgsp, nash_hgsp) .. 0.753 (magnitude);
+#               random mean 11.026
 #   1 layer:    0.465; block influence removes layer 2 (12.52); the five single
 #               layers give 66.09 (layer 0), 18.61, 12.52, 11.75, 12.73
 #   2 layers:   0.362; block influence removes 2,3 (88.65); the ten pairs give

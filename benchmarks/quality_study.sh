@@ -265,25 +265,33 @@ for target in 0.25 0.5; do
   values=()
   for seed in $(seq "$seeds"); do
     python3 - "$out/full_plan.json" "$out/random_${target}_${seed}.json" "$target" "$seed" <<'PY'
-import json, random, sys
-# Random choice under the same constraint as the tool's removal steps: a step
-# removes one random query head from every KV group of a random layer (each
-# kept group keeps the same count: llama.cpp needs an integer Q:KV ratio); as
-# many heads as the informed methods remove: whole steps within the target, the
-# budget rule of the tool (at 25 % of 40 heads in steps of 4 that is 8 heads).
+import itertools, json, math, random, sys
+# Random choice under the same constraint as the tool: each layer keeps k of its
+# KV groups with the same number m of query heads each (llama.cpp needs an integer
+# Q:KV ratio), losing at most floor(0.7 n) of its n heads (--max-prune); as many
+# heads as the informed methods remove: floor(target x heads) when some plan
+# reaches it, else the most below (the tool's exact head counts). A random
+# allocation of counts over the layers among those removing that many, then per
+# layer a random shape of that count and random groups and heads.
 plan = json.load(open(sys.argv[1])); target = float(sys.argv[3]); rng = random.Random(int(sys.argv[4]))
-groups = [len(l["q_heads"]) // len(l["kv_heads"]) for l in plan["layers"]]
-def members(i, kv):
-    return [h for h in plan["layers"][i]["q_heads"] if h // groups[i] == kv]
-total = sum(len(layer["q_heads"]) for layer in plan["layers"]); removed = 0
-while True:
-    open_layers = [i for i, l in enumerate(plan["layers"]) if all(len(members(i, kv)) > 1 for kv in l["kv_heads"])
-                   and removed + len(l["kv_heads"]) <= target * total + 1e-9]
-    if not open_layers:
-        break
-    i = rng.choice(open_layers)
-    for kv in plan["layers"][i]["kv_heads"]:
-        plan["layers"][i]["q_heads"].remove(rng.choice(members(i, kv))); removed += 1
+layers = plan["layers"]
+total = sum(len(l["q_heads"]) for l in layers)
+def shapes(l):
+    n, G = len(l["q_heads"]), len(l["kv_heads"]); g = n // G
+    return [(k, m) for k in range(1, G + 1) for m in range(1, g + 1) if n - k * m <= math.floor(0.7 * n + 1e-9)]
+counts = [sorted({len(l["q_heads"]) - k * m for k, m in shapes(l)}) for l in layers]
+requested = math.floor(target * total + 1e-9)
+combos = [c for c in itertools.product(*counts) if sum(c) <= requested]
+best = max(sum(c) for c in combos)
+chosen = rng.choice([c for c in combos if sum(c) == best])
+for l, count in zip(layers, chosen):
+    n, G = len(l["q_heads"]), len(l["kv_heads"]); g = n // G
+    k, m = rng.choice([(k, m) for k, m in shapes(l) if n - k * m == count])
+    kept = []
+    for kv in sorted(rng.sample(range(G), k)):
+        kept += sorted(rng.sample(range(kv * g, (kv + 1) * g), m))
+    l["q_heads"] = sorted(kept)
+    l["kv_heads"] = sorted({h // g for h in kept})
 json.dump(plan, open(sys.argv[2], "w"))
 PY
     "$tool" prune "$model" "$out/random_${target}_$seed.gguf" --plan "$out/random_${target}_${seed}.json" --force > /dev/null

@@ -383,20 +383,21 @@ inline std::vector<std::int64_t> removed_q_heads(const head_keep_plan& plan, std
 /// `decisions`, with cost_of(l) the removal_cost of layer l: the count exactly when
 /// any plan reaches it, else the most below. Plans short of the count are kept when
 /// the allocation gets no closer; plans that meet it are kept as their game chose
-/// them. Returns whether the plans were replaced.
+/// them, unless `replace` (they miss heads the costs require). Returns whether the
+/// plans were replaced.
 template <typename CostOf>
 bool meet_head_count(std::span<const attention_geometry> geometries, bool groups_only, const nash_decision_options<double>& decisions,
-                     std::vector<head_keep_plan>& plans, std::int64_t requested, const CostOf& cost_of) {
+                     std::vector<head_keep_plan>& plans, std::int64_t requested, const CostOf& cost_of, bool replace = false) {
   std::int64_t removed = 0;
   for (std::size_t l = 0; l < plans.size(); ++l) removed += geometries[l].n_head() - static_cast<std::int64_t>(plans[l].q_heads.size());
-  if (removed == requested || plans.empty()) return false;
+  if (plans.empty() || (removed == requested && !replace)) return false;
   std::vector<head_count_curve<double>> curves;
   for (std::size_t l = 0; l < plans.size(); ++l) {
     const auto& g = geometries[l];
     curves.push_back(least_cost_curve<double>(g, groups_only, seed_min_keep(g.n_head(), decisions), cost_of(l)));
   }
   const auto allocation = allocate_head_count<double>(curves, requested);
-  if (removed < requested && allocation.total <= removed) return false;
+  if (!replace && removed < requested && allocation.total <= removed) return false;
   for (std::size_t l = 0; l < plans.size(); ++l) {
     const auto& g = geometries[l];
     plans[l] = plan_without(g, allocation.removed[l], seed_min_keep(g.n_head(), decisions) == 0);
@@ -467,6 +468,19 @@ struct loss_choice {
       for (const auto& option : layout.slots[l]) {
         if (std::includes(option.begin(), option.end(), need.begin(), need.end())) slots[l].push_back(option);
       }
+      if (slots[l].empty() && !need.empty()) {
+        // Given units that mix whole groups and heads per group (an earlier exact count):
+        // every consistent removal of the layer that holds them.
+        const auto& layer = layout.layers[l];
+        for (const auto shape : consistent_shapes(layer.geometry, false, seed_min_keep(layer.geometry.n_head(), decisions))) {
+          if (shape.kept_groups * shape.kept_per_group == layer.geometry.n_head()) continue;
+          for_each_shape_removal(layer.geometry, shape, [&](const std::vector<std::int64_t>& removed) {
+            std::vector<std::int64_t> option;
+            for (const auto h : removed) option.push_back(layer.first + h);
+            if (std::includes(option.begin(), option.end(), need.begin(), need.end())) slots[l].push_back(option);
+          });
+        }
+      }
       if (slots[l].empty()) {
         detail::fail_argument("given", "the given heads of layer " + std::to_string(l) + " are not a removal its GQA structure allows");
       }
@@ -484,13 +498,20 @@ struct loss_choice {
     for (std::size_t l = 0; l < layout.layers.size(); ++l) {
       std::vector<std::int64_t> local;
       for (const auto u : slots[l][best.choice[l]]) local.push_back(u - layout.layers[l].first);
-      out.plans.push_back(layout.layers[l].geometry.plan_removing(layout.layers[l].granularity, local));
+      out.plans.push_back(plan_without(layout.layers[l].geometry, local));
     }
   }
-  // Short of the request (GQA steps): every consistent removal of each layer, costed
-  // by the loss model within the layer (δ_S + ½·1_SᵀI_SS1_S), holding its given units.
+  // Short of the request (GQA steps), or missing given units a mix of whole groups and
+  // heads per group removed: every consistent removal of each layer, costed by the loss
+  // model within the layer (δ_S + ½·1_SᵀI_SS1_S), holding its given units.
   std::vector<attention_geometry> geometries;
   for (const auto& layer : layout.layers) geometries.push_back(layer.geometry);
+  bool given_kept = false;
+  for (const auto u : model.given) {
+    const auto l = layout.layer_of(u);
+    const auto& q = out.plans[l].q_heads;
+    given_kept = given_kept || std::binary_search(q.begin(), q.end(), u - layout.layers[l].first);
+  }
   (void)detail::meet_head_count(std::span<const attention_geometry>(geometries), false, decisions, out.plans, requested, [&](std::size_t l) {
     const auto& layer = layout.layers[l];
     const auto n = layer.geometry.n_head();
@@ -499,7 +520,7 @@ struct loss_choice {
       if (layout.layer_of(u) == l) cost.required.push_back(u - layer.first);
     }
     return cost;
-  });
+  }, given_kept);
   for (std::size_t l = 0; l < out.plans.size(); ++l) {
     const auto& layer = layout.layers[l];
     for (const auto h : detail::removed_q_heads(out.plans[l], layer.geometry.n_head())) out.removed.push_back(layer.first + h);
