@@ -446,14 +446,19 @@ TEST(PruningPlan, HeadTargetsAreMetExactlyWhenReachableWithoutAGame) {
   }
 }
 
+// B·Bᵀ for a random n × rank matrix B: positive semidefinite of rank at most `rank`.
+Eigen::MatrixXd random_gram(Eigen::Index n, Eigen::Index rank) {
+  const Eigen::MatrixXd b = Eigen::MatrixXd::Random(n, rank);
+  return b * b.transpose();
+}
+
 TEST(PruningPlan, HeadTargetsAreMetExactlyWithTheCosineGame) {
   std::mt19937 rng(6);
   for (const auto& shapes : gqa_shapes) {
     const auto m = gqa_model(shapes, rng);
     np::cosine_game game;
     for (const auto& l : m.layers) {
-      const Eigen::MatrixXd b = Eigen::MatrixXd::Random(l.n_head, 3);
-      Eigen::MatrixXd c = b * b.transpose();
+      const Eigen::MatrixXd c = random_gram(l.n_head, 3);
       const Eigen::VectorXd d = c.diagonal().cwiseSqrt();
       game.cosine.push_back(c.array() / (d * d.transpose()).array());
     }
@@ -474,8 +479,7 @@ TEST(PruningPlan, HeadTargetsAreMetExactlyWithTheOutputAndAblationGames) {
     np::output_perturbation_game output;
     std::int64_t units = 0;
     for (const auto& l : m.layers) {
-      const Eigen::MatrixXd b = Eigen::MatrixXd::Random(l.n_head, l.n_head);
-      output.scaled_gram.push_back(b * b.transpose() / 10.0);
+      output.scaled_gram.push_back(random_gram(l.n_head, l.n_head) / 10.0);
       units += l.n_head;
     }
     np::ablation_loss_game loss;

@@ -90,6 +90,30 @@ std::vector<float> random_vector(std::int64_t n, std::uint32_t seed, float scale
   return v;
 }
 
+struct route_check {
+  double effect;  ///< how far the tested bias moves the logits from the baseline
+  double gap;     ///< how far its logits lie from those of the equivalent reference route
+};
+
+// Writes three variants of `model` under `plan` (the baseline changes alone, plus
+// the tested bias, plus the reference route instead) and compares llama.cpp's logits.
+route_check check_route(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
+                        const std::filesystem::path& dir, const std::string& name, const std::vector<tensor_change>& baseline,
+                        const tensor_change& tested, const tensor_change& reference) {
+  auto with = [&](const tensor_change& change) {
+    auto changes = baseline;
+    changes.push_back(change);
+    return changes;
+  };
+  write_variant(model, shape, plan, baseline, dir / (name + "_baseline.gguf"));
+  write_variant(model, shape, plan, with(tested), dir / (name + "_tested.gguf"));
+  write_variant(model, shape, plan, with(reference), dir / (name + "_reference.gguf"));
+  const auto base = logits_of(dir / (name + "_baseline.gguf"));
+  const auto through_tested = logits_of(dir / (name + "_tested.gguf"));
+  const auto through_reference = logits_of(dir / (name + "_reference.gguf"));
+  return {max_difference(base, through_tested), max_difference(through_reference, through_tested)};
+}
+
 struct bias_logits : ::testing::TestWithParam<bool> {};  // true: deci (layer 0 loses a group)
 
 TEST_P(bias_logits, BiasesAreAddedWhereCompensationPutsThem) {
@@ -118,14 +142,10 @@ TEST_P(bias_logits, BiasesAreAddedWhereCompensationPutsThem) {
       for (std::int64_t j = 0; j < head_dim; ++j) sum += wo.map()(r, h * head_dim + j) * v_bias[static_cast<std::size_t>((h / group) * head_dim + j)];
     o_bias[static_cast<std::size_t>(r)] = static_cast<float>(sum);
   }
-  write_variant(model, shape, plan, {}, dir / "plain.gguf");
-  write_variant(model, shape, plan, {{"blk.1.attn_v.bias", {layer.n_head_kv * head_dim}, v_bias}}, dir / "v_bias.gguf");
-  write_variant(model, shape, plan, {{"blk.1.attn_output.bias", {n_embd}, o_bias}}, dir / "o_bias.gguf");
-  const auto plain = logits_of(dir / "plain.gguf");
-  const auto through_v = logits_of(dir / "v_bias.gguf");
-  const auto through_o = logits_of(dir / "o_bias.gguf");
-  const double attention_effect = max_difference(plain, through_o);
-  const double attention_gap = max_difference(through_v, through_o);
+  const auto attention = check_route(model, shape, plan, dir.path, "attention", {}, {"blk.1.attn_output.bias", {n_embd}, o_bias},
+                                     {"blk.1.attn_v.bias", {layer.n_head_kv * head_dim}, v_bias});
+  const double attention_effect = attention.effect;
+  const double attention_gap = attention.gap;
   EXPECT_GT(attention_effect, 0.1);
   EXPECT_LT(attention_gap, 1e-5 * attention_effect) << "effect " << attention_effect;
 
@@ -133,14 +153,10 @@ TEST_P(bias_logits, BiasesAreAddedWhereCompensationPutsThem) {
   const auto residual_bias = random_vector(n_embd, 13, 0.5F);
   const auto& v = model.tensor("blk.3.attn_v.weight");
   const tensor_change silent_v{"blk.3.attn_v.weight", {}, std::vector<float>(static_cast<std::size_t>(v.dims[0] * v.dims[1]), 0.0F)};
-  write_variant(model, shape, plan, {silent_v}, dir / "silent.gguf");
-  write_variant(model, shape, plan, {silent_v, {"blk.2.ffn_down.bias", {n_embd}, residual_bias}}, dir / "down_bias.gguf");
-  write_variant(model, shape, plan, {silent_v, {"blk.3.attn_output.bias", {n_embd}, residual_bias}}, dir / "next_o_bias.gguf");
-  const auto silent = logits_of(dir / "silent.gguf");
-  const auto through_down = logits_of(dir / "down_bias.gguf");
-  const auto through_next = logits_of(dir / "next_o_bias.gguf");
-  const double mlp_effect = max_difference(silent, through_down);
-  const double mlp_gap = max_difference(through_down, through_next);
+  const auto mlp = check_route(model, shape, plan, dir.path, "mlp", {silent_v}, {"blk.2.ffn_down.bias", {n_embd}, residual_bias},
+                               {"blk.3.attn_output.bias", {n_embd}, residual_bias});
+  const double mlp_effect = mlp.effect;
+  const double mlp_gap = mlp.gap;
   EXPECT_GT(mlp_effect, 0.1);
   EXPECT_LT(mlp_gap, 1e-5 * mlp_effect) << "effect " << mlp_effect;
   std::cout << (GetParam() ? "deci" : "llama") << ": attention bias moves the logits by " << attention_effect << ", the two routes differ by "
