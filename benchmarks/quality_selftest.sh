@@ -35,7 +35,7 @@ table() {  # table FILE VALUE_OF_NASH_AT_50
     echo "| removed | method | perplexity | ratio to original |"
     echo "|---|---|---|---|"
     echo "| nothing | original | 5.0 | 1.000 |"
-    for method in magnitude activation wanda nash knapsack_hgsp nash_hgsp; do
+    for method in magnitude activation wanda nash knapsack_hgsp nash_hgsp nash_output exact_output; do
       echo "| 25 % heads | $method | 5.5 | 1.100 |"
       [[ $method == nash && -z $2 ]] || echo "| 50 % heads | $method | ${2:-8.0} | 1.600 |"
     done
@@ -58,12 +58,12 @@ table "$work/missing.md" ""
 expect 1 "50 % heads / nash: expected one row and one random row, found 0 and 1" -- \
   bash "$here/quality_check.sh" --table "$work/missing.md"
 
-# quality_study.sh --plot: one line per method of the heads rows (6 methods and
+# quality_study.sh --plot: one line per method of the heads rows (8 methods and
 # random), well-formed SVG; a table without the original fails.
 expect 0 "" -- bash "$here/quality_study.sh" --plot "$work/good.md" "$work/good.svg"
 lines=$(python3 -c 'import sys, xml.etree.ElementTree as E
 print(len(E.parse(sys.argv[1]).findall(".//{http://www.w3.org/2000/svg}polyline")))' "$work/good.svg" 2>&1)
-if [[ $lines == 7 ]]; then echo "ok: 7 lines in the plot"; else echo "FAIL: the plot of good.md: $lines"; failed=1; fi
+if [[ $lines == 9 ]]; then echo "ok: 9 lines in the plot"; else echo "FAIL: the plot of good.md: $lines"; failed=1; fi
 grep -v '| original |' "$work/good.md" > "$work/no_original.md"
 expect 1 "has no row for the original model" -- bash "$here/quality_study.sh" --plot "$work/no_original.md" "$work/no_original.svg"
 check_file absent "$work/no_original.svg"
