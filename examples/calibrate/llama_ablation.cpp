@@ -147,19 +147,11 @@ double ablation_session::mean_nll(std::span<const head_ref> removed, std::span<c
   for (auto& n : s.seen_block) n = {0, 0};
   double total = 0;
   auto& run = *s.run;
-  const std::int32_t n_vocab = run.n_vocab();
   for (std::int64_t c = 0; c < run.chunks(); ++c) {
     const auto status = run.decode_chunk(c);
     if (!s.error.empty()) throw std::runtime_error(s.error);
     if (status != 0) throw std::runtime_error("llama_decode failed with status " + std::to_string(status));
-    const float* logits = run.logits();
-    for (std::int64_t j = s.score_from; j + 1 < run.context(); ++j) {
-      const float* row = logits + j * n_vocab;
-      const float top = *std::max_element(row, row + n_vocab);
-      double sum = 0;
-      for (std::int32_t v = 0; v < n_vocab; ++v) sum += std::exp(static_cast<double>(row[v] - top));
-      total += std::log(sum) + top - row[run.token(j + 1)];
-    }
+    total += run.chunk_nll(s.score_from);
   }
   for (std::size_t l = 0; l < s.zero.size(); ++l) {
     if (!s.zero[l].empty() && s.seen[l] != run.chunks()) throw std::runtime_error("layer " + std::to_string(l) + ": the evaluation never showed kqv_out-" + std::to_string(l));

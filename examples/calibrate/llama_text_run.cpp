@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -73,7 +74,12 @@ llama_text_run::llama_text_run(const text_run_options& o, bool float_cache) : ha
   llama_log_set(quiet_log, nullptr);
   llama_backend_init();
   auto& h = *handles_;
-  h.model = llama_model_load_from_file(o.model.c_str(), llama_model_default_params());
+  auto mparams = llama_model_default_params();
+  if (o.writable_weights) {
+    mparams.load_mode = LLAMA_LOAD_MODE_NONE;
+    mparams.use_extra_bufts = false;
+  }
+  h.model = llama_model_load_from_file(o.model.c_str(), mparams);
   if (h.model == nullptr) throw std::runtime_error("llama.cpp could not load " + o.model.string());
   const llama_vocab* vocab = llama_model_get_vocab(h.model);
   const bool add_bos = llama_vocab_get_add_bos(vocab);
@@ -129,5 +135,18 @@ int llama_text_run::decode_chunk(std::int64_t c) {
 llama_token llama_text_run::token(std::int64_t j) const { return handles_->batch.token[j]; }
 
 const float* llama_text_run::logits() const { return llama_get_logits(handles_->ctx); }
+
+double llama_text_run::chunk_nll(std::int64_t score_from) const {
+  const float* all = logits();
+  double total = 0;
+  for (std::int64_t j = score_from; j + 1 < context_; ++j) {
+    const float* row = all + j * n_vocab_;
+    const float top = *std::max_element(row, row + n_vocab_);
+    double sum = 0;
+    for (std::int32_t v = 0; v < n_vocab_; ++v) sum += std::exp(static_cast<double>(row[v] - top));
+    total += std::log(sum) + top - row[token(j + 1)];
+  }
+  return total;
+}
 
 }  // namespace calibrate

@@ -31,6 +31,9 @@ void check_chunking(std::int64_t context, std::int64_t max_tokens);
 struct text_run_options : text_source {
   ggml_backend_sched_eval_callback callback = nullptr;
   void* callback_data = nullptr;
+  // The weights read into the process's own buffers, in the file's layout (no
+  // mapping, no repacking), so ggml_backend_tensor_set can replace them.
+  bool writable_weights = false;
 };
 
 class llama_text_run {
@@ -50,6 +53,9 @@ class llama_text_run {
   [[nodiscard]] llama_token token(std::int64_t j) const;
   /// Logits of the chunk last decoded, context × n_vocab.
   [[nodiscard]] const float* logits() const;
+  /// Σ over positions j in [score_from, context − 1) of −log softmax(logits_j)[token_{j+1}]
+  /// for the chunk last decoded.
+  [[nodiscard]] double chunk_nll(std::int64_t score_from) const;
 
  private:
   struct handles;

@@ -14,12 +14,14 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <unistd.h>
 
 #include "calibrate/calibration_stats.hpp"
 #include "gguf/gguf.hpp"
 #include "gguf/imatrix.hpp"
 #include "gguf/llama_model.hpp"
 #include "quantize/ggml_quantize.hpp"
+#include "quantize/loss_sensitivity.hpp"
 
 namespace quantize {
 
@@ -137,6 +139,151 @@ std::string base_type_for(const std::vector<planned_tensor>& tensors) {
   return best;
 }
 
+/// Every row of a tensor as floats.
+std::vector<float> tensor_floats(const gguf::tensor_view& t) {
+  std::vector<float> values(static_cast<std::size_t>(t.elements()));
+  ggml_to_float(t.type, t.data, t.rows(), t.dims[0], values);
+  return values;
+}
+
+/// A copy of `model` beside nothing the user owns (the system's temporary folder)
+/// with the tensors named in `as_float` stored as F32; removed when destroyed.
+class float_copy {
+ public:
+  float_copy(const gguf::reader& model, const std::vector<std::string>& as_float) {
+    static std::atomic<int> copies{0};
+    path_ = fs::temp_directory_path() / ("nashprune-quantize-plan-" + std::to_string(::getpid()) + "-" + std::to_string(copies++) + ".gguf");
+    std::vector<gguf::tensor_spec> specs;
+    std::vector<bool> convert;
+    for (const auto& t : model.tensors()) {
+      gguf::tensor_spec spec = t;
+      convert.push_back(t.type != ggml_type::f32 && std::find(as_float.begin(), as_float.end(), t.name) != as_float.end());
+      if (convert.back()) spec.type = ggml_type::f32;
+      specs.push_back(std::move(spec));
+    }
+    gguf::writer out(path_, {});
+    out.begin(model.metadata(), std::move(specs));
+    for (std::size_t i = 0; i < model.tensors().size(); ++i) {
+      const auto& t = model.tensors()[i];
+      if (convert[i]) {
+        const auto values = tensor_floats(t);
+        out.write(std::as_bytes(std::span(values)));
+      } else {
+        out.write(t.data);
+      }
+    }
+    out.commit();
+  }
+  ~float_copy() {
+    std::error_code ignored;
+    fs::remove(path_, ignored);
+  }
+  float_copy(const float_copy&) = delete;
+  float_copy& operator=(const float_copy&) = delete;
+  [[nodiscard]] const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+/// Writes `lines` to `path` through a temporary file renamed onto it.
+void write_lines_atomically(const fs::path& path, const std::vector<std::string>& lines) {
+  const fs::path partial = path.string() + ".partial";
+  {
+    std::ofstream out(partial);
+    for (const auto& line : lines) out << line << '\n';
+    out.flush();
+    if (!out) {
+      std::error_code ignored;
+      fs::remove(partial, ignored);
+      throw std::runtime_error("cannot write " + partial.string());
+    }
+  }
+  fs::rename(partial, path);
+}
+
+std::vector<std::string> split_tabs(const std::string& line) {
+  std::vector<std::string> fields;
+  std::stringstream in(line);
+  for (std::string field; std::getline(in, field, '\t');) fields.push_back(field);
+  return fields;
+}
+
+/// Reads the table of write_costs into the plan's errors (see the header).
+void read_costs(const fs::path& path, const std::vector<ggml_type>& types, quantization_plan& plan) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("--costs: cannot read " + path.string());
+  const std::string where = "--costs " + path.string() + ": ";
+  std::string line;
+  std::getline(in, line);
+  const auto header = split_tabs(line);
+  std::string expected = "tensor";
+  for (const auto type : types) expected += "\t" + type_name(type);
+  if (line != expected) throw std::invalid_argument(where + "line 1 is '" + line + "', expected '" + expected + "' (the --types given)");
+  for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
+    auto& p = plan.tensors[t];
+    const std::string at = where + "line " + std::to_string(t + 2) + ": ";
+    if (!std::getline(in, line)) throw std::invalid_argument(at + "missing; expected the costs of " + p.name);
+    const auto fields = split_tabs(line);
+    if (fields.empty() || fields[0] != p.name) {
+      throw std::invalid_argument(at + "expected the costs of " + p.name + " (costs of another model?)");
+    }
+    if (fields.size() != types.size() + 1) throw std::invalid_argument(at + std::to_string(fields.size() - 1) + " costs, expected " + std::to_string(types.size()));
+    for (std::size_t k = 0; k < types.size(); ++k) {
+      double cost = 0;
+      try {
+        std::size_t used = 0;
+        cost = std::stod(fields[k + 1], &used);
+        if (used != fields[k + 1].size()) throw std::invalid_argument("trailing characters");
+      } catch (const std::exception&) {
+        throw std::invalid_argument(at + type_name(types[k]) + ": '" + fields[k + 1] + "' is not a number");
+      }
+      if (std::isfinite(p.errors[k]) != std::isfinite(cost) || cost < 0) {
+        throw std::invalid_argument(at + type_name(types[k]) + ": " + fields[k + 1] + (std::isfinite(p.errors[k]) ? ", expected a finite cost >= 0" : ", expected inf (the type does not fit " + p.name + ")"));
+      }
+      p.errors[k] = cost;
+    }
+    p.weighting = "costs file";
+  }
+  if (std::getline(in, line) && !line.empty()) throw std::invalid_argument(where + "line " + std::to_string(plan.tensors.size() + 2) + ": more lines than tensors");
+}
+
+/// The measured sensitivity (see the header comment): each tensor's cost per type
+/// is the loss increase with it alone quantized to that type.
+void measure_loss_increase(const gguf::reader& model, const plan_options& o, const std::vector<const gguf::tensor_view*>& views,
+                           const std::vector<column_weights>& weights, quantization_plan& plan) {
+  std::vector<std::string> names;
+  for (const auto& p : plan.tensors) {
+    if (!p.fixed) names.push_back(p.name);
+  }
+  const float_copy copy(model, names);
+  calibrate::text_source source = *o.loss;
+  source.model = copy.path();
+  weight_loss_session session(source, o.score_from, names);
+  plan.baseline_nll = session.mean_nll();
+  plan.predicted_tokens = session.predicted_tokens();
+  plan.loss_passes = 1;
+  for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
+    auto& p = plan.tensors[t];
+    if (p.fixed) continue;
+    const auto original = tensor_floats(*views[t]);
+    std::vector<float> quantized(original.size());
+    for (std::size_t k = 0; k < o.types.size(); ++k) {
+      if (!std::isfinite(p.errors[k]) || o.types[k] == p.source) continue;
+      std::vector<std::byte> scratch(static_cast<std::size_t>(nashprune::row_bytes(o.types[k], p.row_length) * p.rows));
+      ggml_round_trip(o.types[k], original, p.rows, p.row_length, weights[t].imatrix.empty() ? nullptr : weights[t].imatrix.data(), scratch,
+                      quantized);
+      const double rounded = session.mean_nll_with(p.name, quantized);
+      for (std::size_t i = 0; i < quantized.size(); ++i) quantized[i] = 2 * original[i] - quantized[i];  // W − δ
+      const double mirrored = session.mean_nll_with(p.name, quantized);
+      p.errors[k] = std::max(0.0, 0.5 * (rounded + mirrored) - plan.baseline_nll);
+      plan.loss_passes += 2;
+    }
+    p.rows_measured = p.rows;
+    p.weighting = "loss";
+  }
+}
+
 std::uint64_t padded(std::uint64_t bytes, std::uint64_t alignment) { return (bytes + alignment - 1) / alignment * alignment; }
 
 /// The size of the file llama-quantize writes with these types (see the header comment).
@@ -191,6 +338,10 @@ quantization_plan make_plan(const plan_options& o) {
   if (o.file_bytes && *o.file_bytes <= 0) throw std::invalid_argument("--size must be a number of bytes > 0");
   if (!o.calibration.empty() && !o.imatrix.empty()) throw std::invalid_argument("give at most one of --calibration and --imatrix");
   if (o.sample_weights < 0) throw std::invalid_argument("--sample-weights must be >= 0");
+  if (o.loss && !o.costs.empty()) throw std::invalid_argument("give at most one of --costs and --sensitivity measured");
+  if (o.loss && !o.calibration.empty()) {
+    throw std::invalid_argument("--calibration weights the energy sensitivity; --sensitivity measured takes the loss on --text instead");
+  }
   quantization_plan plan;
   plan.types = o.types;
   const auto model = gguf::reader::open(o.model);
@@ -318,7 +469,7 @@ quantization_plan make_plan(const plan_options& o) {
   std::vector<job> jobs;
   for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
     for (std::size_t k = 0; k < o.types.size(); ++k) {
-      if (std::isfinite(plan.tensors[t].errors[k]) && o.types[k] != plan.tensors[t].source) jobs.push_back({t, k});
+      if (!o.loss && o.costs.empty() && std::isfinite(plan.tensors[t].errors[k]) && o.types[k] != plan.tensors[t].source) jobs.push_back({t, k});
     }
     auto& p = plan.tensors[t];
     const std::int64_t measured =
@@ -351,6 +502,8 @@ quantization_plan make_plan(const plan_options& o) {
   worker();
   for (auto& thread : pool) thread.join();
   if (failure) std::rethrow_exception(failure);
+  if (o.loss) measure_loss_increase(model, o, views, weights, plan);
+  if (!o.costs.empty()) read_costs(o.costs, o.types, plan);
   plan.seconds_measuring = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   // The allocation over the tensors that have a choice.
@@ -496,18 +649,27 @@ void write_tensor_type_file(const fs::path& path, const quantization_plan& plan)
     shapes.push_back({p.name, p.row_length, p.rows});
     types.push_back(p.chosen);
   }
-  const fs::path partial = path.string() + ".partial";
-  {
-    std::ofstream out(partial);
-    for (const auto& line : nashprune::tensor_type_overrides(shapes, types)) out << line << '\n';
-    out.flush();
-    if (!out) {
-      std::error_code ignored;
-      fs::remove(partial, ignored);
-      throw std::runtime_error("cannot write " + partial.string());
+  write_lines_atomically(path, nashprune::tensor_type_overrides(shapes, types));
+}
+
+void write_costs(const fs::path& path, const quantization_plan& plan) {
+  std::vector<std::string> lines{"tensor"};
+  for (const auto type : plan.types) lines[0] += "\t" + type_name(type);
+  for (const auto& p : plan.tensors) {
+    std::ostringstream line;
+    line.precision(17);
+    line << p.name;
+    for (const double cost : p.errors) {
+      line << '\t';
+      if (std::isfinite(cost)) {
+        line << cost;
+      } else {
+        line << "inf";
+      }
     }
+    lines.push_back(line.str());
   }
-  fs::rename(partial, path);
+  write_lines_atomically(path, lines);
 }
 
 }  // namespace quantize

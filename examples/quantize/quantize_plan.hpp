@@ -19,6 +19,19 @@
 // mean over a million weights is far finer than the differences between types). A type whose block does not
 // divide a tensor's rows is skipped for that tensor; a tensor no candidate fits
 // keeps F16 (llama-quantize's own fallback for such rows).
+// With a measured sensitivity (plan_options::loss) the cost of a (tensor, type) is
+// instead what it costs in loss on a calibration text. With W the tensor, δ the
+// change that quantizing it to that type alone makes (ggml's routines, as above,
+// on every row) and L the text's mean next-token NLL,
+//     cost = ½ (L(W + δ) + L(W − δ)) − L(W) = ½ δᵀ H δ + O(δ⁴),
+// clamped at 0: the symmetric difference cancels the first-order term g·δ, whose
+// sign is the rounding's draw against this text's own gradient (L(W + δ) − L(W)
+// alone is below 0 for a fair share of tensors at 4 bits on a few thousand
+// tokens), and keeps the curvature, which any text of the model's domain shares.
+// It is measured in-process through llama.cpp (loss_sensitivity.hpp) on a copy of
+// the model with the planned tensors stored as F32 (written to the system's
+// temporary folder and removed afterwards), so the cost is 1 + 2 × (tensors ×
+// candidate types) passes over the text; a type the tensor already has costs 0.
 // The allocation is nashprune::allocate_bits_measured (convex hull, LP bound) or the
 // seed's quantile rule. A --size budget is the output file's size: the header
 // llama-quantize writes (the model's keys plus general.quantization_version,
@@ -27,6 +40,8 @@
 #pragma once
 
 #include <nashprune/bit_allocation.hpp>
+
+#include "calibrate/text_source.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -46,6 +61,14 @@ struct plan_options {
   bool quantile = false;                   // the seed's rule instead of the hull allocator
   std::int64_t sample_weights = 1 << 20;   // 0: every row
   int threads = 0;                         // 0: all cores
+  // Measured sensitivity: the text, tokens, context and threads of the loss
+  // passes (loss->model is ignored: the float copy of `model` is loaded), and the
+  // first scored position of each chunk.
+  std::optional<calibrate::text_source> loss;
+  std::int64_t score_from = 0;
+  // Costs written by write_costs for this model and these types, used instead of
+  // measuring (one measurement serves every budget).
+  std::filesystem::path costs;
 };
 
 struct planned_tensor {
@@ -53,8 +76,8 @@ struct planned_tensor {
   std::int64_t row_length = 0;
   std::int64_t rows = 0;
   nashprune::ggml_type source = nashprune::ggml_type::f32;
-  std::string weighting;                   // "imatrix", "calibration", "rms norm", "lookup", "plain"
-  std::vector<double> errors;              // per candidate type; +infinity where the type is unavailable
+  std::string weighting;                   // "imatrix", "calibration", "rms norm", "lookup", "plain", "loss"
+  std::vector<double> errors;              // per candidate type, the cost allocated; +infinity where the type is unavailable
   std::int64_t rows_measured = 0;
   nashprune::ggml_type chosen = nashprune::ggml_type::f16;
   bool fixed = false;                      // no candidate fits: F16
@@ -73,6 +96,9 @@ struct quantization_plan {
   bool requantize = false;                  // some planned tensor is already quantized
   std::vector<std::string> notes;           // skipped types, fallbacks, missing statistics
   double seconds_measuring = 0;
+  double baseline_nll = 0;                  // measured sensitivity: the text's NLL without quantization
+  std::int64_t loss_passes = 0;             // and the passes over the text it took
+  std::int64_t predicted_tokens = 0;        // per pass
 };
 
 /// Parses "q4_0,q5_0,f16": throws std::invalid_argument naming --types and the entry
@@ -82,6 +108,11 @@ struct quantization_plan {
 /// Measures and allocates (see the header comment). Throws std::invalid_argument
 /// naming the argument, file and tensor for bad input.
 [[nodiscard]] quantization_plan make_plan(const plan_options& options);
+
+/// Writes every planned tensor's cost per candidate type as a table (a header
+/// "tensor" and the type names, then a name and its costs a line, tab-separated;
+/// "inf" where the type is unavailable), through a temporary file renamed onto `path`.
+void write_costs(const std::filesystem::path& path, const quantization_plan& plan);
 
 /// Writes the plan as llama-quantize's --tensor-type-file (one "^name$=type" a line),
 /// through a temporary file renamed onto `path`.

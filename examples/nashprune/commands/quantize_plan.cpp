@@ -1,7 +1,9 @@
 // `nashprune quantize-plan MODEL (--bpw B | --size BYTES) [--calibration STATS | --imatrix FILE]
-//  [--types q4_0,q5_0,...] [--method hull|quantile] -o PLAN.txt [--run OUT.gguf]`:
+//  [--types q4_0,q5_0,...] [--method hull|quantile] [--sensitivity energy|measured --text FILE [--tokens N]]
+//  -o PLAN.txt [--run OUT.gguf]`:
 // one quantization type per weight tensor under a size budget, from errors measured
-// with ggml's own quantizers (quantize/quantize_plan.hpp), written as llama-quantize's
+// with ggml's own quantizers (quantize/quantize_plan.hpp), weighted by input energy or
+// replaced by the loss each costs on a text, written as llama-quantize's
 // --tensor-type-file; prints the llama-quantize command, and with --run runs it and
 // checks the file it writes. Built with the llama.cpp the project provisions
 // (NASHPRUNE_LLAMA_CPP_DIR); without it the command says so.
@@ -37,6 +39,9 @@ struct quantize_plan_args {
   std::string imatrix;
   std::string types = "q4_0,q4_1,q5_0,q5_1,q8_0,f16";
   std::string method = "hull";
+  std::string sensitivity = "energy";
+  std::string costs, save_costs;
+  nashprune_tool::text_run_args loss;  // --sensitivity measured (its threads are -t)
   std::string output;
   std::string run;
   std::string llama_bin;
@@ -112,6 +117,13 @@ int run_llama_quantize(const quantize_plan_args& a, const quantize::quantization
 int run(const quantize_plan_args& a) {
   if (a.bpw.has_value() == a.size.has_value()) throw usage_error("give exactly one of --bpw and --size");
   if (a.method != "hull" && a.method != "quantile") throw usage_error("--method must be hull or quantile, got '" + a.method + "'");
+  if (a.sensitivity != "energy" && a.sensitivity != "measured") {
+    throw usage_error("--sensitivity must be energy or measured, got '" + a.sensitivity + "'");
+  }
+  const bool measured = a.sensitivity == "measured";
+  if (measured && !a.costs.empty()) throw usage_error("give at most one of --costs and --sensitivity measured");
+  if (measured && a.loss.text.empty()) throw usage_error("--sensitivity measured needs --text (the text whose loss it measures)");
+  if (!measured && !a.loss.text.empty()) throw usage_error("--text is read only with --sensitivity measured");
 #ifdef NASHPRUNE_HAVE_QUANTIZE_PLAN
   std::error_code ec;
   if (!a.run.empty() && fs::equivalent(a.run, a.model, ec)) throw usage_error("--run: the output must not be the model");
@@ -126,7 +138,15 @@ int run(const quantize_plan_args& a) {
   o.quantile = a.method == "quantile";
   o.sample_weights = a.sample_weights;
   o.threads = a.threads;
+  if (measured) {
+    if (!fs::is_regular_file(a.loss.text)) throw usage_error("--text: cannot read " + a.loss.text);
+    o.loss = calibrate::text_source{a.model, a.loss.text, a.loss.tokens, a.loss.context, a.threads};
+    o.score_from = a.loss.score_from;
+  }
+  o.costs = a.costs;
+  if (!a.save_costs.empty() && fs::equivalent(a.save_costs, a.model, ec)) throw usage_error("--save-costs must not overwrite the model");
   const auto plan = quantize::make_plan(o);
+  if (!a.save_costs.empty()) quantize::write_costs(a.save_costs, plan);
   for (const auto& note : plan.notes) std::cout << "note: " << note << '\n';
   std::cout << std::left << std::setw(28) << "tensor" << std::setw(14) << "shape" << std::setw(20) << "weighting" << std::setw(8) << "type"
             << "error\n";
@@ -147,6 +167,11 @@ int run(const quantize_plan_args& a) {
   const double relative_gap = al.error > 0 ? al.gap_bound / al.error : 0.0;
   std::cout << "predicted error " << scientific(al.error) << ", LP lower bound " << scientific(al.lower_bound) << ", gap <= "
             << scientific(al.gap_bound) << " (" << scientific(100.0 * relative_gap) << " %)\n";
+  if (measured) {
+    std::cout << "sensitivity: the loss increase with each tensor alone quantized (W+d and W-d averaged), over " << plan.predicted_tokens
+              << " predicted tokens of " << a.loss.text << " (unquantized mean NLL " << std::setprecision(10) << plan.baseline_nll << ", "
+              << plan.loss_passes << " passes)\n";
+  }
   std::cout << "predicted file " << plan.predicted_file_bytes << " bytes";
   if (plan.requested_file_bytes > 0) std::cout << " (--size " << plan.requested_file_bytes << ")";
   std::cout << "; measured " << plan.tensors.size() << " tensors x " << plan.types.size() << " types in " << std::setprecision(3)
@@ -174,6 +199,18 @@ void add_options(CLI::App& app, quantize_plan_args& a) {
   auto* imatrix = app.add_option("--imatrix", a.imatrix, "llama-imatrix output (input energies; passed to ggml and llama-quantize)");
   calibration->excludes(imatrix);
   app.add_option("--types", a.types, "candidate types, comma-separated")->capture_default_str();
+  app.add_option("--sensitivity", a.sensitivity,
+                 "a tensor's cost per type: energy (its squared error weighted by its input's energy) or measured (the loss on "
+                 "--text with that tensor alone quantized, W+d and W-d averaged: 1 + 2 x tensors x types passes through llama.cpp)")
+      ->capture_default_str();
+  app.add_option("--text", a.loss.text, "calibration text whose loss --sensitivity measured measures");
+  app.add_option("--tokens", a.loss.tokens, "--sensitivity measured: at most this many tokens of --text (0: every whole context)")
+      ->capture_default_str();
+  app.add_option("-c,--ctx", a.loss.context, "--sensitivity measured: tokens per evaluated chunk")->capture_default_str();
+  app.add_option("--score-from", a.loss.score_from, "--sensitivity measured: predictions from this position of each chunk on count")
+      ->capture_default_str();
+  app.add_option("--save-costs", a.save_costs, "write every tensor's cost per type (tab-separated) for --costs");
+  app.add_option("--costs", a.costs, "costs written by --save-costs for this model and --types, instead of measuring");
   app.add_option("--method", a.method, "hull (convex-hull allocator with LP bound) or quantile (the seed's rule)")->capture_default_str();
   app.add_option("-o,--output", a.output, "tensor type file to write (llama-quantize --tensor-type-file)")->required();
   app.add_option("--run", a.run, "run llama-quantize to write this GGUF and check it");

@@ -41,9 +41,47 @@ nashprune_quantize_plan_test(foreign_calibration 2
 nashprune_quantize_plan_test(foreign_imatrix 2
   "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--imatrix\;${CMAKE_CURRENT_SOURCE_DIR}/quantize/testdata/tinystories656K-imatrix.gguf\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --imatrix .*tinystories656K-imatrix\\.gguf: '[a-z_.0-9]+' has 128 columns, the model's tensor 64")
+# The allocation follows the costs it is given (--save-costs, --costs).
+add_test(NAME cli_quantize_plan_follows_costs
+         COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> -DMODEL=${quantize_model} -DWORK_DIR=${quantize_out}/costs
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_quantize_costs.cmake)
+set_tests_properties(cli_quantize_plan_follows_costs PROPERTIES LABELS cli)
+set(costs_data ${CMAKE_CURRENT_SOURCE_DIR}/quantize/testdata)
+nashprune_quantize_plan_test(costs_of_other_types 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q5_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --costs .*costs-q4_0-q8_0\\.tsv: line 1 is 'tensor\tq4_0\tq8_0', expected 'tensor\tq4_0\tq5_0'")
+nashprune_quantize_plan_test(costs_of_another_model 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q8_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --costs .*: line 2: expected the costs of token_embd\\.weight \\(costs of another model\\?\\)")
+nashprune_quantize_plan_test(costs_missing 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--costs\;${quantize_out}/no-such-costs.tsv\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --costs: cannot read .*no-such-costs\\.tsv")
+# The measured sensitivity's arguments.
+set(calibration_text ${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt)
+nashprune_quantize_plan_test(bad_sensitivity 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;hessian\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --sensitivity must be energy or measured, got 'hessian'")
+nashprune_quantize_plan_test(measured_without_text 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --sensitivity measured needs --text")
+nashprune_quantize_plan_test(text_without_measured 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--text\;${calibration_text}\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --text is read only with --sensitivity measured")
+nashprune_quantize_plan_test(measured_text_missing 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;--text\;${quantize_out}/no-such-text.txt\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --text: cannot read .*no-such-text\\.txt")
+nashprune_quantize_plan_test(measured_with_costs 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;--text\;${calibration_text}\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: give at most one of --costs and --sensitivity measured")
+nashprune_quantize_plan_test(measured_with_calibration 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;--text\;${calibration_text}\;--calibration\;${costs_data}/tinystories656K-calibration.gguf\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --calibration weights the energy sensitivity")
 # --run on a real model with the provisioned llama-quantize and llama-perplexity.
 add_test(NAME llama_quantize_plan_run
          COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> -DLLAMA_BIN=${NASHPRUNE_LLAMA_BIN_DIR}
                  -DMODEL=${quantize_model} -DTEXT=${NASHPRUNE_DATA_DIR}/tinystories-evaluation.txt
                  -DWORK_DIR=${quantize_out}/run -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_quantize_run.cmake)
 set_tests_properties(llama_quantize_plan_run PROPERTIES LABELS llama TIMEOUT 300)
+# --sensitivity measured on the real model through llama.cpp.
+add_test(NAME llama_quantize_plan_measured
+         COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> -DMODEL=${quantize_model}
+                 -DTEXT=${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt -DWORK_DIR=${quantize_out}/measured
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_quantize_measured.cmake)
+set_tests_properties(llama_quantize_plan_measured PROPERTIES LABELS llama TIMEOUT 600)
