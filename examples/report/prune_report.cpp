@@ -34,7 +34,8 @@ nashprune::tensor_plan shape_of(const gguf::tensor_spec& t) {
 
 }  // namespace
 
-std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::prune_plan& plan, const gguf::pruned_model& result) {
+std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::prune_plan& plan, const gguf::pruned_model& result,
+                                         const std::map<std::string, nashprune::ggml_type>& retyped) {
   // Input layer -> output layer (removed layers renumber the ones after them).
   std::vector<std::int64_t> renumbered(plan.layers.size(), -1);
   std::int64_t next = 0;
@@ -57,7 +58,8 @@ std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::
       const auto after = shape_of(*found->second);
       plan_entry.row_length_after = after.shape.row_length;
       plan_entry.rows_after = after.shape.rows;
-      plan_entry.type_after = after.type;
+      const auto type = retyped.find(output_name);
+      plan_entry.type_after = type == retyped.end() ? after.type : type->second;
       output.erase(found);
     } else {
       plan_entry.row_length_after = 0;  // gone: no row left

@@ -7,6 +7,7 @@
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
 
+#include <map>
 #include <optional>
 #include <span>
 
@@ -24,10 +25,12 @@ struct head_score {
 };
 
 /// Every tensor of `model` with its shape and type in `result` (found by name,
-/// layers renumbered as the plan removes them; absent from the output: 0 rows).
+/// layers renumbered as the plan removes them; absent from the output: 0 rows),
+/// or the type `retyped` gives its output name (a quantization plan of the output).
 /// Throws std::invalid_argument for an output tensor the input does not have.
 [[nodiscard]] std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::prune_plan& plan,
-                                                       const gguf::pruned_model& result);
+                                                       const gguf::pruned_model& result,
+                                                       const std::map<std::string, nashprune::ggml_type>& retyped = {});
 
 /// The report without the run's own facts (the caller adds method, target, files
 /// and, when measured, the perplexity). Redundancy: with `calibration`, the

@@ -85,3 +85,23 @@ add_test(NAME llama_quantize_plan_measured
                  -DTEXT=${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt -DWORK_DIR=${quantize_out}/measured
                  -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_quantize_measured.cmake)
 set_tests_properties(llama_quantize_plan_measured PROPERTIES LABELS llama TIMEOUT 600)
+# inspect --quant: bytes per tensor kind after quantization, alone and after pruning.
+add_test(NAME cli_inspect_quant
+         COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> -DMODEL=${quantize_model} -DWORK_DIR=${quantize_out}/inspect
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/quantize/check_inspect_quant.cmake)
+set_tests_properties(cli_inspect_quant PROPERTIES LABELS cli)
+function(nashprune_inspect_quant_test name)
+  add_test(NAME cli_inspect_quant_${name}
+           COMMAND ${CMAKE_COMMAND} -DTOOL=$<TARGET_FILE:nashprune_tool> ${ARGN} -DEXPECT_CODE=2 -P ${quantize_check})
+  set_tests_properties(cli_inspect_quant_${name} PROPERTIES LABELS cli)
+endfunction()
+nashprune_inspect_quant_test(missing "-DARGS=inspect\;${quantize_model}\;--quant\;${quantize_out}/no-such-types.txt"
+  "-DSTDERR_REGEX=^nashprune: error: --quant: cannot read .*no-such-types\\.txt")
+nashprune_inspect_quant_test(not_anchored "-DARGS=inspect\;${quantize_model}\;--quant\;${costs_data}/types-not-anchored.txt"
+  "-DSTDERR_REGEX=^nashprune: error: --quant .*types-not-anchored\\.txt: line 2: expected \\^NAME\\$=TYPE")
+nashprune_inspect_quant_test(unknown_type "-DARGS=inspect\;${quantize_model}\;--quant\;${costs_data}/types-unknown-type.txt"
+  "-DSTDERR_REGEX=^nashprune: error: --quant .*: line 1: unknown type 'q9_0'")
+nashprune_inspect_quant_test(other_model "-DARGS=inspect\;${quantize_model}\;--quant\;${costs_data}/types-other-model.txt"
+  "-DSTDERR_REGEX=^nashprune: error: --quant .*: line 1: 'blk\\.9\\.attn_q\\.weight' is no tensor of the model")
+nashprune_inspect_quant_test(rows_not_divisible "-DARGS=inspect\;${quantize_model}\;--quant\;${costs_data}/types-rows-not-divisible.txt"
+  "-DSTDERR_REGEX=^nashprune: error: .*row length 172 is not a multiple of the q4_0 block size 32.*blk\\.0\\.ffn_down\\.weight")
