@@ -66,9 +66,15 @@ std::map<std::string, nashprune::ggml_type> read_tensor_types(const std::string&
 }
 
 void print_bytes_per_kind(const gguf::reader& model, const gguf::prune_plan& plan, const gguf::pruned_model& result,
-                          const std::map<std::string, nashprune::ggml_type>& types, bool pruned) {
+                          const std::string& quant_path, bool pruned) {
+  const auto types = read_tensor_types(quant_path, result.tensors, pruned);
   const auto pruned_only = report::bytes_per_kind(report::tensor_entries(model, plan, result));
-  const auto quantized = report::bytes_per_kind(report::tensor_entries(model, plan, result, types));
+  std::vector<report::kind_bytes> quantized;
+  try {
+    quantized = report::bytes_per_kind(report::tensor_entries(model, plan, result, types));
+  } catch (const std::invalid_argument& e) {
+    throw usage_error("--quant " + quant_path + ": " + e.what());
+  }
   std::cout << "\nbytes per tensor kind" << (pruned ? " (before, pruned, pruned and quantized):\n" : " (before, quantized):\n");
   std::cout << std::left << std::setw(24) << "kind" << std::right << std::setw(8) << "tensors" << std::setw(14) << "before";
   if (pruned) std::cout << std::setw(14) << "pruned";
@@ -113,7 +119,7 @@ int run_inspect(const std::string& path, const std::string& plan_path, const std
     std::cout << "\nwith plan " << plan_path << ":\n";
     nashprune_tool::print_plan_summary(std::cout, shape, plan, out, before);
   }
-  if (!quant_path.empty()) print_bytes_per_kind(model, plan, out, read_tensor_types(quant_path, out.tensors, !plan_path.empty()), !plan_path.empty());
+  if (!quant_path.empty()) print_bytes_per_kind(model, plan, out, quant_path, !plan_path.empty());
   return 0;
 }
 

@@ -104,4 +104,4 @@ nashprune_inspect_quant_test(unknown_type "-DARGS=inspect\;${quantize_model}\;--
 nashprune_inspect_quant_test(other_model "-DARGS=inspect\;${quantize_model}\;--quant\;${costs_data}/types-other-model.txt"
   "-DSTDERR_REGEX=^nashprune: error: --quant .*: line 1: 'blk\\.9\\.attn_q\\.weight' is no tensor of the model")
 nashprune_inspect_quant_test(rows_not_divisible "-DARGS=inspect\;${quantize_model}\;--quant\;${costs_data}/types-rows-not-divisible.txt"
-  "-DSTDERR_REGEX=^nashprune: error: .*row length 172 is not a multiple of the q4_0 block size 32.*blk\\.0\\.ffn_down\\.weight")
+  "-DSTDERR_REGEX=^nashprune: error: --quant .*types-rows-not-divisible\\.txt: .*row length 172 is not a multiple of the q4_0 block size 32.*blk\\.0\\.ffn_down\\.weight")
