@@ -268,8 +268,16 @@ void measure_loss_increase(const gguf::reader& model, const plan_options& o, con
     if (p.fixed) continue;
     const auto original = tensor_floats(*views[t]);
     std::vector<float> quantized(original.size());
+    std::optional<std::size_t> reference;  // scale_energy: the candidate of fewest bits
     for (std::size_t k = 0; k < o.types.size(); ++k) {
-      if (!std::isfinite(p.errors[k]) || o.types[k] == p.source) continue;
+      if (std::isfinite(p.errors[k]) && o.types[k] != p.source &&
+          (!reference || traits_of(o.types[k]).bits_per_weight() < traits_of(o.types[*reference]).bits_per_weight())) {
+        reference = k;
+      }
+    }
+    const std::vector<double> energy = p.errors;
+    for (std::size_t k = 0; k < o.types.size(); ++k) {
+      if (!std::isfinite(p.errors[k]) || o.types[k] == p.source || (o.scale_energy && k != reference)) continue;
       std::vector<std::byte> scratch(static_cast<std::size_t>(nashprune::row_bytes(o.types[k], p.row_length) * p.rows));
       ggml_round_trip(o.types[k], original, p.rows, p.row_length, weights[t].imatrix.empty() ? nullptr : weights[t].imatrix.data(), scratch,
                       quantized);
@@ -279,8 +287,14 @@ void measure_loss_increase(const gguf::reader& model, const plan_options& o, con
       p.errors[k] = std::max(0.0, 0.5 * (rounded + mirrored) - plan.baseline_nll);
       plan.loss_passes += 2;
     }
-    p.rows_measured = p.rows;
-    p.weighting = "loss";
+    if (o.scale_energy && reference) {
+      const double ratio = energy[*reference] > 0 ? p.errors[*reference] / energy[*reference] : 0.0;
+      for (std::size_t k = 0; k < o.types.size(); ++k) {
+        if (std::isfinite(energy[k])) p.errors[k] = ratio * energy[k];
+      }
+    }
+    if (!o.scale_energy) p.rows_measured = p.rows;
+    p.weighting = o.scale_energy ? "loss x " + p.weighting : "loss";
   }
 }
 
@@ -339,8 +353,9 @@ quantization_plan make_plan(const plan_options& o) {
   if (!o.calibration.empty() && !o.imatrix.empty()) throw std::invalid_argument("give at most one of --calibration and --imatrix");
   if (o.sample_weights < 0) throw std::invalid_argument("--sample-weights must be >= 0");
   if (o.loss && !o.costs.empty()) throw std::invalid_argument("give at most one of --costs and --sensitivity measured");
-  if (o.loss && !o.calibration.empty()) {
-    throw std::invalid_argument("--calibration weights the energy sensitivity; --sensitivity measured takes the loss on --text instead");
+  if (o.loss && !o.scale_energy && !o.calibration.empty()) {
+    throw std::invalid_argument("--calibration weights the energy sensitivity; --sensitivity measured takes the loss on --text instead "
+                                "(--sensitivity scaled takes both)");
   }
   quantization_plan plan;
   plan.types = o.types;
@@ -469,7 +484,7 @@ quantization_plan make_plan(const plan_options& o) {
   std::vector<job> jobs;
   for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
     for (std::size_t k = 0; k < o.types.size(); ++k) {
-      if (!o.loss && o.costs.empty() && std::isfinite(plan.tensors[t].errors[k]) && o.types[k] != plan.tensors[t].source) jobs.push_back({t, k});
+      if ((!o.loss || o.scale_energy) && o.costs.empty() && std::isfinite(plan.tensors[t].errors[k]) && o.types[k] != plan.tensors[t].source) jobs.push_back({t, k});
     }
     auto& p = plan.tensors[t];
     const std::int64_t measured =

@@ -28,10 +28,17 @@
 // sign is the rounding's draw against this text's own gradient (L(W + δ) − L(W)
 // alone is below 0 for a fair share of tensors at 4 bits on a few thousand
 // tokens), and keeps the curvature, which any text of the model's domain shares.
+// With plan_options::scale_energy the loss is measured at one type per tensor only,
+// its candidate of fewest bits (the largest change, so the loss stands furthest
+// above the noise of a finite text), and the other types cost the energy-weighted
+// error above times that tensor's ratio of loss to energy-weighted error at that
+// type: the measured loss ranks the tensors, the energy-weighted error (exact for
+// each type's own rounding) the types of one tensor.
 // It is measured in-process through llama.cpp (loss_sensitivity.hpp) on a copy of
 // the model with the planned tensors stored as F32 (written to the system's
 // temporary folder and removed afterwards), so the cost is 1 + 2 × (tensors ×
-// candidate types) passes over the text; a type the tensor already has costs 0.
+// candidate types) passes over the text (1 + 2 × tensors with scale_energy); a
+// type the tensor already has costs 0.
 // The allocation is nashprune::allocate_bits_measured (convex hull, LP bound) or the
 // seed's quantile rule. A --size budget is the output file's size: the header
 // llama-quantize writes (the model's keys plus general.quantization_version,
@@ -66,6 +73,7 @@ struct plan_options {
   // first scored position of each chunk.
   std::optional<calibrate::text_source> loss;
   std::int64_t score_from = 0;
+  bool scale_energy = false;  // measure the loss at one type per tensor and scale its energy errors
   // Costs written by write_costs for this model and these types, used instead of
   // measuring (one measurement serves every budget).
   std::filesystem::path costs;

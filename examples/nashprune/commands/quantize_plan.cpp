@@ -1,5 +1,5 @@
 // `nashprune quantize-plan MODEL (--bpw B | --size BYTES) [--calibration STATS | --imatrix FILE]
-//  [--types q4_0,q5_0,...] [--method hull|quantile] [--sensitivity energy|measured --text FILE [--tokens N]]
+//  [--types q4_0,q5_0,...] [--method hull|quantile] [--sensitivity energy|measured|scaled --text FILE [--tokens N]]
 //  -o PLAN.txt [--run OUT.gguf]`:
 // one quantization type per weight tensor under a size budget, from errors measured
 // with ggml's own quantizers (quantize/quantize_plan.hpp), weighted by input energy or
@@ -117,13 +117,13 @@ int run_llama_quantize(const quantize_plan_args& a, const quantize::quantization
 int run(const quantize_plan_args& a) {
   if (a.bpw.has_value() == a.size.has_value()) throw usage_error("give exactly one of --bpw and --size");
   if (a.method != "hull" && a.method != "quantile") throw usage_error("--method must be hull or quantile, got '" + a.method + "'");
-  if (a.sensitivity != "energy" && a.sensitivity != "measured") {
-    throw usage_error("--sensitivity must be energy or measured, got '" + a.sensitivity + "'");
+  if (a.sensitivity != "energy" && a.sensitivity != "measured" && a.sensitivity != "scaled") {
+    throw usage_error("--sensitivity must be energy, measured or scaled, got '" + a.sensitivity + "'");
   }
-  const bool measured = a.sensitivity == "measured";
-  if (measured && !a.costs.empty()) throw usage_error("give at most one of --costs and --sensitivity measured");
-  if (measured && a.loss.text.empty()) throw usage_error("--sensitivity measured needs --text (the text whose loss it measures)");
-  if (!measured && !a.loss.text.empty()) throw usage_error("--text is read only with --sensitivity measured");
+  const bool measured = a.sensitivity != "energy";
+  if (measured && !a.costs.empty()) throw usage_error("give at most one of --costs and --sensitivity " + a.sensitivity);
+  if (measured && a.loss.text.empty()) throw usage_error("--sensitivity " + a.sensitivity + " needs --text (the text whose loss it measures)");
+  if (!measured && !a.loss.text.empty()) throw usage_error("--text is read only with --sensitivity measured or scaled");
 #ifdef NASHPRUNE_HAVE_QUANTIZE_PLAN
   std::error_code ec;
   if (!a.run.empty() && fs::equivalent(a.run, a.model, ec)) throw usage_error("--run: the output must not be the model");
@@ -142,6 +142,7 @@ int run(const quantize_plan_args& a) {
     if (!fs::is_regular_file(a.loss.text)) throw usage_error("--text: cannot read " + a.loss.text);
     o.loss = calibrate::text_source{a.model, a.loss.text, a.loss.tokens, a.loss.context, a.threads};
     o.score_from = a.loss.score_from;
+    o.scale_energy = a.sensitivity == "scaled";
   }
   o.costs = a.costs;
   if (!a.save_costs.empty() && fs::equivalent(a.save_costs, a.model, ec)) throw usage_error("--save-costs must not overwrite the model");
@@ -168,7 +169,8 @@ int run(const quantize_plan_args& a) {
   std::cout << "predicted error " << scientific(al.error) << ", LP lower bound " << scientific(al.lower_bound) << ", gap <= "
             << scientific(al.gap_bound) << " (" << scientific(100.0 * relative_gap) << " %)\n";
   if (measured) {
-    std::cout << "sensitivity: the loss increase with each tensor alone quantized (W+d and W-d averaged), over " << plan.predicted_tokens
+    std::cout << "sensitivity: the loss increase with each tensor alone quantized (W+d and W-d averaged"
+              << (o.scale_energy ? "; at its type of fewest bits, scaling the energy errors" : "") << "), over " << plan.predicted_tokens
               << " predicted tokens of " << a.loss.text << " (unquantized mean NLL " << std::setprecision(10) << plan.baseline_nll << ", "
               << plan.loss_passes << " passes)\n";
   }
@@ -200,14 +202,15 @@ void add_options(CLI::App& app, quantize_plan_args& a) {
   calibration->excludes(imatrix);
   app.add_option("--types", a.types, "candidate types, comma-separated")->capture_default_str();
   app.add_option("--sensitivity", a.sensitivity,
-                 "a tensor's cost per type: energy (its squared error weighted by its input's energy) or measured (the loss on "
-                 "--text with that tensor alone quantized, W+d and W-d averaged: 1 + 2 x tensors x types passes through llama.cpp)")
+                 "a tensor's cost per type: energy (its squared error weighted by its input's energy), measured (the loss on "
+                 "--text with that tensor alone quantized, W+d and W-d averaged: 1 + 2 x tensors x types passes through llama.cpp) "
+                 "or scaled (that loss at each tensor's type of fewest bits, times its energy errors' ratios: 1 + 2 x tensors passes)")
       ->capture_default_str();
-  app.add_option("--text", a.loss.text, "calibration text whose loss --sensitivity measured measures");
-  app.add_option("--tokens", a.loss.tokens, "--sensitivity measured: at most this many tokens of --text (0: every whole context)")
+  app.add_option("--text", a.loss.text, "calibration text whose loss --sensitivity measured or scaled measures");
+  app.add_option("--tokens", a.loss.tokens, "--sensitivity measured or scaled: at most this many tokens of --text (0: every whole context)")
       ->capture_default_str();
-  app.add_option("-c,--ctx", a.loss.context, "--sensitivity measured: tokens per evaluated chunk")->capture_default_str();
-  app.add_option("--score-from", a.loss.score_from, "--sensitivity measured: predictions from this position of each chunk on count")
+  app.add_option("-c,--ctx", a.loss.context, "--sensitivity measured or scaled: tokens per evaluated chunk")->capture_default_str();
+  app.add_option("--score-from", a.loss.score_from, "--sensitivity measured or scaled: predictions from this position of each chunk on count")
       ->capture_default_str();
   app.add_option("--save-costs", a.save_costs, "write every tensor's cost per type (tab-separated) for --costs");
   app.add_option("--costs", a.costs, "costs written by --save-costs for this model and --types, instead of measuring");

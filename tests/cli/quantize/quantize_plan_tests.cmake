@@ -59,14 +59,16 @@ nashprune_quantize_plan_test(costs_missing 2
 # The measured sensitivity's arguments.
 set(calibration_text ${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt)
 nashprune_quantize_plan_test(bad_sensitivity 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;hessian\;-o\;${plan_txt}"
-  "-DSTDERR_REGEX=^nashprune: error: --sensitivity must be energy or measured, got 'hessian'")
+  "-DSTDERR_REGEX=^nashprune: error: --sensitivity must be energy, measured or scaled, got 'hessian'")
 nashprune_quantize_plan_test(measured_without_text 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --sensitivity measured needs --text")
 nashprune_quantize_plan_test(text_without_measured 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--text\;${calibration_text}\;-o\;${plan_txt}"
-  "-DSTDERR_REGEX=^nashprune: error: --text is read only with --sensitivity measured")
+  "-DSTDERR_REGEX=^nashprune: error: --text is read only with --sensitivity measured or scaled")
 nashprune_quantize_plan_test(measured_text_missing 2
   "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;--text\;${quantize_out}/no-such-text.txt\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --text: cannot read .*no-such-text\\.txt")
+nashprune_quantize_plan_test(scaled_without_text 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;scaled\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --sensitivity scaled needs --text")
 nashprune_quantize_plan_test(measured_with_costs 2
   "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--sensitivity\;measured\;--text\;${calibration_text}\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: give at most one of --costs and --sensitivity measured")
