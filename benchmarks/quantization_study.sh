@@ -24,7 +24,9 @@
 #                type is the loss on SENSITIVITY_TOKENS (default 4096) tokens of the
 #                calibration text with that tensor alone quantized; measured once
 #                per model, --save-costs, and reused at every size with --costs);
-#                MEASURED=0 leaves these rows out.
+#                MEASURED=0 leaves these rows out, MEASURED=scaled measures
+#                --sensitivity scaled instead (the loss at q4_0 only, the other
+#                types by the energy errors' ratios; rows "scaled plan at X").
 # Neither side uses an importance matrix, so both quantize with the same ggml
 # routines and differ only in the type each tensor gets. IMATRIX=1: llama-imatrix
 # measures the model on the calibration text (ctx 128), every llama-quantize run
@@ -151,23 +153,27 @@ for name in $models; do
     read -r ppl err < <(evaluate "$file" "$text")
     printf 'plan at %s\t%s\t%s\t%s\t%s\n' "$reference" "$(stat -c %s "$file")" "$ppl" "$err" "$(type_histogram "$file")" >> "$rows"
   done
-  if [[ ${MEASURED:-1} == 1 ]]; then
-    costs=$dir/costs-measured.tsv
+  if [[ ${MEASURED:-1} != 0 ]]; then
+    sensitivity=measured kind=measured scaled_weighting=()
+    if [[ ${MEASURED:-1} == scaled ]]; then
+      sensitivity=scaled kind=scaled scaled_weighting=("${weighting[@]}")
+    fi
+    costs=$dir/costs-$kind.tsv
     if [[ ! -f $costs ]]; then
-      "$tool" quantize-plan "$model" --size "$(stat -c %s "$dir/uniform-f16.gguf")" "${with_imatrix[@]}" --sensitivity measured \
+      "$tool" quantize-plan "$model" --size "$(stat -c %s "$dir/uniform-f16.gguf")" "${scaled_weighting[@]}" "${with_imatrix[@]}" --sensitivity $sensitivity \
         --text "$calibration" --tokens "${SENSITIVITY_TOKENS:-4096}" --ctx 128 --types q4_0,q4_1,q5_0,q5_1,q8_0,f16 \
-        -o "$dir/measure.txt" --save-costs "$costs" > "$dir/measure.log" 2>&1
+        -o "$dir/$kind-measure.txt" --save-costs "$costs" > "$dir/$kind-measure.log" 2>&1
     fi
     for reference in "${sizes[@]}"; do
       bytes=$(stat -c %s "$dir/$reference.gguf")
-      file=$dir/measured-plan-at-$reference.gguf
+      file=$dir/$kind-plan-at-$reference.gguf
       if ! "$tool" quantize-plan "$model" --size "$bytes" "${with_imatrix[@]}" --costs "$costs" --types q4_0,q4_1,q5_0,q5_1,q8_0,f16 \
-           -o "$dir/measured-plan-at-$reference.txt" --run "$file" --llama-bin "$bin" > "$file.plan.log" 2>&1; then
-        echo "measured plan at $reference: $(tail -n 1 "$file.plan.log")" | tee -a "$dir/skipped.txt" >&2
+           -o "$dir/$kind-plan-at-$reference.txt" --run "$file" --llama-bin "$bin" > "$file.plan.log" 2>&1; then
+        echo "$kind plan at $reference: $(tail -n 1 "$file.plan.log")" | tee -a "$dir/skipped.txt" >&2
         continue
       fi
       read -r ppl err < <(evaluate "$file" "$text")
-      printf 'measured plan at %s\t%s\t%s\t%s\t%s\n' "$reference" "$(stat -c %s "$file")" "$ppl" "$err" "$(type_histogram "$file")" >> "$rows"
+      printf '%s plan at %s\t%s\t%s\t%s\t%s\n' "$kind" "$reference" "$(stat -c %s "$file")" "$ppl" "$err" "$(type_histogram "$file")" >> "$rows"
     done
   fi
   # The table (each plan beside the file whose size it matches) and the plot.
@@ -177,13 +183,13 @@ rows = [line.rstrip('\n').split('\t') for line in open(sys.argv[1]) if line.stri
 by = {r[0]: r for r in rows}
 with open(sys.argv[2], 'w') as t:
     t.write('| file | bytes | perplexity | ± | types | plan at the same size | plan bytes | plan perplexity | change '
-            '| measured plan types | measured plan bytes | measured plan perplexity | change |\n')
+            '| measured/scaled plan types | bytes | perplexity | change |\n')
     t.write('|---|---:|---:|---:|---|---|---:|---:|---:|---|---:|---:|---:|\n')
     for r in rows:
-        if r[0].startswith('plan at') or r[0].startswith('measured plan at'): continue
+        if ' plan at ' in ' ' + r[0]: continue
         key = 'plan at ' + r[0].replace('uniform ', 'uniform-').replace('preset ', 'preset-')
         extra = []
-        for p in (by.get(key), by.get('measured ' + key)):
+        for p in (by.get(key), by.get('measured ' + key) or by.get('scaled ' + key)):
             if p:
                 change = 100.0 * (float(p[2]) / float(r[2]) - 1.0)
                 extra += [p[4], p[1], p[2], f'{change:+.2f} %']
@@ -208,7 +214,7 @@ for i in range(6):
     svg.append(f'<text x="{L-6}" y="{Y(yv)+4:.1f}" text-anchor="end">{yv:.3f}</text>')
 svg.append(f'<text x="{W/2}" y="{H-12}" text-anchor="middle">file size (KiB)</text>')
 colours = {'uniform': '#1f77b4', 'preset': '#2ca02c', 'plan': '#d62728', 'measured': '#9467bd'}
-measured = sorted((p for p in pts if p[0].startswith('measured')), key=lambda p: p[1])
+measured = sorted((p for p in pts if p[0].startswith('measured') or p[0].startswith('scaled')), key=lambda p: p[1])
 if measured:
     svg.append('<polyline fill="none" stroke="#9467bd" stroke-width="1.5" points="' + ' '.join(f'{X(p[1]):.1f},{Y(p[2]):.1f}' for p in measured) + '"/>')
 plan = sorted((p for p in pts if p[0].startswith('plan')), key=lambda p: p[1])
@@ -218,7 +224,7 @@ uni = sorted((p for p in pts if p[0].startswith('uniform')), key=lambda p: p[1])
 if uni:
     svg.append('<polyline fill="none" stroke="#1f77b4" stroke-dasharray="4 3" points="' + ' '.join(f'{X(p[1]):.1f},{Y(p[2]):.1f}' for p in uni) + '"/>')
 for label, x, y in pts:
-    kind = label.split()[0]
+    kind = label.split()[0].replace('scaled', 'measured')
     c = colours.get(kind, 'black')
     if kind == 'preset':
         svg.append(f'<rect x="{X(x)-4:.1f}" y="{Y(y)-4:.1f}" width="8" height="8" fill="{c}"><title>{label}</title></rect>')
@@ -227,7 +233,7 @@ for label, x, y in pts:
     if kind not in ('plan', 'measured'):
         svg.append(f'<text x="{X(x)+6:.1f}" y="{Y(y)-6:.1f}" font-size="10">{label.split(" ", 1)[1]}</text>')
 for i, (kind, c) in enumerate(colours.items()):
-    svg.append(f'<circle cx="{W-150}" cy="{45+16*i}" r="4" fill="{c}"/><text x="{W-140}" y="{49+16*i}">{ {"plan": "nashprune plan", "measured": "plan, measured sensitivity"}.get(kind, kind) }</text>')
+    svg.append(f'<circle cx="{W-150}" cy="{45+16*i}" r="4" fill="{c}"/><text x="{W-140}" y="{49+16*i}">{ {"plan": "nashprune plan", "measured": "plan, measured or scaled sensitivity"}.get(kind, kind) }</text>')
 svg.append('</svg>')
 open(sys.argv[3], 'w').write('\n'.join(svg) + '\n')
 PY
