@@ -48,9 +48,10 @@ done
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$out"
 
-# The perplexity of a GGUF on the study's text, from the "Final estimate" line of a log file.
+# The perplexity of a GGUF on the study's text, from the "Final estimate" line of a
+# log file in the model's output folder (never beside the input).
 evaluate() {
-  local model=$1 text=$2 log=$1.ppl.log value=""
+  local model=$1 text=$2 log=$dir/$(basename "$1").ppl.log value=""
   for attempt in 1 2; do
     "$perplexity" -m "$model" -f "$text" -c 128 -b 128 > "$log" 2>&1 || true
     value=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\) +\/- \([0-9.]*\).*/\1 \2/p' "$log" | tail -n 1)
