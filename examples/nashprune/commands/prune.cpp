@@ -224,6 +224,10 @@ void prune_file(prune_args a) {
     throw usage_error("--text and --calibration both give the calibration: --text FILE calibrates in this process, "
                       "--calibration FILE reads what nashprune calibrate wrote; give one");
   }
+  if (a.sequential && a.calibration_run.text.empty()) {
+    throw usage_error("--sequential calibrates the pruned model layer by layer in this process: it needs --text FILE, not --calibration");
+  }
+  if (a.sequential && a.compensate == "none") throw usage_error("--sequential measures the moments compensation uses: it needs --compensate bias or refit");
   if (!a.calibration_run.text.empty()) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(a.calibration_run.text, ec)) {
@@ -245,9 +249,6 @@ void prune_file(prune_args a) {
   if ((a.select.game == np::head_game::ablation) != !a.ablation.empty()) throw usage_error("--game ablation and --ablation FILE go together");
   const auto calibration = calibration_of(a, shape);
   const auto compensation = compensation_of(a, calibration.get(), model, recommended.compensation);
-  if (a.sequential && a.calibration_run.text.empty()) {
-    throw usage_error("--sequential calibrates the pruned model layer by layer in this process: it needs --text FILE, not --calibration");
-  }
   if (a.sequential && !compensation) throw usage_error("--sequential measures the moments compensation uses: it needs --compensate bias or refit");
   if (a.plan_in.empty()) {
     const nashprune_tool::pipeline running{a.scoring.score, a.select.game, a.select.selection, a.select.temperature,
