@@ -127,6 +127,35 @@ std::vector<std::vector<std::int64_t>> brute_force_sets(const np::attention_geom
   return sets;
 }
 
+/// Every removal of `count` q heads that leaves some groups keeping the same number
+/// of heads each and the other groups none (the mixes of whole groups and heads per
+/// group a head count may need), by trying every subset.
+std::vector<std::vector<std::int64_t>> brute_force_mixed_sets(const np::attention_geometry& g, std::int64_t count) {
+  std::vector<std::vector<std::int64_t>> sets;
+  const std::int64_t n = g.n_head();
+  for (std::uint32_t mask = 0; mask < (1U << n); ++mask) {
+    std::vector<std::int64_t> removed;
+    std::vector<std::int64_t> kept_in_group(static_cast<std::size_t>(g.n_head_kv()), 0);
+    for (std::int64_t h = 0; h < n; ++h) {
+      if ((mask >> h) & 1U) {
+        removed.push_back(h);
+      } else {
+        ++kept_in_group[static_cast<std::size_t>(h / g.group_size())];
+      }
+    }
+    if (static_cast<std::int64_t>(removed.size()) != count || count == n) continue;
+    std::int64_t kept_per_group = 0;
+    bool consistent = true;
+    for (const auto kept : kept_in_group) {
+      if (kept == 0) continue;
+      if (kept_per_group == 0) kept_per_group = kept;
+      consistent = consistent && kept == kept_per_group;
+    }
+    if (consistent) sets.push_back(removed);
+  }
+  return sets;
+}
+
 TEST(CompensatedSelection, PerLayerEnumerationEqualsBruteForceOverEverySubset) {
   struct shape {
     std::int64_t n_head, n_head_kv, head_dim;
@@ -294,9 +323,10 @@ struct candidate {
   double error = 0;
 };
 
-// Every GQA-consistent head removal of layer l the caps allow, its budget and its
-// error after the refit measured by compensate.
-std::vector<candidate> head_candidates(const obs_model& m, std::size_t l, const np::pruning_options& o) {
+// Every GQA-consistent head removal of layer l the caps allow (with `mixes`, also
+// those keeping some groups whole and the same heads of the others), its budget and
+// its error after the refit measured by compensate.
+std::vector<candidate> head_candidates(const obs_model& m, std::size_t l, const np::pruning_options& o, bool mixes = false) {
   const auto& layer = m.scores.layers[l];
   const np::attention_geometry g(layer.n_head, layer.n_head_kv, head_dim);
   const auto granularity = !o.wants(np::structure::heads) ? np::head_granularity::whole_groups
@@ -307,7 +337,7 @@ std::vector<candidate> head_candidates(const obs_model& m, std::size_t l, const 
     if (static_cast<double>(c) > o.max_prune * static_cast<double>(layer.n_head) + 1e-9) most = std::min(most, c - 1);
   std::vector<candidate> out;
   for (std::int64_t count = 0; count <= most; ++count) {
-    for (const auto& removed : brute_force_sets(g, granularity, count)) {
+    for (const auto& removed : mixes ? brute_force_mixed_sets(g, count) : brute_force_sets(g, granularity, count)) {
       std::int64_t whole_groups = 0;
       for (std::int64_t j = 0; j < g.n_head_kv(); ++j) {
         bool all = true;
@@ -366,13 +396,21 @@ TEST(CompensatedPlan, HeadsAndGroupsEqualBruteForceOverEveryLayersSets) {
         o.max_prune = max_prune;
         o.freeze_first = freeze_first;
         std::vector<std::vector<candidate>> layers;
-        for (std::size_t l = static_cast<std::size_t>(freeze_first); l < m.attention.size(); ++l) layers.push_back(head_candidates(m, l, o));
+        std::vector<std::vector<candidate>> mixed_layers;  // a head count the granularity's sets miss is met with mixes
+        for (std::size_t l = static_cast<std::size_t>(freeze_first); l < m.attention.size(); ++l) {
+          layers.push_back(head_candidates(m, l, o));
+          mixed_layers.push_back(head_candidates(m, l, o, structure == np::structure::heads));
+        }
         const std::int64_t total = unit == np::budget_unit::heads ? 15 : m.scores.total_parameters;
         for (const double target : {0.1, 0.2, 0.3, 0.45, 0.6}) {
           o.target = target;
           const auto requested = static_cast<std::int64_t>(std::floor(target * static_cast<double>(total) + 1e-9));
           const auto r = np::plan_pruning(m.scores, game_of(m, o), o);
-          const auto [budget, error] = brute_force_best(layers, requested);
+          auto [budget, error] = brute_force_best(layers, requested);
+          if (unit == np::budget_unit::heads && budget != requested) {
+            const auto mixed = brute_force_best(mixed_layers, requested);
+            if (mixed.first > budget) std::tie(budget, error) = mixed;
+          }
           const std::string where = std::string(structure == np::structure::heads ? "heads" : "groups") +
                                     (unit == np::budget_unit::heads ? " per head" : " per parameter") + " min_heads " +
                                     std::to_string(min_heads) + " target " + std::to_string(target);
@@ -434,6 +472,39 @@ TEST(CompensatedPlan, HeadsAndChannelsEqualBruteForceOverThePerLayerCurves) {
     EXPECT_NEAR(r.compensated->error, error, 1e-8 * (1 + error)) << target;
     EXPECT_NEAR(plan_error(m, r), error, 1e-6 * (1 + error)) << target;
     EXPECT_EQ((8 - static_cast<std::int64_t>(r.layers[1].channels.size())) % 2, 0) << target;
+  }
+}
+
+TEST(CompensatedPlan, HeadCountsTheGroupStepsMissAreMetWithTheLeastErrorMixes) {
+  // 8 heads in 4 groups of 2: the same heads of every group go 4 at a time, so 6 of
+  // 24 heads (25 %) need a layer that loses some whole groups and heads of the others.
+  const auto m = make_obs_model({{{8, 4, 3}}, {{8, 4, 3}}, {{8, 4, 3}}}, 1100);
+  np::pruning_options o;
+  o.structures = {np::structure::heads};
+  o.unit = np::budget_unit::heads;
+  std::vector<std::vector<candidate>> layers;
+  for (std::size_t l = 0; l < 3; ++l) layers.push_back(head_candidates(m, l, o, /*mixes=*/true));
+  for (const double target : {0.25, 0.3, 0.375}) {  // 6, 7 and 9 heads
+    o.target = target;
+    const auto requested = static_cast<std::int64_t>(std::floor(target * 24 + 1e-9));
+    const auto [budget, error] = brute_force_best(layers, requested);
+    ASSERT_EQ(budget, requested);
+    for (const auto how : {np::selector::exact, np::selector::greedy}) {
+      o.selection = how;
+      const auto r = np::plan_pruning(m.scores, game_of(m, o), o);
+      std::int64_t removed = 0;
+      for (const auto& layer : r.layers) removed += 8 - static_cast<std::int64_t>(layer.heads.q_heads.size());
+      EXPECT_EQ(removed, requested) << target;
+      EXPECT_EQ(r.compensated->removed, requested) << target;
+      EXPECT_NEAR(plan_error(m, r), r.compensated->error, 1e-8 * (1 + error)) << target;
+      if (how == np::selector::exact) {
+        EXPECT_NEAR(r.compensated->error, error, 1e-8 * (1 + error)) << target;
+        EXPECT_EQ(r.compensated->exact_choices, 3) << target;
+      } else {
+        EXPECT_GE(r.compensated->error, error * (1 - 1e-9)) << target;
+      }
+      for (std::size_t l = 0; l < 3; ++l) EXPECT_NO_THROW((void)np::attention_geometry(8, 4, head_dim).validate(r.layers[l].heads)) << target;
+    }
   }
 }
 

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <map>
 #include <random>
 #include <set>
+#include <span>
 #include <vector>
 
 #include "expect_error.hpp"
@@ -115,6 +117,55 @@ TEST(HeadCountAllocation, CurvesMatchTheBruteForceOverEverySubset) {
   }
 }
 
+TEST(HeadCountAllocation, AnySetCostMatchesTheBruteForceOverEverySubset) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (const auto& s : shapes) {
+    const np::attention_geometry g(s.n, s.n_kv, 4);
+    Eigen::VectorXd a(s.n);
+    for (auto& x : a) x = u(rng);
+    // Not additive and not quadratic: the square root of a quadratic form.
+    const auto of_set = [&a](std::span<const std::int64_t> set) {
+      double sum = 0, squares = 0;
+      for (const auto i : set) sum += a(i), squares += a(i) * a(i);
+      return std::sqrt(sum * sum + squares);
+    };
+    np::set_removal_cost<double, decltype(of_set)> cost{Eigen::VectorXd(s.n), of_set};
+    for (std::int64_t h = 0; h < s.n; ++h) cost.singles(h) = of_set(std::span<const std::int64_t>(&h, 1));
+    for (const bool groups_only : {false, true}) {
+      for (std::int64_t min_keep = 1; min_keep <= s.n; ++min_keep) {
+        std::map<std::int64_t, double> least;
+        for (std::uint32_t mask = 0; mask < (1U << s.n); ++mask) {
+          if (!consistent(s.n, s.n_kv, mask, groups_only)) continue;
+          std::vector<std::int64_t> set;
+          for (std::int64_t i = 0; i < s.n; ++i)
+            if (mask >> i & 1U) set.push_back(i);
+          const auto count = static_cast<std::int64_t>(set.size());
+          if (s.n - count < min_keep) continue;
+          const double c = of_set(set);
+          if (!least.contains(count) || c < least[count]) least[count] = c;
+        }
+        const auto curve = np::least_cost_curve<double>(g, groups_only, min_keep, cost);
+        ASSERT_EQ(curve.removed.size(), least.size()) << s.n << "/" << s.n_kv << " min_keep " << min_keep;
+        std::size_t k = 0;
+        for (const auto& [count, c] : least) {
+          EXPECT_EQ(curve.removed[k], count);
+          EXPECT_NEAR(curve.cost[k], c, 1e-12);
+          EXPECT_NEAR(of_set(curve.sets[k]), c, 1e-12);
+          ++k;
+        }
+        // Without enumeration: the closed form's set on the singles, costed by of_set.
+        const auto closed = np::least_cost_curve<double>(g, groups_only, min_keep, cost, 0);
+        ASSERT_EQ(closed.removed, curve.removed);
+        for (std::size_t j = 0; j < closed.removed.size(); ++j) {
+          EXPECT_NEAR(closed.cost[j], of_set(closed.sets[j]), 1e-12);
+          EXPECT_GE(closed.cost[j], curve.cost[j] - 1e-12);
+        }
+      }
+    }
+  }
+}
+
 TEST(HeadCountAllocation, RequiredHeadsStayInEverySet) {
   const np::attention_geometry g(8, 4, 2);
   Eigen::VectorXd a = Eigen::VectorXd::LinSpaced(8, 1.0, 0.1);
@@ -201,6 +252,13 @@ TEST(HeadCountAllocation, BadInputNamesTheArgument) {
                                       {"cost.linear"});
   expect_error<std::invalid_argument>([&] { (void)np::least_cost_curve<double>(g, false, 1, {Eigen::VectorXd::Ones(4), {}, {0}}); },
                                       {"cost.required"});
+  const auto nan_cost = [](std::span<const std::int64_t>) { return std::numeric_limits<double>::quiet_NaN(); };
+  expect_error<std::invalid_argument>(
+      [&] { (void)np::least_cost_curve<double>(g, false, 1, np::set_removal_cost<double, decltype(nan_cost)>{Eigen::VectorXd::Ones(3), nan_cost}); },
+      {"cost.singles"});
+  expect_error<std::domain_error>(
+      [&] { (void)np::least_cost_curve<double>(g, false, 1, np::set_removal_cost<double, decltype(nan_cost)>{Eigen::VectorXd::Ones(4), nan_cost}); },
+      {"cost.of_set", "NaN"});
   expect_error<std::invalid_argument>([&] { (void)np::consistent_shapes(g, false, -1); }, {"min_keep"});
   const std::vector<std::int64_t> uneven{0};
   expect_error<std::invalid_argument>([&] { (void)np::plan_without(g, uneven); }, {"plan.kv_heads"});

@@ -22,6 +22,10 @@
 //              the `required` heads. When a shape has more than max_sets sets the
 //              diagonal model a_i + Q_ii is used for it instead (additive, exact
 //              for that model, an approximation of the quadratic one).
+//   any set    c(S) given by a function of the set (set_removal_cost: e.g. the OBS
+//              error left after a refit, compensated_selection.hpp), with each
+//              head's cost alone s_i: like the quadratic cost, by enumeration, and
+//              beyond max_sets the set the additive model s picks, costed by c.
 // A layer's curve lists, for every count it allows (ascending, 0 first when it
 // holds no required head), the least cost and its set (ties: the shape of more
 // kept groups, then the first set in enumeration order).
@@ -163,6 +167,14 @@ struct removal_cost {
   std::vector<std::int64_t> required;                              ///< heads every set must hold (quadratic only)
 };
 
+/// A cost given by any function of the removed set: of_set(removed) for ascending
+/// query heads, and singles(i) = of_set({i}) for the closed form beyond max_sets.
+template <typename Scalar, typename OfSet>
+struct set_removal_cost {
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> singles;
+  OfSet of_set;
+};
+
 namespace detail {
 
 // The least-cost set of `shape` under c(S) = Σ a_i, in closed form (header comment).
@@ -198,6 +210,57 @@ std::pair<Scalar, std::vector<std::int64_t>> least_additive_removal(const attent
 
 }  // namespace detail
 
+namespace detail {
+
+// The curve of one layer (see the header comment): `diagonal` ranks heads for the
+// closed form; with `enumerate` every shape of at most max_sets sets is searched and
+// every set is costed by set_cost, else the closed form's sum of `diagonal` is the cost.
+template <typename Scalar, typename SetCost>
+head_count_curve<Scalar> least_cost_curve_of(const attention_geometry& geometry, bool groups_only, std::int64_t min_keep,
+                                             const Eigen::Matrix<Scalar, Eigen::Dynamic, 1>& diagonal, bool enumerate,
+                                             const SetCost& set_cost, const std::vector<std::int64_t>& required, std::int64_t max_sets) {
+  const std::int64_t n = geometry.n_head();
+  require(required.empty() || enumerate, "cost.required", "needs a quadratic cost (the closed form holds no required heads)");
+  head_count_curve<Scalar> curve;
+  const auto offer = [&](Scalar c, const std::vector<std::int64_t>& set) {
+    const auto count = static_cast<std::int64_t>(set.size());
+    const auto at = std::lower_bound(curve.removed.begin(), curve.removed.end(), count);
+    const auto k = at - curve.removed.begin();
+    if (at != curve.removed.end() && *at == count) {
+      if (c < curve.cost[static_cast<std::size_t>(k)]) curve.cost[static_cast<std::size_t>(k)] = c, curve.sets[static_cast<std::size_t>(k)] = set;
+      return;
+    }
+    curve.removed.insert(at, count);
+    curve.cost.insert(curve.cost.begin() + k, c);
+    curve.sets.insert(curve.sets.begin() + k, set);
+  };
+  if (required.empty()) offer(Scalar(0), {});  // removing nothing is the full shape (k = G, m = g)
+  for (const auto shape : consistent_shapes(geometry, groups_only, min_keep)) {
+    if (shape.kept_groups * shape.kept_per_group == n) continue;
+    if (!enumerate || shape_removal_count(geometry, shape) > static_cast<double>(max_sets)) {
+      require(required.empty(), "cost.required",
+              "shape of " + std::to_string(shape.kept_groups) + " groups of " + std::to_string(shape.kept_per_group) +
+                  " heads has more than max_sets = " + std::to_string(max_sets) + " removals to search for the required heads");
+      auto [c, set] = least_additive_removal<Scalar>(geometry, shape, diagonal);
+      if (enumerate) c = set_cost(set);
+      offer(c, set);
+      continue;
+    }
+    Scalar best = std::numeric_limits<Scalar>::infinity();
+    std::vector<std::int64_t> best_set;
+    for_each_shape_removal(geometry, shape, [&](const std::vector<std::int64_t>& removed) {
+      if (!std::includes(removed.begin(), removed.end(), required.begin(), required.end())) return;
+      const Scalar c = set_cost(removed);
+      if (c < best) best = c, best_set = removed;
+    });
+    if (!best_set.empty()) offer(best, best_set);
+  }
+  if (curve.removed.empty()) fail_argument("cost.required", "no GQA-consistent removal the caps allow holds the required heads");
+  return curve;
+}
+
+}  // namespace detail
+
 /// The curve of one layer under `cost` (see the header comment): every count that
 /// `consistent_shapes(geometry, groups_only, min_keep)` allows, plus removing
 /// nothing when min_keep permits. Throws std::invalid_argument for a cost of the
@@ -216,55 +279,36 @@ template <typename Scalar>
     detail::require_finite("cost.quadratic", cost.quadratic);
   }
   const auto required = detail::sorted_unique_units("cost.required", cost.required, n);
-  detail::require(required.empty() || quadratic, "cost.required", "needs a quadratic cost (the closed form holds no required heads)");
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> diagonal = cost.linear;
   if (quadratic) diagonal += cost.quadratic.diagonal();
-  head_count_curve<Scalar> curve;
-  const auto offer = [&](Scalar c, const std::vector<std::int64_t>& set) {
-    const auto count = static_cast<std::int64_t>(set.size());
-    const auto at = std::lower_bound(curve.removed.begin(), curve.removed.end(), count);
-    const auto k = at - curve.removed.begin();
-    if (at != curve.removed.end() && *at == count) {
-      if (c < curve.cost[static_cast<std::size_t>(k)]) curve.cost[static_cast<std::size_t>(k)] = c, curve.sets[static_cast<std::size_t>(k)] = set;
-      return;
+  const auto set_cost = [&](const std::vector<std::int64_t>& set) {
+    Scalar c = 0;
+    for (const auto i : set) {
+      c += cost.linear(i);
+      for (const auto j : set) c += cost.quadratic(i, j);
     }
-    curve.removed.insert(at, count);
-    curve.cost.insert(curve.cost.begin() + k, c);
-    curve.sets.insert(curve.sets.begin() + k, set);
+    return c;
   };
-  if (required.empty()) offer(Scalar(0), {});  // removing nothing is the full shape (k = G, m = g)
-  for (const auto shape : consistent_shapes(geometry, groups_only, min_keep)) {
-    if (shape.kept_groups * shape.kept_per_group == n) continue;
-    if (!quadratic || shape_removal_count(geometry, shape) > static_cast<double>(max_sets)) {
-      detail::require(required.empty(), "cost.required",
-                      "shape of " + std::to_string(shape.kept_groups) + " groups of " + std::to_string(shape.kept_per_group) +
-                          " heads has more than max_sets = " + std::to_string(max_sets) + " removals to search for the required heads");
-      auto [c, set] = detail::least_additive_removal<Scalar>(geometry, shape, quadratic ? diagonal : cost.linear);
-      if (quadratic) {
-        c = 0;
-        for (const auto i : set) {
-          c += cost.linear(i);
-          for (const auto j : set) c += cost.quadratic(i, j);
-        }
-      }
-      offer(c, set);
-      continue;
+  return detail::least_cost_curve_of<Scalar>(geometry, groups_only, min_keep, diagonal, quadratic, set_cost, required, max_sets);
+}
+
+/// The curve of one layer under a cost of any set (see the header comment). Throws
+/// std::invalid_argument for singles of the wrong size, std::domain_error for
+/// singles that are not finite or an of_set value that is not (naming the set's size).
+template <typename Scalar, typename OfSet>
+[[nodiscard]] head_count_curve<Scalar> least_cost_curve(const attention_geometry& geometry, bool groups_only, std::int64_t min_keep,
+                                                       const set_removal_cost<Scalar, OfSet>& cost,
+                                                       std::int64_t max_sets = std::int64_t{1} << 16) {
+  detail::require_size("cost.singles", cost.singles.size(), geometry.n_head());
+  detail::require_finite("cost.singles", cost.singles);
+  const auto set_cost = [&](const std::vector<std::int64_t>& set) {
+    const Scalar c = cost.of_set(std::span<const std::int64_t>(set));
+    if (!std::isfinite(c)) {
+      detail::fail_domain("cost.of_set", "returned " + detail::describe_value(c) + " for a set of " + std::to_string(set.size()) + " heads");
     }
-    Scalar best = std::numeric_limits<Scalar>::infinity();
-    std::vector<std::int64_t> best_set;
-    for_each_shape_removal(geometry, shape, [&](const std::vector<std::int64_t>& removed) {
-      if (!std::includes(removed.begin(), removed.end(), required.begin(), required.end())) return;
-      Scalar c = 0;
-      for (const auto i : removed) {
-        c += cost.linear(i);
-        for (const auto j : removed) c += cost.quadratic(i, j);
-      }
-      if (c < best) best = c, best_set = removed;
-    });
-    if (!best_set.empty()) offer(best, best_set);
-  }
-  if (curve.removed.empty()) detail::fail_argument("cost.required", "no GQA-consistent removal the caps allow holds the required heads");
-  return curve;
+    return c;
+  };
+  return detail::least_cost_curve_of<Scalar>(geometry, groups_only, min_keep, cost.singles, true, set_cost, {}, max_sets);
 }
 
 /// One set per layer removing, in all, the request when any allocation reaches it,

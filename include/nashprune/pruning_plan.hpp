@@ -33,7 +33,8 @@
 //       GQA-consistent sets with selector::exact, SlimGPT's greedy otherwise or
 //       beyond max_sets; MLP channels greedy in steps), then exact_allocation of the
 //       counts over layers minimising Σ_l scale_l·E_l within the target's budget
-//       (heads or parameters). The plans are the result (step 2 is skipped).
+//       (heads or parameters); a head count it misses is met as in step 3, costed
+//       by scale_l·E_l of each set. The plans are the result (step 2 is skipped).
 //     - no_head_game: the importance as given.
 //  2. Global selection (global_selection.hpp): items from attention_items.hpp
 //     (heads or whole GQA groups), MLP channels in chunks of mlp_chunk (least
@@ -383,18 +384,20 @@ inline std::vector<std::int64_t> removed_q_heads(const head_keep_plan& plan, std
 /// `decisions`, with cost_of(l) the removal_cost of layer l: the count exactly when
 /// any plan reaches it, else the most below. Plans short of the count are kept when
 /// the allocation gets no closer; plans that meet it are kept as their game chose
-/// them, unless `replace` (they miss heads the costs require). Returns whether the
+/// them, unless `replace` (they miss heads the costs require). A shape of more than
+/// max_sets sets is searched in closed form (least_cost_curve). Returns whether the
 /// plans were replaced.
 template <typename CostOf>
 bool meet_head_count(std::span<const attention_geometry> geometries, bool groups_only, const nash_decision_options<double>& decisions,
-                     std::vector<head_keep_plan>& plans, std::int64_t requested, const CostOf& cost_of, bool replace = false) {
+                     std::vector<head_keep_plan>& plans, std::int64_t requested, const CostOf& cost_of, bool replace = false,
+                     std::int64_t max_sets = std::int64_t{1} << 16) {
   std::int64_t removed = 0;
   for (std::size_t l = 0; l < plans.size(); ++l) removed += geometries[l].n_head() - static_cast<std::int64_t>(plans[l].q_heads.size());
   if (plans.empty() || (removed == requested && !replace)) return false;
   std::vector<head_count_curve<double>> curves;
   for (std::size_t l = 0; l < plans.size(); ++l) {
     const auto& g = geometries[l];
-    curves.push_back(least_cost_curve<double>(g, groups_only, seed_min_keep(g.n_head(), decisions), cost_of(l)));
+    curves.push_back(least_cost_curve<double>(g, groups_only, seed_min_keep(g.n_head(), decisions), cost_of(l), max_sets));
   }
   const auto allocation = allocate_head_count<double>(curves, requested);
   if (!replace && removed < requested && allocation.total <= removed) return false;
@@ -1277,6 +1280,58 @@ inline compensated_option obs_mlp_option(const model_scores& model, const obs_co
   return out;
 }
 
+// The head count of the obs game met as every other game meets it (meet_head_count):
+// the allocation over each layer's GQA-consistent removals, mixes of whole groups and
+// heads per group included, costed by scale_l·E_l(S). Updates the plans and `report`
+// when they change.
+inline void meet_obs_head_count(const model_scores& model, const compensated_error_game& game, const pruning_options& o,
+                                const std::vector<compensated_option>& attention_options, std::int64_t max_sets, pruning_result& out,
+                                compensated_choice_report& report) {
+  std::vector<std::int64_t> scope;
+  std::vector<attention_geometry> geometries;
+  std::vector<head_keep_plan> plans;
+  for (const auto& option : attention_options) {
+    scope.push_back(option.layer);
+    geometries.push_back(model.geometry(option.layer));
+    plans.push_back(out.layers[static_cast<std::size_t>(option.layer)].heads);
+  }
+  const std::int64_t d = model.head_dim_v;
+  const auto layer_error = [&](std::size_t k, std::span<const std::int64_t> heads) {
+    const auto& layer = game.layers[static_cast<std::size_t>(scope[k])];
+    const auto& cost = *layer.attention;
+    return layer.scale * obs_cost<double>::block_cost(cost.weight(), cost.inverse(), unit_coordinates(heads, d));
+  };
+  const bool groups_only = !o.wants(structure::heads);
+  const auto cost_of = [&](std::size_t k) {
+    const auto of_set = [&layer_error, k](std::span<const std::int64_t> heads) { return layer_error(k, heads); };
+    set_removal_cost<double, decltype(of_set)> cost{Eigen::VectorXd(geometries[k].n_head()), of_set};
+    for (std::int64_t h = 0; h < geometries[k].n_head(); ++h) cost.singles(h) = layer_error(k, std::span<const std::int64_t>(&h, 1));
+    return cost;
+  };
+  if (!meet_head_count(std::span<const attention_geometry>(geometries), groups_only, o.decisions(), plans, report.requested, cost_of, false,
+                       max_sets)) {
+    return;
+  }
+  report.removed = 0;
+  report.error = 0;
+  report.exact_choices = 0;
+  for (std::size_t k = 0; k < scope.size(); ++k) {
+    const auto& g = geometries[k];
+    const auto removed = removed_q_heads(plans[k], g.n_head());
+    const auto count = static_cast<std::int64_t>(removed.size());
+    bool enumerated = true;  // every shape of this count searched set by set (least_cost_curve)
+    for (const auto shape : consistent_shapes(g, groups_only, seed_min_keep(g.n_head(), o.decisions()))) {
+      if (g.n_head() - shape.kept_groups * shape.kept_per_group == count && count > 0) {
+        enumerated = enumerated && shape_removal_count(g, shape) <= static_cast<double>(max_sets);
+      }
+    }
+    report.removed += count;
+    report.error += layer_error(k, removed);
+    report.exact_choices += enumerated ? 1 : 0;
+    out.layers[static_cast<std::size_t>(scope[k])].heads = plans[k];
+  }
+}
+
 inline void require_obs_width(const std::string& name, const std::optional<obs_cost<double>>& cost, std::int64_t width,
                               const std::string& what) {
   if (!cost) fail_argument(name, "is unset, but the layer offers " + what);
@@ -1364,6 +1419,9 @@ inline void require_obs_width(const std::string& name, const std::optional<obs_c
     } else {
       layer.channels = complement_units(removed, model.layers[static_cast<std::size_t>(option.layer)].n_ff);
     }
+  }
+  if (options.unit == budget_unit::heads && report.removed != report.requested) {
+    detail::meet_obs_head_count(model, game, options, options_by_layer, max_sets, out, report);
   }
   out.compensated = report;
   return out;

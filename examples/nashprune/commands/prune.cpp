@@ -63,6 +63,7 @@ struct prune_args {
   nashprune_tool::text_run_args calibration_run{"", 16384, 128, 0, 0};
   double damping = nashprune::compensation_options<double>{}.damping;
   bool dry_run = false;
+  bool sequential = false;  // --sequential: the input moments measured layer by layer on the pruned model
   bool force = false;
   bool freeze_first_given = false;
   bool priors_requested = false;  // --temperature or --tau given
@@ -223,6 +224,10 @@ void prune_file(prune_args a) {
     throw usage_error("--text and --calibration both give the calibration: --text FILE calibrates in this process, "
                       "--calibration FILE reads what nashprune calibrate wrote; give one");
   }
+  if (a.sequential && a.calibration_run.text.empty()) {
+    throw usage_error("--sequential calibrates the pruned model layer by layer in this process: it needs --text FILE, not --calibration");
+  }
+  if (a.sequential && a.compensate == "none") throw usage_error("--sequential measures the moments compensation uses: it needs --compensate bias or refit");
   if (!a.calibration_run.text.empty()) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(a.calibration_run.text, ec)) {
@@ -244,6 +249,7 @@ void prune_file(prune_args a) {
   if ((a.select.game == np::head_game::ablation) != !a.ablation.empty()) throw usage_error("--game ablation and --ablation FILE go together");
   const auto calibration = calibration_of(a, shape);
   const auto compensation = compensation_of(a, calibration.get(), model, recommended.compensation);
+  if (a.sequential && !compensation) throw usage_error("--sequential measures the moments compensation uses: it needs --compensate bias or refit");
   if (a.plan_in.empty()) {
     const nashprune_tool::pipeline running{a.scoring.score, a.select.game, a.select.selection, a.select.temperature,
                                            compensation.value_or(np::compensation_kind::none)};
@@ -266,7 +272,13 @@ void prune_file(prune_args a) {
   const double lambda = chosen.lambda ? chosen.lambda->lambda : chosen.game ? chosen.game->price : a.select.lambda;
   const auto kv = provenance(a, shape, result, model, tokens, !a.plan_in.empty(), lambda);
   auto final_result = gguf::plan_output(model, shape, chosen.plan, kv);
-  if (compensation) nashprune_tool::apply_compensation(model, shape, chosen.plan, *calibration, *compensation, a.damping, final_result, std::cout);
+  if (compensation && a.sequential) {
+    const auto measured = nashprune_tool::sequential_moments(a.model, model, shape, chosen.plan, *calibration, *compensation, a.damping,
+                                                             a.calibration_run, std::cout);
+    nashprune_tool::apply_compensation(model, shape, chosen.plan, measured, *compensation, a.damping, final_result, std::cout);
+  } else if (compensation) {
+    nashprune_tool::apply_compensation(model, shape, chosen.plan, *calibration, *compensation, a.damping, final_result, std::cout);
+  }
 
   std::cout << "model:  " << a.model << '\n';
   nashprune_tool::print_shape(std::cout, shape);
@@ -447,6 +459,10 @@ const nashprune_tool::register_command prune_command{{
                      "on the calibration's input moments and add the mean as a bias (refit), or add only the removed inputs' "
                      "mean contribution as a bias (bias); default: the recommended pipeline's when the calibration has the moments");
       app.add_option("--damping", a->damping, "ridge of the refit, relative to the mean input energy")->capture_default_str();
+      app.add_flag("--sequential", a->sequential,
+                   "compensate with each layer's attn_output / ffn_down input moments measured on the model whose earlier "
+                   "layers (and, for ffn_down, the layer's own heads) are already pruned and compensated: one more pass of "
+                   "--text per changed map (needs --text)");
       app.add_option("--lambda", a->lambda_text,
                      "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
           ->capture_default_str();

@@ -18,6 +18,8 @@
 #include <optional>
 #include <string>
 
+#include "command.hpp"
+
 
 namespace nashprune_tool {
 
@@ -42,6 +44,19 @@ namespace nashprune_tool {
 void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
                         const calibrate::calibration_stats& stats, nashprune::compensation_kind kind, double damping,
                         gguf::pruned_model& result, std::ostream& report);
+
+/// `stats` with the input moments of every attn_output and ffn_down that `plan`
+/// changes measured sequentially, as SparseGPT and SlimGPT do: those of layer l's
+/// attn_output on `model` with the layers before l pruned by `plan` and compensated
+/// by `kind`, those of its ffn_down with layer l's heads pruned and compensated too.
+/// Each distinct such model is written to a temporary GGUF (removed afterwards) and
+/// calibrated on `run` in this process; maps that no earlier change reaches keep the
+/// moments of `stats`. Prints one line per pass to `report`. Throws usage_error in a
+/// tool built without llama.cpp.
+[[nodiscard]] calibrate::calibration_stats sequential_moments(const std::string& model_path, const gguf::reader& model,
+                                                              const gguf::llama_shape& shape, const gguf::prune_plan& plan,
+                                                              calibrate::calibration_stats stats, nashprune::compensation_kind kind,
+                                                              double damping, const text_run_args& run, std::ostream& report);
 
 /// The obs game of `model` (nashprune::compensated_error_game): for every unfrozen
 /// layer whose heads (n_head > 1) or MLP channels (n_ff > 1) `options` offers, the
