@@ -24,8 +24,9 @@ struct head_score {
 };
 
 /// Every tensor of `model` with its shape and type in `result` (found by name,
-/// layers renumbered as the plan removes them; absent from the output: 0 rows).
-/// Throws std::invalid_argument for an output tensor the input does not have.
+/// layers renumbered as the plan removes them; absent from the output: 0 rows),
+/// then every tensor the output adds (compensation's biases) as an added tensor
+/// of zero bytes before.
 [[nodiscard]] std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::prune_plan& plan,
                                                        const gguf::pruned_model& result);
 
