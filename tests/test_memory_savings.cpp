@@ -21,9 +21,9 @@ std::vector<np::tensor_plan> attention_plan(std::int64_t n_embd, std::int64_t n_
   for (std::int64_t l = 0; l < layers; ++l) {
     const std::string blk = "blk." + std::to_string(l) + ".";
     // ggml ne = [n_embd, n_head * head_dim]: one row per query output unit.
-    plan.push_back({{blk + "attn_q.weight", n_embd, n_head * head_dim}, type, n_embd, kept_heads * head_dim, type});
+    plan.push_back({{blk + "attn_q.weight", n_embd, n_head * head_dim}, type, n_embd, kept_heads * head_dim, type, false});
     // ggml ne = [n_head * head_dim, n_embd]: the heads sit along the row.
-    plan.push_back({{blk + "attn_output.weight", n_head * head_dim, n_embd}, type, kept_heads * head_dim, n_embd, type});
+    plan.push_back({{blk + "attn_output.weight", n_head * head_dim, n_embd}, type, kept_heads * head_dim, n_embd, type, false});
   }
   return plan;
 }
@@ -75,7 +75,7 @@ TEST(MemorySavings, MatchesBitsPerWeightOnRandomPlans) {
     const std::int64_t len = 256 * blocks(rng), n = rows(rng);
     const std::int64_t len_after = 256 * std::uniform_int_distribution<std::int64_t>(0, len / 256)(rng);
     const std::int64_t n_after = std::uniform_int_distribution<std::int64_t>(0, n)(rng);
-    const std::vector<np::tensor_plan> plan{{{"t", len, n}, a, len_after, n_after, b}};
+    const std::vector<np::tensor_plan> plan{{{"t", len, n}, a, len_after, n_after, b, false}};
     const auto r = np::memory_savings(plan);
     const double bpw_a = np::traits_of(a).bits_per_weight(), bpw_b = np::traits_of(b).bits_per_weight();
     EXPECT_DOUBLE_EQ(static_cast<double>(r.before), bpw_a * static_cast<double>(len * n) / 8.0);
@@ -85,7 +85,7 @@ TEST(MemorySavings, MatchesBitsPerWeightOnRandomPlans) {
 
 TEST(MemorySavings, BadPlansNameTheTensor) {
   auto expect = [](np::tensor_plan t, const char* fragment) {
-    const std::vector<np::tensor_plan> plan{{{"ok", 32, 1}, ggml_type::f16, 32, 1, ggml_type::f16}, t};
+    const std::vector<np::tensor_plan> plan{{{"ok", 32, 1}, ggml_type::f16, 32, 1, ggml_type::f16, false}, t};
     try {
       (void)np::memory_savings(plan);
       ADD_FAILURE() << "no error: " << fragment;
@@ -93,10 +93,22 @@ TEST(MemorySavings, BadPlansNameTheTensor) {
       EXPECT_THAT(e.what(), ::testing::HasSubstr(fragment));
     }
   };
-  expect({{"w", 64, 2}, ggml_type::f16, 64, 3, ggml_type::f16}, "cannot grow a tensor at index 1 ('w')");
-  expect({{"w", 64, 2}, ggml_type::f16, -1, 2, ggml_type::f16}, "negative shape");
-  expect({{"w", 64, 2}, ggml_type::f16, 48, 2, ggml_type::q8_0}, "not a multiple of the q8_0 block size 32");
+  expect({{"w", 64, 2}, ggml_type::f16, 64, 3, ggml_type::f16, false}, "cannot grow a tensor at index 1 ('w')");
+  expect({{"w", 64, 2}, ggml_type::f16, -1, 2, ggml_type::f16, false}, "negative shape");
+  expect({{"w", 64, 2}, ggml_type::f16, 48, 2, ggml_type::q8_0, false}, "not a multiple of the q8_0 block size 32");
+  expect({{"b", 64, 1}, ggml_type::f32, 64, 1, ggml_type::f32, true}, "an added tensor has no rows before at index 1 ('b')");
   EXPECT_EQ(np::memory_savings({}).before, 0);
+}
+
+// An added tensor (a compensation bias) counts its bytes after only, and may be any shape.
+TEST(MemorySavings, AddedTensorsCountFromZeroBytes) {
+  const std::vector<np::tensor_plan> plan{{{"w", 64, 4}, ggml_type::f32, 32, 4, ggml_type::f32, false},
+                                          {{"b", 64, 0}, ggml_type::f32, 64, 1, ggml_type::f32, true}};
+  const auto r = np::memory_savings(plan);
+  EXPECT_EQ(r.tensors[1].before, 0);
+  EXPECT_EQ(r.tensors[1].after, 64 * 4);
+  EXPECT_EQ(r.before, 64 * 4 * 4);
+  EXPECT_EQ(r.after, 32 * 4 * 4 + 64 * 4);
 }
 
 }  // namespace

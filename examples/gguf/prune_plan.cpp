@@ -3,7 +3,12 @@
 
 #include <nashprune/tensor_slicing.hpp>
 
+#include "gguf/float_encode.hpp"
+#include "gguf/tensor_floats.hpp"
+
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 namespace gguf {
 namespace {
@@ -156,8 +161,16 @@ class output_builder {
     for (const auto& r : ranges) kept += r.size;
     const auto& traits = nashprune::traits_of(t.type);
     if (how == tensor_source::kind::columns) {
+      const bool aligned = std::ranges::all_of(ranges, [&](const index_range& r) {
+        return r.begin % traits.block_size == 0 && r.size % traits.block_size == 0;
+      });
+      // Quantization blocks the slice splits are decoded and written F16.
+      if (!aligned && t.dims.size() == 2 && can_dequantize(t.type)) {
+        spec.type = nashprune::ggml_type::f16;
+        out_.retyped.push_back({spec.name, t.type});
+      }
       for (const auto& r : ranges) {
-        if (r.begin % traits.block_size != 0 || r.size % traits.block_size != 0) {
+        if (spec.type == t.type && (r.begin % traits.block_size != 0 || r.size % traits.block_size != 0)) {
           throw std::invalid_argument(
               "tensor '" + t.name + "' is " + std::string(traits.name) + " (blocks of " + std::to_string(traits.block_size) +
               " columns): keeping columns [" + std::to_string(r.begin) + ", " + std::to_string(r.end()) +
@@ -286,6 +299,31 @@ namespace {
 constexpr std::size_t column_band_bytes = std::size_t{256} << 10;
 }  // namespace
 
+namespace {
+// The kept columns of a quantized tensor, decoded and written in spec.type (F16), row by row.
+void write_decoded_columns(const tensor_view& from, std::span<const index_range> ranges, const tensor_spec& spec, writer& out) {
+  std::vector<float> row(static_cast<std::size_t>(from.dims[0]));
+  std::vector<float> kept;
+  kept.reserve(static_cast<std::size_t>(spec.dims[0]));
+  const auto in_row = static_cast<std::size_t>(from.row_bytes());
+  for (std::int64_t r = 0; r < spec.rows(); ++r) {
+    dequantize(from.type, from.data.subspan(static_cast<std::size_t>(r) * in_row, in_row), row);
+    kept.clear();
+    for (const auto& range : ranges) kept.insert(kept.end(), row.begin() + range.begin, row.begin() + range.end());
+    const auto bytes = encode_floats(spec.type, kept);
+    for (std::size_t c = 0; c < kept.size(); ++c) {
+      std::uint16_t h = 0;
+      std::memcpy(&h, bytes.data() + 2 * c, 2);
+      if (!std::isfinite(half_to_float(h))) {
+        throw std::runtime_error(spec.name + ": value " + std::to_string(kept[c]) + " at row " + std::to_string(r) + ", column " +
+                                 std::to_string(c) + " is not finite as F16; nothing written");
+      }
+    }
+    out.write(bytes);
+  }
+}
+}  // namespace
+
 void write_tensors(const reader& model, const pruned_model& result, writer& out,
                    const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
   const std::uint64_t total = totals(result.tensors).bytes;
@@ -336,6 +374,10 @@ void write_tensors(const reader& model, const pruned_model& result, writer& out,
         // while the kernel copies it out.
         const auto in_row = static_cast<std::size_t>(source.from->row_bytes());
         const auto out_row = static_cast<std::size_t>(spec.row_bytes());
+        if (spec.type != source.from->type) {
+          write_decoded_columns(*source.from, source.ranges, spec, out);
+          break;
+        }
         const auto band = static_cast<std::int64_t>(std::max<std::size_t>(1, column_band_bytes / std::max<std::size_t>(out_row, 1)));
         model.populate(source.from->data);
         for (std::int64_t first = 0; first < spec.rows(); first += band) {

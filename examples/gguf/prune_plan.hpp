@@ -48,11 +48,20 @@ struct tensor_source {
   std::shared_ptr<const std::vector<std::byte>> bytes;  // bytes: computed data (e.g. a compensated weight), spec.bytes() long
 };
 
+/// A tensor the output holds in another type than the input: F16 where a column
+/// slice splits the input's quantization blocks, or where a computed tensor
+/// cannot be written in the input's type.
+struct retyped_tensor {
+  std::string name;  // in the output
+  nashprune::ggml_type original;
+};
+
 struct pruned_model {
   gguf::metadata metadata;
   std::vector<tensor_spec> tensors;
   std::vector<tensor_source> sources;
   llama_shape shape;  // the output's shape
+  std::vector<retyped_tensor> retyped;
 };
 
 struct tensor_totals {
@@ -65,12 +74,15 @@ struct tensor_totals {
 /// Computes the output of applying `plan` to `model`. `provenance` entries
 /// (general.pruning.*) are appended to the metadata. Throws std::invalid_argument
 /// for an invalid plan (naming the layer) and for column slices that a quantized
-/// tensor cannot take (naming the --structures choice that avoids them).
+/// tensor of a type dequantize cannot decode cannot take (naming the --structures
+/// choice that avoids them); a decodable one is written F16 and listed in
+/// `retyped`.
 [[nodiscard]] pruned_model plan_output(const reader& model, const llama_shape& shape, const prune_plan& plan,
                                        const gguf::metadata& provenance);
 
 /// Streams the output tensors into `out` (after out.begin(result.metadata, result.tensors)).
-/// `progress(done, total)` is called after each tensor with byte counts. Each
+/// `progress(done, total)` is called after each tensor with byte counts. Throws
+/// std::runtime_error naming the tensor when a value converted to F16 is not finite. Each
 /// source tensor's pages are released from `model` once copied (streaming).
 void write_tensors(const reader& model, const pruned_model& result, writer& out,
                    const std::function<void(std::uint64_t, std::uint64_t)>& progress = {});

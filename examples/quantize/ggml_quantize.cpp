@@ -63,6 +63,21 @@ void ggml_to_float(ggml_type type, std::span<const std::byte> bytes, std::int64_
   }
 }
 
+std::vector<std::byte> ggml_quantize_rows(ggml_type type, std::span<const float> in, std::int64_t rows, std::int64_t row_length) {
+  const auto& traits = nashprune::traits_of(type);
+  if (!ggml_can_quantize(type) || ggml_needs_imatrix(type)) {
+    throw std::invalid_argument("ggml does not quantize to " + std::string(traits.name) + " without an importance matrix");
+  }
+  if (row_length % traits.block_size != 0 || in.size() != static_cast<std::size_t>(rows * row_length)) {
+    throw std::invalid_argument("ggml_quantize_rows: " + std::to_string(rows) + " rows of " + std::to_string(row_length) + " values are not whole " +
+                                std::string(traits.name) + " blocks or do not match the buffer");
+  }
+  initialise(type);
+  std::vector<std::byte> out(ggml_row_size(to_ggml(type), row_length) * static_cast<std::size_t>(rows));
+  ggml_quantize_chunk(to_ggml(type), in.data(), out.data(), 0, rows, row_length, nullptr);
+  return out;
+}
+
 void ggml_round_trip(ggml_type type, std::span<const float> in, std::int64_t rows, std::int64_t row_length, const float* imatrix,
                      std::span<std::byte> scratch, std::span<float> out) {
   if (!ggml_can_quantize(type)) throw std::invalid_argument("ggml does not quantize to " + std::string(nashprune::traits_of(type).name));

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace quantize {
 
@@ -21,6 +22,13 @@ namespace quantize {
 /// (ggml's to_float of that type) into `out` (rows · row_length floats).
 void ggml_to_float(nashprune::ggml_type type, std::span<const std::byte> bytes, std::int64_t rows, std::int64_t row_length,
                    std::span<float> out);
+
+/// `rows` rows of `row_length` floats quantized to `type` by ggml_quantize_chunk
+/// without an importance matrix: the bytes llama-quantize writes for these
+/// values. Throws std::invalid_argument for a type that needs an importance
+/// matrix or a row length that is not a whole number of blocks.
+[[nodiscard]] std::vector<std::byte> ggml_quantize_rows(nashprune::ggml_type type, std::span<const float> in, std::int64_t rows,
+                                                        std::int64_t row_length);
 
 /// Quantizes `rows` rows of `row_length` floats to `type` with ggml_quantize_chunk
 /// (passing `imatrix`, one value per column, or nothing) and decodes them back into

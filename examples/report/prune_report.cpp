@@ -29,7 +29,7 @@ std::vector<double> row_major(const Eigen::MatrixXd& m) {
 }
 
 nashprune::tensor_plan shape_of(const gguf::tensor_spec& t) {
-  return {{t.name, t.dims.empty() ? 1 : t.dims[0], t.rows()}, t.type, 0, 0, t.type};
+  return {{t.name, t.dims.empty() ? 1 : t.dims[0], t.rows()}, t.type, 0, 0, t.type, false};
 }
 
 }  // namespace
@@ -66,13 +66,16 @@ std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::
     }
     entries.push_back({std::move(kind), std::move(plan_entry)});
   }
-  // The biases --compensate adds to attn_output / ffn_down have no input tensor: the
-  // table compares the input's tensors (n_embd floats per layer are left out).
-  std::erase_if(output, [](const auto& entry) {
-    const auto layer = gguf::split_layer_name(entry.first);
-    return layer && (layer->suffix == "attn_output.bias" || layer->suffix == "ffn_down.bias");
-  });
-  if (!output.empty()) throw std::invalid_argument("report: output tensor '" + output.begin()->first + "' has no tensor of the input behind it");
+  // Tensors the output adds (the biases --compensate writes) count from zero bytes.
+  for (const auto& [name, spec] : output) {
+    const auto layer = gguf::split_layer_name(name);
+    auto added = shape_of(*spec);
+    added.row_length_after = added.shape.row_length;
+    added.rows_after = added.shape.rows;
+    added.shape.rows = 0;
+    added.added = true;
+    entries.push_back({layer ? layer->suffix : name, std::move(added)});
+  }
   return entries;
 }
 

@@ -26,8 +26,9 @@ struct head_score {
 
 /// Every tensor of `model` with its shape and type in `result` (found by name,
 /// layers renumbered as the plan removes them; absent from the output: 0 rows),
-/// or the type `retyped` gives its output name (a quantization plan of the output).
-/// Throws std::invalid_argument for an output tensor the input does not have.
+/// or the type `retyped` gives its output name (a quantization plan of the output),
+/// then every tensor the output adds (compensation's biases) as an added tensor
+/// of zero bytes before.
 [[nodiscard]] std::vector<tensor_entry> tensor_entries(const gguf::reader& model, const gguf::prune_plan& plan,
                                                        const gguf::pruned_model& result,
                                                        const std::map<std::string, nashprune::ggml_type>& retyped = {});

@@ -29,6 +29,7 @@ struct tensor_plan {
   std::int64_t row_length_after = 0;
   std::int64_t rows_after = 0;
   ggml_type type_after = ggml_type::f16;
+  bool added = false;  // a tensor the plan adds (a compensation bias): nothing before (shape.rows == 0), any shape after
 };
 
 struct tensor_bytes {
@@ -47,8 +48,10 @@ struct memory_savings_result {
   }
 };
 
-/// Bytes of each tensor before and after. Throws std::invalid_argument naming the
-/// tensor for negative or growing shapes and for rows no ggml block layout can hold.
+/// Bytes of each tensor before and after (0 before for an added tensor). Throws
+/// std::invalid_argument naming the tensor for negative shapes, a tensor that
+/// grows without being added, an added tensor with rows before, and rows no ggml
+/// block layout can hold.
 [[nodiscard]] inline memory_savings_result memory_savings(std::span<const tensor_plan> plan) {
   memory_savings_result r;
   r.tensors.reserve(plan.size());
@@ -59,7 +62,8 @@ struct memory_savings_result {
     if (row_length < 0 || rows < 0 || t.row_length_after < 0 || t.rows_after < 0) {
       detail::fail_argument("plan", "negative shape" + where);
     }
-    if (t.row_length_after > row_length || t.rows_after > rows) detail::fail_argument("plan", "pruning cannot grow a tensor" + where);
+    if (t.added && rows != 0) detail::fail_argument("plan", "an added tensor has no rows before" + where);
+    if (!t.added && (t.row_length_after > row_length || t.rows_after > rows)) detail::fail_argument("plan", "pruning cannot grow a tensor" + where);
     for (const auto& [type, length] : {std::pair{t.type, row_length}, std::pair{t.type_after, t.row_length_after}}) {
       const auto& traits = traits_of(type);
       if (length % traits.block_size != 0) {

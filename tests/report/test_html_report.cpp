@@ -285,13 +285,27 @@ TEST_F(Stories260KReport, DescribesHeadsRedundancyAndScores) {
   const std::vector<report::head_score> wrong{{1, 8, 1.0, std::nullopt}};
   expect_error<std::invalid_argument>([&] { (void)report::describe_prune(model, shape, plan, result, wrong, nullptr); },
                                       {"scores[0]", "layer 1 head 8"});
-  auto extra = result;
-  extra.tensors.push_back({"blk.9.attn_q.weight", {8, 8}, nashprune::ggml_type::f32});
-  expect_error<std::invalid_argument>([&] { (void)report::tensor_entries(model, plan, extra); }, {"'blk.9.attn_q.weight'", "no tensor of the input"});
-  // The bias --compensate adds has no input tensor and is left out of the table.
+  // The biases --compensate adds have no input tensor: they count from zero bytes,
+  // so the table's totals are the output's.
   auto compensated = result;
   compensated.tensors.push_back({"blk.0.ffn_down.bias", {64}, nashprune::ggml_type::f32});
-  EXPECT_EQ(report::tensor_entries(model, plan, compensated).size(), report::tensor_entries(model, plan, result).size());
+  compensated.tensors.push_back({"blk.1.attn_output.bias", {64}, nashprune::ggml_type::f32});
+  const auto entries = report::tensor_entries(model, plan, compensated);
+  EXPECT_EQ(entries.size(), report::tensor_entries(model, plan, result).size() + 2);
+  std::int64_t before = 0;
+  std::int64_t after = 0;
+  std::int64_t bias_after = 0;
+  for (const auto& k : report::bytes_per_kind(entries)) {
+    before += k.bytes.before;
+    after += k.bytes.after;
+    if (k.kind == "ffn_down.bias") {
+      EXPECT_EQ(k.bytes.before, 0);
+      bias_after = k.bytes.after;
+    }
+  }
+  EXPECT_EQ(bias_after, 64 * 4);
+  EXPECT_EQ(before, static_cast<std::int64_t>(gguf::totals(model.tensors()).bytes));
+  EXPECT_EQ(after, static_cast<std::int64_t>(gguf::totals(compensated.tensors).bytes));
 }
 
 }  // namespace

@@ -161,7 +161,7 @@ std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a,
   if (a.compensate.empty()) {
     if (calibration == nullptr || recommended == nashprune::compensation_kind::none) return std::nullopt;
     if (!nashprune_tool::compensable_weights(model)) {
-      std::cout << "compensation: none (attn_output / ffn_down are quantized; compensation writes F32, F16 or BF16)\n";
+      std::cout << "compensation: none (attn_output / ffn_down are of a type compensation cannot decode)\n";
       return std::nullopt;
     }
     if (!nashprune_tool::has_input_moments(*calibration)) {
@@ -302,6 +302,7 @@ void prune_file(prune_args a) {
     nashprune_tool::print_target(std::cout, a.select, *chosen.reach, shape, final_result.shape, gguf::totals(model.tensors()),
                                  gguf::totals(final_result.tensors));
   }
+  nashprune_tool::print_retyped(std::cout, final_result, a.output);
   if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads);
   if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan);
   if (a.dry_run) {

@@ -3,7 +3,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
+#include <map>
 #include <iomanip>
 #include <sstream>
 
@@ -23,6 +26,69 @@ std::string human_bytes(std::uint64_t bytes) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << ' ' << units[u];
   return s.str();
+}
+
+namespace {
+// A --tensor-type pattern of llama-quantize (a regular expression searched in the
+// tensor's name) that matches `name` alone.
+std::string exact_pattern(const std::string& name) {
+  std::string pattern = "^";
+  for (const char c : name) {
+    if (c == '.') pattern += '\\';
+    pattern += c;
+  }
+  return pattern + "$";
+}
+
+std::string upper(std::string_view text) {
+  std::string s(text);
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+}  // namespace
+
+void print_retyped(std::ostream& out, const gguf::pruned_model& result, const std::string& output) {
+  if (result.retyped.empty()) return;
+  std::map<std::string, nashprune::ggml_type> wanted;
+  for (const auto& t : result.retyped) wanted[t.name] = t.original;
+  // Those whose rows are whole blocks of their type can go back to it; the type
+  // most of them had is the command's, every other weight keeps its own by an
+  // explicit --tensor-type.
+  std::map<nashprune::ggml_type, int> counts;
+  std::vector<const gguf::tensor_spec*> restorable;
+  std::vector<const gguf::tensor_spec*> staying;
+  for (const auto& spec : result.tensors) {
+    const auto w = wanted.find(spec.name);
+    if (w == wanted.end()) continue;
+    const bool whole_blocks = spec.dims[0] % nashprune::traits_of(w->second).block_size == 0;
+    (whole_blocks ? restorable : staying).push_back(&spec);
+    if (whole_blocks) ++counts[w->second];
+  }
+  out << "written F16 in place of their quantized type (a column slice splits its blocks, or compensation's values cannot be "
+         "requantized here):";
+  for (const auto& t : result.retyped) out << ' ' << t.name << " (" << nashprune::traits_of(t.original).name << ")";
+  out << '\n';
+  if (!staying.empty()) {
+    out << "  stay F16 (rows not whole blocks of their type):";
+    for (const auto* spec : staying) out << ' ' << spec->name << " (" << spec->dims[0] << " values a row)";
+    out << '\n';
+  }
+  if (restorable.empty()) return;
+  const auto target = std::ranges::max_element(counts, {}, [](const auto& c) { return c.second; })->first;
+  const auto& target_traits = nashprune::traits_of(target);
+  std::string overrides;
+  for (const auto& spec : result.tensors) {
+    const auto w = wanted.find(spec.name);
+    const bool staying_f16 = std::ranges::find(staying, &spec) != staying.end();
+    // llama-quantize would give every matrix weight the command's type: keep the one each has or had.
+    const auto type = w != wanted.end() && !staying_f16 ? w->second : spec.type;
+    if (spec.dims.size() >= 2 && spec.name.ends_with("weight") && type != target) {
+      overrides += " --tensor-type '" + exact_pattern(spec.name) + "=" + std::string(nashprune::traits_of(type).name) + "'";
+    }
+  }
+  const auto stem = output.ends_with(".gguf") ? output.substr(0, output.size() - 5) : output;
+  out << "  to quantize them back: llama-quantize --allow-requantize --pure" << overrides << " '" << output << "' '" << stem << '-'
+      << target_traits.name << ".gguf' " << upper(target_traits.name) << '\n';
 }
 
 void print_shape(std::ostream& out, const gguf::llama_shape& shape) {

@@ -20,6 +20,12 @@ void print_shape(std::ostream& out, const gguf::llama_shape& shape);
 void print_plan_summary(std::ostream& out, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
                         const gguf::pruned_model& result, const gguf::tensor_totals& before);
 
+/// The tensors `result` writes F16 in place of their quantized input type, and
+/// the llama-quantize command that quantizes them back to it (written to
+/// `output` stem + "-TYPE.gguf") while copying every other tensor as it is.
+/// Nothing when no tensor changed type.
+void print_retyped(std::ostream& out, const gguf::pruned_model& result, const std::string& output);
+
 /// Plan files: {"layers": [{"layer": i, "keep": bool, "q_heads": [...],
 /// "kv_heads": [...], "channels": [...]}, ...]} with one entry per layer of the model.
 void write_plan_json(const std::string& path, const gguf::prune_plan& plan);

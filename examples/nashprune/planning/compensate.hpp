@@ -27,8 +27,8 @@ namespace nashprune_tool {
 [[nodiscard]] nashprune::compensation_kind parse_compensation(const std::string& text);
 [[nodiscard]] std::string compensation_name(nashprune::compensation_kind kind);
 
-/// Whether every attn_output and ffn_down of `model` is F32, F16 or BF16 (what
-/// compensation rewrites).
+/// Whether every attn_output and ffn_down of `model` has a type compensation can
+/// decode (gguf::can_dequantize).
 [[nodiscard]] bool compensable_weights(const gguf::reader& model);
 
 /// Whether `stats` hold the input moments compensation needs (calibrate version 3
@@ -36,11 +36,18 @@ namespace nashprune_tool {
 [[nodiscard]] bool has_input_moments(const calibrate::calibration_stats& stats);
 
 /// Rewrites, in `result` (plan_output of `plan` on `model`), every attn_output and
-/// ffn_down that lost inputs, in the input's float type, and appends their F32
-/// biases and general.pruning.compensation. Prints one line per tensor with the
-/// expected output error of none, bias and refit relative to E‖W x‖². Throws
-/// usage_error when the stats lack the moments or a weight is not F32/F16/BF16,
-/// std::runtime_error naming the tensor when a value to be written is not finite.
+/// ffn_down that lost inputs, and appends their F32 biases and
+/// general.pruning.compensation. A rewritten weight keeps the input's type when it
+/// is F32, F16 or BF16, or a block type ggml quantizes exactly as llama-quantize
+/// does (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, rows of whole blocks, when the tool has
+/// ggml); otherwise it is written F16 and listed in result.retyped. With bias or
+/// refit, each removed attention block, MLP block and layer adds its mean output
+/// to the bias applied at the same point of the residual stream (one line each,
+/// or a line saying it has none). Prints one line per tensor with the expected
+/// output error of none, bias and refit relative to E‖W x‖². Throws usage_error
+/// when the stats lack the moments or a weight has a type dequantize cannot
+/// decode, std::runtime_error naming the tensor when a value to be written is not
+/// finite in the type it is written in.
 void apply_compensation(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::prune_plan& plan,
                         const calibrate::calibration_stats& stats, nashprune::compensation_kind kind, double damping,
                         gguf::pruned_model& result, std::ostream& report);
