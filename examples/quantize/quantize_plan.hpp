@@ -26,7 +26,7 @@
 //     cost = ½ (L(W + δ) + L(W − δ)) − L(W) = ½ δᵀ H δ + O(δ⁴),
 // clamped at 0: the symmetric difference cancels the first-order term g·δ, whose
 // sign is the rounding's draw against this text's own gradient (L(W + δ) − L(W)
-// alone is below 0 for a fair share of tensors at 4 bits on a few thousand
+// alone is below 0 for a quarter of stories260K's tensors at 4 bits on a few hundred
 // tokens), and keeps the curvature, which any text of the model's domain shares.
 // With plan_options::scale_energy the loss is measured at one type per tensor only,
 // its candidate of fewest bits (the largest change, so the loss stands furthest
