@@ -97,7 +97,17 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   return kv;
 }
 
-void write_stats(const std::string& path, const std::vector<np::head_statistics>& stats) {
+// The requested and achieved target, as --stats and --plan-out record it.
+nlohmann::json summary_of(const std::optional<nashprune_tool::target_outcome>& o) {
+  if (!o) return nlohmann::json::object();
+  const auto totals = [](const gguf::tensor_totals& t) { return nlohmann::json{{"parameters", t.parameters}, {"tensor_bytes", t.bytes}}; };
+  return {{"target", {{"unit", o->heads ? "heads" : "params"}, {"fraction", o->target}, {"requested", o->requested}, {"removed", o->removed}}},
+          {"head_count", {{"before", o->heads_before}, {"after", o->heads_after}}},
+          {"before", totals(o->before)},
+          {"after", totals(o->after)}};
+}
+
+void write_stats(const std::string& path, const std::vector<np::head_statistics>& stats, const nlohmann::json& summary) {
   nlohmann::json heads = nlohmann::json::array();
   for (const auto& s : stats) {
     heads.push_back({{"layer", s.layer}, {"head", s.head}, {"importance", s.importance}, {"participation", s.participation},
@@ -105,7 +115,9 @@ void write_stats(const std::string& path, const std::vector<np::head_statistics>
   }
   std::ofstream out(path);
   if (!out) throw usage_error("cannot write the stats file " + path);
-  out << nlohmann::json{{"heads", heads}}.dump(1) << '\n';
+  auto document = summary;
+  document["heads"] = std::move(heads);
+  out << document.dump(1) << '\n';
 }
 
 void print_lambda(const np::lambda_search_report& r) {
@@ -298,13 +310,15 @@ void prune_file(prune_args a) {
   }
   std::cout << "plan:\n";
   nashprune_tool::print_plan_summary(std::cout, shape, chosen.plan, final_result, gguf::totals(model.tensors()));
+  std::optional<nashprune_tool::target_outcome> outcome;
   if (chosen.reach) {
-    nashprune_tool::print_target(std::cout, a.select, *chosen.reach, shape, final_result.shape, gguf::totals(model.tensors()),
-                                 gguf::totals(final_result.tensors));
+    outcome = nashprune_tool::outcome_of(a.select, *chosen.reach, shape, final_result.shape, gguf::totals(model.tensors()),
+                                         gguf::totals(final_result.tensors));
+    nashprune_tool::print_target(std::cout, *outcome);
   }
   nashprune_tool::print_retyped(std::cout, final_result, a.output);
-  if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads);
-  if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan);
+  if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads, summary_of(outcome));
+  if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan, summary_of(outcome));
   if (a.dry_run) {
     std::cout << "dry run: nothing written\n";
     if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());

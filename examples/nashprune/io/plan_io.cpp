@@ -140,14 +140,16 @@ void print_plan_summary(std::ostream& out, const gguf::llama_shape& shape, const
       << result.shape.architecture << '\n';
 }
 
-void write_plan_json(const std::string& path, const gguf::prune_plan& plan) {
+void write_plan_json(const std::string& path, const gguf::prune_plan& plan, const nlohmann::json& summary) {
   nlohmann::json layers = nlohmann::json::array();
   for (std::size_t i = 0; i < plan.layers.size(); ++i) {
     const auto& p = plan.layers[i];
     layers.push_back({{"layer", i}, {"keep", p.keep_layer}, {"q_heads", p.heads.q_heads},
                       {"kv_heads", p.heads.kv_heads}, {"channels", p.channels}});
   }
-  json_io::write_document(path, nlohmann::json{{"layers", layers}}, 1);
+  auto document = summary;
+  document["layers"] = std::move(layers);
+  json_io::write_document(path, document, 1);
 }
 
 gguf::prune_plan read_plan_json(const std::string& path, const gguf::llama_shape& shape) {

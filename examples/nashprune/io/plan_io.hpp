@@ -4,6 +4,8 @@
 #include <gguf/llama_model.hpp>
 #include <gguf/prune_plan.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -27,8 +29,9 @@ void print_plan_summary(std::ostream& out, const gguf::llama_shape& shape, const
 void print_retyped(std::ostream& out, const gguf::pruned_model& result, const std::string& output);
 
 /// Plan files: {"layers": [{"layer": i, "keep": bool, "q_heads": [...],
-/// "kv_heads": [...], "channels": [...]}, ...]} with one entry per layer of the model.
-void write_plan_json(const std::string& path, const gguf::prune_plan& plan);
+/// "kv_heads": [...], "channels": [...]}, ...]} with one entry per layer of the
+/// model, and the fields of `summary` (an object; read_plan_json reads "layers" only).
+void write_plan_json(const std::string& path, const gguf::prune_plan& plan, const nlohmann::json& summary = nlohmann::json::object());
 [[nodiscard]] gguf::prune_plan read_plan_json(const std::string& path, const gguf::llama_shape& shape);
 
 }  // namespace nashprune_tool

@@ -537,23 +537,33 @@ np::target_reach check_target(const np::model_scores& scores, const np::pruning_
   throw usage_error(message.str());
 }
 
-void print_target(std::ostream& out, const np::pruning_options& options, const np::target_reach& reach, const gguf::llama_shape& before_shape,
-                  const gguf::llama_shape& after_shape, const gguf::tensor_totals& before, const gguf::tensor_totals& after) {
+target_outcome outcome_of(const np::pruning_options& options, const np::target_reach& reach, const gguf::llama_shape& before_shape,
+                          const gguf::llama_shape& after_shape, const gguf::tensor_totals& before, const gguf::tensor_totals& after) {
   const auto heads_of = [](const gguf::llama_shape& s) {
     std::int64_t n = 0;
     for (const auto& l : s.layers) n += l.n_head;
     return n;
   };
-  const bool heads = reach.unit == np::budget_unit::heads;
-  const std::int64_t removed = heads ? heads_of(before_shape) - heads_of(after_shape)
-                                     : static_cast<std::int64_t>(before.parameters) - static_cast<std::int64_t>(after.parameters);
-  out << "target " << percent(options.target) << " of " << (heads ? "heads" : "parameters") << ": requested " << reach.requested << ", removed "
-      << removed;
-  if (removed < reach.requested) {
-    out << (heads ? " (the most GQA-consistent plans reach below the request)" : " (the budget is a bound: heads and channel blocks are whole units)");
+  target_outcome o;
+  o.heads = reach.unit == np::budget_unit::heads;
+  o.target = options.target;
+  o.requested = reach.requested;
+  o.heads_before = heads_of(before_shape);
+  o.heads_after = heads_of(after_shape);
+  o.removed = o.heads ? o.heads_before - o.heads_after : before.parameters - after.parameters;
+  o.before = before;
+  o.after = after;
+  return o;
+}
+
+void print_target(std::ostream& out, const target_outcome& o) {
+  out << "target " << percent(o.target) << " of " << (o.heads ? "heads" : "parameters") << ": requested " << o.requested << ", removed "
+      << o.removed;
+  if (o.removed < o.requested) {
+    out << (o.heads ? " (the most GQA-consistent plans reach below the request)" : " (the budget is a bound: heads and channel blocks are whole units)");
   }
-  out << "; heads " << heads_of(before_shape) << " -> " << heads_of(after_shape) << ", parameters " << before.parameters << " -> "
-      << after.parameters << ", tensor bytes " << before.bytes << " -> " << after.bytes << '\n';
+  out << "; heads " << o.heads_before << " -> " << o.heads_after << ", parameters " << o.before.parameters << " -> " << o.after.parameters
+      << ", tensor bytes " << o.before.bytes << " -> " << o.after.bytes << '\n';
 }
 
 selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,

@@ -95,11 +95,24 @@ void check_options(const nashprune::pruning_options& options, score_kind score, 
 /// would reach the target (or, when none would, the caps to relax).
 nashprune::target_reach check_target(const nashprune::model_scores& scores, const nashprune::pruning_options& options);
 
+/// What a target asked for and what the written model achieved.
+struct target_outcome {
+  bool heads = false;  // the target counts heads (else parameters)
+  double target = 0;   // the requested fraction
+  std::int64_t requested = 0;
+  std::int64_t removed = 0;
+  std::int64_t heads_before = 0;
+  std::int64_t heads_after = 0;
+  gguf::tensor_totals before;
+  gguf::tensor_totals after;
+};
+[[nodiscard]] target_outcome outcome_of(const nashprune::pruning_options& options, const nashprune::target_reach& reach,
+                                        const gguf::llama_shape& before_shape, const gguf::llama_shape& after_shape,
+                                        const gguf::tensor_totals& before, const gguf::tensor_totals& after);
+
 /// One line: the target, what it requested and what the plan removed, with heads,
 /// parameters and tensor bytes before and after.
-void print_target(std::ostream& out, const nashprune::pruning_options& options, const nashprune::target_reach& reach,
-                  const gguf::llama_shape& before_shape, const gguf::llama_shape& after_shape, const gguf::tensor_totals& before,
-                  const gguf::tensor_totals& after);
+void print_target(std::ostream& out, const target_outcome& outcome);
 
 /// --game obs: the plan of least summed error after the refit of attn_output and
 /// ffn_down (nashprune::compensated_error_game), from the weights and the input
