@@ -46,7 +46,8 @@ foreach(command IN LISTS commands)
   list(REMOVE_AT words 0)  # "nashprune"
   list(GET words 0 subcommand)
   set(needs_llama FALSE)
-  if(subcommand STREQUAL "calibrate" OR subcommand STREQUAL "eval" OR command MATCHES "stats\\.gguf")
+  # Calibration (also prune's in-process --text) and perplexity (--eval-text) run llama.cpp.
+  if(subcommand STREQUAL "calibrate" OR subcommand STREQUAL "eval" OR command MATCHES "stats\\.gguf|--text |--eval-text ")
     set(needs_llama TRUE)
   endif()
   if(needs_llama AND NOT LLAMA)
