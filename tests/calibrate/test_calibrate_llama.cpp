@@ -244,7 +244,7 @@ TEST_F(real_calibration, PrunePriorsFromBlockInfluenceChangeThePlan) {
     const auto plan = dir / (std::string("plan-") + temperature + ".json");
     const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" +
                                 (dir / "out.gguf").string() + "' --calibration '" + (dir / "stats.gguf").string() +
-                                "' --score wanda --structures heads,mlp --target 0.2 --dry-run --temperature " +
+                                "' --score wanda --game none --structures heads,mlp --target 0.2 --dry-run --temperature " +
                                 temperature + " --plan-out '" + plan.string() + "' > /dev/null";
     EXPECT_EQ(std::system(command.c_str()), 0) << command;
     std::ifstream in(plan);
