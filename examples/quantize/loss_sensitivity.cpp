@@ -12,7 +12,7 @@
 
 namespace quantize {
 
-struct weight_loss_session::state {
+struct weight_swap_loss::state {
   std::map<std::string, ggml_tensor*, std::less<>> weights;  // name -> the model's tensor once the graph has read it
   std::int64_t score_from = 0;
   std::optional<calibrate::llama_text_run> run;  // constructed last: its context calls back into this state
@@ -37,7 +37,7 @@ struct weight_loss_session::state {
   }
 };
 
-weight_loss_session::weight_loss_session(const calibrate::text_source& source, std::int64_t score_from, std::vector<std::string> weights)
+weight_swap_loss::weight_swap_loss(const calibrate::text_source& source, std::int64_t score_from, std::vector<std::string> weights)
     : state_(std::make_unique<state>()) {
   calibrate::check_chunking(source.context, source.max_tokens);
   if (score_from < 0 || score_from > source.context - 2) {
@@ -51,17 +51,17 @@ weight_loss_session::weight_loss_session(const calibrate::text_source& source, s
   state_->run.emplace(options);
 }
 
-weight_loss_session::~weight_loss_session() = default;
+weight_swap_loss::~weight_swap_loss() = default;
 
-double weight_loss_session::mean_nll() { return state_->mean_nll(); }
+double weight_swap_loss::mean_nll() { return state_->mean_nll(); }
 
-std::int64_t weight_loss_session::predicted_tokens() const {
+std::int64_t weight_swap_loss::predicted_tokens() const {
   return state_->run->chunks() * (state_->run->context() - 1 - state_->score_from);
 }
 
-double weight_loss_session::mean_nll_with(const std::string& name, std::span<const float> values) {
+double weight_swap_loss::mean_nll_with(const std::string& name, std::span<const float> values) {
   auto& s = *state_;
-  if (s.weights.find(name) == s.weights.end()) throw std::invalid_argument(name + " is not a weight of this session");
+  if (s.weights.find(name) == s.weights.end()) throw std::invalid_argument(name + " is not one of the weights this evaluation swaps");
   if (s.weights.at(name) == nullptr) (void)s.mean_nll();  // the first pass finds the weights
   ggml_tensor* t = s.weights.at(name);
   if (t == nullptr) throw std::invalid_argument("the evaluation never reads " + name);

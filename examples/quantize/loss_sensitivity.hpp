@@ -7,7 +7,7 @@
 // restored. The tensors are found by name among the inputs of the graph's nodes
 // (llama.cpp's evaluation callback, asked about every node and answering no, so
 // the graph is not split). Every replaced tensor must be stored as F32 in the
-// model the session loads, so that it holds any values exactly.
+// model the evaluation loads, so that it holds any values exactly.
 #pragma once
 
 #include <cstdint>
@@ -20,18 +20,18 @@
 
 namespace quantize {
 
-class weight_loss_session {
+class weight_swap_loss {
  public:
   /// Throws std::invalid_argument for bad chunking or score_from outside
   /// [0, context − 2], std::runtime_error when llama.cpp fails.
-  weight_loss_session(const calibrate::text_source& source, std::int64_t score_from, std::vector<std::string> weights);
-  ~weight_loss_session();
-  weight_loss_session(const weight_loss_session&) = delete;
-  weight_loss_session& operator=(const weight_loss_session&) = delete;
+  weight_swap_loss(const calibrate::text_source& source, std::int64_t score_from, std::vector<std::string> weights);
+  ~weight_swap_loss();
+  weight_swap_loss(const weight_swap_loss&) = delete;
+  weight_swap_loss& operator=(const weight_swap_loss&) = delete;
 
   /// Mean NLL (nats per predicted token) of the model as loaded.
   [[nodiscard]] double mean_nll();
-  /// Mean NLL with the weight `name` (one of the session's) holding `values`
+  /// Mean NLL with the weight `name` (one of those given at construction) holding `values`
   /// (ggml's order: row after row); the weight is restored afterwards. Throws
   /// std::invalid_argument when the evaluation never reads `name` or it is not
   /// an F32 tensor of values.size() elements.

@@ -259,9 +259,9 @@ void measure_loss_increase(const gguf::reader& model, const plan_options& o, con
   const float_copy copy(model, names);
   calibrate::text_source source = *o.loss;
   source.model = copy.path();
-  weight_loss_session session(source, o.score_from, names);
-  plan.baseline_nll = session.mean_nll();
-  plan.predicted_tokens = session.predicted_tokens();
+  weight_swap_loss evaluation(source, o.score_from, names);
+  plan.baseline_nll = evaluation.mean_nll();
+  plan.predicted_tokens = evaluation.predicted_tokens();
   plan.loss_passes = 1;
   for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
     auto& p = plan.tensors[t];
@@ -281,9 +281,9 @@ void measure_loss_increase(const gguf::reader& model, const plan_options& o, con
       std::vector<std::byte> scratch(static_cast<std::size_t>(nashprune::row_bytes(o.types[k], p.row_length) * p.rows));
       ggml_round_trip(o.types[k], original, p.rows, p.row_length, weights[t].imatrix.empty() ? nullptr : weights[t].imatrix.data(), scratch,
                       quantized);
-      const double rounded = session.mean_nll_with(p.name, quantized);
+      const double rounded = evaluation.mean_nll_with(p.name, quantized);
       for (std::size_t i = 0; i < quantized.size(); ++i) quantized[i] = 2 * original[i] - quantized[i];  // W − δ
-      const double mirrored = session.mean_nll_with(p.name, quantized);
+      const double mirrored = evaluation.mean_nll_with(p.name, quantized);
       p.errors[k] = std::max(0.0, 0.5 * (rounded + mirrored) - plan.baseline_nll);
       plan.loss_passes += 2;
     }
