@@ -581,12 +581,14 @@ TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
       for (const auto target : supported_targets()) {
         for (const bool stream : {false, true}) {
           for (const bool prefetch : {false, true}) {
-            std::fill(out.begin(), out.end(), std::byte{0xCD});
-            detail::copy_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans,
-                                    {stream, prefetch}, target);
-            ASSERT_EQ(out, expected) << "spans " << spans.size() << " kept " << kept << " lines " << lines
-                                     << " stream " << stream << " prefetch " << prefetch << " target "
-                                     << static_cast<int>(target);
+            for (const bool read_through : {false, true}) {
+              std::fill(out.begin(), out.end(), std::byte{0xCD});
+              detail::copy_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans,
+                                      {stream, prefetch, read_through}, target);
+              ASSERT_EQ(out, expected) << "spans " << spans.size() << " kept " << kept << " lines " << lines
+                                       << " stream " << stream << " prefetch " << prefetch << " read_through "
+                                       << read_through << " target " << static_cast<int>(target);
+            }
           }
         }
       }
@@ -661,14 +663,67 @@ TEST(SlicingBytes, ProbingGathersCopyEveryPieceExactly) {
     detail::gather_pieces pieces(source.data(), from_stride, out.data() + 3, to_stride, lines, spans,
                                  supported_targets().back());
     ASSERT_TRUE(pieces.cuttable());
-    const auto choice = detail::probe_large_gather(pieces, {true, true});
-    EXPECT_NE(choice, detail::large_gather_choice::unknown);
-    ASSERT_EQ(out, expected) << "lines " << lines;
+    for (const detail::gather_strategy strategy : {detail::gather_strategy{true, true}, detail::gather_strategy{true, false}}) {
+      std::fill(out.begin(), out.end(), std::byte{0xCD});
+      const auto ways = detail::ways_of_large_gather(strategy);
+      const int fastest = detail::probe_large_gather(pieces, ways);
+      EXPECT_GE(fastest, 0);
+      EXPECT_LT(fastest, ways.count);
+      ASSERT_EQ(out, expected) << "lines " << lines << " ways " << ways.count;
+    }
   }
   // Too few lines and spans to cut: copied whole by the strategy.
   const std::vector<detail::byte_span> two{{0, 3000}, {4000, 3000}};
   std::vector<std::byte> small(100);
   EXPECT_FALSE(detail::gather_pieces(small.data(), 100, small.data(), 100, 3, two, simd_target::portable).cuttable());
+}
+
+TEST(SlicingBytes, ReadingThroughGapsCopiesExactlyAcrossShortAndLongGaps) {
+  // Gaps within and between lines, shorter and longer than read_through_bytes
+  // (jumped over), with streaming and plain stores.
+  std::mt19937 rng(45);
+  const std::int64_t long_gap = detail::read_through_bytes + 4000;
+  const std::vector<detail::byte_span> spans{{3, 700}, {900, 64}, {1000 + long_gap, 300}};
+  const std::int64_t line_bytes = 1300 + long_gap, lines = 3, from_stride = line_bytes + 77, kept = 1064;
+  const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + line_bytes));
+  std::vector<std::byte> expected;
+  for (std::int64_t line = 0; line < lines; ++line)
+    for (const auto& s : spans)
+      for (std::int64_t b = 0; b < s.length; ++b) expected.push_back(source[static_cast<std::size_t>(line * from_stride + s.offset + b)]);
+  for (const bool stream : {false, true}) {
+    std::vector<std::byte> out(static_cast<std::size_t>(lines * kept), std::byte{0xCD});
+    detail::copy_line_spans(source.data(), from_stride, out.data(), kept, lines, spans, {stream, false, true},
+                            supported_targets().back());
+    ASSERT_EQ(out, expected) << "stream " << stream;
+  }
+}
+
+TEST(SlicingBytes, LargeGathersWeighReadingThroughOnlyAgainstLongGaps) {
+  using span_list = std::vector<detail::byte_span>;
+  // Long gaps: plain copies, the prefetching strategy, and reading through instead.
+  const auto rows = detail::ways_of_large_gather(detail::choose_gather_strategy(span_list{{0, 4608}, {6912, 2304}}));
+  ASSERT_EQ(rows.count, 3);
+  EXPECT_TRUE(rows.way[0].plain());
+  EXPECT_TRUE(rows.way[1].stream && rows.way[1].prefetch && !rows.way[1].read_through);
+  EXPECT_TRUE(rows.way[2].stream && !rows.way[2].prefetch && rows.way[2].read_through);
+  // No gap to cross: plain copies against streaming only.
+  const auto whole = detail::ways_of_large_gather(detail::choose_gather_strategy(span_list{{64, 8192}}));
+  ASSERT_EQ(whole.count, 2);
+  EXPECT_TRUE(whole.way[0].plain());
+  EXPECT_TRUE(whole.way[1].stream && !whole.way[1].prefetch && !whole.way[1].read_through);
+  // Size classes: floor(log2(bytes / 64)), from 0 up to the cap.
+  EXPECT_EQ(detail::large_gather_size_class(0), 0);
+  EXPECT_EQ(detail::large_gather_size_class(127), 0);
+  EXPECT_EQ(detail::large_gather_size_class(128), 1);
+  EXPECT_EQ(detail::large_gather_size_class(4096), 6);
+  EXPECT_EQ(detail::large_gather_size_class(std::int64_t{1} << 40), detail::large_gather_size_classes - 1);
+  // Kinds are told apart by strategy and by the sizes of spans and gaps, so each is timed on its own.
+  const span_list head_columns{{0, 2048}, {4096, 6144}, {12288, 4096}};
+  const span_list rows_of_megabytes{{0, 8 << 20}, {16 << 20, 24 << 20}};
+  const auto strategy = detail::choose_gather_strategy(head_columns);
+  EXPECT_EQ(&detail::fastest_way_slot(head_columns, strategy), &detail::fastest_way_slot(head_columns, strategy));
+  EXPECT_NE(&detail::fastest_way_slot(head_columns, strategy), &detail::fastest_way_slot(rows_of_megabytes, strategy));
+  EXPECT_NE(&detail::fastest_way_slot(head_columns, strategy), &detail::fastest_way_slot(head_columns, {true, false}));
 }
 
 TEST(SlicingBytes, GatherStrategyStreamsLongSpansAndPrefetchesAcrossLongGaps) {

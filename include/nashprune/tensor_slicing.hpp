@@ -81,9 +81,8 @@ void require_no_alias(const Eigen::MatrixBase<DIn>& source, const Eigen::MatrixB
 }
 
 /// Segments shorter than this are too short for a copy call: typed gathers whose
-/// segments are this short on average copy element by element (or compress);
-/// a byte span this short is copied inline (copy_short).
-inline constexpr std::int64_t short_segment_bytes = inline_copy_bytes;
+/// segments are this short on average copy element by element (or compress).
+inline constexpr std::int64_t short_segment_bytes = 64;
 
 /// Whether a gather writing `bytes` bytes is large: beyond the caches, so it
 /// prefetches its source and streams its stores (detail/byte_copy.hpp).

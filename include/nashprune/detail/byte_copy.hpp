@@ -12,14 +12,21 @@
 // (non-x86 targets) both fall back to memcpy.
 //
 // gather_line_spans is the one byte gather (lines × spans of each line) under
-// every raw and typed gather of tensor_slicing.hpp. For a large output it
-// prefetches the kept source ahead of the copy when the removed gaps are long
-// (span_prefetcher: the hardware prefetcher loses the stream at each jump) and
-// writes long spans through a streaming_writer, which keeps every destination
-// cache line written by one kind of store. Whether that beats plain copies
-// depends on the CPU, not on the gather, so it is decided by a timed probe once
-// per process: the first large gather copies three of six pieces each way
-// (the pieces are its own output, no extra work) and the faster way is kept.
+// every raw and typed gather of tensor_slicing.hpp. A large output may be
+// written through a streaming_writer (non-temporal stores, every destination
+// cache line written by one kind of store), and its source read in one of two
+// ways across the removed gaps: prefetched ahead of the copy (span_prefetcher),
+// or read through (every cache line of a gap shorter than read_through_bytes is
+// loaded, so the hardware prefetcher sees one unbroken stream). Which is fastest
+// depends on the CPU and on the sizes of spans and gaps: on an AMD Zen 4,
+// streaming with prefetch made head-column and q4_K row gathers 1.3-1.5x
+// faster than plain copies; on a Zen 5 it was 1.2-1.4x slower, because each
+// jump over a gap of 1 KiB or more halves that core's read bandwidth (20 to
+// 10 GB/s for 12 KiB spans with 4 KiB gaps), while streaming and reading through
+// the gaps is the fastest there. So it is decided by a timed probe once per
+// process and kind of gather (fastest_way_slot): the first large gather of a
+// kind copies its twelve pieces by each way in turn (the pieces are its own
+// output, no extra work) and the fastest way is kept.
 #pragma once
 
 #include <algorithm>
@@ -241,8 +248,10 @@ class span_prefetcher {
 }
 
 /// Spans shorter than this are copied inline by copy_short: a memcpy call costs
-/// more than the copy (F32 MLP channels are runs of a few floats).
-inline constexpr std::int64_t inline_copy_bytes = 64;
+/// more than the copy (F32 MLP channels are runs of a few floats; q8_0 channel
+/// blocks runs of 34 to a few hundred bytes, 1.15-1.2x faster inline than by
+/// memcpy on a Zen 5).
+inline constexpr std::int64_t inline_copy_bytes = 256;
 
 /// Copies n bytes, n small, in fixed-size moves (the last one overlapping the
 /// one before): the compiler turns a variable-length memcpy into a bounded
@@ -334,18 +343,29 @@ class streaming_writer {
   simd_target target_;
 };
 
-/// How a large gather of `spans` per line copies: with a streaming_writer when
-/// the spans are long on average (short ones, ~100-byte q8_0 blocks, gather
-/// faster with plain copies), and with a span_prefetcher when the removed gaps
-/// between spans are long on average (short gaps leave the hardware prefetcher
-/// on the stream, and the requests only cost time). Neither when both are off:
-/// plain copies, each span a memcpy (copy_short below inline_copy_bytes).
+/// Removed gaps up to this long are read through by a read-through gather: the
+/// bytes cost less than restarting the hardware prefetcher's stream after a
+/// jump, which at ~10 GB/s lost (Zen 5, gaps of 1-4 KiB) is worth ~10-20 KiB
+/// of copying. Longer gaps are jumped over.
+inline constexpr std::int64_t read_through_bytes = 65536;
+
+/// How a large gather copies: through a streaming_writer or with plain stores;
+/// prefetching its source ahead (span_prefetcher) or reading through the
+/// removed gaps (read_through_bytes). All off: plain copies, each span a
+/// memcpy (copy_short below inline_copy_bytes).
 struct gather_strategy {
   bool stream;
   bool prefetch;
-  [[nodiscard]] bool plain() const { return !stream && !prefetch; }
+  bool read_through = false;
+  [[nodiscard]] bool plain() const { return !stream && !prefetch && !read_through; }
 };
 
+/// What a large gather of `spans` per line may gain from: streaming stores when
+/// the spans are long on average (short ones, ~100-byte q8_0 blocks, gather
+/// faster with plain copies), and help across the removed gaps when they are
+/// long on average (short gaps leave the hardware prefetcher on the stream).
+/// The strategy returned prefetches across long gaps; gather_line_spans may
+/// read through them instead (large_gather_ways).
 [[nodiscard]] inline gather_strategy choose_gather_strategy(std::span<const byte_span> spans) {
   std::int64_t kept = 0, gaps = 0;
   for (std::size_t i = 0; i < spans.size(); ++i) {
@@ -355,6 +375,15 @@ struct gather_strategy {
   const auto count = static_cast<std::int64_t>(spans.size());
   return {kept >= streaming_writer::direct_bytes * count,
           count > 1 && gaps >= streaming_writer::direct_bytes * (count - 1)};
+}
+
+/// Loads every cache line of the source in [from, to) (a gap the copy skips),
+/// so that the hardware prefetcher keeps streaming across it.
+inline void read_gap(const std::byte* from, const std::byte* to) {
+  const auto first = (reinterpret_cast<std::uintptr_t>(from) + 63) & ~std::uintptr_t{63};
+  for (auto line = first; line < reinterpret_cast<std::uintptr_t>(to); line += 64) {
+    (void)*reinterpret_cast<const volatile std::byte*>(line);
+  }
 }
 
 /// For each of `lines` lines, copies the spans of the source line back to back
@@ -381,14 +410,20 @@ inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std
   span_prefetcher prefetcher(from, from_stride, lines, spans);
   streaming_writer writer(target);
   std::int64_t copied = 0;
+  const std::byte* read_end = spans.empty() ? from : from + spans.front().offset;  // source read so far, in copy order
   for (std::int64_t line = 0; line < lines; ++line) {
     const std::byte* source_line = from + line * from_stride;
     std::byte* out = to + line * to_stride;
     writer.seek(out);
     for (const auto& span : spans) {
       const std::byte* source = source_line + span.offset;
+      if (strategy.read_through && source > read_end && source - read_end <= read_through_bytes) {
+        read_gap(read_end, source);
+      }
+      read_end = source + span.length;
       for (std::int64_t done = 0; done < span.length;) {
-        const std::int64_t piece = next_piece(out, span.length - done);
+        // Pieces only pace the prefetch requests; without them a span is one piece.
+        const std::int64_t piece = strategy.prefetch ? next_piece(out, span.length - done) : span.length - done;
         if (strategy.prefetch) prefetcher.request_through(copied + piece + prefetch_distance_bytes);
         if (strategy.stream) {
           writer.write(source + done, piece);
@@ -405,14 +440,58 @@ inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std
   finish_copies();
 }
 
-/// Whether streaming stores and prefetching (choose_gather_strategy) beat
-/// plain copies for large gathers on this CPU: unknown until the first large
-/// gather that has the choice has timed both (gather_line_spans).
-enum class large_gather_choice : int { unknown, strategy, plain };
-inline std::atomic<large_gather_choice> large_gather_choice_of_this_cpu{large_gather_choice::unknown};
+/// The ways a large gather whose spans call for `strategy`
+/// (choose_gather_strategy) may copy: plain copies; the strategy; and, when it
+/// prefetches across long gaps, the same stores reading through the gaps instead.
+struct large_gather_ways {
+  gather_strategy way[3];
+  int count;
+};
 
-/// Pieces a probing gather is cut into: three timed each way.
-inline constexpr int probe_pieces = 6;
+[[nodiscard]] inline large_gather_ways ways_of_large_gather(gather_strategy strategy) {
+  const gather_strategy plain{false, false};
+  if (!strategy.prefetch) return {{plain, strategy, strategy}, 2};
+  return {{plain, strategy, {strategy.stream, false, true}}, 3};
+}
+
+/// Per kind of large gather on this CPU: the fastest way found by the last
+/// probe (1 + its index into ways_of_large_gather, 0 before the first) plus
+/// way_slot_count_unit times the number of gathers of that kind so far.
+/// A kind is the strategy the spans call for and the binary orders of
+/// magnitude of their mean length and mean gap (64 bytes to 2 MiB and beyond):
+/// which way wins depends on both (Zen 5: reading through 2 KiB gaps between
+/// 4 KiB spans is 1.7x faster than prefetching, while rows of megabytes
+/// separated by megabytes copy alike every way).
+inline constexpr int large_gather_size_classes = 16;
+inline constexpr std::uint32_t way_slot_count_unit = 4;  // divides 2^32: the count wraps harmlessly
+/// Gathers of a kind between two probes: a probing gather copies part of its
+/// output the slower ways, which costs less than 2 % over this many.
+inline constexpr std::uint32_t reprobe_period = 32;
+inline std::atomic<std::uint32_t>
+    fastest_large_gather_way[4][large_gather_size_classes][large_gather_size_classes] = {};
+
+/// The size class of a mean of `bytes` bytes: floor(log2) from 64 bytes on, capped.
+[[nodiscard]] inline int large_gather_size_class(std::int64_t bytes) {
+  int size_class = 0;
+  for (std::int64_t b = bytes >> 6; b > 1 && size_class + 1 < large_gather_size_classes; b >>= 1) ++size_class;
+  return size_class;
+}
+
+/// The slot holding the fastest way for gathers of `spans` that call for `strategy`.
+[[nodiscard]] inline std::atomic<std::uint32_t>& fastest_way_slot(std::span<const byte_span> spans, gather_strategy strategy) {
+  std::int64_t kept = 0, gaps = 0;
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    kept += spans[i].length;
+    if (i > 0) gaps += spans[i].offset - (spans[i - 1].offset + spans[i - 1].length);
+  }
+  const auto count = std::max<std::int64_t>(1, static_cast<std::int64_t>(spans.size()));
+  const int kind = (strategy.stream ? 2 : 0) + (strategy.prefetch ? 1 : 0);
+  return fastest_large_gather_way[kind][large_gather_size_class(kept / count)]
+                                 [large_gather_size_class(count > 1 ? gaps / (count - 1) : 0)];
+}
+
+/// Pieces a probing gather is cut into: six or four timed each way.
+inline constexpr int probe_pieces = 12;
 
 /// A gather cut into probe_pieces pieces of consecutive lines, or, for a single
 /// line (packed rows), of consecutive spans; copy_piece(k, strategy) copies
@@ -500,48 +579,54 @@ class gather_pieces {
   simd_target target_;
 };
 
-/// Copies a large gather in probe_pieces pieces, alternately (ABBAAB) by
-/// `strategy` and by plain copies, timing each, and returns which was faster
-/// per byte (the least time per byte of each: a piece slowed by the machine
-/// does not decide).
-[[nodiscard]] inline large_gather_choice probe_large_gather(gather_pieces& pieces, gather_strategy strategy) {
-  constexpr bool plain_piece[probe_pieces] = {false, true, true, false, false, true};
-  double least[2] = {1e300, 1e300};
+/// Copies a large gather in probe_pieces pieces, each by one of `ways` in
+/// turn (ABCABC...), timing each, and returns the index of the fastest per
+/// byte (the least time per byte of each: a piece slowed by the machine does
+/// not decide, and a burst of load spans pieces of every way).
+[[nodiscard]] inline int probe_large_gather(gather_pieces& pieces, const large_gather_ways& ways) {
+  double least[3] = {1e300, 1e300, 1e300};
   for (int k = 0; k < probe_pieces; ++k) {
+    const int way = k % ways.count;
     pieces.touch_piece(k);
     const auto start = std::chrono::steady_clock::now();
-    const std::int64_t bytes = pieces.copy_piece(k, plain_piece[k] ? gather_strategy{false, false} : strategy);
+    const std::int64_t bytes = pieces.copy_piece(k, ways.way[way]);
     const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-    if (bytes > 0) least[plain_piece[k]] = std::min(least[plain_piece[k]], seconds.count() / static_cast<double>(bytes));
+    if (bytes > 0) least[way] = std::min(least[way], seconds.count() / static_cast<double>(bytes));
   }
-  return least[1] < least[0] ? large_gather_choice::plain : large_gather_choice::strategy;
+  return static_cast<int>(std::min_element(least, least + ways.count) - least);
 }
 
 /// For each of `lines` lines, copies the spans of the source line back to back
 /// to the start of the destination line. A gather that is not `large` copies
-/// plainly. A `large` one (an output beyond the caches) follows
-/// choose_gather_strategy, unless plain copies are faster on this CPU: which
-/// CPUs gain from non-temporal stores and prefetching across the removed
-/// ranges differs (on an AMD Zen 4 they made head-column and q4_K row gathers
-/// 1.3-1.5x faster; on a Zen 5 they made the same gathers 1.2-1.4x slower), and
-/// no property of the gather tells, so the first large gather of the process
-/// that has the choice times its own pieces both ways (no extra work: every
-/// piece is part of the copy) and the faster is kept for the process.
+/// plainly. A `large` one (an output beyond the caches) copies the way that is
+/// fastest on this CPU for its kind (ways_of_large_gather): the first large
+/// gather of each kind in the process, and every reprobe_period-th after it,
+/// times its own pieces each way (no extra work: every piece is part of the
+/// copy) and the fastest is kept.
 /// Streaming stores are those of `target` (resolved).
 inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
                               std::int64_t lines, std::span<const byte_span> spans, bool large, simd_target target) {
   const auto strategy = large ? choose_gather_strategy(spans) : gather_strategy{false, false};
   if (strategy.plain()) return copy_line_spans(from, from_stride, to, to_stride, lines, spans, strategy, target);
-  auto choice = large_gather_choice_of_this_cpu.load(std::memory_order_relaxed);
-  if (choice == large_gather_choice::unknown) {
+  const auto ways = ways_of_large_gather(strategy);
+  auto& slot = fastest_way_slot(spans, strategy);
+  const std::uint32_t seen = slot.fetch_add(way_slot_count_unit, std::memory_order_relaxed);
+  int way = static_cast<int>(seen % way_slot_count_unit) - 1;
+  if (way < 0 || seen / way_slot_count_unit % reprobe_period == 0) {
     gather_pieces pieces(from, from_stride, to, to_stride, lines, spans, target);
     if (pieces.cuttable()) {
-      large_gather_choice_of_this_cpu.store(probe_large_gather(pieces, strategy), std::memory_order_relaxed);
+      const int fastest = probe_large_gather(pieces, ways);
+      // Replaces the way, keeps the count (other threads may have added to it).
+      std::uint32_t current = slot.load(std::memory_order_relaxed);
+      while (!slot.compare_exchange_weak(current,
+                                         current - current % way_slot_count_unit + static_cast<std::uint32_t>(fastest + 1),
+                                         std::memory_order_relaxed)) {
+      }
       return;
     }
+    if (way < 0) way = 1;  // the strategy the spans call for, until a gather of this kind can be timed
   }
-  copy_line_spans(from, from_stride, to, to_stride, lines, spans,
-                  choice == large_gather_choice::plain ? gather_strategy{false, false} : strategy, target);
+  copy_line_spans(from, from_stride, to, to_stride, lines, spans, ways.way[way], target);
 }
 
 }  // namespace detail
