@@ -650,7 +650,7 @@ TEST(SlicingBytes, ProbingGathersCopyEveryPieceExactly) {
   std::int64_t kept = 0;
   for (const auto& s : spans) kept += s.length;
   ASSERT_GE(spans.size(), std::size_t{detail::probe_pieces});
-  for (const std::int64_t lines : {std::int64_t{1}, std::int64_t{7}, std::int64_t{40}}) {
+  for (const std::int64_t lines : {std::int64_t{1}, std::int64_t{13}, std::int64_t{40}}) {
     const std::int64_t from_stride = 9011, to_stride = kept + 5;
     const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + 9000));
     std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 3, std::byte{0xCD});

@@ -412,6 +412,7 @@ bool meet_head_count(std::span<const attention_geometry> geometries, bool groups
 
 /// The ablation layout of layers with these geometries (single heads for multi-head
 /// attention, the same heads of every group for GQA).
+template <int deferred = 0>
 [[nodiscard]] inline loss_layout make_loss_layout(std::span<const attention_geometry> layers,
                                                   const nash_decision_options<double>& decisions) {
   loss_layout out;
@@ -439,6 +440,7 @@ struct loss_choice {
 /// enumerates the GQA-consistent sets of every layer jointly (those holding the given
 /// units); game none with selector exact does the same with the interactions dropped.
 /// Throws std::invalid_argument naming `requested`, `given` or `game`.
+template <int deferred = 0>
 [[nodiscard]] inline loss_choice choose_heads_by_loss(const ablation_loss_game& model, const loss_layout& layout, head_game game,
                                                       selector how, std::int64_t requested,
                                                       const nash_decision_options<double>& decisions, bool lowest_price = false) {
@@ -560,9 +562,14 @@ struct planned_layer {
   Eigen::VectorXd redundancy_sum;
 };
 
-class planner {
+/// The planner, and every function here that runs a solver, is a template on an
+/// unused parameter (`deferred`): a translation unit that includes this header for
+/// its types compiles none of the solvers (g++: ~4 s for the header alone,
+/// against ~16 s when they were ordinary inline functions).
+template <int deferred = 0>
+class basic_planner {
  public:
-  planner(const model_scores& model, const pruning_options& options) : model_(model), o_(options) {
+  basic_planner(const model_scores& model, const pruning_options& options) : model_(model), o_(options) {
     validate();
     for (const auto& l : model.layers) scores_.push_back({l.heads, l.heads, l.channels, {}, {}});
   }
@@ -646,7 +653,7 @@ class planner {
       }
       return r;
     }
-    planner items(model_, o_);
+    basic_planner items(model_, o_);
     items.build_items();
     // Per unfrozen layer: the whole layer, or its finer items but the cheapest ones min_kept holds.
     for (std::int64_t i = 0; i < model_.n_layer(); ++i) {
@@ -1165,33 +1172,38 @@ class planner {
 /// What `options.target` asks for on `model` and the most the structures offered
 /// remove (the plans below refuse a target beyond it). Throws std::invalid_argument
 /// as plan_pruning does for invalid scores or options.
+template <int deferred = 0>
 [[nodiscard]] inline target_reach reach_of(const model_scores& model, const pruning_options& options) {
-  return detail::planner(model, options).reach();
+  return detail::basic_planner<deferred>(model, options).reach();
 }
 
 /// The plan from the importance alone (no head game). Throws std::invalid_argument
 /// naming the argument for scores that do not match their layer, options out of
 /// range, or structures that offer nothing to remove.
+template <int deferred = 0>
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const pruning_options& options) {
-  return detail::planner(model, options).select();
+  return detail::basic_planner<deferred>(model, options).select();
 }
 
 /// The plan with each layer's cosine game (or, with lambda_auto, one λ searched).
+template <int deferred = 0>
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const cosine_game& game, const pruning_options& options) {
-  detail::planner p(model, options);
+  detail::basic_planner<deferred> p(model, options);
   p.play_cosine_games(game);
   return p.select();
 }
 
 /// The plan of the output-perturbation game over the unfrozen layers (heads only).
+template <int deferred = 0>
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const output_perturbation_game& game,
                                                  const pruning_options& options) {
-  return detail::planner(model, options).play_output_game(game);
+  return detail::basic_planner<deferred>(model, options).play_output_game(game);
 }
 
 /// The plan of the ablation loss game over every layer's query heads: floor(target ×
 /// heads) units when a GQA-consistent plan reaches it, else the most below (no head
 /// statistics).
+template <int deferred = 0>
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const ablation_loss_game& game, const pruning_options& options) {
   std::vector<attention_geometry> geometries;
   for (std::int64_t i = 0; i < model.n_layer(); ++i) geometries.push_back(model.geometry(i));
@@ -1200,7 +1212,7 @@ class planner {
   auto heads_game = options;
   heads_game.game = head_game::ablation;
   heads_game.unit = budget_unit::heads;
-  detail::planner(model, heads_game).require_reachable();
+  detail::basic_planner<deferred>(model, heads_game).require_reachable();
   const auto requested = static_cast<std::int64_t>(std::floor(options.target * static_cast<double>(layout.units) + 1e-9));
   const auto choice = choose_heads_by_loss(game, layout, head_game::ablation, options.selection, requested, options.decisions());
   pruning_result out;
@@ -1251,6 +1263,7 @@ inline head_granularity obs_granularity(const pruning_options& o, const attentio
 }
 
 // The attention curve of layer i: counts up to what min_heads and max_prune leave.
+template <int deferred = 0>
 inline compensated_option obs_attention_option(const model_scores& model, const obs_cost<double>& cost, std::int64_t i,
                                                const pruning_options& o, std::int64_t max_sets) {
   const auto g = model.geometry(i);
@@ -1267,6 +1280,7 @@ inline compensated_option obs_attention_option(const model_scores& model, const 
 
 // The MLP curve of layer i: channels in steps of a multiple of mlp_chunk, at most
 // max_prune of them (the refit needs kept channels to stand in).
+template <int deferred = 0>
 inline compensated_option obs_mlp_option(const model_scores& model, const obs_cost<double>& cost, std::int64_t i,
                                          const pruning_options& o, std::int64_t channel_batch) {
   const auto& l = model.layers[static_cast<std::size_t>(i)];
@@ -1284,6 +1298,7 @@ inline compensated_option obs_mlp_option(const model_scores& model, const obs_co
 // the allocation over each layer's GQA-consistent removals, mixes of whole groups and
 // heads per group included, costed by scale_l·E_l(S). Updates the plans and `report`
 // when they change.
+template <int deferred = 0>
 inline void meet_obs_head_count(const model_scores& model, const compensated_error_game& game, const pruning_options& o,
                                 const std::vector<compensated_option>& attention_options, std::int64_t max_sets, pruning_result& out,
                                 compensated_choice_report& report) {
@@ -1346,9 +1361,10 @@ inline void require_obs_width(const std::string& name, const std::optional<obs_c
 /// unfrozen layers (see the top). Throws std::invalid_argument naming the argument
 /// for structures other than heads, groups and mlp, mlp with budget_unit::heads,
 /// lambda_auto, a layer whose cost is unset or of the wrong width, or nothing to remove.
+template <int deferred = 0>
 [[nodiscard]] inline pruning_result plan_pruning(const model_scores& model, const compensated_error_game& game,
                                                  const pruning_options& options) {
-  (void)detail::planner(model, options);  // validates the model and the options
+  (void)detail::basic_planner<deferred>(model, options);  // validates the model and the options
   using detail::require;
   const structure_set offered{structure::heads, structure::groups, structure::mlp};
   require(options.structures.within(offered), "structures", "the obs game removes heads, groups and mlp channels only");
