@@ -4,7 +4,7 @@
 # a 512-token vocabulary keeps it small), on the first TOKENS tokens (default 512,
 # contexts of 128) of tinystories-calibration.txt.
 #
-#   [LAYERS=2] [TOKENS=512] [THREADS=2] benchmarks/calibrate_scale.sh TOOL LLAMA_BIN_DIR OUT_DIR
+#   [LAYERS=2] [TOKENS=512] [THREADS=2] [ROWS="heads mlp"] benchmarks/calibrate_scale.sh TOOL LLAMA_BIN_DIR OUT_DIR
 #
 # Measured under /usr/bin/time -v, all in this run (CPU time = user + system):
 #   - llama-perplexity over the same tokens (-c 128 -b 128 --chunks TOKENS/128):
@@ -16,7 +16,9 @@
 #     memory (maximum resident set);
 #   - nashprune prune of 25 % of the query heads (--structures heads) and of 20 % of
 #     the MLP channels (--structures mlp) by magnitude, each with --compensate none
-#     and refit (the same plan): the refit's time per layer is the difference over LAYERS.
+#     and refit (the same plan): the refit's time per layer is the difference over
+#     LAYERS. ROWS limits them to heads or mlp (the MLP refit solves an n_ff-wide
+#     system per layer, minutes of CPU).
 # OUT_DIR/table.md gets the figures with the CPU (family, model) beside them.
 set -euo pipefail
 (($# == 3)) || { echo "usage: [LAYERS=2] [TOKENS=512] [THREADS=2] calibrate_scale.sh TOOL LLAMA_BIN_DIR OUT_DIR" >&2; exit 2; }
@@ -45,8 +47,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 timed perplexity "$bin/llama-perplexity" -m "$model" -f "$text" -c 128 -b 128 --chunks $((tokens / 128)) -t "$threads"
 timed calibrate-big "$tool" calibrate "$model" --text "$text" --tokens "$tokens" --ctx 128 --threads "$threads" --max-memory "$big" -o "$out/stats.gguf" --force
 timed calibrate-small "$tool" calibrate "$model" --text "$text" --tokens "$tokens" --ctx 128 --threads "$threads" --max-memory "$small" -o "$out/stats-small.gguf" --force
+rows=${ROWS:-heads mlp}
 for row in "heads --unit heads --target 0.25" "mlp --target 0.2"; do
   name=${row%% *}
+  [[ " $rows " == *" $name "* ]] || continue
   for compensation in none refit; do
     timed "prune-$name-$compensation" "$tool" prune "$model" "$out/pruned-$name-$compensation.gguf" --calibration "$out/stats.gguf" \
       --structures $row --score magnitude --game none --temperature 0 --compensate $compensation --force
@@ -69,7 +73,7 @@ per_token() { awk -v s="$(cpu_seconds "$1")" -v n="$tokens" 'BEGIN {printf "%.1f
   echo
   echo "| prune | CPU s none | CPU s refit | refit CPU s per layer | max RSS GiB refit |"
   echo "|---|---|---|---|---|"
-  for name in heads mlp; do
+  for name in $rows; do
     none=$(cpu_seconds "prune-$name-none"); refit=$(cpu_seconds "prune-$name-refit")
     echo "| $name | $none | $refit | $(awk -v a="$refit" -v b="$none" -v l="$layers" 'BEGIN {printf "%.1f", (a - b) / l}') | $(max_rss_gib "prune-$name-refit") |"
   done
