@@ -67,7 +67,7 @@ per_token() { awk -v s="$(cpu_seconds "$1")" -v n="$tokens" 'BEGIN {printf "%.1f
   echo "|---|---|---|---|---|---|---|"
   for run in perplexity calibrate-big calibrate-small; do
     passes=-
-    [[ $run == calibrate-* ]] && passes=$(grep -o '[0-9]* passes\?' "$out/$run.log" | head -1 | cut -d' ' -f1)
+    [[ $run == calibrate-* ]] && passes=$(grep -oE '[0-9]+ pass(es)? of the text' "$out/$run.log" | head -1 | cut -d' ' -f1)
     echo "| $run$( [[ $run == calibrate-big ]] && echo " (--max-memory $big)")$( [[ $run == calibrate-small ]] && echo " (--max-memory $small)") | $(cpu_seconds $run) | $(per_token $run) | $(ratio "$(cpu_seconds $run)" "$(cpu_seconds perplexity)")x | $(wall $run) | $(max_rss_gib $run) | $passes |"
   done
   echo
