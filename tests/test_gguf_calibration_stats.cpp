@@ -1,11 +1,17 @@
 // Calibration statistics files (examples/calibrate/calibration_stats.hpp):
-// round trip, fingerprint checks against a model, malformed files.
+// round trip, fingerprint checks against a model, malformed files, writing layer
+// by layer, and the grouping of the input moments under a memory budget.
 #include <gtest/gtest.h>
 
 #include <calibrate/calibration_stats.hpp>
+#include <calibrate/moment_passes.hpp>
+#include <calibrate/stats_writer.hpp>
 #include <gguf/synthetic.hpp>
 
+#include <algorithm>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <random>
 
@@ -241,4 +247,102 @@ TEST(CalibrationStats, VersionTwoIsReadWithoutTheInputMoments) {
   EXPECT_FALSE(std::filesystem::exists(dir / "half.gguf"));
 }
 
+// Layer by layer from a summary without moments gives the file write_stats gives.
+TEST(CalibrationStats, WritingLayerByLayerEqualsWritingAtOnce) {
+  gguf_test::scratch_dir dir;
+  const auto shape = synthetic_shape(dir, {}, "model.gguf");
+  const auto stats = random_stats(shape, 21);
+  calibrate::write_stats(dir / "at-once.gguf", stats, false);
+  auto summary = stats;
+  for (auto& l : summary.layers) {
+    l.attn_in_mean = Eigen::VectorXd();
+    l.ffn_in_mean = Eigen::VectorXd();
+    l.attn_in_covariance = Eigen::MatrixXd();
+    l.ffn_in_covariance = Eigen::MatrixXd();
+  }
+  {
+    calibrate::stats_writer out(dir / "by-layer.gguf", summary, false, true);
+    for (const auto& l : stats.layers) out.write_layer(l);
+    EXPECT_THROW(out.write_layer(stats.layers[0]), std::logic_error);
+    out.commit();
+  }
+  const auto read = [](const std::filesystem::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(read(dir / "at-once.gguf"), read(dir / "by-layer.gguf"));
+  {  // a layer without the moments the file declares is refused, and nothing appears
+    calibrate::stats_writer out(dir / "missing.gguf", summary, false, true);
+    EXPECT_THROW(out.write_layer(summary.layers[0]), std::invalid_argument);
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "missing.gguf"));
+}
+
+// The plan against brute force: every split of the layers into consecutive groups
+// that fit the budget, the fewest groups.
+TEST(MomentPasses, FewestConsecutiveGroupsWithinTheBudget) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    calibrate::fingerprint model;
+    model.head_dim = 4;
+    const int n_layer = 1 + static_cast<int>(rng() % 7);
+    for (int l = 0; l < n_layer; ++l) {
+      model.layers.push_back({static_cast<std::int64_t>(rng() % 3) * 2, 1, static_cast<std::int64_t>(rng() % 40)});
+    }
+    std::vector<std::uint64_t> bytes;
+    std::uint64_t total = 0;
+    for (const auto& l : model.layers) {
+      const auto n_a = static_cast<std::uint64_t>(l.n_head * model.head_dim);
+      const auto n_f = static_cast<std::uint64_t>(l.n_ff);
+      bytes.push_back(8 * (n_a * n_a + n_a + n_f * n_f + n_f));
+      EXPECT_EQ(calibrate::moment_bytes(l, model.head_dim), bytes.back());
+      total += bytes.back();
+    }
+    const std::uint64_t smallest = *std::max_element(bytes.begin(), bytes.end());
+    EXPECT_EQ(calibrate::smallest_moment_budget(model), smallest);
+    const std::uint64_t budget = smallest + rng() % (total - smallest + 2);
+    // Fewest groups by brute force over the 2^(n-1) ways to cut the layers.
+    std::size_t fewest = bytes.size() + 1;
+    for (unsigned cuts = 0; cuts < (1U << (bytes.size() - 1)); ++cuts) {
+      std::size_t groups = 1;
+      std::uint64_t held = bytes[0];
+      bool fits = held <= budget;
+      for (std::size_t i = 1; i < bytes.size(); ++i) {
+        if ((cuts >> (i - 1)) & 1U) {
+          ++groups;
+          held = 0;
+        }
+        held += bytes[i];
+        fits = fits && held <= budget;
+      }
+      if (fits) fewest = std::min(fewest, groups);
+    }
+    const auto plan = calibrate::plan_moment_passes(model, budget);
+    EXPECT_EQ(plan.groups.size(), fewest) << "trial " << trial;
+    EXPECT_EQ(plan.total_bytes, total);
+    std::size_t next = 0;
+    std::uint64_t largest = 0;
+    for (const auto& group : plan.groups) {
+      std::uint64_t held = 0;
+      for (const auto layer : group) {
+        EXPECT_EQ(layer, next++);
+        held += bytes[layer];
+      }
+      EXPECT_LE(held, budget);
+      largest = std::max(largest, held);
+    }
+    EXPECT_EQ(next, bytes.size());
+    EXPECT_EQ(plan.largest_group_bytes, largest);
+    if (smallest > 0) {
+      try {
+        (void)calibrate::plan_moment_passes(model, smallest - 1);
+        ADD_FAILURE() << "a budget below one layer's moments was accepted";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("the smallest that works is " + std::to_string(smallest) + " bytes"), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
 }  // namespace
+

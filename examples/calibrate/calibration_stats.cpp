@@ -1,5 +1,6 @@
 // Reading and writing calibration statistics (format in calibration_stats.hpp).
 #include "calibrate/calibration_stats.hpp"
+#include "calibrate/stats_writer.hpp"
 
 #include <cstring>
 #include <stdexcept>
@@ -10,21 +11,6 @@ namespace {
 std::string blk(std::int64_t layer, std::string_view what) { return "calib.blk." + std::to_string(layer) + "." + std::string(what); }
 constexpr std::string_view influence_tensor = "calib.block_influence";
 constexpr std::string_view residual_tensor = "calib.residual_energy";
-
-std::vector<float> to_floats(const Eigen::MatrixXd& m) {
-  std::vector<float> out(static_cast<std::size_t>(m.size()));
-  for (Eigen::Index i = 0; i < m.size(); ++i) out[static_cast<std::size_t>(i)] = static_cast<float>(m.data()[i]);
-  return out;
-}
-
-struct pending_tensor {
-  gguf::tensor_spec spec;
-  std::vector<float> data;
-};
-
-void add(std::vector<pending_tensor>& out, std::string name, std::vector<std::int64_t> dims, std::vector<float> data) {
-  out.push_back({{std::move(name), std::move(dims), nashprune::ggml_type::f32}, std::move(data)});
-}
 
 std::vector<std::int64_t> per_layer(const fingerprint& f, std::int64_t gguf::layer_shape::*field) {
   std::vector<std::int64_t> v;
@@ -77,15 +63,44 @@ class stats_file {
   gguf::reader file_;
 };
 
-// The optional moment tensors of one input (see the header): both or neither.
-void add_moments(std::vector<pending_tensor>& tensors, std::int64_t layer, const std::string& input, const Eigen::VectorXd& mean,
-                 const Eigen::MatrixXd& covariance, std::int64_t width) {
-  if (mean.size() == 0 && covariance.size() == 0) return;
+// Checks one input's moments against the tensors the file declares for them.
+void check_moments(std::size_t layer, const std::string& input, const Eigen::VectorXd& mean, const Eigen::MatrixXd& covariance,
+                   std::int64_t width, bool declared) {
+  const bool given = mean.size() != 0 || covariance.size() != 0;
+  if (!declared && !given) return;
+  if (!declared) throw std::invalid_argument("calibration stats: layer " + std::to_string(layer) + " has " + input + " moments the file does not hold");
   if (mean.size() != width || covariance.rows() != width || covariance.cols() != width) {
-    throw std::invalid_argument("calibration stats: layer " + std::to_string(layer) + " has " + input + " moments of the wrong size");
+    throw std::invalid_argument("calibration stats: layer " + std::to_string(layer) + " has " + input + " moments of the wrong size (" +
+                                std::to_string(mean.size()) + " mean values, " + std::to_string(covariance.rows()) + "×" +
+                                std::to_string(covariance.cols()) + " covariance; " + std::to_string(width) + " expected)");
   }
-  add(tensors, blk(layer, input + "_mean"), {width}, to_floats(mean));
-  add(tensors, blk(layer, input + "_covariance"), {width, width}, to_floats(covariance));
+}
+
+// Every statistic of a layer but the moments, checked against the layer's shape.
+layer_stats summary_of(const layer_stats& l, const gguf::layer_shape& shape, std::int64_t head_dim, std::size_t i) {
+  if (shape.n_head > 0) {
+    const auto square_or_empty = [&](const Eigen::MatrixXd& m) { return m.size() == 0 || (m.rows() == shape.n_head && m.cols() == shape.n_head); };
+    if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || !square_or_empty(l.head_output_gram) ||
+        l.head_relative_gram.size() != l.head_output_gram.size() || !square_or_empty(l.head_relative_gram) ||
+        l.attn_in_sum2.size() != shape.n_head * head_dim) {
+      throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has attention statistics of the wrong size");
+    }
+  }
+  if (shape.n_ff > 0 && l.ffn_in_sum2.size() != shape.n_ff) {
+    throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has FFN statistics of the wrong size");
+  }
+  layer_stats r;
+  r.head_gram = l.head_gram;
+  r.head_cosine = l.head_cosine;
+  r.head_output_gram = l.head_output_gram;
+  r.head_relative_gram = l.head_relative_gram;
+  r.attn_in_sum2 = l.attn_in_sum2;
+  r.ffn_in_sum2 = l.ffn_in_sum2;
+  r.attn_influence = l.attn_influence;
+  r.mlp_influence = l.mlp_influence;
+  r.layer_influence = l.layer_influence;
+  r.residual_energy = l.residual_energy;
+  return r;
 }
 
 void read_moments(const stats_file& file, std::int64_t layer, const std::string& input, std::int64_t width, Eigen::VectorXd& mean,
@@ -104,8 +119,15 @@ fingerprint fingerprint::of(const gguf::llama_shape& shape) {
 }
 
 void write_stats(const std::filesystem::path& path, const calibration_stats& stats, bool force) {
-  const auto& f = stats.model;
-  if (stats.layers.size() != f.layers.size()) throw std::invalid_argument("calibration stats: one entry per layer expected");
+  stats_writer out(path, stats, force);
+  for (const auto& l : stats.layers) out.write_layer(l);
+  out.commit();
+}
+
+stats_writer::stats_writer(const std::filesystem::path& path, const calibration_stats& summary, bool force, bool moments_follow)
+    : model_(summary.model), out_(path, {.force = force, .protect = {}}) {
+  const auto& f = model_;
+  if (summary.layers.size() != f.layers.size()) throw std::invalid_argument("calibration stats: one entry per layer expected");
   gguf::metadata kv;
   kv.emplace_back("general.type", gguf::value::string(std::string(stats_type)));
   kv.emplace_back("calibration.version", gguf::value::u32(stats_version));
@@ -116,52 +138,107 @@ void write_stats(const std::filesystem::path& path, const calibration_stats& sta
   kv.emplace_back("calibration.head_count", gguf::value::int_array(gguf::value_type::int32, per_layer(f, &gguf::layer_shape::n_head)));
   kv.emplace_back("calibration.head_count_kv", gguf::value::int_array(gguf::value_type::int32, per_layer(f, &gguf::layer_shape::n_head_kv)));
   kv.emplace_back("calibration.feed_forward_length", gguf::value::int_array(gguf::value_type::int32, per_layer(f, &gguf::layer_shape::n_ff)));
-  kv.emplace_back("calibration.tokens", gguf::value::u64(stats.tokens));
-  kv.emplace_back("calibration.context", gguf::value::u32(stats.context));
-  kv.emplace_back("calibration.text", gguf::value::string(stats.text));
+  kv.emplace_back("calibration.tokens", gguf::value::u64(summary.tokens));
+  kv.emplace_back("calibration.context", gguf::value::u32(summary.context));
+  kv.emplace_back("calibration.text", gguf::value::string(summary.text));
 
-  std::vector<pending_tensor> tensors;
-  std::vector<float> influence;
-  std::vector<float> residual;
-  for (std::size_t i = 0; i < stats.layers.size(); ++i) {
-    const auto& l = stats.layers[i];
+  // The tensors in the order write_layer and commit write them.
+  std::vector<gguf::tensor_spec> specs;
+  const auto declare = [&](std::string name, std::vector<std::int64_t> dims) {
+    specs.push_back({std::move(name), std::move(dims), nashprune::ggml_type::f32});
+  };
+  for (std::size_t i = 0; i < summary.layers.size(); ++i) {
+    const auto& l = summary.layers[i];
     const auto& shape = f.layers[i];
     const auto layer = static_cast<std::int64_t>(i);
+    summaries_.push_back(summary_of(l, shape, f.head_dim, i));
+    const auto has = [&](const Eigen::VectorXd& mean, const Eigen::MatrixXd& covariance) {
+      return moments_follow || mean.size() != 0 || covariance.size() != 0;
+    };
+    attn_moments_.push_back(shape.n_head > 0 && has(l.attn_in_mean, l.attn_in_covariance));
+    ffn_moments_.push_back(shape.n_ff > 0 && has(l.ffn_in_mean, l.ffn_in_covariance));
+    if (!moments_follow) {
+      check_moments(i, "attn_in", l.attn_in_mean, l.attn_in_covariance, shape.n_head * f.head_dim, attn_moments_.back());
+      check_moments(i, "ffn_in", l.ffn_in_mean, l.ffn_in_covariance, shape.n_ff, ffn_moments_.back());
+    }
     if (shape.n_head > 0) {
-      const auto square_or_empty = [&](const Eigen::MatrixXd& m) {
-        return m.size() == 0 || (m.rows() == shape.n_head && m.cols() == shape.n_head);
-      };
-      if (l.head_gram.rows() != shape.n_head || l.head_cosine.rows() != shape.n_head || !square_or_empty(l.head_output_gram) ||
-          l.head_relative_gram.size() != l.head_output_gram.size() || !square_or_empty(l.head_relative_gram) ||
-          l.attn_in_sum2.size() != shape.n_head * f.head_dim) {
-        throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has attention statistics of the wrong size");
-      }
-      add(tensors, blk(layer, "head_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_gram));
-      add(tensors, blk(layer, "head_cosine"), {shape.n_head, shape.n_head}, to_floats(l.head_cosine));
+      const std::int64_t width = shape.n_head * f.head_dim;
+      declare(blk(layer, "head_gram"), {shape.n_head, shape.n_head});
+      declare(blk(layer, "head_cosine"), {shape.n_head, shape.n_head});
       if (l.head_output_gram.size() > 0) {  // absent when attn_output's type does not convert to float
-        add(tensors, blk(layer, "head_output_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_output_gram));
-        add(tensors, blk(layer, "head_relative_gram"), {shape.n_head, shape.n_head}, to_floats(l.head_relative_gram));
+        declare(blk(layer, "head_output_gram"), {shape.n_head, shape.n_head});
+        declare(blk(layer, "head_relative_gram"), {shape.n_head, shape.n_head});
       }
-      add(tensors, blk(layer, "attn_in_sum2"), {l.attn_in_sum2.size()}, to_floats(l.attn_in_sum2));
-      add_moments(tensors, layer, "attn_in", l.attn_in_mean, l.attn_in_covariance, shape.n_head * f.head_dim);
+      declare(blk(layer, "attn_in_sum2"), {width});
+      if (attn_moments_.back()) {
+        declare(blk(layer, "attn_in_mean"), {width});
+        declare(blk(layer, "attn_in_covariance"), {width, width});
+      }
     }
     if (shape.n_ff > 0) {
-      if (l.ffn_in_sum2.size() != shape.n_ff) throw std::invalid_argument("calibration stats: layer " + std::to_string(i) + " has FFN statistics of the wrong size");
-      add(tensors, blk(layer, "ffn_in_sum2"), {shape.n_ff}, to_floats(l.ffn_in_sum2));
-      add_moments(tensors, layer, "ffn_in", l.ffn_in_mean, l.ffn_in_covariance, shape.n_ff);
+      declare(blk(layer, "ffn_in_sum2"), {shape.n_ff});
+      if (ffn_moments_.back()) {
+        declare(blk(layer, "ffn_in_mean"), {shape.n_ff});
+        declare(blk(layer, "ffn_in_covariance"), {shape.n_ff, shape.n_ff});
+      }
     }
+  }
+  const auto n_layer = static_cast<std::int64_t>(summary.layers.size());
+  declare(std::string(influence_tensor), {3, n_layer});
+  declare(std::string(residual_tensor), {n_layer});
+  out_.begin(kv, std::move(specs));
+}
+
+void stats_writer::write_floats(const Eigen::Ref<const Eigen::MatrixXd>& values) {
+  // Column by column, so that a large covariance is never copied whole.
+  std::vector<float> column(static_cast<std::size_t>(values.rows()));
+  for (Eigen::Index j = 0; j < values.cols(); ++j) {
+    for (Eigen::Index i = 0; i < values.rows(); ++i) column[static_cast<std::size_t>(i)] = static_cast<float>(values(i, j));
+    out_.write(std::as_bytes(std::span(column)));
+  }
+}
+
+void stats_writer::write_layer(const layer_stats& moments) {
+  const std::size_t i = next_layer_;
+  if (i >= summaries_.size()) throw std::logic_error("stats_writer: every layer is written already");
+  const auto& l = summaries_[i];
+  const auto& shape = model_.layers[i];
+  check_moments(i, "attn_in", moments.attn_in_mean, moments.attn_in_covariance, shape.n_head * model_.head_dim, attn_moments_[i]);
+  check_moments(i, "ffn_in", moments.ffn_in_mean, moments.ffn_in_covariance, shape.n_ff, ffn_moments_[i]);
+  if (shape.n_head > 0) {
+    write_floats(l.head_gram);
+    write_floats(l.head_cosine);
+    if (l.head_output_gram.size() > 0) {
+      write_floats(l.head_output_gram);
+      write_floats(l.head_relative_gram);
+    }
+    write_floats(l.attn_in_sum2);
+    if (attn_moments_[i]) {
+      write_floats(moments.attn_in_mean);
+      write_floats(moments.attn_in_covariance);
+    }
+  }
+  if (shape.n_ff > 0) {
+    write_floats(l.ffn_in_sum2);
+    if (ffn_moments_[i]) {
+      write_floats(moments.ffn_in_mean);
+      write_floats(moments.ffn_in_covariance);
+    }
+  }
+  ++next_layer_;
+}
+
+void stats_writer::commit() {
+  if (next_layer_ != summaries_.size()) throw std::logic_error("stats_writer: " + std::to_string(summaries_.size() - next_layer_) + " layers not written");
+  std::vector<float> influence;
+  std::vector<float> residual;
+  for (const auto& l : summaries_) {
     influence.insert(influence.end(), {static_cast<float>(l.attn_influence), static_cast<float>(l.mlp_influence), static_cast<float>(l.layer_influence)});
     residual.push_back(static_cast<float>(l.residual_energy));
   }
-  add(tensors, std::string(influence_tensor), {3, static_cast<std::int64_t>(stats.layers.size())}, std::move(influence));
-  add(tensors, std::string(residual_tensor), {static_cast<std::int64_t>(stats.layers.size())}, std::move(residual));
-
-  std::vector<gguf::tensor_spec> specs;
-  for (const auto& t : tensors) specs.push_back(t.spec);
-  gguf::writer out(path, {.force = force, .protect = {}});
-  out.begin(kv, specs);
-  for (const auto& t : tensors) out.write(std::as_bytes(std::span(t.data)));
-  out.commit();
+  out_.write(std::as_bytes(std::span(influence)));
+  out_.write(std::as_bytes(std::span(residual)));
+  out_.commit();
 }
 
 calibration_stats as_stored(calibration_stats stats) {

@@ -5,6 +5,7 @@
 #include <nashprune/head_redundancy.hpp>
 
 #include "calibrate/llama_text_run.hpp"
+#include "calibrate/stats_writer.hpp"
 #include "gguf/tensor_floats.hpp"
 
 #include <ggml-backend.h>
@@ -23,19 +24,27 @@ class accumulators {
  public:
   accumulators(const gguf::reader& model, const gguf::llama_shape& shape, const capture_options& options)
       : model_(model), shape_(shape), options_(options) {
+    if (!options.moment_layers.empty() && options.moment_layers.size() != shape.layers.size()) {
+      throw std::invalid_argument("capture_options::moment_layers has " + std::to_string(options.moment_layers.size()) +
+                                  " entries for a model of " + std::to_string(shape.layers.size()) + " layers");
+    }
     for (const auto& l : shape.layers) {
+      const auto layer = static_cast<std::int64_t>(layers_.size());
+      const bool moments = options.moments && (options.moment_layers.empty() || options.moment_layers[static_cast<std::size_t>(layer)]);
       layer_state s;
       if (l.n_head > 0) {
-        s.redundancy.emplace(l.n_head, shape.head_dim_v);
-        if (projectable(static_cast<std::int64_t>(layers_.size()))) {
-          s.output_redundancy.emplace(l.n_head, shape.n_embd);
-          s.relative_output_redundancy.emplace(l.n_head, shape.n_embd);
+        if (options.summaries) {
+          s.redundancy.emplace(l.n_head, shape.head_dim_v);
+          if (projectable(layer)) {
+            s.output_redundancy.emplace(l.n_head, shape.n_embd);
+            s.relative_output_redundancy.emplace(l.n_head, shape.n_embd);
+          }
+          s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
         }
-        s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
-        if (options.moments) s.attn_moments.emplace(l.n_head * shape.head_dim_v);
+        if (moments) s.attn_moments.emplace(l.n_head * shape.head_dim_v);
       }
-      s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
-      if (options.moments && l.n_ff > 0) s.ffn_moments.emplace(l.n_ff);
+      if (options.summaries) s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
+      if (moments && l.n_ff > 0) s.ffn_moments.emplace(l.n_ff);
       layers_.push_back(std::move(s));
     }
   }
@@ -59,40 +68,48 @@ class accumulators {
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
-  calibration_stats finish(std::uint64_t tokens) const {
+  /// The statistics; moves the moment accumulators into the result, so that no
+  /// layer's moments are ever held twice.
+  calibration_stats finish(std::uint64_t tokens) {
     calibration_stats out;
     out.model = fingerprint::of(shape_);
     out.tokens = tokens;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const auto& s = layers_[i];
+      auto& s = layers_[i];
       const auto& l = shape_.layers[i];
       const auto missing = [&](const char* what) {
         return std::runtime_error("layer " + std::to_string(i) + ": the evaluation never showed " + what +
                                   " (llama.cpp's graph differs from what the capture expects)");
       };
       layer_stats r;
-      if (l.n_head > 0) {
-        if (static_cast<std::uint64_t>(s.redundancy->tokens()) != tokens) throw missing("the input of attn_output for every token");
-        r.head_gram = s.redundancy->gram();
-        r.head_cosine = s.redundancy->cosine();
-        if (s.output_redundancy) {
-          r.head_output_gram = s.output_redundancy->gram();
-          r.head_relative_gram = s.relative_output_redundancy->gram();
+      if (l.n_head > 0 && (s.redundancy || s.attn_moments)) {
+        if (s.attn_tokens != tokens) throw missing("the input of attn_output for every token");
+        if (s.redundancy) {
+          r.head_gram = s.redundancy->gram();
+          r.head_cosine = s.redundancy->cosine();
+          if (s.output_redundancy) {
+            r.head_output_gram = s.output_redundancy->gram();
+            r.head_relative_gram = s.relative_output_redundancy->gram();
+          }
+          r.attn_in_sum2 = s.attn_sum2;
         }
-        r.attn_in_sum2 = s.attn_sum2;
-        if (s.attn_moments) s.attn_moments->finish(tokens, r.attn_in_mean, r.attn_in_covariance);
+        if (s.attn_moments) std::move(*s.attn_moments).finish(tokens, r.attn_in_mean, r.attn_in_covariance);
       }
-      if (l.n_ff > 0) {
+      if (l.n_ff > 0 && (options_.summaries || s.ffn_moments)) {
         if (s.ffn_tokens != tokens) throw missing("the input of ffn_down for every token");
         r.ffn_in_sum2 = s.ffn_sum2;
-        if (s.ffn_moments) s.ffn_moments->finish(tokens, r.ffn_in_mean, r.ffn_in_covariance);
+        if (s.ffn_moments) std::move(*s.ffn_moments).finish(tokens, r.ffn_in_mean, r.ffn_in_covariance);
       }
-      if (s.influence_tokens != tokens) throw missing("the residual stream (attn_norm, ffn_norm, l_out) for every token");
-      const double n = static_cast<double>(tokens);
-      r.attn_influence = s.attn_influence / n;
-      r.mlp_influence = s.mlp_influence / n;
-      r.layer_influence = s.layer_influence / n;
-      r.residual_energy = s.residual_energy;
+      s.attn_moments.reset();
+      s.ffn_moments.reset();
+      if (options_.summaries) {
+        if (s.influence_tokens != tokens) throw missing("the residual stream (attn_norm, ffn_norm, l_out) for every token");
+        const double n = static_cast<double>(tokens);
+        r.attn_influence = s.attn_influence / n;
+        r.mlp_influence = s.mlp_influence / n;
+        r.layer_influence = s.layer_influence / n;
+        r.residual_energy = s.residual_energy;
+      }
       out.layers.push_back(std::move(r));
     }
     return out;
@@ -107,11 +124,19 @@ class accumulators {
       sum += xd.colwise().sum().transpose();
       product.selfadjointView<Eigen::Lower>().rankUpdate(xd.transpose());
     }
-    void finish(std::uint64_t tokens, Eigen::VectorXd& mean, Eigen::MatrixXd& covariance) const {
+    // Forms C = Σ x xᵀ / n − μμᵀ in the accumulator's own storage.
+    void finish(std::uint64_t tokens, Eigen::VectorXd& mean, Eigen::MatrixXd& covariance) && {
       const double n = static_cast<double>(tokens);
       mean = sum / n;
-      covariance = product.selfadjointView<Eigen::Lower>();
-      covariance = covariance / n - mean * mean.transpose();
+      covariance = std::move(product);
+      const Eigen::Index width = covariance.rows();
+      for (Eigen::Index j = 0; j < width; ++j) {
+        for (Eigen::Index i = j; i < width; ++i) {
+          const double c = covariance(i, j) / n - mean(i) * mean(j);
+          covariance(i, j) = c;
+          covariance(j, i) = c;
+        }
+      }
     }
     Eigen::VectorXd sum;
     Eigen::MatrixXd product;  // lower triangle
@@ -124,7 +149,7 @@ class accumulators {
     Eigen::VectorXd attn_sum2;
     Eigen::VectorXd ffn_sum2;
     std::optional<input_moments> attn_moments, ffn_moments;
-    std::uint64_t ffn_tokens = 0;
+    std::uint64_t attn_tokens = 0, ffn_tokens = 0;
     double attn_influence = 0, mlp_influence = 0, layer_influence = 0;
     std::uint64_t influence_tokens = 0;
   };
@@ -160,6 +185,10 @@ class accumulators {
       r = target{node::layer_out, *l};
     }
     if (r && (r->layer < 0 || r->layer >= shape_.n_layer())) return std::nullopt;
+    if (r && !options_.summaries) {
+      const auto& s = layers_[static_cast<std::size_t>(r->layer)];
+      if (!(r->what == node::head_outputs && s.attn_moments) && !(r->what == node::ffn_inner && s.ffn_moments)) return std::nullopt;
+    }
     return r;
   }
 
@@ -254,20 +283,25 @@ class accumulators {
     auto& s = layers_[static_cast<std::size_t>(which->layer)];
     switch (which->what) {
       case node::head_outputs: {
-        if (!s.redundancy) return;
+        if (!s.redundancy && !s.attn_moments) return;
         const auto x = view(t->src[1]);
         observe(which->layer, activation::head_outputs, x);
-        s.redundancy->add_batch(x);
-        add_sum2(s.attn_sum2, x);
+        if (s.redundancy) {
+          s.redundancy->add_batch(x);
+          add_sum2(s.attn_sum2, x);
+        }
         if (s.attn_moments) s.attn_moments->add(x);
         if (s.output_redundancy) add_head_contributions(which->layer, s, x);
+        s.attn_tokens += static_cast<std::uint64_t>(x.rows());
         break;
       }
       case node::ffn_inner: {
         const auto x = view(t->src[1]);
-        if (x.cols() != s.ffn_sum2.size()) throw std::runtime_error("ffn_down input of layer " + std::to_string(which->layer) + " has the wrong width");
+        if (x.cols() != shape_.layers[static_cast<std::size_t>(which->layer)].n_ff) {
+          throw std::runtime_error("ffn_down input of layer " + std::to_string(which->layer) + " has the wrong width");
+        }
         observe(which->layer, activation::ffn_inner, x);
-        add_sum2(s.ffn_sum2, x);
+        if (options_.summaries) add_sum2(s.ffn_sum2, x);
         if (s.ffn_moments) s.ffn_moments->add(x);
         s.ffn_tokens += static_cast<std::uint64_t>(x.rows());
         break;
@@ -327,4 +361,47 @@ calibration_stats run_calibration(const capture_options& o) {
   return stats;
 }
 
+calibration_stats calibrate_to_file(const capture_options& options, const moment_plan& plan, const std::filesystem::path& output,
+                                    bool force, const std::function<void(std::size_t)>& pass_started) {
+  if (!options.moments || !options.moment_layers.empty() || plan.groups.empty()) {
+    throw std::invalid_argument("calibrate_to_file: the options must ask for every layer's moments and the plan must have a group");
+  }
+  std::optional<stats_writer> out;
+  calibration_stats summary;
+  for (std::size_t g = 0; g < plan.groups.size(); ++g) {
+    if (pass_started) pass_started(g);
+    capture_options pass = options;
+    pass.summaries = g == 0;
+    const auto& group = plan.groups[g];
+    if (group.empty() || (out && group.front() != out->layers_written())) throw std::invalid_argument("calibrate_to_file: the plan's groups are not consecutive layers");
+    auto stats = [&] {
+      const auto shape = gguf::llama_shape::read(gguf::reader::open(options.model));
+      pass.moment_layers.assign(shape.layers.size(), false);
+      for (const auto layer : group) {
+        if (layer >= shape.layers.size()) throw std::invalid_argument("calibrate_to_file: the plan names layer " + std::to_string(layer) + " of a " + std::to_string(shape.layers.size()) + "-layer model");
+        pass.moment_layers[layer] = true;
+      }
+      return run_calibration(pass);
+    }();
+    if (g == 0) {
+      summary = std::move(stats);  // holds the first group's moments until they are written
+      out.emplace(output, summary, force, true);
+    } else if (stats.tokens != summary.tokens) {
+      throw std::runtime_error("run " + std::to_string(g + 1) + " of the text saw " + std::to_string(stats.tokens) + " tokens, the first " +
+                               std::to_string(summary.tokens));
+    }
+    for (const auto layer : group) {
+      if (layer != out->layers_written()) throw std::invalid_argument("calibrate_to_file: the plan's groups are not consecutive layers");
+      auto& written = g == 0 ? summary.layers[layer] : stats.layers[layer];
+      out->write_layer(written);
+      for (auto* v : {&written.attn_in_mean, &written.ffn_in_mean}) *v = Eigen::VectorXd();
+      for (auto* m : {&written.attn_in_covariance, &written.ffn_in_covariance}) *m = Eigen::MatrixXd();
+    }
+  }
+  if (out->layers_written() != summary.layers.size()) throw std::invalid_argument("calibrate_to_file: the plan leaves out layers");
+  out->commit();
+  return summary;
+}
+
 }  // namespace calibrate
+

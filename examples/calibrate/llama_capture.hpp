@@ -20,9 +20,11 @@
 #include <Eigen/Core>
 
 #include "calibrate/calibration_stats.hpp"
+#include "calibrate/moment_passes.hpp"
 #include "calibrate/text_source.hpp"
 
 #include <functional>
+#include <vector>
 
 namespace calibrate {
 
@@ -35,15 +37,32 @@ struct capture_options : text_source {
   /// Also record the mean and centred second moment of attn_output's and ffn_down's
   /// inputs ((n_head·head_dim)² + n_ff² doubles per layer while running).
   bool moments = true;
+  /// The layers whose moments this run records (empty: every layer), so that a
+  /// calibration whose moments exceed a memory budget records them in groups of
+  /// layers over several runs of the same text (moment_passes.hpp).
+  std::vector<bool> moment_layers;
+  /// Also the head Grams, activation energies and block influence. false: a run
+  /// that records moments only, evaluating only the selected layers' captures.
+  bool summaries = true;
   /// Called after each chunk with tokens done and total.
   std::function<void(std::uint64_t, std::uint64_t)> progress;
   /// Sees every captured block (tokens × width) before it is accumulated; for tests.
   std::function<void(std::int64_t layer, activation kind, const activation_view&)> observe;
 };
 
-/// Runs the calibration. Throws std::invalid_argument before any evaluation for
+/// Runs the calibration. Layers outside options.moment_layers come back without
+/// moments; with options.summaries false, only the moments are filled. Throws std::invalid_argument before any evaluation for
 /// an unsupported architecture, a text shorter than one context or bad options;
 /// std::runtime_error when llama.cpp fails or its graph lacks a captured tensor.
 [[nodiscard]] calibration_stats run_calibration(const capture_options& options);
+
+/// Calibrates into the stats file `output`, recording the input moments group by
+/// group as `plan` says: one run of the text per group, the first also recording
+/// every other statistic, each group written as soon as it is done. `pass_started`
+/// (may be empty) is called with the group's index before each run. Needs
+/// options.moments and options.moment_layers empty. Leaves no file on failure.
+/// Returns the statistics without their moments.
+calibration_stats calibrate_to_file(const capture_options& options, const moment_plan& plan, const std::filesystem::path& output,
+                                    bool force, const std::function<void(std::size_t)>& pass_started);
 
 }  // namespace calibrate

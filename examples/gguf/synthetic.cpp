@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "gguf/float_encode.hpp"
 #include "gguf/llama_model.hpp"
 
 namespace gguf {
@@ -86,6 +87,7 @@ void check(const synthetic_options& o) {
     throw std::invalid_argument("synthetic model: n_embd must be n_head times an even head size");
   }
   if (o.n_head % o.n_head_kv != 0) throw std::invalid_argument("synthetic model: n_head must be a multiple of n_head_kv");
+  if (!can_encode(o.weight_type)) throw std::invalid_argument("synthetic model: the weight type must be F32, F16 or BF16");
   if (o.n_vocab < 259) throw std::invalid_argument("synthetic model: n_vocab must be at least 259 (byte tokens)");
   for (auto l : o.planted_layers) {
     if (l < 0 || l >= o.n_layer) throw std::invalid_argument("synthetic model: planted layer " + std::to_string(l) + " out of range");
@@ -120,19 +122,19 @@ std::vector<planted_head> generate_synthetic(const std::filesystem::path& output
   const std::int64_t q_width = o.n_head * head_dim;
   const std::int64_t kv_width = o.n_head_kv * head_dim;
   std::vector<tensor_spec> specs;
-  specs.push_back({"token_embd.weight", {o.n_embd, o.n_vocab}, nashprune::ggml_type::f32});
+  specs.push_back({"token_embd.weight", {o.n_embd, o.n_vocab}, o.weight_type});
   specs.push_back({"output_norm.weight", {o.n_embd}, nashprune::ggml_type::f32});
-  specs.push_back({"output.weight", {o.n_embd, o.n_vocab}, nashprune::ggml_type::f32});
+  specs.push_back({"output.weight", {o.n_embd, o.n_vocab}, o.weight_type});
   for (std::int64_t l = 0; l < o.n_layer; ++l) {
     specs.push_back({layer_tensor(l, "attn_norm.weight"), {o.n_embd}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_q.weight"), {o.n_embd, q_width}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_k.weight"), {o.n_embd, kv_width}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_v.weight"), {o.n_embd, kv_width}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_output.weight"), {q_width, o.n_embd}, nashprune::ggml_type::f32});
+    specs.push_back({layer_tensor(l, "attn_q.weight"), {o.n_embd, q_width}, o.weight_type});
+    specs.push_back({layer_tensor(l, "attn_k.weight"), {o.n_embd, kv_width}, o.weight_type});
+    specs.push_back({layer_tensor(l, "attn_v.weight"), {o.n_embd, kv_width}, o.weight_type});
+    specs.push_back({layer_tensor(l, "attn_output.weight"), {q_width, o.n_embd}, o.weight_type});
     specs.push_back({layer_tensor(l, "ffn_norm.weight"), {o.n_embd}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "ffn_gate.weight"), {o.n_embd, o.n_ff}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "ffn_up.weight"), {o.n_embd, o.n_ff}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "ffn_down.weight"), {o.n_ff, o.n_embd}, nashprune::ggml_type::f32});
+    specs.push_back({layer_tensor(l, "ffn_gate.weight"), {o.n_embd, o.n_ff}, o.weight_type});
+    specs.push_back({layer_tensor(l, "ffn_up.weight"), {o.n_embd, o.n_ff}, o.weight_type});
+    specs.push_back({layer_tensor(l, "ffn_down.weight"), {o.n_ff, o.n_embd}, o.weight_type});
   }
 
   writer out(output, std::move(write_options));
@@ -166,7 +168,11 @@ std::vector<planted_head> generate_synthetic(const std::filesystem::path& output
         }
       }
     }
-    out.write(bytes_of(data));
+    if (spec.type == nashprune::ggml_type::f32) {
+      out.write(bytes_of(data));
+    } else {
+      out.write(encode_floats(spec.type, data));
+    }
   }
   out.commit();
   return planted;

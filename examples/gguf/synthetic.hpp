@@ -1,5 +1,5 @@
 // A small llama-shaped GGUF with planted structure, for the tool's embedded
-// default, its tests and benchmarks: random F32 weights in which some attention
+// default, its tests and benchmarks: random weights (F32, or F16/BF16 for large shapes) in which some attention
 // heads are exact duplicates of a neighbour (same query rows, same KV head, same
 // attn_output columns) and some are near zero (query rows and attn_output
 // columns scaled by 1e-3), plus a byte-level SentencePiece vocabulary
@@ -22,6 +22,8 @@ struct synthetic_options {
   std::int64_t n_ff = 128;
   std::int64_t n_vocab = 259;  // at least the 259 byte-level tokens
   std::uint64_t seed = 1;
+  /// Type of the weight matrices (F32, F16 or BF16); norm weights stay F32.
+  nashprune::ggml_type weight_type = nashprune::ggml_type::f32;
   /// Layers that get planted heads (one per KV group: duplicates in even groups,
   /// near-zero heads in odd groups); empty: layers 1 and 2 (or the last layer).
   std::vector<std::int64_t> planted_layers;

@@ -10,17 +10,26 @@
 //    N+1's attn_v.weight zero in both (its attention outputs exactly 0): both add b to
 //    the residual stream between layer N's MLP and layer N+1's MLP, and they agree
 //    only if ffn_down.bias is added after ffn_down, to the residual.
+// And the biases `nashprune prune --compensate bias` writes for removed whole
+// blocks (layer 0's and layer 1's attention, layer 2 whole, layer 3's MLP): the
+// pruned model's logits equal those of the original with each removed block's
+// output projection zeroed and its own bias set to its mean output W·μ (μ from
+// `nashprune calibrate`), the direct computation of "the block outputs its mean".
 // Each bias also moves the logits well beyond the tolerance (a bias llama.cpp
 // ignored would fail there). K and V are cached in F32: the F16 cache rounds V + b_v
 // (the first route) and V (the second) apart by about 2e-3 of the logits' change.
 #include <gtest/gtest.h>
 
+#include <calibrate/calibration_stats.hpp>
 #include <calibrate/llama_text_run.hpp>
 #include <gguf/float_encode.hpp>
 #include <gguf/prune_plan.hpp>
 #include <gguf/tensor_floats.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <cmath>
 #include <random>
 #include <string>
@@ -166,4 +175,82 @@ TEST_P(bias_logits, BiasesAreAddedWhereCompensationPutsThem) {
 INSTANTIATE_TEST_SUITE_P(Architectures, bias_logits, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "deci" : "llama"; });
 
+// W·μ in plain loops, W as ggml stores it (dims[0] columns, dims[1] rows).
+std::vector<float> mean_output(const gguf::reader& model, const std::string& weight, const Eigen::VectorXd& mean) {
+  const gguf::float_matrix w(model.tensor(weight));
+  std::vector<float> out(static_cast<std::size_t>(w.map().rows()));
+  for (Eigen::Index r = 0; r < w.map().rows(); ++r) {
+    double sum = 0;
+    for (Eigen::Index c = 0; c < w.map().cols(); ++c) sum += static_cast<double>(w.map()(r, c)) * mean(c);
+    out[static_cast<std::size_t>(r)] = static_cast<float>(sum);
+  }
+  return out;
+}
+
+TEST(removed_block_biases, LogitsEqualTheOriginalWithEachRemovedBlockOutputtingItsMean) {
+  gguf_test::scratch_dir dir;
+  const auto model_path = data / "stories260K.gguf";
+  const auto model = gguf::reader::open(model_path);
+  const auto shape = gguf::llama_shape::read(model);
+  ASSERT_EQ(shape.n_layer(), 5);
+  const auto run = [&](const std::string& arguments) {
+    const auto log = dir / "tool.log";
+    const std::string command = std::string(NASHPRUNE_TOOL) + " " + arguments + " > '" + log.string() + "' 2>&1";
+    std::ifstream in;
+    const int status = std::system(command.c_str());
+    in.open(log);
+    EXPECT_EQ(status, 0) << command << '\n' << std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const auto stats_path = dir / "stats.gguf";
+  run("calibrate '" + model_path.string() + "' --text '" + (data / "tinystories-calibration.txt").string() +
+      "' --tokens 512 --ctx 128 -o '" + stats_path.string() + "'");
+  const auto stats = calibrate::read_stats(stats_path);
+
+  // The plan: layer 0 and layer 1 lose their attention, layer 2 goes, layer 3 loses its MLP.
+  std::string plan = R"({"layers": [)";
+  for (std::int64_t l = 0; l < 5; ++l) {
+    const bool attention = l != 0 && l != 1, mlp = l != 3;
+    std::string heads, kv, channels;
+    for (std::int64_t h = 0; attention && h < shape.layers[static_cast<std::size_t>(l)].n_head; ++h) heads += (h ? "," : "") + std::to_string(h);
+    for (std::int64_t h = 0; attention && h < shape.layers[static_cast<std::size_t>(l)].n_head_kv; ++h) kv += (h ? "," : "") + std::to_string(h);
+    for (std::int64_t c = 0; mlp && c < shape.layers[static_cast<std::size_t>(l)].n_ff; ++c) channels += (c ? "," : "") + std::to_string(c);
+    plan += std::string(l ? "," : "") + R"({"layer": )" + std::to_string(l) + R"(, "keep": )" + (l == 2 ? "false" : "true") +
+            R"(, "q_heads": [)" + heads + R"(], "kv_heads": [)" + kv + R"(], "channels": [)" + channels + "]}";
+  }
+  std::ofstream(dir / "plan.json") << plan << "]}";
+  for (const char* kind : {"bias", "none"}) {
+    run("prune '" + model_path.string() + "' '" + (dir / (std::string(kind) + ".gguf")).string() + "' --plan '" + (dir / "plan.json").string() +
+        "' --calibration '" + stats_path.string() + "' --compensate " + kind + " --force");
+  }
+
+  // The original, each removed block's output projection zero and its bias W·μ.
+  const auto zero = [&](const std::string& name) {
+    const auto& t = model.tensor(name);
+    return tensor_change{name, {}, std::vector<float>(static_cast<std::size_t>(t.elements()), 0.0F)};
+  };
+  const auto mean_of = [&](std::int64_t layer, const std::string& weight) {
+    const auto& l = stats.layers[static_cast<std::size_t>(layer)];
+    const auto name = gguf::layer_tensor(layer, weight + ".weight");
+    return tensor_change{gguf::layer_tensor(layer, weight + ".bias"), {shape.n_embd},
+                         mean_output(model, name, weight == "attn_output" ? l.attn_in_mean : l.ffn_in_mean)};
+  };
+  std::vector<tensor_change> direct;
+  for (const auto& [layer, weight] : std::vector<std::pair<std::int64_t, std::string>>{
+           {0, "attn_output"}, {1, "attn_output"}, {2, "attn_output"}, {2, "ffn_down"}, {3, "ffn_down"}}) {
+    direct.push_back(zero(gguf::layer_tensor(layer, weight + ".weight")));
+    direct.push_back(mean_of(layer, weight));
+  }
+  write_variant(model, shape, gguf::keep_all(shape), direct, dir / "direct.gguf");
+
+  const auto compensated = logits_of(dir / "bias.gguf");
+  const auto uncompensated = logits_of(dir / "none.gguf");
+  const auto reference = logits_of(dir / "direct.gguf");
+  const double effect = max_difference(uncompensated, compensated);
+  const double gap = max_difference(reference, compensated);
+  std::cout << "removed blocks: the biases move the logits by " << effect << ", from the direct computation by " << gap << '\n';
+  EXPECT_GT(effect, 0.1);
+  EXPECT_LT(gap, 1e-4 * effect) << "effect " << effect;
+}
+
 }  // namespace
+

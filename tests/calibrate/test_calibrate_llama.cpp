@@ -394,3 +394,80 @@ TEST_F(real_calibration, CompensationAwareChoiceMeetsTheTarget) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string file_text(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+double largest_difference(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
+  EXPECT_EQ(a.rows(), b.rows());
+  EXPECT_EQ(a.cols(), b.cols());
+  double worst = 0;
+  for (Eigen::Index j = 0; j < a.cols(); ++j) {
+    for (Eigen::Index i = 0; i < a.rows(); ++i) worst = std::max(worst, std::abs(a(i, j) - b(i, j)));
+  }
+  return worst;
+}
+
+// calibrate --max-memory: a budget of two layers' moments on stories260K (5 layers,
+// 8·(64·65 + 172·173) = 271328 bytes each) runs the text in three passes, and the
+// file holds the moments one pass gives. llama.cpp computes each layer's input
+// the same way whichever nodes the evaluation callback observes, and the moments
+// are accumulated in double in the same order, so the only admissible difference
+// is float rounding of the stored values: at most 1e-6 of the largest magnitude of
+// the tensor (float's unit roundoff is 6e-8; the margin allows a last-bit
+// difference in llama.cpp's activations if a different graph split reorders a
+// sum). A budget below one layer's moments is a usage error naming --max-memory
+// and the smallest budget that works.
+TEST_F(real_calibration, MomentsInSeveralPassesEqualOnePass) {
+  gguf_test::scratch_dir dir;
+  const auto calibrate_with = [&](const std::string& name, const std::string& budget) {
+    const auto log = dir / (name + ".log");
+    const std::string command = std::string(NASHPRUNE_TOOL) + " calibrate '" + model.string() + "' --text '" + text.string() +
+                                "' --tokens 1024 --ctx 128 --max-memory " + budget + " -o '" + (dir / (name + ".gguf")).string() +
+                                "' > '" + log.string() + "' 2>&1";
+    const int status = std::system(command.c_str());
+    EXPECT_TRUE(WIFEXITED(status)) << command;
+    return std::pair{WEXITSTATUS(status), file_text(log)};
+  };
+  const auto [one_status, one_log] = calibrate_with("one", "1G");
+  ASSERT_EQ(one_status, 0) << one_log;
+  EXPECT_NE(one_log.find("1 group, 1 pass"), std::string::npos) << one_log;
+  const auto [three_status, three_log] = calibrate_with("three", "542656");
+  ASSERT_EQ(three_status, 0) << three_log;
+  EXPECT_NE(three_log.find("3 groups, 3 passes"), std::string::npos) << three_log;
+  EXPECT_NE(three_log.find("pass 3: layers 4-4"), std::string::npos) << three_log;
+
+  const auto one = calibrate::read_stats(dir / "one.gguf");
+  const auto three = calibrate::read_stats(dir / "three.gguf");
+  ASSERT_EQ(one.layers.size(), 5U);
+  ASSERT_EQ(three.layers.size(), 5U);
+  EXPECT_EQ(one.tokens, three.tokens);
+  const auto expect_close = [](const Eigen::MatrixXd& a, const Eigen::MatrixXd& b, const std::string& what) {
+    ASSERT_GT(a.size(), 0) << what;
+    EXPECT_LE(largest_difference(a, b), 1e-6 * a.cwiseAbs().maxCoeff()) << what;
+  };
+  for (std::size_t i = 0; i < one.layers.size(); ++i) {
+    const auto& a = one.layers[i];
+    const auto& b = three.layers[i];
+    const auto where = "layer " + std::to_string(i);
+    expect_close(a.attn_in_mean, b.attn_in_mean, where + " attn_in_mean");
+    expect_close(a.attn_in_covariance, b.attn_in_covariance, where + " attn_in_covariance");
+    expect_close(a.ffn_in_mean, b.ffn_in_mean, where + " ffn_in_mean");
+    expect_close(a.ffn_in_covariance, b.ffn_in_covariance, where + " ffn_in_covariance");
+    expect_close(a.head_gram, b.head_gram, where + " head_gram");
+    expect_close(a.head_output_gram, b.head_output_gram, where + " head_output_gram");
+    EXPECT_EQ(a.layer_influence, b.layer_influence) << where;
+  }
+
+  const auto [small_status, small_log] = calibrate_with("small", "271327");
+  EXPECT_EQ(small_status, 2) << small_log;
+  EXPECT_NE(small_log.find("--max-memory"), std::string::npos) << small_log;
+  EXPECT_NE(small_log.find("the smallest budget that works is 271328 bytes"), std::string::npos) << small_log;
+  EXPECT_FALSE(std::filesystem::exists(dir / "small.gguf"));
+}
+
+}  // namespace

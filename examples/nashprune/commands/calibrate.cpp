@@ -8,8 +8,12 @@
 #include <iostream>
 #include <memory>
 
+#include <unistd.h>
+
 #include "command.hpp"
+#include "io/calibration_file.hpp"
 #include "io/calibration_run.hpp"
+#include "io/plan_io.hpp"
 
 namespace {
 
@@ -28,15 +32,54 @@ struct calibrate_args {
   nashprune_tool::text_run_args run = every_token();
   bool force = false;
   bool no_moments = false;
+  std::uint64_t max_memory = 0;  // 0: default_moment_budget()
 };
+
+// A quarter of the physical memory: the model's weights and llama.cpp's buffers need the rest.
+std::uint64_t default_moment_budget() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) return std::uint64_t{4} << 30;
+  return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page_size) / 4;
+}
+
+// The groups of layers whose input moments each run of the text records, printed.
+calibrate::moment_plan moment_plan_for(const calibrate_args& a) {
+  const auto model = calibrate::fingerprint::of(gguf::llama_shape::read(gguf::reader::open(a.model)));
+  const std::uint64_t budget = a.max_memory > 0 ? a.max_memory : default_moment_budget();
+  const std::uint64_t smallest = calibrate::smallest_moment_budget(model);
+  if (budget < smallest) {
+    throw usage_error("--max-memory " + nashprune_tool::human_bytes(budget) +
+                      " cannot hold one layer's input moments (the mean and second moment of attn_output's and ffn_down's "
+                      "inputs, 8·(n + n²) bytes each); the smallest budget that works is " + std::to_string(smallest) + " bytes (" +
+                      nashprune_tool::human_bytes(smallest) + "), or --no-moments leaves the moments out");
+  }
+  auto plan = calibrate::plan_moment_passes(model, budget);
+  std::cout << "input moments: " << nashprune_tool::human_bytes(plan.total_bytes) << " for " << model.layers.size() << " layers, budget "
+            << nashprune_tool::human_bytes(budget) << (a.max_memory > 0 ? "" : " (a quarter of the physical memory)") << ": "
+            << plan.groups.size() << (plan.groups.size() == 1 ? " group, 1 pass" : " groups, " + std::to_string(plan.groups.size()) + " passes")
+            << " of the text, at most " << nashprune_tool::human_bytes(plan.largest_group_bytes) << " at once\n";
+  if (plan.groups.size() > 1) {
+    for (std::size_t g = 0; g < plan.groups.size(); ++g) {
+      std::cout << "  pass " << g + 1 << ": layers " << plan.groups[g].front() << "-" << plan.groups[g].back() << '\n';
+    }
+  }
+  return plan;
+}
 
 int run(const calibrate_args& a) {
   namespace fs = std::filesystem;
   if (fs::exists(a.output) && !a.force) throw usage_error("the output " + a.output + " exists (use --force to replace it)");
   std::error_code ec;
   if (fs::equivalent(a.output, a.model, ec)) throw usage_error("the output must not be the model");
-  const auto stats = nashprune_tool::measure_calibration(a.model, a.run, !a.no_moments, "calibrate");
-  calibrate::write_stats(a.output, stats, a.force);
+  calibrate::calibration_stats stats;
+  if (a.no_moments) {
+    stats = nashprune_tool::measure_calibration(a.model, a.run, false, "calibrate");
+    calibrate::write_stats(a.output, stats, a.force);
+  } else {
+    const auto plan = moment_plan_for(a);
+    stats = nashprune_tool::calibrate_into_file(a.model, a.run, plan, a.output, a.force, "calibrate");
+  }
   std::cout << "calibrated " << a.model << " on " << stats.tokens << " tokens of " << a.run.text << " (context " << stats.context
             << ")\nwrote " << a.output << '\n';
   for (std::size_t i = 0; i < stats.layers.size(); ++i) {
@@ -54,6 +97,10 @@ void add_options(CLI::App& app, calibrate_args& a) {
   app.add_flag("--no-moments", a.no_moments,
                "leave out the mean and covariance of attn_output's and ffn_down's inputs (what prune --compensate "
                "refit|bias needs; (n_head·head_dim)² + n_ff² values per layer)");
+  app.add_option("--max-memory", a.max_memory,
+                 "most memory for the input moments (bytes, or with a suffix: 512M, 8G; default a quarter of the physical "
+                 "memory); when every layer's do not fit, the text is run once per group of layers")
+      ->transform(CLI::AsSizeValue(false));
 }
 
 const nashprune_tool::register_command calibrate_command{nashprune_tool::make_command<calibrate_args>(

@@ -1,5 +1,6 @@
 // `nashprune generate OUT.gguf` (or -o OUT.gguf): writes the synthetic llama model with planted
 // duplicate and near-zero heads (the embedded default of `nashprune prune`).
+#include <gguf/float_encode.hpp>
 #include <gguf/synthetic.hpp>
 
 #include <iostream>
@@ -11,6 +12,7 @@ namespace {
 struct generate_args {
   std::string output;
   gguf::synthetic_options synthetic;
+  std::string weight_type = "f32";
   bool force = false;
 };
 
@@ -24,12 +26,17 @@ void add_options(CLI::App& app, generate_args& a) {
   app.add_option("--ffn", o.n_ff, "FFN width")->capture_default_str();
   app.add_option("--vocab", o.n_vocab, "vocabulary size (>= 259)")->capture_default_str();
   app.add_option("--seed", o.seed, "random seed")->capture_default_str();
+  app.add_option("--type", a.weight_type, "type of the weight matrices: f32, f16 or bf16 (norms stay F32)")->capture_default_str();
   app.add_option("--planted-layers", o.planted_layers, "layers with planted heads (default 1 2)");
   app.add_flag("--force", a.force, "replace an existing output");
 }
 
 int run(const generate_args& a) {
-  const auto planted = gguf::generate_synthetic(a.output, a.synthetic, {.force = a.force, .protect = {}});
+  auto options = a.synthetic;
+  const auto type = nashprune::find_ggml_type(a.weight_type);
+  if (!type || !gguf::can_encode(type->type)) throw nashprune_tool::usage_error("--type " + a.weight_type + ": the weights can be f32, f16 or bf16");
+  options.weight_type = type->type;
+  const auto planted = gguf::generate_synthetic(a.output, options, {.force = a.force, .protect = {}});
   std::cout << "wrote " << a.output << '\n';
   for (const auto& p : planted) {
     std::cout << "  layer " << p.layer << " head " << p.head
