@@ -115,6 +115,13 @@ TEST(UnbalancedRates, CountsAndChoicesMatchPlainLoopReferences) {
     const std::int64_t step = groups ? sh.n_head / sh.n_kv : sh.n_kv == sh.n_head ? 1 : sh.n_kv;
     const std::int64_t keep = np::seed_min_keep(sh.n_head, o.decisions());
     const std::int64_t cap = std::min((sh.n_head - keep) / step, sh.n_head / step - 1);
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n_layer));
+    for (std::int64_t l = 0; l < n_layer; ++l) order[static_cast<std::size_t>(l)] = l;
+    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+      if (r.strategy == np::rate_strategy::inverse) return li[a] < li[b];
+      if (r.strategy == np::rate_strategy::proportional) return li[a] > li[b];
+      return false;
+    });
     std::vector<std::int64_t> k(static_cast<std::size_t>(n_layer), 0), best_k;
     std::int64_t best_total = -1;
     double best_distance = 0;
@@ -126,8 +133,14 @@ TEST(UnbalancedRates, CountsAndChoicesMatchPlainLoopReferences) {
         const double wanted = rates.rates[l] * static_cast<double>(sh.n_head) / static_cast<double>(step);
         distance += (static_cast<double>(k[static_cast<std::size_t>(l)]) - wanted) * (static_cast<double>(k[static_cast<std::size_t>(l)]) - wanted);
       }
-      // Ties (layers clipped to the same rate) go to the lower layers, as the plan's do.
-      const bool closer = distance < best_distance - 1e-9 || (distance <= best_distance + 1e-9 && k > best_k);
+      // Ties (layers clipped to the same rate) go to the layers first in the strategy's
+      // order: by importance ascending (inverse) or descending (proportional), then index.
+      std::vector<std::int64_t> ordered, best_ordered;
+      for (const auto l : order) {
+        ordered.push_back(k[static_cast<std::size_t>(l)]);
+        if (!best_k.empty()) best_ordered.push_back(best_k[static_cast<std::size_t>(l)]);
+      }
+      const bool closer = distance < best_distance - 1e-9 || (distance <= best_distance + 1e-9 && ordered > best_ordered);
       if (heads <= requested && (heads > best_total || (heads == best_total && closer))) {
         best_total = heads;
         best_distance = distance;

@@ -15,8 +15,9 @@
 //    (the same heads from every group of a GQA layer) or 1 (multi-head attention); at
 //    most cap_l units, what min_heads and max_prune leave (nash_decisions.hpp);
 //  - counts: x_l = rate_l · n_head_l / h_l units are wanted; k_l = min(cap_l, floor x_l),
-//    then one unit at a time goes to the layer of largest remainder x_l − k_l (ties: the
-//    lower layer) that has room and whose step still fits in R − Σ k_l·h_l. So the plan
+//    then one unit at a time goes to the layer of largest remainder x_l − k_l that has
+//    room (ties, from rates clipped alike: the less important layer with inverse rates,
+//    the more important with proportional ones, then the lower layer) and whose step still fits in R − Σ k_l·h_l. So the plan
 //    removes R heads whenever the steps allow it, else the most below. The seed keeps
 //    floor((1 − rate) · kv heads) instead, which overshoots the target by up to one
 //    group per layer; meeting R makes the plan comparable with the global ones at the
@@ -156,11 +157,21 @@ inline pruning_result plan_removing_least_important(const model_scores& model, c
     units[k] = std::min(cap[k], static_cast<std::int64_t>(std::floor(wanted[k] + 1e-9)));
     left -= units[k] * step[k];
   }
+  // Equal remainders come from rates clipped to the same bound, which hides the
+  // importance: the strategy's own order breaks the tie.
+  const auto before = [&](std::size_t a, std::size_t b) {
+    const double ra = wanted[a] - static_cast<double>(units[a]), rb = wanted[b] - static_cast<double>(units[b]);
+    if (std::abs(ra - rb) > 1e-12) return ra > rb;
+    const double ia = importance[static_cast<Eigen::Index>(a)], ib = importance[static_cast<Eigen::Index>(b)];
+    if (rate_options.strategy == rate_strategy::inverse && ia != ib) return ia < ib;
+    if (rate_options.strategy == rate_strategy::proportional && ia != ib) return ia > ib;
+    return a < b;
+  };
   for (;;) {
     std::size_t best = scope.size();
     for (std::size_t k = 0; k < scope.size(); ++k) {
       if (units[k] >= cap[k] || step[k] > left) continue;
-      if (best == scope.size() || wanted[k] - static_cast<double>(units[k]) > wanted[best] - static_cast<double>(units[best])) best = k;
+      if (best == scope.size() || before(k, best)) best = k;
     }
     if (best == scope.size()) break;
     ++units[best];
