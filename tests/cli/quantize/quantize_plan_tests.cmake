@@ -19,7 +19,17 @@ nashprune_quantize_plan_test(no_budget 2 "-DARGS=quantize-plan\;${quantize_model
 nashprune_quantize_plan_test(bpw_too_small 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;2\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --bpw 2 is below the smallest plan's 6.667 bits per weight")
 nashprune_quantize_plan_test(bpw_too_large 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;40\;-o\;${plan_txt}"
-  "-DSTDERR_REGEX=^nashprune: error: --bpw is above the largest plan's 16 bits per weight")
+  "-DSTDERR_REGEX=^nashprune: error: --bpw 40 is above the largest plan's 16 bits per weight .*; the candidates reach \\[6\\.667, 16\\]$")
+# The budget is checked before anything is measured: with --sensitivity measured (a
+# minute or more of loss passes on stories260K) a budget out of reach is refused at once.
+nashprune_quantize_plan_test(bpw_refused_before_measuring 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;2\;--sensitivity\;measured\;--text\;${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --bpw 2 is below the smallest plan's 6\\.667 bits per weight .*; the candidates reach \\[6\\.667, 16\\]$")
+set_tests_properties(cli_quantize_plan_bpw_refused_before_measuring PROPERTIES TIMEOUT 30)
+nashprune_quantize_plan_test(size_refused_before_measuring 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--size\;100000000\;--sensitivity\;scaled\;--text\;${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --size 100000000 is above the largest plan's file .*; the candidates allow files of [0-9]+ to [0-9]+ bytes$")
+set_tests_properties(cli_quantize_plan_size_refused_before_measuring PROPERTIES TIMEOUT 30)
 nashprune_quantize_plan_test(size_too_small 2 "-DARGS=quantize-plan\;${quantize_model}\;--size\;1000\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --size 1000 is below the smallest plan's file, [0-9]+ bytes")
 nashprune_quantize_plan_test(size_too_large 2 "-DARGS=quantize-plan\;${quantize_model}\;--size\;100000000\;-o\;${plan_txt}"
