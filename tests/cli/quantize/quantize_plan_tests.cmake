@@ -58,7 +58,7 @@ add_test(NAME cli_quantize_plan_follows_costs
 set_tests_properties(cli_quantize_plan_follows_costs PROPERTIES LABELS cli)
 set(costs_data ${CMAKE_CURRENT_SOURCE_DIR}/quantize/testdata)
 nashprune_quantize_plan_test(costs_of_other_types 2
-  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q5_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;7\;--types\;q4_0,q5_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --costs .*costs-q4_0-q8_0\\.tsv: line 1 is 'tensor\tq4_0\tq8_0', expected 'tensor\tq4_0\tq5_0'")
 nashprune_quantize_plan_test(costs_of_another_model 2
   "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q8_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
