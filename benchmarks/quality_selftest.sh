@@ -92,7 +92,7 @@ expect 1 "$work/absent/stories260K.gguf is missing (DATA_DIR)" -- env DATA_DIR="
 expect 1 "must be positive integers, not 'x'" -- "${study[@]}" "$tool" "$stub" "$out" x
 check_file absent "$out/table.incomplete.md"
 
-expect 1 "no finite perplexity for 'magnitude (10 heads)' at '25 % heads'" -- \
+expect 1 "params, 10 heads)' at '25 % heads'" -- \
   env KEEP_MODELS=0 ABLATION=0 "${study[@]}" "$tool" "$stub" "$out" 2 256
 check_file present "$out/stats.gguf"
 check_file absent "$out/table.md"

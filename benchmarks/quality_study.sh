@@ -37,7 +37,19 @@
 #   layers`: the loss with each layer and each pair of layers removed, 16 passes
 #   on ABL_TOKENS tokens of the calibration text; `nashprune ablation-plan
 #   --count k`: for k <= 2 the exact best on that text; layer 0 frozen), applied
-#   with prune --plan; ABLATION=0 skips it.
+#   with prune --plan; ABLATION=0 skips it;
+#   gaq_inverse / gaq_proportional / gaq_uniform (the GAQ pipeline: prune
+#   --layer-rates with the measured block influence as layer importance, then
+#   each layer's GQA groups of least wanda score; the seed's rate range 0.15-0.5
+#   at 25 %, 0.15-0.75 with --max-prune 0.75 at 50 %, where 0.5 would force every
+#   layer to the same rate; GAQ_ALPHAS="3 ..." adds inverse and proportional
+#   rows at those contrasts);
+#   depth 25 % / 50 %: prune --depth-preset 25|50 --depth-selection
+#   any|contiguous, layers of least block influence (layer 0 kept).
+# Every heads and depth row names the heads and the share of parameters it removed.
+# ROWS="wanda nash gaq_inverse ..." runs only the rows named (the original
+# always): the names above, random, layers (block influence and random layers),
+# depth; no ablation row named skips the ablation measurement too.
 # A missing program or file, a model llama-perplexity cannot load or that gives
 # no finite perplexity, stop the script with a one-line reason; the rows
 # measured so far are then left in OUT_DIR/table.incomplete.md (table.md exists
@@ -203,6 +215,8 @@ fi
 # ABLATION=0 leaves the ablation rows out (1 + n + n(n-1)/2 forward passes: 821
 # on stories260K, minutes on 2 cores; the CI-sized check skips them).
 ablation=${ABLATION:-1}
+wanted() { [[ -z ${ROWS:-} || " $ROWS " == *" $1 "* ]]; }
+[[ -n ${ROWS:-} && $ROWS != *ablation* ]] && ablation=0
 if ((ablation)) && [[ ! -f $out/ablation.json ]]; then
   "$tool" ablate "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all --threads 1 -o "$out/ablation.json" --force > "$out/ablate.log"
 fi
@@ -225,6 +239,14 @@ heads_in() {  # MODEL -> total query heads over its layers (nashprune inspect's 
   "$tool" inspect "$1" | awk '$1 ~ /^[0-9]+$/ && NF == 6 {sum += $2} END {print sum + 0}'
 }
 all_heads=$(heads_in "$model")
+parameters_in() {  # MODEL -> its parameters (nashprune inspect's total line)
+  "$tool" inspect "$1" | awk '/^parameters:/ {print $2}'
+}
+all_parameters=$(parameters_in "$model")
+removed() {  # MODEL -> "P % params, N heads": what it lost against the original
+  python3 -c "import sys; print(f'{100 * (1 - int(sys.argv[1]) / int(sys.argv[2])):.1f} % params, {sys.argv[3]} heads')" \
+    "$(parameters_in "$1")" "$all_parameters" "$((all_heads - $(heads_in "$1")))"
+}
 
 for target in 0.25 0.5; do
   label="$(python3 -c "print(int($target*100))") % heads"
@@ -237,15 +259,27 @@ for target in 0.25 0.5; do
               "nash_output:--game output --selector greedy --calibration $out/stats.gguf --temperature 0" \
               "exact_output:--game output --selector exact --calibration $out/stats.gguf --temperature 0"; do
     name=${spec%%:*}
+    wanted "$name" || continue
     # shellcheck disable=SC2086
     "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" ${spec#*:} --compensate none --force > "$out/${name}_$target.log"
     # The method cell names how many heads went: the counts differ when a budget
     # cannot be met exactly (GQA steps), and a comparison is only fair at equal counts.
-    row "$label" "$name ($((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
+    row "$label" "$name ($(removed "$out/${name}_$target.gguf"))" "$(ppl "$out/${name}_$target.gguf")"
+  done
+  for spec in inverse:1 proportional:1 uniform:1 $(for a in ${GAQ_ALPHAS:-}; do echo "inverse:$a proportional:$a"; done); do
+    IFS=: read -r strategy alpha <<< "$spec"
+    wanted "gaq_$strategy" || continue
+    name=gaq_$strategy$([[ $alpha == 1 ]] || echo "_alpha$alpha")
+    caps=()
+    [[ $target == 0.5 ]] && caps=(--max-rate 0.75 --max-prune 0.75)
+    "$tool" prune "$model" "$out/${name}_$target.gguf" --unit heads --target "$target" --structures groups --layer-rates "$strategy" \
+      --alpha "$alpha" --score wanda --calibration "$out/stats.gguf" "${caps[@]}" --compensate none --force > "$out/${name}_$target.log"
+    row "$label" "$name ($(removed "$out/${name}_$target.gguf"))" "$(ppl "$out/${name}_$target.gguf")"
   done
   for spec in $( ((ablation)) && echo nash:ablation:greedy exact:ablation:exact greedy:none:exact); do
     IFS=: read -r method game selector <<< "$spec"
     name=${method}_ablation
+    wanted "$name" || continue
     "$tool" ablation-plan "$model" --ablation "$out/ablation.json" --game "$game" --selector "$selector" --target "$target" \
       --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
     "$tool" prune "$model" "$out/${name}_$target.gguf" --plan "$out/${name}_$target.json" --force >> "$out/${name}_$target.log"
@@ -256,12 +290,14 @@ for target in 0.25 0.5; do
   # round the loss model re-measured (same tokens, all pairs) given the heads chosen so far.
   for rounds in $( ((ablation)) && echo "${ITER_ROUNDS:-2}"); do
     name=nash_ablation_iter${rounds}
+    wanted nash_ablation_iter || continue
     # A plan already in OUT_DIR (benchmarks/ablation_design.sh writes the same) is reused.
     [[ -f $out/${name}_$target.json ]] || nice -n 15 "$tool" ablation-prune "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all \
       --threads 1 --first "$out/ablation.json" --target "$target" --rounds "$rounds" --plan-out "$out/${name}_$target.json" > "$out/${name}_$target.log"
     "$tool" prune "$model" "$out/${name}_$target.gguf" --plan "$out/${name}_$target.json" --force > "$out/${name}_$target.prune.log"
     row "$label" "$name ($rounds rounds, $((all_heads - $(heads_in "$out/${name}_$target.gguf"))) heads)" "$(ppl "$out/${name}_$target.gguf")"
   done
+  wanted random || continue
   values=()
   for seed in $(seq "$seeds"); do
     python3 - "$out/full_plan.json" "$out/random_${target}_${seed}.json" "$target" "$seed" <<'PY'
@@ -306,7 +342,7 @@ order=$(grep -o 'layer [0-9]*: block influence .*, layer [0-9.e-]*' "$out/calibr
         awk '{print $NF, $2}' | tr -d ':' | sort -g | awk '{print $2}')
 [[ $(grep -c . <<< "$order") -eq $n_layer ]] ||
   fail "$out/calibrate.log does not give the block influence of each of the $n_layer layers"
-for k in 1 2; do
+for k in $(wanted layers && echo 1 2); do
   chosen=$(head -n "$k" <<< "$order" | sort -n | paste -sd,)  # a here-string: no SIGPIPE under pipefail
   "$bin/llama-quantize" --prune-layers "$chosen" "$model" "$out/bi_$k.gguf" COPY > "$out/bi_$k.log" 2>&1
   row "$k layer(s)" "block influence (layers $chosen)" "$(ppl "$out/bi_$k.gguf")"
@@ -320,7 +356,7 @@ for k in 1 2; do
 done
 
 # Layers chosen by their measured loss (ablation of whole layers).
-if ((ablation)); then
+if ((ablation)) && wanted layers_ablation; then
   if [[ ! -f $out/layer_ablation.json ]]; then
     "$tool" ablate "$model" --text "$cal" --tokens "${ABL_TOKENS:-2048}" --ctx 128 --pairs all --units layers --threads 1 \
       -o "$out/layer_ablation.json" --force > "$out/layer_ablate.log"
@@ -333,6 +369,16 @@ if ((ablation)); then
     row "$k layer(s)" "layers_ablation (layers $chosen)" "$(ppl "$out/$name.gguf")"
   done
 fi
+# The depth presets (DenseCore): floor(25 %) or floor(50 %) of the layers, those of least block influence.
+for preset in $(wanted depth && echo 25 50); do
+  for selection in any contiguous; do
+    name=depth_${preset}_$selection
+    "$tool" prune "$model" "$out/$name.gguf" --depth-preset "$preset" --depth-selection "$selection" --calibration "$out/stats.gguf" \
+      --compensate none --force > "$out/$name.log"
+    chosen=$(sed -n 's/.*removes layers \([0-9 ]*\) of .*/\1/p' "$out/$name.log" | tr ' ' ,)
+    row "depth $preset %" "depth_$selection (layers $chosen, $(removed "$out/$name.gguf"))" "$(ppl "$out/$name.gguf")"
+  done
+done
 plot_table "$out/table.md" "$out/table.svg"
 cat "$out/table.md"
 echo "plot: $out/table.svg"

@@ -477,6 +477,101 @@ quantization_plan make_plan(const plan_options& o) {
     plan.notes.push_back("no input statistics for " + join_names(without_statistics) + ": their columns weigh 1");
   }
 
+  // The allocation over the tensors that have a choice, and its room: from which types
+  // each tensor can take alone, so that a budget out of reach is refused before
+  // anything is measured.
+  std::vector<nashprune::quant_tensor> shapes;
+  std::vector<std::size_t> free_index;
+  std::int64_t fixed_bytes = 0;
+  for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
+    const auto& p = plan.tensors[t];
+    plan.planned_weights += p.row_length * p.rows;
+    if (p.fixed) {
+      fixed_bytes += nashprune::row_bytes(ggml_type::f16, p.row_length) * p.rows;
+    } else {
+      shapes.push_back({p.name, p.row_length, p.rows});
+      free_index.push_back(t);
+    }
+  }
+  auto available = [&](std::size_t i, std::size_t k) { return std::isfinite(plan.tensors[free_index[i]].errors[k]); };
+  std::int64_t least = fixed_bytes, most = fixed_bytes;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const auto& p = plan.tensors[free_index[i]];
+    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+    for (std::size_t k = 0; k < o.types.size(); ++k) {
+      if (!available(i, k)) continue;
+      lo = std::min(lo, nashprune::row_bytes(o.types[k], p.row_length) * p.rows);
+      hi = std::max(hi, nashprune::row_bytes(o.types[k], p.row_length) * p.rows);
+    }
+    least += lo;
+    most += hi;
+  }
+  auto apply = [&](const std::vector<ggml_type>& chosen) {
+    std::map<std::string, ggml_type> types;
+    for (std::size_t i = 0; i < shapes.size(); ++i) plan.tensors[free_index[i]].chosen = chosen[i];
+    for (const auto& p : plan.tensors) types[p.name] = p.chosen;
+    return output_file_bytes(model, types, o, imatrix.get());
+  };
+  auto describe_bits = [&](std::int64_t bytes) {
+    std::ostringstream s;
+    s.precision(4);
+    s << 8.0 * static_cast<double>(bytes) / static_cast<double>(plan.planned_weights);
+    return s.str();
+  };
+  auto cheapest = [&] {
+    std::vector<ggml_type> c;
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      std::int64_t best = std::numeric_limits<std::int64_t>::max();
+      ggml_type type = o.types[0];
+      for (std::size_t k = 0; k < o.types.size(); ++k) {
+        if (!available(i, k) || shapes[i].row_length % traits_of(o.types[k]).block_size != 0) {
+          continue;
+        }
+        const auto bytes = nashprune::row_bytes(o.types[k], shapes[i].row_length) * shapes[i].rows;
+        if (bytes < best) {
+          best = bytes;
+          type = o.types[k];
+        }
+      }
+      c.push_back(type);
+    }
+    return c;
+  };
+  std::int64_t budget = 0;
+  std::int64_t bpw_total = 0;
+  if (o.bits_per_weight) {
+    std::vector<nashprune::quant_tensor> all;
+    for (const auto& p : plan.tensors) all.push_back({p.name, p.row_length, p.rows});
+    bpw_total = nashprune::bytes_for_average_bits(all, *o.bits_per_weight);
+    if (bpw_total < least) {
+      throw std::invalid_argument("--bpw " + describe_bits(bpw_total) + " is below the smallest plan's " + describe_bits(least) +
+                                  " bits per weight (every tensor at its cheapest candidate); the candidates reach [" + describe_bits(least) +
+                                  ", " + describe_bits(most) + "]");
+    }
+    if (bpw_total > most) {
+      throw std::invalid_argument("--bpw " + describe_bits(bpw_total) + " is above the largest plan's " + describe_bits(most) +
+                                  " bits per weight (every tensor at its largest candidate); the candidates reach [" + describe_bits(least) +
+                                  ", " + describe_bits(most) + "]");
+    }
+    budget = bpw_total - fixed_bytes;
+  } else {
+    plan.requested_file_bytes = *o.file_bytes;
+    const std::int64_t smallest_file = apply(cheapest());
+    // The padding after each tensor depends on its type: the tensors' budget shrinks
+    // by any excess below until the predicted file fits.
+    const std::int64_t overhead = smallest_file - (least - fixed_bytes) - fixed_bytes;
+    const std::string range = "; the candidates allow files of " + std::to_string(smallest_file) + " to " + std::to_string(most + overhead) + " bytes";
+    if (*o.file_bytes < smallest_file) {
+      throw std::invalid_argument("--size " + std::to_string(*o.file_bytes) + " is below the smallest plan's file, " +
+                                  std::to_string(smallest_file) + " bytes (every tensor at its cheapest candidate)" + range);
+    }
+    if (*o.file_bytes - overhead > most) {
+      throw std::invalid_argument("--size " + std::to_string(*o.file_bytes) + " is above the largest plan's file (" +
+                                  std::to_string(most + overhead) + " bytes, every tensor at its largest candidate)" + range);
+    }
+    budget = *o.file_bytes - overhead - fixed_bytes;
+  }
+
   // Measure every available (tensor, type) with ggml, over all threads.
   struct job {
     std::size_t tensor, type;
@@ -521,99 +616,19 @@ quantization_plan make_plan(const plan_options& o) {
   if (!o.costs.empty()) read_costs(o.costs, o.types, plan);
   plan.seconds_measuring = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
-  // The allocation over the tensors that have a choice.
-  std::vector<nashprune::quant_tensor> shapes;
-  std::vector<std::size_t> free_index;
-  std::int64_t fixed_bytes = 0;
-  for (std::size_t t = 0; t < plan.tensors.size(); ++t) {
-    const auto& p = plan.tensors[t];
-    plan.planned_weights += p.row_length * p.rows;
-    if (p.fixed) {
-      fixed_bytes += nashprune::row_bytes(ggml_type::f16, p.row_length) * p.rows;
-    } else {
-      shapes.push_back({p.name, p.row_length, p.rows});
-      free_index.push_back(t);
-    }
-  }
   Eigen::MatrixXd errors(static_cast<Eigen::Index>(shapes.size()), static_cast<Eigen::Index>(o.types.size()));
-  std::int64_t least = fixed_bytes, most = fixed_bytes;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const auto& p = plan.tensors[free_index[i]];
-    std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
     for (std::size_t k = 0; k < o.types.size(); ++k) {
-      errors(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(k)) = p.errors[k];
-      if (!std::isfinite(p.errors[k])) continue;
-      lo = std::min(lo, nashprune::row_bytes(o.types[k], p.row_length) * p.rows);
-      hi = std::max(hi, nashprune::row_bytes(o.types[k], p.row_length) * p.rows);
+      errors(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(k)) = plan.tensors[free_index[i]].errors[k];
     }
-    least += lo;
-    most += hi;
   }
-  auto apply = [&](const std::vector<ggml_type>& chosen) {
-    std::map<std::string, ggml_type> types;
-    for (std::size_t i = 0; i < shapes.size(); ++i) plan.tensors[free_index[i]].chosen = chosen[i];
-    for (const auto& p : plan.tensors) types[p.name] = p.chosen;
-    return output_file_bytes(model, types, o, imatrix.get());
-  };
-  auto describe_bits = [&](std::int64_t bytes) {
-    std::ostringstream s;
-    s.precision(4);
-    s << 8.0 * static_cast<double>(bytes) / static_cast<double>(plan.planned_weights);
-    return s.str();
-  };
   auto allocate = [&](std::int64_t budget) {
     return shapes.empty() ? nashprune::bit_allocation{} : nashprune::allocate_bits_measured<double>(shapes, errors, budget, o.types);
   };
-  auto cheapest = [&] {
-    std::vector<ggml_type> c;
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      std::int64_t best = std::numeric_limits<std::int64_t>::max();
-      ggml_type type = o.types[0];
-      for (std::size_t k = 0; k < o.types.size(); ++k) {
-        if (!std::isfinite(errors(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(k))) ||
-            shapes[i].row_length % traits_of(o.types[k]).block_size != 0) {
-          continue;
-        }
-        const auto bytes = nashprune::row_bytes(o.types[k], shapes[i].row_length) * shapes[i].rows;
-        if (bytes < best) {
-          best = bytes;
-          type = o.types[k];
-        }
-      }
-      c.push_back(type);
-    }
-    return c;
-  };
-  std::int64_t budget = 0;
   if (o.bits_per_weight) {
-    std::vector<nashprune::quant_tensor> all;
-    for (const auto& p : plan.tensors) all.push_back({p.name, p.row_length, p.rows});
-    const std::int64_t total = nashprune::bytes_for_average_bits(all, *o.bits_per_weight);
-    if (total < least) {
-      throw std::invalid_argument("--bpw " + describe_bits(total) + " is below the smallest plan's " + describe_bits(least) +
-                                  " bits per weight (every tensor at its cheapest candidate)");
-    }
-    if (total > most) {
-      throw std::invalid_argument("--bpw is above the largest plan's " + describe_bits(most) + " bits per weight (every tensor at its largest candidate)");
-    }
-    budget = total - fixed_bytes;
     plan.allocation = allocate(budget);
     plan.predicted_file_bytes = apply(plan.allocation.types);
   } else {
-    plan.requested_file_bytes = *o.file_bytes;
-    const std::int64_t smallest_file = apply(cheapest());
-    if (*o.file_bytes < smallest_file) {
-      throw std::invalid_argument("--size " + std::to_string(*o.file_bytes) + " is below the smallest plan's file, " +
-                                  std::to_string(smallest_file) + " bytes (every tensor at its cheapest candidate)");
-    }
-    // The padding after each tensor depends on its type: shrink the tensors' budget
-    // by any excess until the predicted file fits.
-    const std::int64_t overhead = smallest_file - (least - fixed_bytes) - fixed_bytes;
-    budget = *o.file_bytes - overhead - fixed_bytes;
-    if (budget > most - fixed_bytes) {
-      throw std::invalid_argument("--size " + std::to_string(*o.file_bytes) + " is above the largest plan's file (" +
-                                  std::to_string(most + overhead) + " bytes, every tensor at its largest candidate)");
-    }
     for (int attempt = 0;; ++attempt) {
       plan.allocation = allocate(budget);
       plan.predicted_file_bytes = apply(plan.allocation.types);

@@ -22,6 +22,7 @@
 #include "pruning_plan.hpp"
 #include "loss_interaction.hpp"
 #include "layer_plan.hpp"
+#include "layer_importance_plans.hpp"
 #include "layer_rates.hpp"
 #include "memory_savings.hpp"
 #include "quantization_error.hpp"

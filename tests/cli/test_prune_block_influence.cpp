@@ -19,41 +19,18 @@
 #include <vector>
 
 #include "gguf_test_files.hpp"
+#include "synthetic_model_test.hpp"
 
 namespace {
 
 enum class part { layer, attention, mlp };
 
-struct block_influence_prune : ::testing::Test {
-  gguf_test::scratch_dir dir;
-  std::filesystem::path model = dir / "model.gguf";
-  gguf::llama_shape shape;
-
-  void SetUp() override {
-    gguf::generate_synthetic(model, {}, {});
-    shape = gguf::llama_shape::read(gguf::reader::open(model));
-  }
-
+struct block_influence_prune : gguf_test::synthetic_model_test {
   // Statistics of the right shape whose `which` influence is 0.5 everywhere but 0.1 in `lowest`.
   std::filesystem::path planted(part which, std::int64_t lowest) const {
-    calibrate::calibration_stats s;
-    s.model = calibrate::fingerprint::of(shape);
-    s.tokens = 1024;
-    s.context = 128;
-    s.text = "planted";
-    for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
-      const auto& ls = shape.layers[static_cast<std::size_t>(l)];
-      calibrate::layer_stats r;
-      r.head_gram = r.head_cosine = r.head_output_gram = r.head_relative_gram = Eigen::MatrixXd::Identity(ls.n_head, ls.n_head);
-      r.attn_in_sum2 = Eigen::VectorXd::Ones(ls.n_head * shape.head_dim_v);
-      r.ffn_in_sum2 = Eigen::VectorXd::Ones(ls.n_ff);
-      const double value = l == lowest ? 0.1 : 0.5;
-      r.layer_influence = which == part::layer ? value : 0.5;
-      r.attn_influence = which == part::attention ? value : 0.5;
-      r.mlp_influence = which == part::mlp ? value : 0.5;
-      r.residual_energy = 1;
-      s.layers.push_back(std::move(r));
-    }
+    auto s = gguf_test::neutral_stats(shape);
+    auto& r = s.layers[static_cast<std::size_t>(lowest)];
+    (which == part::layer ? r.layer_influence : which == part::attention ? r.attn_influence : r.mlp_influence) = 0.1;
     const auto path = dir / ("stats_" + std::to_string(static_cast<int>(which)) + "_" + std::to_string(lowest) + ".gguf");
     calibrate::write_stats(path, s, true);
     return path;

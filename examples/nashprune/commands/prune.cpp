@@ -29,6 +29,7 @@
 #include "io/progress.hpp"
 #include "io/plan_io.hpp"
 #include "planning/compensate.hpp"
+#include "planning/layer_importance_planner.hpp"
 #include "planning/prune_planner.hpp"
 #include "planning/recommended_pipeline.hpp"
 
@@ -69,6 +70,11 @@ struct prune_args {
   bool priors_requested = false;  // --temperature or --tau given
   np::pruning_options select;
   nashprune_tool::scoring_options scoring;
+  // --layer-rates / --depth-preset: plans from one importance per layer.
+  nashprune_tool::layer_importance_request by_layer;
+  std::string layer_rates, depth_preset, depth_selection, layer_importance;
+  bool target_given = false;
+  bool rate_options_given = false;  // --alpha, --min-rate or --max-rate
 };
 
 gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, const gguf::pruned_model& result,
@@ -255,6 +261,8 @@ void prune_file(prune_args a) {
   const auto recommended = nashprune_tool::recommended_pipeline(
       {a.select.target, a.select.unit, a.select.structures, !a.calibration.empty() || !a.calibration_run.text.empty()});
   fill_in_pipeline(a, recommended);
+  // The layer's heads are chosen by their score alone (the GAQ pipeline), layers by the preset.
+  if (a.by_layer.wanted()) a.select.game = np::head_game::none;
   const auto given = nashprune_tool::option_check{im != nullptr || !a.calibration.empty() || !a.calibration_run.text.empty(),
                                                   !a.calibration.empty() || !a.calibration_run.text.empty(), a.priors_requested};
   nashprune_tool::check_options(a.select, a.scoring.score, given);
@@ -273,6 +281,8 @@ void prune_file(prune_args a) {
     chosen.plan = nashprune_tool::read_plan_json(a.plan_in, shape);
   } else if (!a.ablation.empty()) {
     chosen = choose_by_ablation(a, shape);
+  } else if (a.by_layer.wanted()) {
+    chosen = nashprune_tool::choose_by_layer_importance(model, shape, im.get(), a.select, a.scoring, calibration.get(), a.by_layer);
   } else if (a.select.game == np::head_game::obs) {
     chosen = nashprune_tool::choose_by_compensated_error(model, shape, a.select, *calibration, a.damping);
   } else {
@@ -408,6 +418,43 @@ std::optional<double> parse_tau(const std::string& text) {
   return value;
 }
 
+// --layer-rates, --depth-preset and their options, checked against the rest of the command line.
+void choose_layer_importance(prune_args& a) {
+  auto& r = a.by_layer;
+  if (!a.layer_rates.empty()) r.rates = nashprune_tool::parse_rate_strategy(a.layer_rates);
+  if (!a.depth_preset.empty()) r.depth = nashprune_tool::parse_depth_preset(a.depth_preset);
+  if (!a.depth_selection.empty()) r.depth_selection = nashprune_tool::parse_depth_selection(a.depth_selection);
+  if (!a.layer_importance.empty()) r.source = a.layer_importance;
+  if (r.rates && r.depth) throw usage_error("--layer-rates prunes heads in every layer, --depth-preset removes whole layers: give one");
+  if (!r.wanted()) {
+    if (!a.layer_importance.empty()) throw usage_error("--layer-importance scores layers for --layer-rates or --depth-preset: give one of them");
+    if (a.rate_options_given) throw usage_error("--alpha, --min-rate and --max-rate shape the rates of --layer-rates: add --layer-rates");
+    if (!a.depth_selection.empty()) throw usage_error("--depth-selection chooses the layers of --depth-preset: add --depth-preset 25 or 50");
+    return;
+  }
+  const char* option = r.rates ? "--layer-rates" : "--depth-preset";
+  if (!a.plan_in.empty()) throw usage_error(std::string(option) + " chooses the plan: drop --plan");
+  if (!a.game.empty() && a.game != "none") throw usage_error(std::string(option) + " chooses by layer importance and score alone: drop --game " + a.game);
+  if (!a.method.empty() || !a.redundancy.empty() || !a.ablation.empty() || a.select.lambda_auto) {
+    throw usage_error(std::string(option) + " plays no game: drop --method, --redundancy, --ablation and --lambda auto");
+  }
+  if (r.rates) {
+    if (!a.depth_selection.empty()) throw usage_error("--depth-selection goes with --depth-preset, not --layer-rates");
+    if (a.select.unit != np::budget_unit::heads) throw usage_error("--layer-rates sets each layer's rate of heads: add --unit heads");
+    if (!a.structures.empty() && !a.select.structures.within({np::structure::heads, np::structure::groups})) {
+      throw usage_error("--layer-rates removes GQA groups or the same heads of every group: --structures groups or heads");
+    }
+    return;
+  }
+  if (a.rate_options_given) throw usage_error("--alpha, --min-rate and --max-rate shape the rates of --layer-rates, not --depth-preset");
+  if (a.target_given) throw usage_error("--depth-preset " + a.depth_preset + " sets how many layers go (floor of that share of the layers): drop --target");
+  if (a.structures.empty()) {
+    a.select.structures = {np::structure::layers};
+  } else if (a.select.structures != np::structure_set{np::structure::layers}) {
+    throw usage_error("--depth-preset removes whole layers: --structures layers (or leave --structures out)");
+  }
+}
+
 // --game and --selector, or their deprecated spelling --method with --redundancy.
 void choose_game(prune_args& a) {
   const bool legacy = !a.method.empty() || !a.redundancy.empty();
@@ -432,7 +479,9 @@ const nashprune_tool::register_command prune_command{{
       auto& s = a->select;
       app.add_option("model", a->model, "input GGUF (omit to prune the bundled stories260K with its texts)");
       app.add_option("output,-o,--output", a->output, "output GGUF");
-      app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")->capture_default_str();
+      app.add_option("--target", s.target, "fraction to remove: of parameters, or of heads with --unit heads")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->target_given = true; });
       app.add_option("--unit", a->unit, "what --target counts: params | heads (default params; heads without a model)");
       app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers; layers mix with the others (default: heads with --unit heads, "
                      "heads,mlp with --unit params; groups for heads and mlp-blocks for mlp where quantization blocks are wider)")->delimiter(',');
@@ -498,6 +547,28 @@ const nashprune_tool::register_command prune_command{{
                      "H-GSP gate: layers whose influence is below tau use the layer prior (auto = 25th percentile, inf = all)")
           ->capture_default_str()
           ->each([a](const std::string&) { a->priors_requested = true; });
+      app.add_option("--layer-rates", a->layer_rates,
+                     "inverse | proportional | uniform: per-layer rates of heads from the layer importance (important layers "
+                     "lose fewer with inverse, more with proportional), meeting --target over the unfrozen layers, then each "
+                     "layer's groups (--structures groups) or heads of every group (heads) of least score; needs --unit heads");
+      app.add_option("--layer-importance", a->layer_importance,
+                     "what scores a layer for --layer-rates and --depth-preset: block-influence (the measured 1 - cos(in, out); "
+                     "needs --text or --calibration) or an ablation file of nashprune ablate --units layers (the loss increase "
+                     "of removing each layer alone); default block-influence");
+      app.add_option("--alpha", a->by_layer.rate_options.alpha, "--layer-rates: contrast of the rates (0: uniform)")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->rate_options_given = true; });
+      app.add_option("--min-rate", a->by_layer.rate_options.min_rate, "--layer-rates: least rate of a layer")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->rate_options_given = true; });
+      app.add_option("--max-rate", a->by_layer.rate_options.max_rate, "--layer-rates: largest rate of a layer")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->rate_options_given = true; });
+      app.add_option("--depth-preset", a->depth_preset,
+                     "25 | 50: remove floor(25 %) or floor(50 %) of the layers, those of least --layer-importance "
+                     "(--structures layers; layer 0 is kept unless --freeze-first is given)");
+      app.add_option("--depth-selection", a->depth_selection,
+                     "any | contiguous: --depth-preset removes any layers, or the contiguous block of least importance (default any)");
       app.add_option("--stats", a->stats, "write per-head statistics (JSON)");
       app.add_option("--plan", a->plan_in, "apply this plan (JSON) instead of choosing one");
       app.add_option("--plan-out", a->plan_out, "write the chosen plan (JSON)");
@@ -521,6 +592,7 @@ const nashprune_tool::register_command prune_command{{
         choose_game(*a);
         a->select.structures = a->structures.empty() ? nashprune_tool::default_structures(a->select.unit, a->model)
                                                      : nashprune_tool::parse_structures(a->structures);
+        choose_layer_importance(*a);
         if (!a->freeze_first_given && a->select.wants(np::structure::layers)) a->select.keep_first_layers = kept_first_layers;
         a->calibration_run.threads = a->scoring.threads;
         if (a->model.empty()) return run_bundled_default(*a);

@@ -276,26 +276,6 @@ std::int64_t mlp_chunk(const gguf::reader& model, const gguf::layer_shape& layer
 
 }  // namespace
 
-namespace {
-
-// "a, b or c" of a list of names.
-template <std::size_t N>
-std::string one_of(const std::array<std::string_view, N>& names) {
-  std::string out;
-  for (std::size_t k = 0; k < N; ++k) out += std::string(k == 0 ? "" : k + 1 == N ? " or " : ", ") + std::string(names[k]);
-  return out;
-}
-
-template <typename Enum, std::size_t N>
-Enum parse_name(const std::array<std::string_view, N>& names, const std::string& option, const std::string& text) {
-  for (std::size_t k = 0; k < N; ++k) {
-    if (names[k] == text) return static_cast<Enum>(k);
-  }
-  throw usage_error(option + " must be " + one_of(names) + ", got '" + text + "'");
-}
-
-}  // namespace
-
 np::head_game parse_game(const std::string& text) { return parse_name<np::head_game>(np::head_game_names, "--game", text); }
 np::selector parse_selector(const std::string& text) { return parse_name<np::selector>(np::selector_names, "--selector", text); }
 score_kind parse_score(const std::string& text) { return parse_name<score_kind>(score_names, "--score", text); }
@@ -566,13 +546,12 @@ void print_target(std::ostream& out, const target_outcome& o) {
       << ", tensor bytes " << o.before.bytes << " -> " << o.after.bytes << '\n';
 }
 
-selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
-                      const np::pruning_options& options, const scoring_options& scoring,
-                      const calibrate::calibration_stats* calibration) {
+namespace {
+
+np::model_scores scored_model(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im,
+                              const np::pruning_options& options, const scoring_options& scoring,
+                              const calibrate::calibration_stats* calibration, std::vector<Eigen::MatrixXd>& cosines) {
   auto scores = unscored_model(model, shape);
-  const auto reach = check_target(scores, options);
-  const activation_source im{imatrix, calibration};
-  std::vector<Eigen::MatrixXd> cosines;
   auto scored = score_layers(model, shape, im, options, scoring, cosines);
   for (std::int64_t i = 0; i < shape.n_layer(); ++i) {
     const auto at = static_cast<std::size_t>(i);
@@ -583,6 +562,25 @@ selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape,
   if (calibration != nullptr) {
     for (const auto& l : calibration->layers) scores.influence.push_back({l.layer_influence, l.attn_influence, l.mlp_influence});
   }
+  return scores;
+}
+
+}  // namespace
+
+np::model_scores scored_model(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
+                              const np::pruning_options& options, const scoring_options& scoring,
+                              const calibrate::calibration_stats* calibration) {
+  std::vector<Eigen::MatrixXd> cosines;
+  return scored_model(model, shape, activation_source{imatrix, calibration}, options, scoring, calibration, cosines);
+}
+
+selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
+                      const np::pruning_options& options, const scoring_options& scoring,
+                      const calibrate::calibration_stats* calibration) {
+  const auto reach = check_target(unscored_model(model, shape), options);
+  const activation_source im{imatrix, calibration};
+  std::vector<Eigen::MatrixXd> cosines;
+  const auto scores = scored_model(model, shape, im, options, scoring, calibration, cosines);
   const auto planned = [&]() -> np::pruning_result {
     switch (options.game) {
       case np::head_game::cosine:

@@ -9,10 +9,14 @@
 #include <gguf/prune_plan.hpp>
 #include <nashprune/pruning_plan.hpp>
 
+#include <array>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "command.hpp"
 
 namespace nashprune_tool {
 
@@ -34,6 +38,23 @@ struct selection {
   std::optional<nashprune::target_reach> reach;           // what the target asked for (not with --plan)
   std::optional<nashprune::compensated_choice_report> compensated;  // set with the obs game
 };
+
+/// "a, b or c" of a list of names.
+template <std::size_t N>
+[[nodiscard]] std::string one_of(const std::array<std::string_view, N>& names) {
+  std::string out;
+  for (std::size_t k = 0; k < N; ++k) out += std::string(k == 0 ? "" : k + 1 == N ? " or " : ", ") + std::string(names[k]);
+  return out;
+}
+
+/// The enumerator whose spelling in `names` is `text`; usage_error naming `option` otherwise.
+template <typename Enum, std::size_t N>
+[[nodiscard]] Enum parse_name(const std::array<std::string_view, N>& names, const std::string& option, const std::string& text) {
+  for (std::size_t k = 0; k < N; ++k) {
+    if (names[k] == text) return static_cast<Enum>(k);
+  }
+  throw usage_error(option + " must be " + one_of(names) + ", got '" + text + "'");
+}
 
 /// The command-line vocabulary, parsed once: each throws usage_error naming the
 /// option and the values it takes.
@@ -77,6 +98,12 @@ void check_options(const nashprune::pruning_options& options, score_kind score, 
 [[nodiscard]] selection choose_plan(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
                                     const nashprune::pruning_options& options, const scoring_options& scoring,
                                     const calibrate::calibration_stats* calibration = nullptr);
+
+/// The planner's scores of `model` as choose_plan computes them (heads, channels and,
+/// with `calibration`, the measured influence), without playing a game.
+[[nodiscard]] nashprune::model_scores scored_model(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
+                                                   const nashprune::pruning_options& options, const scoring_options& scoring,
+                                                   const calibrate::calibration_stats* calibration);
 
 /// The structures pruned when --structures is not given: heads with --unit heads,
 /// heads and MLP channels with --unit params (attention alone holds too few of a

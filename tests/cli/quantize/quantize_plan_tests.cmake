@@ -19,7 +19,17 @@ nashprune_quantize_plan_test(no_budget 2 "-DARGS=quantize-plan\;${quantize_model
 nashprune_quantize_plan_test(bpw_too_small 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;2\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --bpw 2 is below the smallest plan's 6.667 bits per weight")
 nashprune_quantize_plan_test(bpw_too_large 2 "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;40\;-o\;${plan_txt}"
-  "-DSTDERR_REGEX=^nashprune: error: --bpw is above the largest plan's 16 bits per weight")
+  "-DSTDERR_REGEX=^nashprune: error: --bpw 40 is above the largest plan's 16 bits per weight .*; the candidates reach \\[6\\.667, 16\\]$")
+# The budget is checked before anything is measured: with --sensitivity measured (a
+# minute or more of loss passes on stories260K) a budget out of reach is refused at once.
+nashprune_quantize_plan_test(bpw_refused_before_measuring 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;2\;--sensitivity\;measured\;--text\;${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --bpw 2 is below the smallest plan's 6\\.667 bits per weight .*; the candidates reach \\[6\\.667, 16\\]$")
+set_tests_properties(cli_quantize_plan_bpw_refused_before_measuring PROPERTIES TIMEOUT 30)
+nashprune_quantize_plan_test(size_refused_before_measuring 2
+  "-DARGS=quantize-plan\;${quantize_model}\;--size\;100000000\;--sensitivity\;scaled\;--text\;${NASHPRUNE_DATA_DIR}/tinystories-calibration.txt\;-o\;${plan_txt}"
+  "-DSTDERR_REGEX=^nashprune: error: --size 100000000 is above the largest plan's file .*; the candidates allow files of [0-9]+ to [0-9]+ bytes$")
+set_tests_properties(cli_quantize_plan_size_refused_before_measuring PROPERTIES TIMEOUT 30)
 nashprune_quantize_plan_test(size_too_small 2 "-DARGS=quantize-plan\;${quantize_model}\;--size\;1000\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --size 1000 is below the smallest plan's file, [0-9]+ bytes")
 nashprune_quantize_plan_test(size_too_large 2 "-DARGS=quantize-plan\;${quantize_model}\;--size\;100000000\;-o\;${plan_txt}"
@@ -48,7 +58,7 @@ add_test(NAME cli_quantize_plan_follows_costs
 set_tests_properties(cli_quantize_plan_follows_costs PROPERTIES LABELS cli)
 set(costs_data ${CMAKE_CURRENT_SOURCE_DIR}/quantize/testdata)
 nashprune_quantize_plan_test(costs_of_other_types 2
-  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q5_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
+  "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;7\;--types\;q4_0,q5_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"
   "-DSTDERR_REGEX=^nashprune: error: --costs .*costs-q4_0-q8_0\\.tsv: line 1 is 'tensor\tq4_0\tq8_0', expected 'tensor\tq4_0\tq5_0'")
 nashprune_quantize_plan_test(costs_of_another_model 2
   "-DARGS=quantize-plan\;${quantize_model}\;--bpw\;8\;--types\;q4_0,q8_0\;--costs\;${costs_data}/costs-q4_0-q8_0.tsv\;-o\;${plan_txt}"

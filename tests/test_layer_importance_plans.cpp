@@ -1,0 +1,292 @@
+// nashprune/layer_importance_plans.hpp: the unbalanced-rate plans on random GQA and
+// multi-head models against references written as plain loops (every count vector
+// and every removal set enumerated), the depth presets against an enumeration of
+// the droppable sets, and every bad input named.
+#include <nashprune/layer_importance_plans.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "expect_error.hpp"
+
+namespace {
+
+namespace np = nashprune;
+using nashprune_test::expect_error;
+
+// n_layer layers of n_head query heads and n_kv kv heads with random head scores.
+np::model_scores random_model(std::mt19937& rng, std::int64_t n_layer, std::int64_t n_head, std::int64_t n_kv) {
+  std::uniform_real_distribution<double> score(0.0, 1.0);
+  np::model_scores m;
+  m.n_embd = 16;
+  m.head_dim_k = 2;
+  m.head_dim_v = 2;
+  m.total_parameters = 100000;
+  for (std::int64_t l = 0; l < n_layer; ++l) {
+    np::layer_scores s;
+    s.n_head = n_head;
+    s.n_head_kv = n_kv;
+    s.n_ff = 3;
+    s.heads.resize(n_head);
+    for (std::int64_t h = 0; h < n_head; ++h) s.heads[h] = score(rng);
+    s.channels = Eigen::VectorXd::Ones(3);
+    m.layers.push_back(s);
+  }
+  return m;
+}
+
+np::pruning_options head_options(double target, np::structure s) {
+  np::pruning_options o;
+  o.unit = np::budget_unit::heads;
+  o.structures = {s};
+  o.game = np::head_game::none;
+  o.target = target;
+  return o;
+}
+
+// Plain loop: the least total importance of `heads` query heads of one layer removed
+// at the granularity (whole groups, the same count from every group, or any heads).
+double least_removal(const Eigen::VectorXd& scores, std::int64_t n_kv, bool groups, std::int64_t heads) {
+  const auto n = static_cast<std::int64_t>(scores.size());
+  const std::int64_t g = n / n_kv;
+  double best = std::numeric_limits<double>::infinity();
+  for (std::int64_t mask = 0; mask < (std::int64_t{1} << n); ++mask) {
+    std::int64_t count = 0;
+    double sum = 0;
+    std::vector<std::int64_t> per_group(static_cast<std::size_t>(n_kv), 0);
+    for (std::int64_t h = 0; h < n; ++h) {
+      if ((mask >> h & 1) == 0) continue;
+      ++count;
+      sum += scores[h];
+      ++per_group[static_cast<std::size_t>(h / g)];
+    }
+    if (count != heads) continue;
+    bool allowed = true;
+    for (const auto c : per_group) {
+      if (groups) allowed = allowed && (c == 0 || c == g);
+      if (!groups && n_kv != n) allowed = allowed && c == per_group[0];
+    }
+    if (allowed) best = std::min(best, sum);
+  }
+  return best;
+}
+
+TEST(UnbalancedRates, CountsAndChoicesMatchPlainLoopReferences) {
+  std::mt19937 rng(17);
+  std::lognormal_distribution<double> importance(0.0, 1.0);
+  std::uniform_real_distribution<double> target(0.1, 0.45);
+  struct shape {
+    std::int64_t n_head, n_kv;
+    np::structure s;
+  };
+  const std::vector<shape> shapes{{8, 4, np::structure::groups}, {8, 8, np::structure::heads}, {8, 2, np::structure::heads},
+                                  {6, 2, np::structure::groups}, {4, 4, np::structure::groups}};
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const auto& sh = shapes[static_cast<std::size_t>(trial) % shapes.size()];
+    const std::int64_t n_layer = 2 + trial % 4;
+    const auto model = random_model(rng, n_layer, sh.n_head, sh.n_kv);
+    auto o = head_options(target(rng), sh.s);
+    o.max_prune = 0.8;
+    np::layer_rate_options r;
+    r.strategy = static_cast<np::rate_strategy>(trial % 3);
+    r.min_rate = 0.0;
+    r.max_rate = 0.8;
+    Eigen::VectorXd li(n_layer);
+    for (auto& v : li) v = importance(rng);
+    const auto out = np::plan_unbalanced_rates(model, li, o, r);
+    // The rates are layer_pruning_rates' for R / U, weighted by heads.
+    const std::int64_t total = n_layer * sh.n_head;
+    const auto requested = static_cast<std::int64_t>(std::floor(o.target * static_cast<double>(total) + 1e-9));
+    ASSERT_EQ(out.report.requested, requested);
+    auto solve = r;
+    solve.target = static_cast<double>(requested) / static_cast<double>(total);
+    const auto rates = np::layer_pruning_rates<double>(li, Eigen::VectorXd::Constant(n_layer, static_cast<double>(sh.n_head)), solve);
+    for (std::int64_t l = 0; l < n_layer; ++l) EXPECT_NEAR(out.report.rates[l], rates.rates[l], 1e-12);
+    // Reference counts: every vector of units within the caps, the most heads <= R,
+    // then the least squared distance to the wanted units.
+    const bool groups = sh.s == np::structure::groups;
+    const std::int64_t step = groups ? sh.n_head / sh.n_kv : sh.n_kv == sh.n_head ? 1 : sh.n_kv;
+    const std::int64_t keep = np::seed_min_keep(sh.n_head, o.decisions());
+    const std::int64_t cap = std::min((sh.n_head - keep) / step, sh.n_head / step - 1);
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n_layer));
+    for (std::int64_t l = 0; l < n_layer; ++l) order[static_cast<std::size_t>(l)] = l;
+    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+      if (r.strategy == np::rate_strategy::inverse) return li[a] < li[b];
+      if (r.strategy == np::rate_strategy::proportional) return li[a] > li[b];
+      return false;
+    });
+    std::vector<std::int64_t> k(static_cast<std::size_t>(n_layer), 0), best_k;
+    std::int64_t best_total = -1;
+    double best_distance = 0;
+    for (;;) {
+      std::int64_t heads = 0;
+      double distance = 0;
+      for (std::int64_t l = 0; l < n_layer; ++l) {
+        heads += k[static_cast<std::size_t>(l)] * step;
+        const double wanted = rates.rates[l] * static_cast<double>(sh.n_head) / static_cast<double>(step);
+        distance += (static_cast<double>(k[static_cast<std::size_t>(l)]) - wanted) * (static_cast<double>(k[static_cast<std::size_t>(l)]) - wanted);
+      }
+      // Ties (layers clipped to the same rate) go to the layers first in the strategy's
+      // order: by importance ascending (inverse) or descending (proportional), then index.
+      std::vector<std::int64_t> ordered, best_ordered;
+      for (const auto l : order) {
+        ordered.push_back(k[static_cast<std::size_t>(l)]);
+        if (!best_k.empty()) best_ordered.push_back(best_k[static_cast<std::size_t>(l)]);
+      }
+      const bool closer = distance < best_distance - 1e-9 || (distance <= best_distance + 1e-9 && ordered > best_ordered);
+      if (heads <= requested && (heads > best_total || (heads == best_total && closer))) {
+        best_total = heads;
+        best_distance = distance;
+        best_k = k;
+      }
+      std::size_t at = 0;
+      while (at < k.size() && k[at] == cap) k[at++] = 0;
+      if (at == k.size()) break;
+      ++k[at];
+    }
+    ASSERT_EQ(out.report.removed_total, best_total) << "trial " << trial;
+    for (std::int64_t l = 0; l < n_layer; ++l) {
+      EXPECT_EQ(out.report.removed[static_cast<std::size_t>(l)], best_k[static_cast<std::size_t>(l)] * step) << "trial " << trial << " layer " << l;
+    }
+    // Reference choice: the removed heads' importance is the least any allowed set has.
+    for (std::int64_t l = 0; l < n_layer; ++l) {
+      const auto& layer = out.plan.layers[static_cast<std::size_t>(l)];
+      const auto& scores = model.layers[static_cast<std::size_t>(l)].heads;
+      const auto removed = sh.n_head - static_cast<std::int64_t>(layer.heads.q_heads.size());
+      ASSERT_EQ(removed, out.report.removed[static_cast<std::size_t>(l)]);
+      double kept = 0;
+      for (const auto h : layer.heads.q_heads) kept += scores[h];
+      EXPECT_NEAR(scores.sum() - kept, least_removal(scores, sh.n_kv, groups, removed), 1e-12) << "trial " << trial << " layer " << l;
+      EXPECT_EQ(layer.channels.size(), 3U);
+      EXPECT_TRUE(layer.keep_layer);
+    }
+    std::int64_t pruned = 0;
+    for (const auto& h : out.plan.heads) pruned += h.pruned ? 1 : 0;
+    EXPECT_EQ(pruned, out.report.removed_total);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 300);
+}
+
+TEST(UnbalancedRates, InverseSparesTheImportantLayerAndFrozenLayersKeepTheirHeads) {
+  std::mt19937 rng(3);
+  const auto model = random_model(rng, 4, 8, 4);
+  auto o = head_options(0.25, np::structure::groups);
+  Eigen::VectorXd li(4);
+  li << 0.1, 5.0, 0.1, 0.1;
+  np::layer_rate_options r;
+  r.min_rate = 0.0;
+  r.max_rate = 0.75;
+  const auto inverse = np::plan_unbalanced_rates(model, li, o, r);
+  EXPECT_EQ(inverse.report.removed_total, 8);
+  EXPECT_LT(inverse.report.removed[1], inverse.report.removed[0]);
+  r.strategy = np::rate_strategy::proportional;
+  const auto proportional = np::plan_unbalanced_rates(model, li, o, r);
+  EXPECT_GT(proportional.report.removed[1], proportional.report.removed[0]);
+  o.freeze_first = 1;
+  r.strategy = np::rate_strategy::uniform;
+  const auto frozen = np::plan_unbalanced_rates(model, li, o, r);
+  EXPECT_EQ(frozen.report.removed[0], 0);
+  EXPECT_EQ(frozen.report.rates[0], 0.0);
+  EXPECT_EQ(frozen.plan.layers[0].heads.q_heads.size(), 8U);
+  EXPECT_EQ(frozen.report.removed_total, 8);
+  EXPECT_NEAR(frozen.report.overall_rate, 8.0 / 24.0, 1e-12);
+}
+
+TEST(UnbalancedRates, BadInputIsNamed) {
+  std::mt19937 rng(5);
+  const auto model = random_model(rng, 3, 8, 4);
+  const auto o = head_options(0.25, np::structure::groups);
+  const np::layer_rate_options r;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_unbalanced_rates(model, Eigen::VectorXd::Ones(4), o, r); },
+                                      {"layer_importance", "layer count is 4, expected 3"});
+  Eigen::VectorXd negative = Eigen::VectorXd::Ones(3);
+  negative[1] = -1;
+  expect_error<std::domain_error>([&] { (void)np::plan_unbalanced_rates(model, negative, o, r); }, {"importance"});
+  auto params = o;
+  params.unit = np::budget_unit::parameters;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_unbalanced_rates(model, Eigen::VectorXd::Ones(3), params, r); }, {"unit"});
+  auto mlp = o;
+  mlp.structures = {np::structure::groups, np::structure::mlp};
+  expect_error<std::invalid_argument>([&] { (void)np::plan_unbalanced_rates(model, Eigen::VectorXd::Ones(3), mlp, r); }, {"structures"});
+  auto low = o;
+  low.target = 0.05;
+  expect_error<std::domain_error>([&] { (void)np::plan_unbalanced_rates(model, Eigen::VectorXd::Ones(3), low, r); },
+                                  {"target", "unreachable", "0.150000, 0.500000"});
+  auto all_frozen = o;
+  all_frozen.freeze_first = 3;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_unbalanced_rates(model, Eigen::VectorXd::Ones(3), all_frozen, r); }, {"nothing to prune"});
+}
+
+TEST(DepthPreset, DropsTheLayersAPlainLoopFinds) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> score(0.0, 1.0);
+  int checked = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::int64_t n = 4 + trial % 9;
+    const auto model = random_model(rng, n, 4, 4);
+    Eigen::VectorXd s(n);
+    for (auto& v : s) v = score(rng);
+    const auto preset = trial % 2 == 0 ? np::depth_preset::drop_25_percent : np::depth_preset::drop_50_percent;
+    const auto selection = trial % 4 < 2 ? np::depth_selection::any_set : np::depth_selection::contiguous_block;
+    np::pruning_options o;
+    o.keep_first_layers = trial % 3 == 0 ? 1 : 0;
+    o.freeze_last = trial % 5 == 0 ? 1 : 0;
+    const std::int64_t k = preset == np::depth_preset::drop_25_percent ? n / 4 : n / 2;
+    const std::int64_t first = o.keep_first_layers, last = n - o.freeze_last;
+    // Plain loop: every set of k droppable layers (contiguous ones only for the block), least total score.
+    double best = std::numeric_limits<double>::infinity();
+    for (std::int64_t mask = 0; mask < (std::int64_t{1} << n); ++mask) {
+      std::int64_t count = 0, lo = n, hi = -1;
+      double sum = 0;
+      for (std::int64_t l = 0; l < n; ++l) {
+        if ((mask >> l & 1) == 0) continue;
+        ++count;
+        sum += s[l];
+        lo = std::min(lo, l);
+        hi = std::max(hi, l);
+      }
+      if (count != k || (count > 0 && (lo < first || hi >= last))) continue;
+      if (selection == np::depth_selection::contiguous_block && count > 0 && hi - lo + 1 != k) continue;
+      best = std::min(best, sum);
+    }
+    const auto plan = np::plan_depth_preset(model, s, preset, selection, o);
+    std::int64_t dropped = 0;
+    double sum = 0;
+    for (std::int64_t l = 0; l < n; ++l) {
+      const auto& p = plan.layers[static_cast<std::size_t>(l)];
+      EXPECT_EQ(p.heads.q_heads.size(), 4U);
+      if (p.keep_layer) continue;
+      ++dropped;
+      sum += s[l];
+      EXPECT_GE(l, first);
+      EXPECT_LT(l, last);
+    }
+    EXPECT_EQ(dropped, k);
+    EXPECT_NEAR(sum, k == 0 ? 0.0 : best, 1e-12) << "trial " << trial;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 200);
+}
+
+TEST(DepthPreset, BadInputIsNamed) {
+  std::mt19937 rng(2);
+  const auto model = random_model(rng, 4, 4, 4);
+  np::pruning_options o;
+  expect_error<std::invalid_argument>(
+      [&] { (void)np::plan_depth_preset(model, Eigen::VectorXd::Ones(3), np::depth_preset::drop_25_percent, np::depth_selection::any_set, o); },
+      {"layer_scores", "layer count is 3, expected 4"});
+  o.freeze_first = 3;
+  expect_error<std::invalid_argument>(
+      [&] { (void)np::plan_depth_preset(model, Eigen::VectorXd::Ones(4), np::depth_preset::drop_50_percent, np::depth_selection::any_set, o); },
+      {"layers_to_drop", "2 lies outside [0, 1]"});
+}
+
+}  // namespace
