@@ -3,7 +3,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 
+#include "gguf/float_encode.hpp"
 #include "gguf/llama_model.hpp"
 
 namespace gguf {
@@ -119,20 +121,22 @@ std::vector<planted_head> generate_synthetic(const std::filesystem::path& output
   const std::int64_t head_dim = o.n_embd / o.n_head;
   const std::int64_t q_width = o.n_head * head_dim;
   const std::int64_t kv_width = o.n_head_kv * head_dim;
+  if (!can_encode(o.weight_type)) throw std::invalid_argument("weight_type: the synthetic model's matrices are F32, F16 or BF16");
+  const auto matrix = o.weight_type;
   std::vector<tensor_spec> specs;
-  specs.push_back({"token_embd.weight", {o.n_embd, o.n_vocab}, nashprune::ggml_type::f32});
+  specs.push_back({"token_embd.weight", {o.n_embd, o.n_vocab}, matrix});
   specs.push_back({"output_norm.weight", {o.n_embd}, nashprune::ggml_type::f32});
-  specs.push_back({"output.weight", {o.n_embd, o.n_vocab}, nashprune::ggml_type::f32});
+  specs.push_back({"output.weight", {o.n_embd, o.n_vocab}, matrix});
   for (std::int64_t l = 0; l < o.n_layer; ++l) {
     specs.push_back({layer_tensor(l, "attn_norm.weight"), {o.n_embd}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_q.weight"), {o.n_embd, q_width}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_k.weight"), {o.n_embd, kv_width}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_v.weight"), {o.n_embd, kv_width}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "attn_output.weight"), {q_width, o.n_embd}, nashprune::ggml_type::f32});
+    specs.push_back({layer_tensor(l, "attn_q.weight"), {o.n_embd, q_width}, matrix});
+    specs.push_back({layer_tensor(l, "attn_k.weight"), {o.n_embd, kv_width}, matrix});
+    specs.push_back({layer_tensor(l, "attn_v.weight"), {o.n_embd, kv_width}, matrix});
+    specs.push_back({layer_tensor(l, "attn_output.weight"), {q_width, o.n_embd}, matrix});
     specs.push_back({layer_tensor(l, "ffn_norm.weight"), {o.n_embd}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "ffn_gate.weight"), {o.n_embd, o.n_ff}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "ffn_up.weight"), {o.n_embd, o.n_ff}, nashprune::ggml_type::f32});
-    specs.push_back({layer_tensor(l, "ffn_down.weight"), {o.n_ff, o.n_embd}, nashprune::ggml_type::f32});
+    specs.push_back({layer_tensor(l, "ffn_gate.weight"), {o.n_embd, o.n_ff}, matrix});
+    specs.push_back({layer_tensor(l, "ffn_up.weight"), {o.n_embd, o.n_ff}, matrix});
+    specs.push_back({layer_tensor(l, "ffn_down.weight"), {o.n_ff, o.n_embd}, matrix});
   }
 
   writer out(output, std::move(write_options));
@@ -166,7 +170,11 @@ std::vector<planted_head> generate_synthetic(const std::filesystem::path& output
         }
       }
     }
-    out.write(bytes_of(data));
+    if (spec.type == nashprune::ggml_type::f32) {
+      out.write(bytes_of(data));
+    } else {
+      out.write(encode_floats(spec.type, data));
+    }
   }
   out.commit();
   return planted;

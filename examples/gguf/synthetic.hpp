@@ -22,6 +22,8 @@ struct synthetic_options {
   std::int64_t n_ff = 128;
   std::int64_t n_vocab = 259;  // at least the 259 byte-level tokens
   std::uint64_t seed = 1;
+  /// The type of the matrices (F32, F16 or BF16); norm weights stay F32.
+  nashprune::ggml_type weight_type = nashprune::ggml_type::f32;
   /// Layers that get planted heads (one per KV group: duplicates in even groups,
   /// near-zero heads in odd groups); empty: layers 1 and 2 (or the last layer).
   std::vector<std::int64_t> planted_layers;

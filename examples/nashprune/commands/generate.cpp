@@ -10,6 +10,7 @@ namespace {
 
 struct generate_args {
   std::string output;
+  std::string type = "f32";
   gguf::synthetic_options synthetic;
   bool force = false;
 };
@@ -24,11 +25,21 @@ void add_options(CLI::App& app, generate_args& a) {
   app.add_option("--ffn", o.n_ff, "FFN width")->capture_default_str();
   app.add_option("--vocab", o.n_vocab, "vocabulary size (>= 259)")->capture_default_str();
   app.add_option("--seed", o.seed, "random seed")->capture_default_str();
+  app.add_option("--type", a.type, "type of the matrices: f32 | f16 | bf16 (norm weights stay f32)")->capture_default_str();
   app.add_option("--planted-layers", o.planted_layers, "layers with planted heads (default 1 2)");
   app.add_flag("--force", a.force, "replace an existing output");
 }
 
-int run(const generate_args& a) {
+int run(generate_args a) {
+  if (a.type == "f32") {
+    a.synthetic.weight_type = nashprune::ggml_type::f32;
+  } else if (a.type == "f16") {
+    a.synthetic.weight_type = nashprune::ggml_type::f16;
+  } else if (a.type == "bf16") {
+    a.synthetic.weight_type = nashprune::ggml_type::bf16;
+  } else {
+    throw nashprune_tool::usage_error("--type must be f32, f16 or bf16, got '" + a.type + "'");
+  }
   const auto planted = gguf::generate_synthetic(a.output, a.synthetic, {.force = a.force, .protect = {}});
   std::cout << "wrote " << a.output << '\n';
   for (const auto& p : planted) {
