@@ -60,7 +60,11 @@ int run_eval(eval_options o) {
   const auto original = nashprune_tool::measure_perplexity(o.run, o.original, "original");
   const auto pruned = nashprune_tool::measure_perplexity(o.run, o.pruned, "pruned");
   std::optional<std::pair<nashprune_tool::bench_result, nashprune_tool::bench_result>> speeds;
-  if (o.speed) speeds.emplace(nashprune_tool::measure_speed(o.bench, o.original, "original"), nashprune_tool::measure_speed(o.bench, o.pruned, "pruned"));
+  if (o.speed) {
+    auto original_speed = nashprune_tool::measure_speed(o.bench, o.original, "original");
+    auto pruned_speed = nashprune_tool::measure_speed(o.bench, o.pruned, "pruned");
+    speeds.emplace(original_speed, pruned_speed);
+  }
   if (o.json) {
     nlohmann::json out = {
         {"text", o.run.text},
