@@ -6,7 +6,7 @@
 #   ${NASHPRUNE_CACHE_DIR:-$HOME/.cache/nashprune}/llama.cpp-<version>/
 #     src/        llama.cpp's exact source, cloned from the git bundle that the npm
 #                 package node-llama-cpp@<version> ships (package/llama/gitRelease.bundle)
-#     build/bin/  llama-perplexity, llama-imatrix, llama-quantize and the shared
+#     build/bin/  llama-perplexity, llama-imatrix, llama-quantize, llama-bench and the shared
 #                 libraries libllama / libggml* (CPU only)
 #     node/       node_modules/@huggingface/gguf
 #     provisioned a stamp: written last, so its presence means "complete"
@@ -25,15 +25,15 @@ set -euo pipefail
 # (tests/llama) check against this snapshot.
 node_llama_cpp_version=3.22.1
 huggingface_gguf_version=0.4.6
-# Bumped whenever apply_patches changes, so an older cached tree is patched and
-# rebuilt (incrementally) instead of being reused as it is.
-patch_level=1
+# Bumped whenever apply_patches or the built targets change, so an older cached
+# tree is patched and rebuilt (incrementally) instead of being reused as it is.
+patch_level=2
 
 cache_root=${NASHPRUNE_CACHE_DIR:-$HOME/.cache/nashprune}
 root="$cache_root/llama.cpp-$node_llama_cpp_version"
 stamp="$root/provisioned"
 jobs=${NASHPRUNE_JOBS:-2}
-targets=(llama llama-perplexity llama-imatrix llama-quantize)
+targets=(llama llama-perplexity llama-imatrix llama-quantize llama-bench)
 
 say() { echo "provision-llama-cpp: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -117,7 +117,7 @@ cmake -S "$root/src" -B "$root/build" -G Ninja \
   { tail -n 30 "$root/configure.log" >&2; die "configuring llama.cpp failed (log: $root/configure.log)"; }
 cmake --build "$root/build" -j "$jobs" --target "${targets[@]}" >"$root/build.log" 2>&1 ||
   { tail -n 30 "$root/build.log" >&2; die "building llama.cpp failed (log: $root/build.log)"; }
-for program in llama-perplexity llama-imatrix llama-quantize; do
+for program in llama-perplexity llama-imatrix llama-quantize llama-bench; do
   [ -x "$root/build/bin/$program" ] || die "build finished but $root/build/bin/$program is missing"
 done
 

@@ -489,19 +489,27 @@ TEST(CompensatedPlan, HeadCountsTheGroupStepsMissAreMetWithTheLeastErrorMixes) {
     const auto requested = static_cast<std::int64_t>(std::floor(target * 24 + 1e-9));
     const auto [budget, error] = brute_force_best(layers, requested);
     ASSERT_EQ(budget, requested);
-    for (const auto how : {np::selector::exact, np::selector::greedy}) {
+    // The greedy selector enumerates these layers' sets (at most 32 a count) as the
+    // exact one does; with greedy_max_sets 1 it enumerates none and still meets the count.
+    for (const auto& [how, greedy_max_sets] : {std::pair{np::selector::exact, std::int64_t{64}}, std::pair{np::selector::greedy, std::int64_t{64}},
+                                               std::pair{np::selector::greedy, std::int64_t{1}}}) {
       o.selection = how;
-      const auto r = np::plan_pruning(m.scores, game_of(m, o), o);
+      auto game = game_of(m, o);
+      game.greedy_max_sets = greedy_max_sets;
+      const auto r = np::plan_pruning(m.scores, game, o);
+      const std::string where = "target " + std::to_string(target) + (how == np::selector::exact ? " exact" : " greedy") +
+                                " greedy_max_sets " + std::to_string(greedy_max_sets);
       std::int64_t removed = 0;
       for (const auto& layer : r.layers) removed += 8 - static_cast<std::int64_t>(layer.heads.q_heads.size());
-      EXPECT_EQ(removed, requested) << target;
-      EXPECT_EQ(r.compensated->removed, requested) << target;
-      EXPECT_NEAR(plan_error(m, r), r.compensated->error, 1e-8 * (1 + error)) << target;
-      if (how == np::selector::exact) {
-        EXPECT_NEAR(r.compensated->error, error, 1e-8 * (1 + error)) << target;
-        EXPECT_EQ(r.compensated->exact_choices, 3) << target;
+      EXPECT_EQ(removed, requested) << where;
+      EXPECT_EQ(r.compensated->removed, requested) << where;
+      EXPECT_NEAR(plan_error(m, r), r.compensated->error, 1e-8 * (1 + error)) << where;
+      if (greedy_max_sets > 1) {
+        EXPECT_NEAR(r.compensated->error, error, 1e-8 * (1 + error)) << where;
+        EXPECT_EQ(r.compensated->exact_choices, 3) << where;
       } else {
-        EXPECT_GE(r.compensated->error, error * (1 - 1e-9)) << target;
+        EXPECT_GE(r.compensated->error, error * (1 - 1e-9)) << where;
+        EXPECT_LT(r.compensated->exact_choices, 3) << where;
       }
       for (std::size_t l = 0; l < 3; ++l) EXPECT_NO_THROW((void)np::attention_geometry(8, 4, head_dim).validate(r.layers[l].heads)) << target;
     }
@@ -519,10 +527,16 @@ TEST(CompensatedPlan, GreedySelectorCostsNoLessThanTheEnumeration) {
       o.selection = np::selector::exact;
       const auto exact = np::plan_pruning(m.scores, game_of(m, o), o);
       o.selection = np::selector::greedy;
-      const auto greedy = np::plan_pruning(m.scores, game_of(m, o), o);
+      auto game = game_of(m, o);
+      game.greedy_max_sets = 1;  // SlimGPT's greedy and the closed form for every count
+      const auto greedy = np::plan_pruning(m.scores, game, o);
       EXPECT_EQ(greedy.compensated->removed, exact.compensated->removed);
       EXPECT_GE(greedy.compensated->error, exact.compensated->error * (1 - 1e-9));
       EXPECT_NEAR(plan_error(m, greedy), greedy.compensated->error, 1e-8 * (1 + greedy.compensated->error));
+      // Where every count's sets number at most greedy_max_sets, the greedy selector's choice is the exact one.
+      const auto enumerated = np::plan_pruning(m.scores, game_of(m, o), o);
+      EXPECT_NEAR(enumerated.compensated->error, exact.compensated->error, 1e-9 * (1 + exact.compensated->error));
+      EXPECT_EQ(enumerated.compensated->exact_choices, exact.compensated->exact_choices);
     }
   }
 }
@@ -558,6 +572,9 @@ TEST(CompensatedPlan, BadInputsAreRefusedNamingTheArgument) {
   game = game_of(m, o);
   game.max_sets = 0;
   expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"max_sets"});
+  game = game_of(m, o);
+  game.greedy_max_sets = 0;
+  expect_error<std::invalid_argument>([&] { (void)np::plan_pruning(m.scores, game, o); }, {"greedy_max_sets"});
 }
 
 }  // namespace

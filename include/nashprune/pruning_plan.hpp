@@ -30,8 +30,9 @@
 //       layers of query heads (or groups) and MLP channels by the error left after
 //       attn_output and ffn_down are refit on what stays (compensated_selection.hpp):
 //       per layer and count the set of least OBS cost (exact enumeration of the
-//       GQA-consistent sets with selector::exact, SlimGPT's greedy otherwise or
-//       beyond max_sets; MLP channels greedy in steps), then exact_allocation of the
+//       GQA-consistent sets when they number at most max_sets with selector::exact,
+//       greedy_max_sets with selector::greedy; SlimGPT's greedy beyond; MLP
+//       channels greedy in steps), then exact_allocation of the
 //       counts over layers minimising Σ_l scale_l·E_l within the target's budget
 //       (heads or parameters); a head count it misses is met as in step 3, costed
 //       by scale_l·E_l of each set. The plans are the result (step 2 is skipped).
@@ -1243,6 +1244,11 @@ struct compensated_layer {
 struct compensated_error_game {
   std::vector<compensated_layer> layers;
   std::int64_t max_sets = std::int64_t{1} << 12;  ///< selector::exact enumerates a head count's sets up to this many
+  /// selector::greedy enumerates a head count's sets up to this many: every count of
+  /// layers of up to 4 groups of 2 (stories260K, 32 sets at most), so that the
+  /// greedy's choices there are the least, and few enough that a set's cost,
+  /// O(n_embd·|S|²) for |S| removed coordinates, stays cheap where it is used.
+  std::int64_t greedy_max_sets = 64;
   std::int64_t channel_batch = 0;                 ///< MLP channels per greedy step (0: max(1, n_ff / 256)), a multiple of mlp_chunk
 };
 
@@ -1373,8 +1379,9 @@ template <int deferred = 0>
   require(!options.lambda_auto, "lambda_auto", "the obs game has no λ to search");
   detail::require_size("layers", static_cast<std::int64_t>(game.layers.size()), model.n_layer(), "layer count");
   require(game.max_sets >= 1, "max_sets", "must be positive, got " + std::to_string(game.max_sets));
+  require(game.greedy_max_sets >= 1, "greedy_max_sets", "must be positive, got " + std::to_string(game.greedy_max_sets));
   require(game.channel_batch >= 0, "channel_batch", "must be >= 0, got " + std::to_string(game.channel_batch));
-  const std::int64_t max_sets = options.selection == selector::exact ? game.max_sets : 1;  // 1: only the empty set is enumerated
+  const std::int64_t max_sets = options.selection == selector::exact ? game.max_sets : game.greedy_max_sets;
   std::vector<detail::compensated_option> options_by_layer;
   compensated_choice_report report;
   for (std::int64_t i = 0; i < model.n_layer(); ++i) {

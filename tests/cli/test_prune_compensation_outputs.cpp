@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "gguf_test_files.hpp"
+#include "tool_runs.hpp"
 
 namespace {
 
@@ -42,34 +43,9 @@ std::vector<std::int64_t> iota(std::int64_t n, std::int64_t step = 1) {
 struct compensation_outputs : ::testing::Test {
   gguf_test::scratch_dir dir;
 
-  // Statistics of `model`'s shape with random input means and equicorrelated inputs.
   std::filesystem::path planted_stats(const std::filesystem::path& model) const {
-    const auto shape = gguf::llama_shape::read(gguf::reader::open(model));
-    std::mt19937 rng(7);
-    std::normal_distribution<double> normal;
-    calibrate::calibration_stats s;
-    s.model = calibrate::fingerprint::of(shape);
-    s.tokens = 1024;
-    s.context = 128;
-    s.text = "planted";
-    for (const auto& ls : shape.layers) {
-      calibrate::layer_stats r;
-      r.head_gram = r.head_cosine = r.head_output_gram = r.head_relative_gram = Eigen::MatrixXd::Identity(ls.n_head, ls.n_head);
-      const auto attention_width = ls.n_head * shape.head_dim_v;
-      r.attn_in_sum2 = Eigen::VectorXd::Ones(attention_width);
-      r.ffn_in_sum2 = Eigen::VectorXd::Ones(ls.n_ff);
-      r.attn_in_mean = Eigen::VectorXd::NullaryExpr(attention_width, [&] { return normal(rng); });
-      r.ffn_in_mean = Eigen::VectorXd::NullaryExpr(ls.n_ff, [&] { return normal(rng); });
-      // Correlated inputs, so that a refit moves what the kept columns carry.
-      r.attn_in_covariance = 0.5 * Eigen::MatrixXd::Identity(attention_width, attention_width) +
-                             0.3 * Eigen::MatrixXd::Ones(attention_width, attention_width);
-      r.ffn_in_covariance = 0.5 * Eigen::MatrixXd::Identity(ls.n_ff, ls.n_ff) + 0.3 * Eigen::MatrixXd::Ones(ls.n_ff, ls.n_ff);
-      r.layer_influence = r.attn_influence = r.mlp_influence = 0.5;
-      r.residual_energy = 1;
-      s.layers.push_back(std::move(r));
-    }
     const auto path = dir / (model.stem().string() + "-stats.gguf");
-    calibrate::write_stats(path, s, true);
+    tool_runs::write_planted_stats(model, path);
     return path;
   }
 
@@ -84,18 +60,11 @@ struct compensation_outputs : ::testing::Test {
     return path;
   }
 
-  // Runs prune; returns its standard output (the test fails on a non-zero exit).
+  // Runs prune; returns its output (the test fails on a non-zero exit).
   std::string prune(const std::filesystem::path& model, const std::filesystem::path& out, const std::string& args) const {
-    const auto log = dir / "prune.log";
-    const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" + out.string() + "' --force " + args +
-                                " > '" + log.string() + "' 2>&1";
-    std::ifstream in;
-    const int code = std::system(command.c_str());
-    in.open(log);
-    std::stringstream text;
-    text << in.rdbuf();
-    EXPECT_EQ(code, 0) << command << '\n' << text.str();
-    return text.str();
+    const auto run = tool_runs::run_tool("prune '" + model.string() + "' '" + out.string() + "' --force " + args, dir / "prune.log");
+    EXPECT_EQ(run.code, 0) << run.output;
+    return run.output;
   }
 };
 

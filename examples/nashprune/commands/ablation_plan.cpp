@@ -20,6 +20,7 @@
 
 #include "planning/ablation_model.hpp"
 #include "planning/block_ablation.hpp"
+#include "planning/prune_planner.hpp"
 #include "command.hpp"
 #include "io/json_io.hpp"
 #include "io/plan_io.hpp"
@@ -71,7 +72,16 @@ int run(plan_args a) {
     std::cout << "]\n";
   }
   std::cout << "removed: " << nashprune_tool::head_list(layout, choice.removed) << '\n';
-  nashprune_tool::write_plan_json(a.plan_out, nashprune_tool::plan_of(shape, choice));
+  const auto plan = nashprune_tool::plan_of(shape, choice);
+  np::pruning_options target;
+  target.unit = np::budget_unit::heads;
+  target.target = a.target;
+  target.structures = {np::structure::heads};
+  const auto result = gguf::plan_output(model, shape, plan, {});
+  const auto outcome = nashprune_tool::outcome_of(target, np::reach_of(nashprune_tool::shape_scores(shape), target), shape, result.shape,
+                                                  gguf::totals(model.tensors()), gguf::totals(result.tensors));
+  nashprune_tool::print_target(std::cout, outcome);
+  nashprune_tool::write_plan_json(a.plan_out, plan, nashprune_tool::target_summary(outcome));
   std::cout << "wrote " << a.plan_out << '\n';
   return 0;
 }

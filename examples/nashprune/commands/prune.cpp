@@ -68,6 +68,8 @@ struct prune_args {
   bool force = false;
   bool freeze_first_given = false;
   bool priors_requested = false;  // --temperature or --tau given
+  bool nash_game_options = false;  // --lambda, --threshold or --iterations given
+  bool damping_given = false;
   np::pruning_options select;
   nashprune_tool::scoring_options scoring;
   // --layer-rates / --depth-preset: plans from one importance per layer.
@@ -101,16 +103,6 @@ gguf::metadata provenance(const prune_args& a, const gguf::llama_shape& shape, c
   add("threshold", gguf::value::f32(static_cast<float>(a.select.threshold)));
   add("calibration_tokens", gguf::value::u32(static_cast<std::uint32_t>(calibration_tokens)));
   return kv;
-}
-
-// The requested and achieved target, as --stats and --plan-out record it.
-nlohmann::json summary_of(const std::optional<nashprune_tool::target_outcome>& o) {
-  if (!o) return nlohmann::json::object();
-  const auto totals = [](const gguf::tensor_totals& t) { return nlohmann::json{{"parameters", t.parameters}, {"tensor_bytes", t.bytes}}; };
-  return {{"target", {{"unit", o->heads ? "heads" : "params"}, {"fraction", o->target}, {"requested", o->requested}, {"removed", o->removed}}},
-          {"head_count", {{"before", o->heads_before}, {"after", o->heads_after}}},
-          {"before", totals(o->before)},
-          {"after", totals(o->after)}};
 }
 
 void write_stats(const std::string& path, const std::vector<np::head_statistics>& stats, const nlohmann::json& summary) {
@@ -199,14 +191,29 @@ std::optional<nashprune::compensation_kind> compensation_of(const prune_args& a,
 }
 
 // The parts of the pipeline the command line leaves open, from the recommended
-// pipeline for this kind of target (recommended_pipeline.hpp).
-void fill_in_pipeline(prune_args& a, const nashprune_tool::pipeline& recommended) {
+// pipeline for this kind of target (recommended_pipeline.hpp); the game is the
+// recommended one unless it would ignore an option given. Returns why another
+// game runs ("" when the recommended one does). A --game given that ignores an
+// option given is refused.
+std::string fill_in_pipeline(prune_args& a, const nashprune_tool::pipeline& recommended) {
+  nashprune_tool::given_options given;
+  if (!a.score.empty()) given.score = a.scoring.score;
+  given.imatrix = !a.imatrix.empty();
+  given.priors = a.priors_requested && a.select.temperature > 0.0;
+  given.nash_game = a.nash_game_options;
+  given.ablation = !a.ablation.empty();
   if (a.score.empty()) a.scoring.score = recommended.score;
   const bool legacy = !a.method.empty() || !a.redundancy.empty();
-  // --lambda auto tunes the cosine game: asking for it asks for that game.
-  if (a.game.empty() && !legacy && !a.select.lambda_auto) a.select.game = recommended.game;
+  std::string reason;
+  if (a.game.empty() && !legacy) {
+    const auto choice = nashprune_tool::game_for(recommended, given);
+    a.select.game = choice.game;
+    reason = choice.reason;
+  }
+  if (const auto error = nashprune_tool::ignored_by(a.select.game, given)) throw usage_error(*error);
   if (a.selector.empty() && !legacy) a.select.selection = recommended.selection;
   if (!a.priors_requested) a.select.temperature = recommended.temperature;
+  return reason;
 }
 
 // --eval-text: the perplexity program and the text, checked before any work.
@@ -260,7 +267,7 @@ void prune_file(prune_args a) {
   if (!a.imatrix.empty()) im = std::make_unique<gguf::imatrix>(a.imatrix);
   const auto recommended = nashprune_tool::recommended_pipeline(
       {a.select.target, a.select.unit, a.select.structures, !a.calibration.empty() || !a.calibration_run.text.empty()});
-  fill_in_pipeline(a, recommended);
+  const auto why_not_recommended = fill_in_pipeline(a, recommended);
   // The layer's heads are chosen by their score alone (the GAQ pipeline), layers by the preset.
   if (a.by_layer.wanted()) a.select.game = np::head_game::none;
   const auto given = nashprune_tool::option_check{im != nullptr || !a.calibration.empty() || !a.calibration_run.text.empty(),
@@ -270,10 +277,14 @@ void prune_file(prune_args a) {
   const auto calibration = calibration_of(a, shape);
   const auto compensation = compensation_of(a, calibration.get(), model, recommended.compensation);
   if (a.sequential && !compensation) throw usage_error("--sequential measures the moments compensation uses: it needs --compensate bias or refit");
+  if (a.damping_given && !compensation && a.select.game != np::head_game::obs) {
+    throw usage_error("--damping is the ridge of the refit, and nothing is refit here: add --compensate refit (with --text or --calibration) or drop it");
+  }
   if (a.plan_in.empty()) {
     const nashprune_tool::pipeline running{a.scoring.score, a.select.game, a.select.selection, a.select.temperature,
                                            compensation.value_or(np::compensation_kind::none)};
-    std::cout << "pipeline: " << nashprune_tool::pipeline_name(running) << (running == recommended ? " (recommended)" : "") << '\n';
+    std::cout << "pipeline: " << nashprune_tool::pipeline_name(running) << (running == recommended ? " (recommended)" : "")
+              << (why_not_recommended.empty() ? "" : " (" + why_not_recommended + ")") << '\n';
   }
 
   nashprune_tool::selection chosen;
@@ -327,8 +338,8 @@ void prune_file(prune_args a) {
     nashprune_tool::print_target(std::cout, *outcome);
   }
   nashprune_tool::print_retyped(std::cout, final_result, a.output);
-  if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads, summary_of(outcome));
-  if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan, summary_of(outcome));
+  if (!a.stats.empty() && !chosen.heads.empty()) write_stats(a.stats, chosen.heads, nashprune_tool::target_summary(outcome));
+  if (!a.plan_out.empty()) nashprune_tool::write_plan_json(a.plan_out, chosen.plan, nashprune_tool::target_summary(outcome));
   if (a.dry_run) {
     std::cout << "dry run: nothing written\n";
     if (!a.report.empty()) write_report(a, model, shape, chosen, final_result, calibration.get());
@@ -485,7 +496,8 @@ const nashprune_tool::register_command prune_command{{
       app.add_option("--unit", a->unit, "what --target counts: params | heads (default params; heads without a model)");
       app.add_option("--structures", a->structures, "any of heads, groups, mlp, attn-blocks, mlp-blocks, layers; layers mix with the others (default: heads with --unit heads, "
                      "heads,mlp with --unit params; groups for heads and mlp-blocks for mlp where quantization blocks are wider)")->delimiter(',');
-      app.add_option("--score", a->score, "importance: magnitude | wanda | activation (default: the recommended pipeline's)");
+      app.add_option("--score", a->score, "importance: magnitude | wanda | activation (default: the recommended pipeline's; given, and the recommended game "
+                     "scores nothing, the scored pipeline runs: --game none)");
       app.add_option("--text", a->calibration_run.text,
                      "calibration text: run it through the model with llama.cpp in this process (what nashprune calibrate "
                      "measures, without a file), then plan and compensate with the recommended pipeline");
@@ -505,13 +517,15 @@ const nashprune_tool::register_command prune_command{{
                      "and the measured block influence 1 - cos(in, out) as the score of layers, attn-blocks and mlp-blocks "
                      "(without it they are scored by their weights)");
       app.add_option("--game", a->game,
-                     "the heads' game (default: the recommended pipeline's): none (importance alone); cosine: per-layer game on the heads' cosine; "
+                     "the heads' game (default: the recommended pipeline's, unless that game would ignore an option given: then cosine for "
+                     "--lambda/--threshold/--iterations, ablation for --ablation, none for --score/--imatrix/--temperature/--tau; "
+                     "a --game that ignores an option given is refused): none (importance alone); cosine: per-layer game on the heads' cosine; "
                      "output: one game over all layers on the energy of the change removing heads makes to the attention "
                      "output (needs --calibration v2, --unit heads); ablation: one game over all layers on the loss "
                      "measured by nashprune ablate (needs --ablation, --unit heads); obs: heads or groups and MLP channels "
                      "by the error left after attn_output and ffn_down are refit (needs --calibration with the input "
-                     "moments; exact allocation over layers of each layer's least-error sets, enumerated with --selector "
-                     "exact, SlimGPT's greedy with --selector greedy)");
+                     "moments; exact allocation over layers of each layer's least-error sets, enumerated where a count has at most "
+                     "4096 sets with --selector exact and 64 with --selector greedy, SlimGPT's greedy beyond)");
       app.add_option("--selector", a->selector,
                      "greedy: the score-ordered greedy, or the price search of the output and ablation games; "
                      "exact: the exact 0/1 solver, or the exact choice of the output and ablation games");
@@ -522,16 +536,22 @@ const nashprune_tool::register_command prune_command{{
                      "none | bias | refit: after removing heads or MLP channels, refit attn_output / ffn_down by least squares "
                      "on the calibration's input moments and add the mean as a bias (refit), or add only the removed inputs' "
                      "mean contribution as a bias (bias); default: the recommended pipeline's when the calibration has the moments");
-      app.add_option("--damping", a->damping, "ridge of the refit, relative to the mean input energy")->capture_default_str();
+      app.add_option("--damping", a->damping, "ridge of the refit, relative to the mean input energy")
+          ->capture_default_str()
+          ->each([a](const std::string&) { a->damping_given = true; });
       app.add_flag("--sequential", a->sequential,
                    "compensate with each layer's attn_output / ffn_down input moments measured on the model whose earlier "
                    "layers (and, for ffn_down, the layer's own heads) are already pruned and compensated: one more pass of "
                    "--text per changed map (needs --text)");
+      const auto nash_game_option = [a](const std::string&) { a->nash_game_options = true; };
       app.add_option("--lambda", a->lambda_text,
-                     "redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
-          ->capture_default_str();
-      app.add_option("--threshold", s.threshold, "participation below which a head is pruned")->capture_default_str();
-      app.add_option("--iterations", s.iterations, "Nash iterations")->capture_default_str();
+                     "the cosine game's redundancy penalty weight, or auto: one lambda over all layers pruning the --unit heads target")
+          ->capture_default_str()
+          ->each(nash_game_option);
+      app.add_option("--threshold", s.threshold, "the cosine game's participation below which a head is pruned")
+          ->capture_default_str()
+          ->each(nash_game_option);
+      app.add_option("--iterations", s.iterations, "the cosine game's Nash iterations")->capture_default_str()->each(nash_game_option);
       app.add_option("--min-heads", s.min_heads, "never keep fewer heads in a layer")->capture_default_str();
       app.add_option("--max-prune", s.max_prune, "largest fraction of a layer's heads removed")->capture_default_str();
       app.add_option("--freeze-first", s.freeze_first,

@@ -113,6 +113,14 @@ int run_to_file(std::vector<std::string> argv, const fs::path& log, const std::f
   }
 }
 
+fs::path temporary_log(const std::string& prefix) {
+  std::string pattern = (fs::temp_directory_path() / (prefix + "XXXXXX")).string();
+  const int fd = ::mkstemp(pattern.data());
+  if (fd < 0) throw std::runtime_error("cannot create a temporary log file: " + std::string(std::strerror(errno)));
+  ::close(fd);
+  return pattern;
+}
+
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));

@@ -22,6 +22,10 @@ namespace nashprune_tool {
 /// `while_running`, when given, is called about five times a second until the child ends.
 int run_to_file(std::vector<std::string> argv, const std::filesystem::path& log, const std::function<void()>& while_running = {});
 
+/// A new empty file in the temporary folder named `prefix` + a unique suffix, for a
+/// child's log. Throws std::runtime_error when none can be made.
+[[nodiscard]] std::filesystem::path temporary_log(const std::string& prefix);
+
 /// "exit code N" / "signal N" for a wait status.
 [[nodiscard]] std::string describe_status(int status);
 

@@ -69,11 +69,7 @@ std::pair<std::uint64_t, std::uint64_t> chunks_done(const fs::path& log) {
 }  // namespace
 
 perplexity_result measure_perplexity(const perplexity_options& o, const std::string& model, const std::string& role) {
-  std::string pattern = (fs::temp_directory_path() / ("nashprune-eval-" + role + "-XXXXXX")).string();
-  const int fd = ::mkstemp(pattern.data());
-  if (fd < 0) throw std::runtime_error("cannot create a temporary log file: " + std::string(std::strerror(errno)));
-  ::close(fd);
-  const fs::path log = pattern;
+  const fs::path log = temporary_log("nashprune-eval-" + role + "-");
 
   std::vector<std::string> argv{o.program, "-m", model, "-f", o.text, "-c", std::to_string(o.ctx), "-b", std::to_string(o.ctx)};
   if (o.chunks > 0) argv.insert(argv.end(), {"--chunks", std::to_string(o.chunks)});

@@ -546,6 +546,15 @@ void print_target(std::ostream& out, const target_outcome& o) {
       << ", tensor bytes " << o.before.bytes << " -> " << o.after.bytes << '\n';
 }
 
+nlohmann::json target_summary(const std::optional<target_outcome>& o) {
+  if (!o) return nlohmann::json::object();
+  const auto totals = [](const gguf::tensor_totals& t) { return nlohmann::json{{"parameters", t.parameters}, {"tensor_bytes", t.bytes}}; };
+  return {{"target", {{"unit", o->heads ? "heads" : "params"}, {"fraction", o->target}, {"requested", o->requested}, {"removed", o->removed}}},
+          {"head_count", {{"before", o->heads_before}, {"after", o->heads_after}}},
+          {"before", totals(o->before)},
+          {"after", totals(o->after)}};
+}
+
 namespace {
 
 np::model_scores scored_model(const gguf::reader& model, const gguf::llama_shape& shape, const activation_source& im,

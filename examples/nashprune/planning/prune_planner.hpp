@@ -10,6 +10,9 @@
 #include <nashprune/pruning_plan.hpp>
 
 #include <array>
+
+#include <nlohmann/json.hpp>
+
 #include <optional>
 #include <ostream>
 #include <string>
@@ -140,6 +143,11 @@ struct target_outcome {
 /// One line: the target, what it requested and what the plan removed, with heads,
 /// parameters and tensor bytes before and after.
 void print_target(std::ostream& out, const target_outcome& outcome);
+
+/// The outcome as plan and statistics files record it: {"target": {"unit",
+/// "fraction", "requested", "removed"}, "head_count": {"before", "after"},
+/// "before"/"after": {"parameters", "tensor_bytes"}}; an empty object without one.
+[[nodiscard]] nlohmann::json target_summary(const std::optional<target_outcome>& outcome);
 
 /// --game obs: the plan of least summed error after the refit of attn_output and
 /// ffn_down (nashprune::compensated_error_game), from the weights and the input

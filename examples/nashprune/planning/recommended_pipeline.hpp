@@ -13,6 +13,7 @@
 #include <nashprune/compensation.hpp>
 #include <nashprune/pruning_plan.hpp>
 
+#include <optional>
 #include <string>
 
 #include "planning/prune_planner.hpp"
@@ -37,6 +38,34 @@ struct pipeline {
 };
 
 [[nodiscard]] pipeline recommended_pipeline(const pipeline_situation& situation);
+
+/// The options given on the command line that only some games use.
+struct given_options {
+  std::optional<score_kind> score;  ///< --score
+  bool imatrix = false;             ///< --imatrix (activations for the scores)
+  bool priors = false;              ///< H-GSP priors on: --temperature > 0 or --tau given
+  bool nash_game = false;           ///< --lambda, --threshold or --iterations (the cosine game's)
+  bool ablation = false;            ///< --ablation FILE (the ablation game's loss model)
+};
+
+/// Whether `game` ranks by the importance score (and so reads --score, --imatrix
+/// and the H-GSP priors): the cosine game and none do; the output, ablation and
+/// obs games price removals by what they measurably do.
+[[nodiscard]] bool uses_scores(nashprune::head_game game);
+
+/// The game that runs when --game is not given: the recommended one, unless it
+/// ignores an option given, then the one that uses it (the cosine game for its
+/// own options, the ablation game for --ablation, none, importance alone, for a
+/// score, an imatrix or priors), with
+/// one line saying why ("" when the recommended game runs).
+struct game_choice {
+  nashprune::head_game game = nashprune::head_game::none;
+  std::string reason;
+};
+[[nodiscard]] game_choice game_for(const pipeline& recommended, const given_options& given);
+
+/// With --game given: the error for an option given that `game` ignores, or nothing.
+[[nodiscard]] std::optional<std::string> ignored_by(nashprune::head_game game, const given_options& given);
 
 /// The pipeline's name as the README's table heads its column and the run prints
 /// it: "output game + refit", "activation + refit", "magnitude + cosine game",
