@@ -53,4 +53,4 @@ run(2 "^nashprune: error: JSON input: .*'units' not found" ablation-plan ${model
 # 1: runtime failures (a file that cannot be written, a llama.cpp program that fails).
 run(1 "^nashprune: failed: .*no-such-dir: cannot create a temporary file" generate ${WORK_DIR}/no-such-dir/out.gguf)
 file(WRITE ${WORK_DIR}/text.txt "Once upon a time there was a little dog.\n")
-run(1 "^nashprune: failed: llama-perplexity on the original model" eval ${model} ${model} --text ${WORK_DIR}/text.txt --llama-bin /bin/false)
+run(1 "^nashprune: failed: llama-perplexity on the original model" eval ${model} ${model} --text ${WORK_DIR}/text.txt --llama-bin /bin/false --no-speed)
