@@ -261,12 +261,18 @@ class attention_geometry {
     return {static_cast<std::int64_t>(plan.q_heads.size()), static_cast<std::int64_t>(plan.kv_heads.size())};
   }
 
+  /// Query heads one removal step of this granularity takes: a whole group, one head
+  /// of every group (the Q:KV ratio stays an integer), or one head.
+  [[nodiscard]] std::int64_t query_heads_per_step(head_granularity granularity) const {
+    return granularity == head_granularity::heads_per_group ? n_head_kv_
+           : granularity == head_granularity::whole_groups  ? group_size()
+                                                            : 1;
+  }
+
   /// Query-head counts a plan of this granularity can remove, ascending from 0.
   [[nodiscard]] std::vector<std::int64_t> removable_q_head_counts(head_granularity granularity) const {
     require_supported(granularity);
-    const std::int64_t step = granularity == head_granularity::heads_per_group ? n_head_kv_
-                              : granularity == head_granularity::whole_groups  ? group_size()
-                                                                               : 1;
+    const std::int64_t step = query_heads_per_step(granularity);
     std::vector<std::int64_t> counts;
     for (std::int64_t c = 0; c <= n_head_; c += step) counts.push_back(c);
     return counts;

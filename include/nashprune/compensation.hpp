@@ -50,11 +50,13 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "attention_geometry.hpp"
@@ -63,7 +65,8 @@
 
 NASHPRUNE_BEGIN_NAMESPACE
 
-enum class compensation_kind { none, bias, refit };
+enum class compensation_kind : std::uint8_t { none, bias, refit };
+inline constexpr std::array<std::string_view, 3> compensation_kind_names{"none", "bias", "refit"};
 
 template <typename Scalar>
 struct compensation_options {

@@ -68,15 +68,10 @@ struct unbalanced_rates_result {
 
 namespace detail {
 
-// Heads removed per unit at the granularity the structures ask for in this layer.
-inline std::int64_t heads_per_unit(const attention_geometry& g, head_granularity how) {
-  return how == head_granularity::whole_groups ? g.group_size() : how == head_granularity::heads_per_group ? g.n_head_kv() : 1;
-}
-
 // Units a layer may lose: what min_heads and max_prune leave, and never a whole group's
 // last query head (heads_per_group) or the layer's last group.
 inline std::int64_t unit_cap(const attention_geometry& g, head_granularity how, const pruning_options& o) {
-  const std::int64_t step = heads_per_unit(g, how);
+  const std::int64_t step = g.query_heads_per_step(how);
   const std::int64_t by_caps = std::max<std::int64_t>(0, g.n_head() - seed_min_keep(g.n_head(), o.decisions())) / step;
   return std::min(by_caps, g.n_head() / step - 1);
 }
@@ -151,7 +146,7 @@ inline pruning_result plan_removing_least_important(const model_scores& model, c
     const auto g = model.geometry(scope[k]);
     const auto how = detail::obs_granularity(options, g);
     report.rates[scope[k]] = rates.rates[static_cast<Eigen::Index>(k)];
-    step[k] = detail::heads_per_unit(g, how);
+    step[k] = g.query_heads_per_step(how);
     cap[k] = detail::unit_cap(g, how, options);
     wanted[k] = rates.rates[static_cast<Eigen::Index>(k)] * static_cast<double>(g.n_head()) / static_cast<double>(step[k]);
     units[k] = std::min(cap[k], static_cast<std::int64_t>(std::floor(wanted[k] + 1e-9)));

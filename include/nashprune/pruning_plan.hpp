@@ -1002,17 +1002,12 @@ class basic_planner {
     return order;
   }
 
-  // Heads removed per attention item at this granularity.
-  static std::int64_t heads_per_item(const attention_geometry& g, head_granularity how) {
-    return how == head_granularity::whole_groups ? g.group_size() : how == head_granularity::heads_per_group ? g.n_head_kv() : 1;
-  }
-
   void add_attention_items(std::int64_t i) {
     const auto& l = model_.layers[static_cast<std::size_t>(i)];
     const auto g = model_.geometry(i);
     const auto how = granularity(i);
     auto layer_items = attention_items<double>(g, how, i, scores_[static_cast<std::size_t>(i)].heads, model_.n_embd);
-    const std::int64_t per_item = heads_per_item(g, how);
+    const std::int64_t per_item = g.query_heads_per_step(how);
     if (o_.unit == budget_unit::heads) {
       for (auto& it : layer_items) it.cost = per_item;
     }

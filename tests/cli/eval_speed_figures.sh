@@ -9,6 +9,7 @@ set -uo pipefail
 nashprune=$1 model=$2 work=$3
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$work/bin
+rm -rf "$work"  # a rerun starts from nothing (the stand-in llama-bench appends to a file there)
 mkdir -p "$bin"
 cp "$model" "$work/original.gguf"
 cp "$model" "$work/pruned.gguf"

@@ -28,7 +28,7 @@ enum class part { layer, attention, mlp };
 struct block_influence_prune : gguf_test::synthetic_model_test {
   // Statistics of the right shape whose `which` influence is 0.5 everywhere but 0.1 in `lowest`.
   std::filesystem::path planted(part which, std::int64_t lowest) const {
-    auto s = gguf_test::neutral_stats(shape);
+    auto s = tool_runs::neutral_stats(shape);
     auto& r = s.layers[static_cast<std::size_t>(lowest)];
     (which == part::layer ? r.layer_influence : which == part::attention ? r.attn_influence : r.mlp_influence) = 0.1;
     const auto path = dir / ("stats_" + std::to_string(static_cast<int>(which)) + "_" + std::to_string(lowest) + ".gguf");

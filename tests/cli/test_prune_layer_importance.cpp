@@ -25,7 +25,7 @@ namespace {
 struct layer_importance_prune : gguf_test::synthetic_model_test {
   // Statistics of the right shape whose layer influence is `influence`.
   std::filesystem::path planted(const std::vector<double>& influence) const {
-    auto s = gguf_test::neutral_stats(shape);
+    auto s = tool_runs::neutral_stats(shape);
     for (std::size_t l = 0; l < s.layers.size(); ++l) s.layers[l].layer_influence = influence[l];
     const auto path = dir / "stats.gguf";
     calibrate::write_stats(path, s, true);

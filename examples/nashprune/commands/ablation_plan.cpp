@@ -72,17 +72,7 @@ int run(plan_args a) {
     std::cout << "]\n";
   }
   std::cout << "removed: " << nashprune_tool::head_list(layout, choice.removed) << '\n';
-  const auto plan = nashprune_tool::plan_of(shape, choice);
-  np::pruning_options target;
-  target.unit = np::budget_unit::heads;
-  target.target = a.target;
-  target.structures = {np::structure::heads};
-  const auto result = gguf::plan_output(model, shape, plan, {});
-  const auto outcome = nashprune_tool::outcome_of(target, np::reach_of(nashprune_tool::shape_scores(shape), target), shape, result.shape,
-                                                  gguf::totals(model.tensors()), gguf::totals(result.tensors));
-  nashprune_tool::print_target(std::cout, outcome);
-  nashprune_tool::write_plan_json(a.plan_out, plan, nashprune_tool::target_summary(outcome));
-  std::cout << "wrote " << a.plan_out << '\n';
+  nashprune_tool::write_head_plan(a.plan_out, model, shape, choice, a.target);
   return 0;
 }
 

@@ -90,8 +90,7 @@ int run(const iterate_args& a) {
   std::cout << std::setprecision(10) << "requested " << requested << " heads, removing " << removed.size() << " in " << a.rounds << " round(s); L0 " << l0
             << ", measured L of the plan " << measured << " (+" << measured - l0 << ")\n";
   std::cout << "removed: " << nashprune_tool::head_list(layout, removed) << '\n';
-  nashprune_tool::write_plan_json(a.plan_out, nashprune_tool::plan_of(shape, choice));
-  std::cout << "wrote " << a.plan_out << '\n';
+  nashprune_tool::write_head_plan(a.plan_out, file, shape, choice, a.target);
   return 0;
 }
 #else

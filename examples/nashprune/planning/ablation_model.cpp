@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <sstream>
 #include <tuple>
 
 #include "command.hpp"
+#include "io/plan_io.hpp"
 #include "planning/prune_planner.hpp"
 
 namespace nashprune_tool {
@@ -112,6 +114,21 @@ gguf::prune_plan plan_of(const gguf::llama_shape& shape, const loss_choice& choi
   auto plan = gguf::keep_all(shape);
   for (std::size_t l = 0; l < choice.plans.size(); ++l) plan.layers[l].heads = choice.plans[l];
   return plan;
+}
+
+void write_head_plan(const std::string& path, const gguf::reader& model, const gguf::llama_shape& shape, const loss_choice& choice,
+                     double fraction) {
+  const auto plan = plan_of(shape, choice);
+  np::pruning_options target;
+  target.unit = np::budget_unit::heads;
+  target.target = fraction;
+  target.structures = {np::structure::heads};
+  const auto result = gguf::plan_output(model, shape, plan, {});
+  const auto outcome = outcome_of(target, np::reach_of(shape_scores(shape), target), shape, result.shape, gguf::totals(model.tensors()),
+                                  gguf::totals(result.tensors));
+  print_target(std::cout, outcome);
+  write_plan_json(path, plan, target_summary(outcome));
+  std::cout << "wrote " << path << '\n';
 }
 
 std::string head_list(const ablation_layout& layout, const std::vector<std::int64_t>& units) {

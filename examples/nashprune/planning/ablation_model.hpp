@@ -4,6 +4,7 @@
 #pragma once
 
 #include <gguf/llama_model.hpp>
+#include <gguf/gguf.hpp>
 #include <gguf/prune_plan.hpp>
 #include <nashprune/pruning_plan.hpp>
 
@@ -88,6 +89,12 @@ void add_loss_method_options(CLI::App& app, loss_method_args& args);
 
 /// The plan of `shape` with the chosen query heads removed (everything else kept).
 [[nodiscard]] gguf::prune_plan plan_of(const gguf::llama_shape& shape, const loss_choice& choice);
+
+/// Writes the plan of `choice` to `path` (prune --plan reads it) with the target
+/// summary of `fraction` of the query heads, as prune --plan-out records it, and
+/// prints the target line and the file written.
+void write_head_plan(const std::string& path, const gguf::reader& model, const gguf::llama_shape& shape, const loss_choice& choice,
+                     double fraction);
 
 /// "LAYER:HEAD,LAYER:HEAD,..." of units (the syntax of ablate --remove / --given).
 [[nodiscard]] std::string head_list(const ablation_layout& layout, const std::vector<std::int64_t>& units);

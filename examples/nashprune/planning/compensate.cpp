@@ -20,6 +20,7 @@
 #include <ostream>
 
 #include "command.hpp"
+#include "planning/prune_planner.hpp"
 
 namespace nashprune_tool {
 namespace {
@@ -263,14 +264,11 @@ void write_biases(const bias_sums& biases, gguf::pruned_model& result) {
 }  // namespace
 
 np::compensation_kind parse_compensation(const std::string& text) {
-  if (text == "none") return np::compensation_kind::none;
-  if (text == "bias") return np::compensation_kind::bias;
-  if (text == "refit") return np::compensation_kind::refit;
-  throw usage_error("--compensate must be none, bias or refit, got '" + text + "'");
+  return parse_name<np::compensation_kind>(np::compensation_kind_names, "--compensate", text);
 }
 
 std::string compensation_name(np::compensation_kind kind) {
-  return kind == np::compensation_kind::none ? "none" : kind == np::compensation_kind::bias ? "bias" : "refit";
+  return std::string(np::compensation_kind_names[static_cast<std::size_t>(kind)]);
 }
 
 bool compensable_weights(const gguf::reader& model) {

@@ -25,6 +25,7 @@ namespace nashprune_tool {
 
 /// --compensate: "none", "bias" or "refit"; throws usage_error otherwise.
 [[nodiscard]] nashprune::compensation_kind parse_compensation(const std::string& text);
+/// The kind as --compensate spells it.
 [[nodiscard]] std::string compensation_name(nashprune::compensation_kind kind);
 
 /// Whether every attn_output and ffn_down of `model` has a type compensation can

@@ -2,8 +2,6 @@
 
 #include <sstream>
 
-#include "planning/compensate.hpp"
-
 namespace nashprune_tool {
 
 namespace np = nashprune;
@@ -89,7 +87,7 @@ std::string pipeline_name(const pipeline& p) {
   if (p.game != np::head_game::none) out << (scored ? " + " : "") << np::head_game_names[static_cast<std::size_t>(p.game)] << " game";
   if (p.selection == np::selector::exact) out << " (exact)";
   if (p.temperature > 0.0) out << ", priors " << p.temperature;
-  if (p.compensation != np::compensation_kind::none) out << " + " << compensation_name(p.compensation);
+  if (p.compensation != np::compensation_kind::none) out << " + " << np::compensation_kind_names[static_cast<std::size_t>(p.compensation)];
   return out.str();
 }
 

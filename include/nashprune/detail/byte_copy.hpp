@@ -164,6 +164,21 @@ struct byte_span {
   std::int64_t length;
 };
 
+/// The bytes a gather of sorted, disjoint `spans` keeps and the bytes of the gaps
+/// between them (what it skips), the two quantities its strategy depends on.
+struct span_totals {
+  std::int64_t kept = 0;
+  std::int64_t gaps = 0;
+};
+[[nodiscard]] inline span_totals totals_of(std::span<const byte_span> spans) {
+  span_totals t;
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    t.kept += spans[i].length;
+    if (i > 0) t.gaps += spans[i].offset - (spans[i - 1].offset + spans[i - 1].length);
+  }
+  return t;
+}
+
 /// How far ahead of the copy a large gather prefetches its source, in bytes of
 /// kept source. The hardware prefetcher loses the stream at every removed range
 /// and needs several misses to find the next one; requests issued this far
@@ -367,11 +382,7 @@ struct gather_strategy {
 /// The strategy returned prefetches across long gaps; gather_line_spans may
 /// read through them instead (large_gather_ways).
 [[nodiscard]] inline gather_strategy choose_gather_strategy(std::span<const byte_span> spans) {
-  std::int64_t kept = 0, gaps = 0;
-  for (std::size_t i = 0; i < spans.size(); ++i) {
-    kept += spans[i].length;
-    if (i > 0) gaps += spans[i].offset - (spans[i - 1].offset + spans[i - 1].length);
-  }
+  const auto [kept, gaps] = totals_of(spans);
   const auto count = static_cast<std::int64_t>(spans.size());
   return {kept >= streaming_writer::direct_bytes * count,
           count > 1 && gaps >= streaming_writer::direct_bytes * (count - 1)};
@@ -479,11 +490,7 @@ inline std::atomic<std::uint32_t>
 
 /// The slot holding the fastest way for gathers of `spans` that call for `strategy`.
 [[nodiscard]] inline std::atomic<std::uint32_t>& fastest_way_slot(std::span<const byte_span> spans, gather_strategy strategy) {
-  std::int64_t kept = 0, gaps = 0;
-  for (std::size_t i = 0; i < spans.size(); ++i) {
-    kept += spans[i].length;
-    if (i > 0) gaps += spans[i].offset - (spans[i - 1].offset + spans[i - 1].length);
-  }
+  const auto [kept, gaps] = totals_of(spans);
   const auto count = std::max<std::int64_t>(1, static_cast<std::int64_t>(spans.size()));
   const int kind = (strategy.stream ? 2 : 0) + (strategy.prefetch ? 1 : 0);
   return fastest_large_gather_way[kind][large_gather_size_class(kept / count)]
