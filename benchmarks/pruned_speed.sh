@@ -99,8 +99,9 @@ cpu_model=$(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 echo "CPU: ${cpu_name:-unknown} (cpu family ${cpu_family:-?}, model ${cpu_model:-?}), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "model: ${layers} layers, n_embd $embd, $heads heads / $kv_heads KV heads, n_ff $ffn, F16; llama-bench -p $prompt -n $gen -r $reps, $rounds rounds"
 echo
-# The CSV's quoted fields: model_filename, n_prompt, n_gen, avg_ts by header name;
-# one CSV per round (FNR restarts at each).
+# The CSV: a header of bare names, then rows of quoted fields; model_filename,
+# n_prompt, n_gen and avg_ts found by header name; one CSV per round (FNR
+# restarts at each).
 awk -F'","' -v names="${names[*]}" -v files="${files[*]}" -v rounds="$rounds" \
     -v params="$(for n in "${names[@]}"; do printf '%s ' "${parameters[$n]}"; done)" \
     -v archs="$(for n in "${names[@]}"; do printf '%s ' "${architecture[$n]}"; done)" '
@@ -111,7 +112,7 @@ awk -F'","' -v names="${names[*]}" -v files="${files[*]}" -v rounds="$rounds" \
     m = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     return sprintf("%." digits "f [%." digits "f–%." digits "f]", m, v[1], v[n])
   }
-  FNR == 1 { ++round; for (i = 1; i <= NF; ++i) column[strip($i)] = i; next }
+  FNR == 1 { ++round; n = split($0, header, ","); for (i = 1; i <= n; ++i) column[strip(header[i])] = i; next }
   {
     model = strip($column["model_filename"]); p = strip($column["n_prompt"]) + 0; g = strip($column["n_gen"]) + 0
     ts = strip($column["avg_ts"]) + 0
