@@ -12,23 +12,24 @@
 # --game and --selector; NEW_SPELLING=method: as given).
 # KEEP_OLD=1 reuses OLD_TOOL's outputs that WORK_DIR/old already holds.
 #
-#   [NEW_SPELLING=game] [KEEP_OLD=1] benchmarks/compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR
+#   [NEW_SPELLING=game] [KEEP_OLD=1] [DATA_DIR=examples/data] benchmarks/compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR WORK_DIR
 #
-# SHARED_DIR holds models/stories260K.gguf and data/tinystories-calibration.txt;
+# DATA_DIR (default: the bundled examples/data) holds stories260K.gguf and tinystories-calibration.txt;
 # LLAMA_BIN_DIR holds llama-imatrix. Prints one line per configuration and exits
 # 1 when any output differs (2 on a usage error or a run that fails).
 set -euo pipefail
-usage="usage: [NEW_SPELLING=game|method] [KEEP_OLD=1] compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR SHARED_DIR WORK_DIR"
-(($# == 5)) || { echo "$usage" >&2; exit 2; }
-old=$1; new=$2; bin=$3; shared=$4; work=$5
+usage="usage: [NEW_SPELLING=game|method] [KEEP_OLD=1] [DATA_DIR=examples/data] compare_plans.sh OLD_TOOL NEW_TOOL LLAMA_BIN_DIR WORK_DIR"
+(($# == 4)) || { echo "$usage" >&2; exit 2; }
+old=$1; new=$2; bin=$3; work=$4
+data_dir=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
 spelling=${NEW_SPELLING:-game}
-model=$shared/models/stories260K.gguf
-cal=$shared/data/tinystories-calibration.txt
+model=$data_dir/stories260K.gguf
+cal=$data_dir/tinystories-calibration.txt
 fail() { echo "compare_plans.sh: $*" >&2; exit 2; }
 for tool in "$old" "$new"; do [[ -x $tool && ! -d $tool ]] || fail "$tool is not an executable"; done
 "$old" calibrate --help > /dev/null 2>&1 || fail "$old has no calibrate command (build it with NASHPRUNE_LLAMA_CPP_DIR)"
 [[ -x $bin/llama-imatrix ]] || fail "$bin/llama-imatrix is missing (LLAMA_BIN_DIR)"
-for file in "$model" "$cal"; do [[ -f $file ]] || fail "$file is missing (SHARED_DIR)"; done
+for file in "$model" "$cal"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
 [[ $spelling == game || $spelling == method ]] || fail "NEW_SPELLING must be game or method, not '$spelling'"
 mkdir -p "$work/inputs" "$work/old" "$work/new"
 in=$work/inputs

@@ -1,5 +1,7 @@
 # The conventions every subcommand shares. Each subcommand that `nashprune --help`
-# lists has an example line and the exit-code line in its --help, and the exit
+# lists has an example line and the exit-code line in its --help, spells its
+# threads, context length and written file -t/--threads, -c/--ctx, -o/--output
+# as llama.cpp does, and the exit
 # codes are what that line says: 0 success, 1 runtime failure, 2 usage error or
 # bad input (an unknown option, a missing or malformed input file, a JSON input
 # lacking a field), each with one line on stderr.
@@ -25,6 +27,15 @@ foreach(name IN LISTS names)
   if(NOT help MATCHES "${exit_line}")
     message(FATAL_ERROR "nashprune ${name} --help does not state the exit codes:\n${help}")
   endif()
+  # llama.cpp's spellings: a subcommand with threads, a context length or a written
+  # file takes them as -t/--threads, -c/--ctx and -o/--output.
+  foreach(pair "threads;t" "ctx;c" "output;o")
+    list(GET pair 0 long)
+    list(GET pair 1 short)
+    if(help MATCHES "--${long}[ ,=]" AND NOT help MATCHES "\n  -${short},--${long}[ ,=]")
+      message(FATAL_ERROR "nashprune ${name} --help has --${long} without -${short}:\n${help}")
+    endif()
+  endforeach()
 endforeach()
 
 # run(CODE STDERR_REGEX args...): TOOL exits with CODE and prints one stderr line matching STDERR_REGEX.
