@@ -194,10 +194,11 @@ TEST(MomentAccumulator, HugeFloatValuesAreFormedInDouble) {
   EXPECT_LE(scaled_error(c, ref.covariance), 1e-6);
 }
 
+// P and q in double; the staging block (batch_rows + 16 padding rows) and the shift in Scalar.
 TEST(MomentAccumulator, MemoryBytesCountsTheTotalsAndTheStagingBlock) {
   EXPECT_EQ(moment_accumulator<float>::memory_bytes(100, {1, 512, simd_target::automatic}),
-            8.0 * (100 * 100 + 100) + 4.0 * 513 * 100);
-  EXPECT_EQ(moment_accumulator<double>::memory_bytes(3, {1, 2, simd_target::automatic}), 8.0 * 12 + 8.0 * 9);
+            8.0 * (100 * 100 + 100) + 4.0 * (512 + 16 + 1) * 100);
+  EXPECT_EQ(moment_accumulator<double>::memory_bytes(3, {1, 2, simd_target::automatic}), 8.0 * 12 + 8.0 * (2 + 16 + 1) * 3);
 }
 
 TEST(MomentAccumulatorBadInput, WidthMismatchIsNamed) {
