@@ -3,6 +3,7 @@
 
 #include <nashprune/depth_pruning.hpp>
 #include <nashprune/head_redundancy.hpp>
+#include <nashprune/moment_accumulator.hpp>
 
 #include "calibrate/llama_text_run.hpp"
 #include "calibrate/stats_writer.hpp"
@@ -16,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 namespace calibrate {
 namespace {
@@ -41,10 +43,10 @@ class accumulators {
           }
           s.attn_sum2 = Eigen::VectorXd::Zero(l.n_head * shape.head_dim_v);
         }
-        if (moments) s.attn_moments.emplace(l.n_head * shape.head_dim_v);
+        if (moments) s.attn_moments.emplace(l.n_head * shape.head_dim_v, moment_options());
       }
       if (options.summaries) s.ffn_sum2 = Eigen::VectorXd::Zero(l.n_ff);
-      if (moments && l.n_ff > 0) s.ffn_moments.emplace(l.n_ff);
+      if (moments && l.n_ff > 0) s.ffn_moments.emplace(l.n_ff, moment_options());
       layers_.push_back(std::move(s));
     }
   }
@@ -93,12 +95,12 @@ class accumulators {
           }
           r.attn_in_sum2 = s.attn_sum2;
         }
-        if (s.attn_moments) std::move(*s.attn_moments).finish(tokens, r.attn_in_mean, r.attn_in_covariance);
+        if (s.attn_moments) std::move(*s.attn_moments).finish(r.attn_in_mean, r.attn_in_covariance);
       }
       if (l.n_ff > 0 && (options_.summaries || s.ffn_moments)) {
         if (s.ffn_tokens != tokens) throw missing("the input of ffn_down for every token");
         r.ffn_in_sum2 = s.ffn_sum2;
-        if (s.ffn_moments) std::move(*s.ffn_moments).finish(tokens, r.ffn_in_mean, r.ffn_in_covariance);
+        if (s.ffn_moments) std::move(*s.ffn_moments).finish(r.ffn_in_mean, r.ffn_in_covariance);
       }
       s.attn_moments.reset();
       s.ffn_moments.reset();
@@ -116,31 +118,16 @@ class accumulators {
   }
 
  private:
-  // Σ x and Σ x xᵀ of one input, in double.
-  struct input_moments {
-    explicit input_moments(Eigen::Index width) : sum(Eigen::VectorXd::Zero(width)), product(Eigen::MatrixXd::Zero(width, width)) {}
-    void add(const activation_view& x) {
-      const Eigen::MatrixXd xd = x.cast<double>();
-      sum += xd.colwise().sum().transpose();
-      product.selfadjointView<Eigen::Lower>().rankUpdate(xd.transpose());
-    }
-    // Forms C = Σ x xᵀ / n − μμᵀ in the accumulator's own storage.
-    void finish(std::uint64_t tokens, Eigen::VectorXd& mean, Eigen::MatrixXd& covariance) && {
-      const double n = static_cast<double>(tokens);
-      mean = sum / n;
-      covariance = std::move(product);
-      const Eigen::Index width = covariance.rows();
-      for (Eigen::Index j = 0; j < width; ++j) {
-        for (Eigen::Index i = j; i < width; ++i) {
-          const double c = covariance(i, j) / n - mean(i) * mean(j);
-          covariance(i, j) = c;
-          covariance(j, i) = c;
-        }
-      }
-    }
-    Eigen::VectorXd sum;
-    Eigen::MatrixXd product;  // lower triangle
-  };
+  using input_moments = nashprune::moment_accumulator<float>;
+
+  // The moment update shares llama.cpp's threads: they wait while the evaluation
+  // callback runs.
+  nashprune::moment_accumulator_options moment_options() const {
+    nashprune::moment_accumulator_options o;
+    o.threads = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+    return o;
+  }
+
   struct layer_state {
     std::optional<nashprune::head_redundancy<float>> redundancy;
     std::optional<nashprune::head_redundancy<float>> output_redundancy;  // of y_h = W_o,h x_h (width n_embd)

@@ -84,12 +84,20 @@ llama_text_run::llama_text_run(const text_run_options& o, bool float_cache) : ha
   const llama_vocab* vocab = llama_model_get_vocab(h.model);
   const bool add_bos = llama_vocab_get_add_bos(vocab);
   n_vocab_ = llama_vocab_n_tokens(vocab);
-  const auto n_needed = -llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), nullptr, 0, add_bos, false);
-  tokens_.resize(static_cast<std::size_t>(std::max<std::int32_t>(n_needed, 0)));
-  if (!tokens_.empty() && llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), tokens_.data(),
-                                         static_cast<std::int32_t>(tokens_.size()), add_bos, false) < 0) {
-    throw std::runtime_error("llama.cpp could not tokenize " + o.text.string());
+  // One tokenization into room for a token per byte (and the BOS), as llama-perplexity
+  // does; a second one only if llama.cpp asks for more room (it returns −count).
+  const auto tokenize = [&] {
+    return llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), tokens_.data(),
+                          static_cast<std::int32_t>(tokens_.size()), add_bos, false);
+  };
+  tokens_.resize(text.size() + 2);
+  std::int32_t count = tokenize();
+  if (count < 0) {
+    tokens_.resize(static_cast<std::size_t>(-count));
+    count = tokenize();
   }
+  if (count < 0) throw std::runtime_error("llama.cpp could not tokenize " + o.text.string());
+  tokens_.resize(static_cast<std::size_t>(count));
   chunks_ = static_cast<std::int64_t>(tokens_.size()) / o.context;
   if (chunks_ == 0) {
     throw std::invalid_argument("the text " + o.text.string() + " is shorter than one context: " + std::to_string(tokens_.size()) +

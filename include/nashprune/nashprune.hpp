@@ -25,6 +25,7 @@
 #include "layer_importance_plans.hpp"
 #include "layer_rates.hpp"
 #include "memory_savings.hpp"
+#include "moment_accumulator.hpp"
 #include "quantization_error.hpp"
 #include "importance.hpp"
 #include "tensor_slicing.hpp"

@@ -68,20 +68,45 @@ struct gram_layout {
   }
 };
 
+/// Which part of the Gram one call adds, so that several threads can share a
+/// batch: the columns are cut into blocks, and part p of `parts` owns the blocks
+/// the snake order 0, 1, …, parts−1, parts−1, …, 1, 0, 0, 1, … gives it. Block b's
+/// lower-triangle work falls with b, and the snake order evens it out. Each Gram
+/// column, and each head sum (that of the diagonal column), has one owner: the
+/// parts write disjoint memory.
+struct gram_share {
+  int part = 0;
+  int parts = 1;
+  [[nodiscard]] bool owns(Eigen::Index block) const {
+    const Eigen::Index turn = block % (2 * Eigen::Index{parts});
+    return (turn < parts ? turn : 2 * Eigen::Index{parts} - 1 - turn) == part;
+  }
+};
+
+/// Columns per block of the portable kernel's share (the SIMD kernel uses its cache blocks).
+inline constexpr Eigen::Index gram_portable_share_columns = 64;
+
 /// Portable kernel: products formed and summed in double, so it is the most
 /// accurate target and the fallback on every machine. Adds the lower triangle
 /// (i >= j) of the batch Gram into `gram` (column-major n × n) and the head sums
-/// into `sums`.
+/// into `sums`, those of the columns `share` owns.
 template <typename Scalar>
-void accumulate_gram_portable(const gram_layout<Scalar>& x, double* gram, double* sums) {
+void accumulate_gram_portable(const gram_layout<Scalar>& x, double* gram, double* sums,
+                              gram_share share = {}) {
   const Eigen::Index n = x.heads;
+  const auto owned = [&](Eigen::Index column) {
+    return share.owns(column / gram_portable_share_columns);
+  };
   for (Eigen::Index a = 0; a < x.slices; ++a) {
     for (Eigen::Index i = 0; i < n; ++i) {
       const Scalar* xi = x.run(i, a);
-      double sum_i = 0;
-      for (Eigen::Index k = 0; k < x.slice_length; ++k) sum_i += static_cast<double>(xi[k]);
-      sums[i] += sum_i;
+      if (owned(i)) {
+        double sum_i = 0;
+        for (Eigen::Index k = 0; k < x.slice_length; ++k) sum_i += static_cast<double>(xi[k]);
+        sums[i] += sum_i;
+      }
       for (Eigen::Index j = 0; j <= i; ++j) {
+        if (!owned(j)) continue;
         const Scalar* xj = x.run(j, a);
         double dot = 0;
         for (Eigen::Index k = 0; k < x.slice_length; ++k) {
@@ -234,17 +259,18 @@ NASHPRUNE_BEGIN_NAMESPACE
 namespace detail {
 
 /// Adds the batch's lower-triangle Gram and head sums, on `target` (already resolved).
+/// `share` selects the part of the columns this call adds (gram_share).
 template <typename Scalar>
 void accumulate_gram(simd_target target, const gram_layout<Scalar>& x, double* gram,
-                     double* sums) {
+                     double* sums, gram_share share = {}) {
 #if defined(NASHPRUNE_SIMD_X86)
   if constexpr (std::is_same_v<Scalar, float>) {
-    if (target == simd_target::avx512) return gram_avx512::accumulate_gram_simd(x, gram, sums);
-    if (target == simd_target::avx2_fma) return gram_avx2::accumulate_gram_simd(x, gram, sums);
+    if (target == simd_target::avx512) return gram_avx512::accumulate_gram_simd(x, gram, sums, share);
+    if (target == simd_target::avx2_fma) return gram_avx2::accumulate_gram_simd(x, gram, sums, share);
   }
 #endif
   (void)target;
-  accumulate_gram_portable(x, gram, sums);
+  accumulate_gram_portable(x, gram, sums, share);
 }
 
 }  // namespace detail

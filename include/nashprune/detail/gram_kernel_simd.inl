@@ -259,7 +259,9 @@ inline void prefetch_heads(const gram_layout<float>& x, const gram_panel& p, Eig
 /// accumulator adds more than
 /// gram_steps_per_flush products before it is reduced into double, which bounds
 /// the rounding whatever the batch length.
-inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, double* sums) {
+/// Only the column blocks `share` owns are added.
+inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, double* sums,
+                                 gram_share share) {
   constexpr Eigen::Index lanes = simd_ops::lanes;
   constexpr Eigen::Index tile = simd_ops::tile;
   const Eigen::Index steps_per_slice = (x.slice_length + lanes - 1) / lanes;
@@ -299,6 +301,7 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
     const Eigen::Index block =
         std::max<Eigen::Index>(tile, gram_block_bytes / (panel_floats * 4) / tile * tile);
     for (Eigen::Index j_begin = 0; j_begin < x.heads; j_begin += block) {
+      if (!share.owns(j_begin / block)) continue;
       const Eigen::Index j_end = std::min(x.heads, j_begin + block);
       for (Eigen::Index i0 = j_begin; i0 < x.heads; i0 += tile) {
         const int rows = static_cast<int>(std::min(tile, x.heads - i0));
