@@ -28,6 +28,11 @@ namespace nashprune_tool {
 enum class score_kind { magnitude, wanda, activation };
 inline constexpr std::array<std::string_view, 3> score_names{"magnitude", "wanda", "activation"};
 
+/// MLP channels of a float ffn_down removed together where the width allows it (a
+/// multiple of this, at least 32 of them), so the pruned FFN width stays a multiple
+/// of it: see mlp_chunk in prune_planner.cpp.
+inline constexpr std::int64_t aligned_channel_step = 32;
+
 struct scoring_options {
   score_kind score = score_kind::magnitude;
   int threads = 0;  // threads reading the weights for their scores (0: one per core, at most 4)
