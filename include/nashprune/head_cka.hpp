@@ -206,8 +206,8 @@ class head_cka : public detail::head_stream<Scalar> {
       detail::fail_domain("activations", "magnitude " + detail::describe_value(magnitude) +
                                              " too large: second moments would overflow double");
     }
-    // Float partial sums overflow beyond ~1e18 per entry; form those products in double.
-    const bool huge = magnitude > 1e18;
+    // Float partial sums overflow beyond gram_float_safe_magnitude; form those products in double.
+    const bool huge = magnitude > detail::gram_float_safe_magnitude;
     detail::gram_layout<Scalar> l;
     l.base = data;
     l.heads = this->width();

@@ -177,8 +177,6 @@ class moment_accumulator {
   // the kernel keeps in L2 then misses there (measured: 4.0 to 4.8 s of CPU
   // against 3.9 s for 1024 rows of width 14336 on one thread).
   static constexpr Index staging_padding = 16;
-  // Float partial sums of 64 products overflow beyond ~1e18 per value (as head_cka.hpp).
-  static constexpr double largest_float_product_value = 1e18;
   // Values and shifts (means of values) at most this large differ by at most
   // twice as much: within float's range for float rows; for double rows, squares
   // below double's largest value with room for 10^8 rows.
@@ -229,7 +227,7 @@ class moment_accumulator {
     block.slices = 1;
     block.slice_stride = 0;
     block.slice_length = staged_rows_;
-    const simd_target target = largest_staged_ > largest_float_product_value ? simd_target::portable : target_;
+    const simd_target target = largest_staged_ > detail::gram_float_safe_magnitude ? simd_target::portable : target_;
     for_each_part([&](detail::gram_share share) {
       detail::accumulate_gram(target, block, product_.data(), sums_.data(), share);
     });

@@ -86,6 +86,10 @@ struct gram_share {
 /// Columns per block of the portable kernel's share (the SIMD kernel uses its cache blocks).
 inline constexpr Eigen::Index gram_portable_share_columns = 64;
 
+/// Largest input magnitude the float SIMD kernels take: their float partial sums of
+/// products overflow beyond about this; larger inputs go to the portable kernel.
+inline constexpr double gram_float_safe_magnitude = 1e18;
+
 /// Portable kernel: products formed and summed in double, so it is the most
 /// accurate target and the fallback on every machine. Adds the lower triangle
 /// (i >= j) of the batch Gram into `gram` (column-major n × n) and the head sums
