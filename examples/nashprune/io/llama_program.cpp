@@ -66,14 +66,15 @@ std::string find_llama_program(std::string_view program, const std::string& opti
 
 namespace {
 
+constexpr const char* openmp_wait_policy = "OMP_WAIT_POLICY";
+constexpr const char* passive_waits = "PASSIVE";
+
 std::vector<std::string> child_environment() {
   std::vector<std::string> env;
-  bool has_wait_policy = false;
-  for (char** e = environ; *e != nullptr; ++e) {
-    env.emplace_back(*e);
-    has_wait_policy = has_wait_policy || env.back().starts_with("OMP_WAIT_POLICY=");
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  if (std::getenv(openmp_wait_policy) == nullptr) {
+    env.emplace_back(std::string(openmp_wait_policy) + "=" + passive_waits);
   }
-  if (!has_wait_policy) env.emplace_back("OMP_WAIT_POLICY=PASSIVE");
   return env;
 }
 
@@ -85,6 +86,12 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
 }
 
 }  // namespace
+
+void restart_with_passive_openmp_waits(char** argv) {
+  if (std::getenv(openmp_wait_policy) != nullptr) return;
+  if (setenv(openmp_wait_policy, passive_waits, 0) != 0) return;
+  execv("/proc/self/exe", argv);
+}
 
 int run_to_file(std::vector<std::string> argv, const fs::path& log, const std::function<void()>& while_running) {
   posix_spawn_file_actions_t actions;
