@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -30,7 +31,51 @@ void quiet_log(ggml_log_level level, const char* text, void*) {
   if (level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
 }
 
+// llama_tokenize into room for a token per byte (and the BOS), as llama-perplexity
+// gives it; a second call only if llama.cpp asks for more room (it returns −count).
+std::vector<llama_token> tokenize(const llama_vocab* vocab, std::string_view text, bool add_bos) {
+  std::vector<llama_token> tokens(text.size() + 2);
+  const auto call = [&] {
+    return llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), tokens.data(), static_cast<std::int32_t>(tokens.size()),
+                          add_bos, false);
+  };
+  std::int32_t count = call();
+  if (count < 0) {
+    tokens.resize(static_cast<std::size_t>(-count));
+    count = call();
+  }
+  if (count < 0) throw std::runtime_error("llama.cpp could not tokenize " + std::to_string(text.size()) + " bytes");
+  tokens.resize(static_cast<std::size_t>(count));
+  return tokens;
+}
+
 }  // namespace
+
+std::vector<llama_token> tokenize_text(const llama_vocab* vocab, std::string_view text, bool add_bos, std::size_t wanted) {
+  if (wanted == 0) return tokenize(vocab, text, add_bos);
+  // Prefixes ending at a line break, from about 4 bytes per wanted token on,
+  // doubling: tokenizers merge within words, so only the last tokens of a prefix
+  // depend on where it is cut; two cuts that agree on the first `wanted` tokens
+  // show that neither cut reaches them.
+  std::vector<llama_token> earlier;
+  for (std::size_t length = 4 * wanted;; length *= 2) {
+    const std::size_t line_end = length >= text.size() ? std::string_view::npos : text.find('\n', length);
+    if (line_end == std::string_view::npos || line_end + 1 >= text.size()) {
+      auto tokens = tokenize(vocab, text, add_bos);
+      tokens.resize(std::min(tokens.size(), wanted));
+      return tokens;
+    }
+    length = line_end + 1;
+    auto tokens = tokenize(vocab, text.substr(0, length), add_bos);
+    if (tokens.size() < wanted) continue;
+    const auto first = [&](const std::vector<llama_token>& v) { return std::span(v).first(wanted); };
+    if (earlier.size() >= wanted && std::ranges::equal(first(earlier), first(tokens))) {
+      tokens.resize(wanted);
+      return tokens;
+    }
+    earlier = std::move(tokens);
+  }
+}
 
 std::optional<std::int64_t> suffix_number(std::string_view name, std::string_view prefix) {
   if (!name.starts_with(prefix)) return std::nullopt;
@@ -84,20 +129,15 @@ llama_text_run::llama_text_run(const text_run_options& o, bool float_cache) : ha
   const llama_vocab* vocab = llama_model_get_vocab(h.model);
   const bool add_bos = llama_vocab_get_add_bos(vocab);
   n_vocab_ = llama_vocab_n_tokens(vocab);
-  // One tokenization into room for a token per byte (and the BOS), as llama-perplexity
-  // does; a second one only if llama.cpp asks for more room (it returns −count).
-  const auto tokenize = [&] {
-    return llama_tokenize(vocab, text.data(), static_cast<std::int32_t>(text.size()), tokens_.data(),
-                          static_cast<std::int32_t>(tokens_.size()), add_bos, false);
-  };
-  tokens_.resize(text.size() + 2);
-  std::int32_t count = tokenize();
-  if (count < 0) {
-    tokens_.resize(static_cast<std::size_t>(-count));
-    count = tokenize();
+  // Only as much of the text as the chunks need: llama.cpp's tokenizers can cost
+  // more than the evaluation on a long text (its SPM byte fallback reallocates its
+  // output per unknown character, quadratic in the text's length).
+  const auto wanted = static_cast<std::size_t>(o.max_tokens / o.context * o.context);
+  try {
+    tokens_ = tokenize_text(vocab, text, add_bos, wanted);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string(e.what()) + " of " + o.text.string());
   }
-  if (count < 0) throw std::runtime_error("llama.cpp could not tokenize " + o.text.string());
-  tokens_.resize(static_cast<std::size_t>(count));
   chunks_ = static_cast<std::int64_t>(tokens_.size()) / o.context;
   if (chunks_ == 0) {
     throw std::invalid_argument("the text " + o.text.string() + " is shorter than one context: " + std::to_string(tokens_.size()) +

@@ -28,6 +28,13 @@ std::optional<std::int64_t> weight_layer(std::string_view name, std::string_view
 /// Throws std::invalid_argument naming --ctx or --tokens when they cannot chunk a text.
 void check_chunking(std::int64_t context, std::int64_t max_tokens);
 
+/// The tokens of `text` (after a BOS when add_bos), or, with wanted > 0, its first
+/// `wanted` tokens (fewer when the whole text has fewer) as tokenizing the whole
+/// text gives them, from a prefix: the shortest prefix ending at a line break, of
+/// at least 4·wanted bytes doubling, whose first `wanted` tokens equal those of the
+/// next such prefix (the whole text when no line break is left).
+std::vector<llama_token> tokenize_text(const llama_vocab* vocab, std::string_view text, bool add_bos, std::size_t wanted);
+
 struct text_run_options : text_source {
   ggml_backend_sched_eval_callback callback = nullptr;
   void* callback_data = nullptr;

@@ -6,6 +6,7 @@
 
 #include <calibrate/calibration_stats.hpp>
 #include <calibrate/llama_capture.hpp>
+#include <calibrate/llama_text_run.hpp>
 #include <gguf/synthetic.hpp>
 #include <gguf/tensor_floats.hpp>
 
@@ -17,6 +18,9 @@
 #include <string>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "gguf_test_files.hpp"
 
@@ -202,6 +206,53 @@ TEST_F(calibration_fixture, TokensBelowOneContextIsRejected) {
   auto o = options();
   o.max_tokens = 10;
   EXPECT_THROW((void)calibrate::run_calibration(o), std::invalid_argument);
+}
+
+// A text run tokenizes only a prefix of a long text when --tokens limits it: the
+// first tokens must be those of the whole text, for a vocabulary with merges
+// (stories260K's SPM), one of bytes alone (the generated model's), and texts
+// with and without line breaks.
+TEST(TextTokens, APrefixGivesTheWholeTextsFirstTokens) {
+  gguf_test::scratch_dir dir;
+  const std::filesystem::path data = NASHPRUNE_DATA_DIR;
+  const auto generated = dir / "synthetic.gguf";
+  gguf::generate_synthetic(generated, {}, {});
+  // 30 KB of each: the whole text is tokenized for reference, and llama.cpp's
+  // byte fallback (all the generated vocabulary has) is quadratic in its length.
+  constexpr std::size_t bytes = 30000;
+  const auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {}).substr(0, bytes);
+  };
+  const std::string one_line = sample_text(bytes);
+  const std::vector<std::pair<std::string, std::string>> texts = {
+      {"calibration", read(data / "tinystories-calibration.txt")},
+      {"evaluation", read(data / "tinystories-evaluation.txt")},
+      {"one line", one_line},
+      {"short lines", [&] {
+         std::string s = one_line;
+         for (std::size_t i = 37; i < s.size(); i += 37) s[i] = '\n';
+         return s;
+       }()}};
+  llama_backend_init();
+  for (const auto& path : {data / "stories260K.gguf", generated}) {
+    auto params = llama_model_default_params();
+    params.vocab_only = true;
+    std::unique_ptr<llama_model, decltype(&llama_model_free)> model(llama_model_load_from_file(path.c_str(), params), llama_model_free);
+    ASSERT_NE(model, nullptr) << path;
+    const llama_vocab* vocab = llama_model_get_vocab(model.get());
+    const bool add_bos = llama_vocab_get_add_bos(vocab);
+    for (const auto& [name, text] : texts) {
+      const auto whole = calibrate::tokenize_text(vocab, text, add_bos, 0);
+      ASSERT_GT(whole.size(), 2000U) << name;
+      for (const std::size_t wanted : {std::size_t{1}, std::size_t{128}, std::size_t{1000}, whole.size() - 1, whole.size(), whole.size() + 1}) {
+        SCOPED_TRACE(path.filename().string() + ", " + name + ", " + std::to_string(wanted) + " tokens");
+        const auto first = calibrate::tokenize_text(vocab, text, add_bos, wanted);
+        ASSERT_EQ(first.size(), std::min(wanted, whole.size()));
+        EXPECT_TRUE(std::equal(first.begin(), first.end(), whole.begin()));
+      }
+    }
+  }
 }
 
 // stories260K with the bundled calibration text.
