@@ -9,6 +9,7 @@
 #include <gguf/synthetic.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -292,9 +293,16 @@ TEST(MomentPasses, FewestConsecutiveGroupsWithinTheBudget) {
     std::vector<std::uint64_t> bytes;
     std::uint64_t total = 0;
     for (const auto& l : model.layers) {
-      const auto n_a = static_cast<std::uint64_t>(l.n_head * model.head_dim);
-      const auto n_f = static_cast<std::uint64_t>(l.n_ff);
-      bytes.push_back(8 * (n_a * n_a + n_a + n_f * n_f + n_f));
+      // Each input's accumulator: P and q in double, and at least one staged batch of float rows.
+      const auto accumulator = [](std::int64_t width) -> std::uint64_t {
+        if (width == 0) return 0;
+        const auto n = static_cast<std::uint64_t>(width);
+        const auto staged = static_cast<std::uint64_t>(calibrate::input_moment_options(1).batch_rows) * n * sizeof(float);
+        const auto held = static_cast<std::uint64_t>(std::ceil(nashprune::moment_accumulator<float>::memory_bytes(width)));
+        EXPECT_GE(held, 8 * (n * n + n) + staged) << "width " << width;
+        return held;
+      };
+      bytes.push_back(accumulator(l.n_head * model.head_dim) + accumulator(l.n_ff));
       EXPECT_EQ(calibrate::moment_bytes(l, model.head_dim), bytes.back());
       total += bytes.back();
     }

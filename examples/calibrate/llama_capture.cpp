@@ -6,6 +6,7 @@
 #include <nashprune/moment_accumulator.hpp>
 
 #include "calibrate/llama_text_run.hpp"
+#include "calibrate/moment_passes.hpp"
 #include "calibrate/stats_writer.hpp"
 #include "gguf/tensor_floats.hpp"
 
@@ -123,9 +124,7 @@ class accumulators {
   // The moment update shares llama.cpp's threads: they wait while the evaluation
   // callback runs.
   nashprune::moment_accumulator_options moment_options() const {
-    nashprune::moment_accumulator_options o;
-    o.threads = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
-    return o;
+    return input_moment_options(options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1U, std::thread::hardware_concurrency())));
   }
 
   struct layer_state {

@@ -2,16 +2,24 @@
 #include "calibrate/moment_passes.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <stdexcept>
 
 namespace calibrate {
 
+nashprune::moment_accumulator_options input_moment_options(int threads) {
+  nashprune::moment_accumulator_options options;
+  options.threads = threads;
+  return options;
+}
+
 std::uint64_t moment_bytes(const gguf::layer_shape& layer, std::int64_t head_dim) {
-  const auto values = [](std::int64_t n) { return static_cast<std::uint64_t>(n) * static_cast<std::uint64_t>(n + 1); };
-  const std::uint64_t attention = layer.n_head > 0 ? values(layer.n_head * head_dim) : 0;
-  const std::uint64_t ffn = layer.n_ff > 0 ? values(layer.n_ff) : 0;
-  return sizeof(double) * (attention + ffn);
+  const auto accumulator = [](std::int64_t width) {
+    if (width <= 0) return std::uint64_t{0};
+    return static_cast<std::uint64_t>(std::ceil(nashprune::moment_accumulator<float>::memory_bytes(width, input_moment_options(1))));
+  };
+  return accumulator(layer.n_head * head_dim) + accumulator(layer.n_ff);
 }
 
 std::uint64_t smallest_moment_budget(const fingerprint& model) {

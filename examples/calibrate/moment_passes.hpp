@@ -14,6 +14,8 @@
 // current one.
 #pragma once
 
+#include <nashprune/moment_accumulator.hpp>
+
 #include "calibrate/calibration_stats.hpp"
 
 #include <cstdint>
@@ -21,8 +23,13 @@
 
 namespace calibrate {
 
-/// Bytes of the moment accumulators of one layer: Σx and Σxxᵀ in double for each
-/// of the two inputs, 8·(n + n²) with n = n_head·head_dim and n = n_ff.
+/// The options of every input-moment accumulator calibration makes, on `threads`
+/// threads: the budget counts the staging block these options give.
+[[nodiscard]] nashprune::moment_accumulator_options input_moment_options(int threads);
+
+/// Bytes of the moment accumulators of one layer: for each of the two inputs
+/// (n = n_head·head_dim and n = n_ff), Σx and Σxxᵀ in double, 8·(n + n²), and the
+/// float rows staged before each update (moment_accumulator::memory_bytes).
 [[nodiscard]] std::uint64_t moment_bytes(const gguf::layer_shape& layer, std::int64_t head_dim);
 
 /// The smallest budget any plan fits: the largest layer's moment_bytes.

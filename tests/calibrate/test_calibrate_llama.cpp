@@ -7,6 +7,7 @@
 #include <calibrate/calibration_stats.hpp>
 #include <calibrate/llama_capture.hpp>
 #include <calibrate/llama_text_run.hpp>
+#include <calibrate/moment_passes.hpp>
 #include <gguf/synthetic.hpp>
 #include <gguf/tensor_floats.hpp>
 
@@ -464,7 +465,7 @@ double largest_difference(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
 }
 
 // calibrate --max-memory: a budget of two layers' moments on stories260K (5 layers,
-// 8·(64·65 + 172·173) = 271328 bytes each) runs the text in three passes, and the
+// the accumulators of inputs 64 and 172 wide each) runs the text in three passes, and the
 // file holds the moments one pass gives. llama.cpp computes each layer's input
 // the same way whichever nodes the evaluation callback observes, and the moments
 // are accumulated in double in the same order, so the only admissible difference
@@ -487,7 +488,8 @@ TEST_F(real_calibration, MomentsInSeveralPassesEqualOnePass) {
   const auto [one_status, one_log] = calibrate_with("one", "1G");
   ASSERT_EQ(one_status, 0) << one_log;
   EXPECT_NE(one_log.find("1 group, 1 pass"), std::string::npos) << one_log;
-  const auto [three_status, three_log] = calibrate_with("three", "542656");
+  const std::uint64_t one_layer = calibrate::smallest_moment_budget(calibrate::fingerprint::of(gguf::llama_shape::read(gguf::reader::open(model))));
+  const auto [three_status, three_log] = calibrate_with("three", std::to_string(2 * one_layer));
   ASSERT_EQ(three_status, 0) << three_log;
   EXPECT_NE(three_log.find("3 groups, 3 passes"), std::string::npos) << three_log;
   EXPECT_NE(three_log.find("pass 3: layers 4-4"), std::string::npos) << three_log;
@@ -514,10 +516,10 @@ TEST_F(real_calibration, MomentsInSeveralPassesEqualOnePass) {
     EXPECT_EQ(a.layer_influence, b.layer_influence) << where;
   }
 
-  const auto [small_status, small_log] = calibrate_with("small", "271327");
+  const auto [small_status, small_log] = calibrate_with("small", std::to_string(one_layer - 1));
   EXPECT_EQ(small_status, 2) << small_log;
   EXPECT_NE(small_log.find("--max-memory"), std::string::npos) << small_log;
-  EXPECT_NE(small_log.find("the smallest budget that works is 271328 bytes"), std::string::npos) << small_log;
+  EXPECT_NE(small_log.find("the smallest budget that works is " + std::to_string(one_layer) + " bytes"), std::string::npos) << small_log;
   EXPECT_FALSE(std::filesystem::exists(dir / "small.gguf"));
 }
 

@@ -51,7 +51,7 @@ calibrate::moment_plan moment_plan_for(const calibrate_args& a) {
   if (budget < smallest) {
     throw usage_error("--max-memory " + nashprune_tool::human_bytes(budget) +
                       " cannot hold one layer's input moments (the mean and second moment of attn_output's and ffn_down's "
-                      "inputs, 8·(n + n²) bytes each); the smallest budget that works is " + std::to_string(smallest) + " bytes (" +
+                      "inputs, 8·(n + n²) bytes each, and their staged rows); the smallest budget that works is " + std::to_string(smallest) + " bytes (" +
                       nashprune_tool::human_bytes(smallest) + "), or --no-moments leaves the moments out");
   }
   auto plan = calibrate::plan_moment_passes(model, budget);
