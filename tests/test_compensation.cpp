@@ -5,6 +5,7 @@
 // input named.
 #include <gtest/gtest.h>
 
+#include <nashprune/compensated_selection.hpp>
 #include <nashprune/compensation.hpp>
 
 #include <Eigen/QR>
@@ -212,6 +213,48 @@ TEST(Compensation, ASingularKeptBlockWithoutDampingRaisesTheDampingAndSaysSo) {
                                         std::vector<std::int64_t>{0, 1, 2, 4}, std::vector<std::int64_t>{3},
                                         np::compensation_options<double>{0.0});
   EXPECT_NEAR(c.error, reference.error, 1e-4 * (1 + reference.error));
+}
+
+// Fewer samples than coordinates give a singular C; rounding its entries (moments
+// formed or stored in float) makes it indefinite by up to n·r·max diag H. With the
+// rounding declared, such moments are accepted and the refit stays finite and near
+// the exact one; undeclared, they are refused; a C far below the rounding is refused
+// either way.
+TEST(Compensation, SingularMomentsWithinTheirDeclaredRoundingAreAccepted) {
+  constexpr Eigen::Index n = 12;
+  const auto s = random_samples(5, n, 51);  // C has rank at most 4
+  const MatrixXd weight = random_matrix(3, n, 52);
+  const auto [kept, removed] = random_split(n, 4, 53);
+  const double rounding = 1e-6;
+  const double largest = s.second_moment.diagonal().maxCoeff();
+  // Every zero eigenvalue of C moves to −rounding·max diag H: |E_ij| ≤ r·max diag H.
+  MatrixXd rounded = s.second_moment;
+  rounded.diagonal().array() -= rounding * largest;
+  const auto refit = np::compensation_kind::refit;
+  expect_error<std::domain_error>(
+      [&] { (void)np::compensate(refit, weight, rounded, s.mean, kept, removed); }, {"second_moment", "negative pivot"});
+  const auto c = np::compensate(refit, weight, rounded, s.mean, kept, removed, np::compensation_options<double>{0.001, rounding});
+  const auto exact = np::compensate(refit, weight, s.second_moment, s.mean, kept, removed);
+  ASSERT_TRUE(c.kept_weight.allFinite());
+  ASSERT_TRUE(c.bias.allFinite());
+  EXPECT_LE(c.error, exact.error + 1e-3 * (1 + exact.error));
+  EXPECT_NEAR(np::expected_output_error(weight, s.second_moment, s.mean, kept, c.kept_weight, c.bias), exact.error,
+              1e-2 * (1 + exact.error));
+  const np::obs_cost<double> cost(weight, rounded, s.mean, 0.001, rounding);
+  EXPECT_TRUE(std::isfinite(cost(removed)));
+  expect_error<std::domain_error>([&] { (void)np::obs_cost<double>(weight, rounded, s.mean, 0.001); },
+                                  {"second_moment", "negative pivot"});
+
+  MatrixXd indefinite = s.second_moment;
+  indefinite.diagonal().array() -= 100 * n * rounding * largest;
+  expect_error<std::domain_error>(
+      [&] { (void)np::compensate(refit, weight, indefinite, s.mean, kept, removed, np::compensation_options<double>{0.001, rounding}); },
+      {"second_moment", "negative pivot"});
+  for (const double bad : {-1e-6, std::numeric_limits<double>::quiet_NaN()}) {
+    expect_error<std::domain_error>(
+        [&] { (void)np::compensate(refit, weight, s.second_moment, s.mean, kept, removed, np::compensation_options<double>{0.001, bad}); },
+        {"moment_rounding"});
+  }
 }
 
 TEST(Compensation, FloatInstantiationAgreesWithDouble) {

@@ -142,7 +142,7 @@ TEST(Hgsp, BadInput) {
   expect([&] { (void)np::hgsp_multipliers<double>(items, L, short_one, P, o); }, "attention_block_importance");
   Eigen::VectorXd bad = L;
   bad[1] = -1;
-  expect([&] { (void)np::hgsp_multipliers<double>(items, bad, A, P, o); }, "negative value -1.000000 at index 1");
+  expect([&] { (void)np::hgsp_multipliers<double>(items, bad, A, P, o); }, "negative value -1 at index 1");
   bad[1] = NAN;
   expect([&] { (void)np::hgsp_multipliers<double>(items, L, A, bad, o); }, "mlp_block_importance");
   o.temperature = -1;

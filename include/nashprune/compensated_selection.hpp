@@ -63,14 +63,15 @@ class obs_cost {
  public:
   using matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
-  /// Throws as compensate does for bad W, H, μ or damping.
+  /// Throws as compensate does for bad W, H, μ, damping or moment_rounding (the
+  /// options of compensation.hpp).
   template <typename DerivedW, typename DerivedH, typename DerivedMu>
   obs_cost(const Eigen::MatrixBase<DerivedW>& weight, const Eigen::MatrixBase<DerivedH>& second_moment,
-           const Eigen::MatrixBase<DerivedMu>& mean, Scalar damping = Scalar(0.001)) {
+           const Eigen::MatrixBase<DerivedMu>& mean, Scalar damping = Scalar(0.001), Scalar moment_rounding = Scalar(0)) {
     if (!(damping >= 0) || !std::isfinite(damping)) {
       detail::fail_domain("damping", "must be finite and >= 0, got " + detail::describe_value(damping));
     }
-    matrix centred = detail::centred_moment(second_moment, mean);
+    matrix centred = detail::centred_moment(second_moment, mean, moment_rounding);
     detail::validate_weight(weight, second_moment.rows());
     weight_ = weight;
     const Eigen::Index n = centred.rows();

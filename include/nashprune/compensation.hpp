@@ -40,7 +40,15 @@
 //
 // Validation. W, H, μ finite; H square and symmetric; M positive semidefinite
 // (equivalently C ⪰ 0: H_ii ≥ μ_i² and a pivoted LDLᵀ of C with no pivot below
-// −√ε·max diag C); kept and removed ascending, in range, disjoint and covering. Shapes
+// −max(√ε·max diag C, n·r·max diag H)); kept and removed ascending, in range,
+// disjoint and covering. r = compensation_options::moment_rounding says how exact
+// the moments are: each entry of H within r·max diag H. Moments measured in float
+// or stored as float (r ≈ 70·2⁻²⁴ for moment_accumulator.hpp's, plus 2⁻²⁴ for the
+// file) make a singular C, which fewer samples than coordinates always give, an
+// indefinite one: a perturbation E with |E_ij| ≤ r·max diag H has ‖E‖₂ ≤ n·r·max
+// diag H, and so moves C's zero eigenvalues down by as much. Such a C is the
+// moment the samples had, so it is accepted, and the damping absorbs it (λ above,
+// raised while C_KK + λI is not numerically positive definite). Shapes
 // and index lists throw std::invalid_argument; values (non-finite, not PSD) throw
 // std::domain_error, as everywhere in nashprune, each naming the argument. A result
 // that is not finite is refused (std::domain_error naming "result").
@@ -71,6 +79,9 @@ inline constexpr std::array<std::string_view, 3> compensation_kind_names{"none",
 template <typename Scalar>
 struct compensation_options {
   Scalar damping = Scalar(0.001);  ///< δ: the refit's ridge is δ·mean(diag H_KK)
+  /// r: every entry of H is within r·max diag H of the exact moment (0: exact in
+  /// Scalar); C's pivots down to −n·r·max diag H are taken for rounding (see the header).
+  Scalar moment_rounding = Scalar(0);
 };
 
 /// The affine replacement of a map that lost coordinates, and its error.
@@ -101,11 +112,16 @@ using dense_matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 template <typename Scalar>
 using dense_vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-/// Checks H (n × n) and μ (n): finite, H symmetric, M = [[H, μ], [μᵀ, 1]] ⪰ 0.
+/// Checks H (n × n) and μ (n): finite, H symmetric, M = [[H, μ], [μᵀ, 1]] ⪰ 0 up to
+/// the rounding r of H's entries (compensation_options::moment_rounding).
 /// Returns the centred moment C = H − μμᵀ.
 template <typename DerivedH, typename DerivedMu, typename Scalar = typename DerivedH::Scalar>
 [[nodiscard]] dense_matrix<Scalar> centred_moment(const Eigen::MatrixBase<DerivedH>& second_moment,
-                                                  const Eigen::MatrixBase<DerivedMu>& mean) {
+                                                  const Eigen::MatrixBase<DerivedMu>& mean,
+                                                  Scalar moment_rounding = Scalar(0)) {
+  if (!(moment_rounding >= 0) || !std::isfinite(moment_rounding)) {
+    fail_domain("moment_rounding", "must be finite and >= 0, got " + describe_value(moment_rounding));
+  }
   require(second_moment.rows() > 0, "second_moment", "is empty");
   require_size("second_moment", second_moment.cols(), second_moment.rows(), "column count");
   require(mean.cols() == 1, "mean", "must be a column vector");
@@ -136,7 +152,8 @@ template <typename DerivedH, typename DerivedMu, typename Scalar = typename Deri
   const Eigen::LDLT<dense_matrix<Scalar>> ldlt(centred);
   const auto pivots = ldlt.vectorD();
   const Scalar centred_scale = std::max(centred.diagonal().maxCoeff(), Scalar(0));
-  const Scalar pivot_floor = -std::sqrt(std::numeric_limits<Scalar>::epsilon()) * centred_scale;
+  const Scalar pivot_floor = -std::max(std::sqrt(std::numeric_limits<Scalar>::epsilon()) * centred_scale,
+                                       static_cast<Scalar>(n) * moment_rounding * scale);
   for (Eigen::Index i = 0; i < n; ++i) {
     if (!(pivots(i) >= pivot_floor)) {
       fail_domain("second_moment", "is not positive semidefinite with the mean: the centred moment H − μμᵀ has a "
@@ -254,7 +271,7 @@ template <typename DerivedW, typename DerivedH, typename DerivedMu, typename Sca
   if (!(options.damping >= 0) || !std::isfinite(options.damping)) {
     detail::fail_domain("options.damping", "must be finite and >= 0, got " + detail::describe_value(options.damping));
   }
-  const auto centred = detail::centred_moment(second_moment, mean);
+  const auto centred = detail::centred_moment(second_moment, mean, options.moment_rounding);
   const Eigen::Index n = second_moment.rows();
   detail::validate_weight(weight, n);
   detail::validate_partition(kept, removed, n);

@@ -86,6 +86,11 @@ class moment_accumulator {
  public:
   using Index = Eigen::Index;
 
+  /// γ of the precision argument above: with float rows, each entry of P is within
+  /// γ·(P_ii P_jj)^½ of its exact value (64 products in a lane, up to 16 lanes summed
+  /// pairwise, the conversions); with double rows the error is far below it.
+  static constexpr double entry_error = 70.0 * 0x1p-24;
+
   /// Bytes an accumulator of width w holds: P and q in double, the shift and the
   /// staging block in Scalar.
   [[nodiscard]] static double memory_bytes(Index width, const moment_accumulator_options& options = {}) {

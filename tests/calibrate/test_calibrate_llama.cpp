@@ -445,6 +445,27 @@ TEST_F(real_calibration, CompensationAwareChoiceMeetsTheTarget) {
   }
 }
 
+// One context of 128 tokens is fewer samples than ffn_down's 172 inputs: the
+// covariance is singular, and float rounding makes it slightly indefinite. The
+// refit still runs (its damping absorbs the rounding) for heads and MLP channels,
+// with the obs choice and with plain magnitude scores.
+TEST_F(real_calibration, MomentsOfFewerTokensThanInputsAreRefit) {
+  gguf_test::scratch_dir dir;
+  calibrate::write_stats(dir / "stats.gguf", calibrate::run_calibration(options(128)), false);
+  for (const char* choice : {"--game obs", "--score magnitude --game none --temperature 0"}) {
+    const auto log = dir / "prune.log";
+    const std::string command = std::string(NASHPRUNE_TOOL) + " prune '" + model.string() + "' '" + (dir / "out.gguf").string() +
+                                "' --structures heads,mlp --target 0.2 --compensate refit --force " + choice + " --calibration '" +
+                                (dir / "stats.gguf").string() + "' > '" + log.string() + "' 2>&1";
+    const int status = std::system(command.c_str());
+    std::ifstream in(log);
+    const std::string text(std::istreambuf_iterator<char>(in), {});
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << choice << '\n' << text;
+    EXPECT_NE(text.find("ffn_down.weight: "), std::string::npos) << text;  // an MLP refit was reported
+    EXPECT_TRUE(std::filesystem::exists(dir / "out.gguf"));
+  }
+}
+
 }  // namespace
 
 namespace {

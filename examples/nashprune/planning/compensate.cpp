@@ -9,10 +9,12 @@
 
 #include <nashprune/compensated_selection.hpp>
 #include <nashprune/compensation.hpp>
+#include <nashprune/moment_accumulator.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
+#include <limits>
 #include <map>
 #include <optional>
 #include <memory>
@@ -43,6 +45,11 @@ compensated_input mlp_input(const calibrate::layer_stats& l) {
 }
 
 Eigen::MatrixXd second_moment(const compensated_input& in) { return *in.covariance + *in.mean * in.mean->transpose(); }
+
+// How exact the statistics' moments are (compensation.hpp's moment_rounding): formed
+// in float by moment_accumulator.hpp, then stored as float.
+constexpr double stored_moment_rounding =
+    nashprune::moment_accumulator<float>::entry_error + std::numeric_limits<float>::epsilon() / 2;
 
 Eigen::MatrixXd read_weight(const gguf::reader& model, const std::string& name) {
   const auto& tensor = model.tensor(name);
@@ -160,7 +167,7 @@ void compensate_map(const gguf::reader& model, const compensated_input& in, std:
   }
   const Eigen::MatrixXd w = read_weight(model, name);
   const Eigen::MatrixXd h = second_moment(in);
-  const np::compensation_options<double> options{damping};
+  const np::compensation_options<double> options{damping, stored_moment_rounding};
   double errors[3] = {0, 0, 0};
   np::compensated_map<double> chosen;
   for (const auto k : {np::compensation_kind::none, np::compensation_kind::bias, np::compensation_kind::refit}) {
@@ -324,7 +331,8 @@ np::compensated_error_game compensated_error_game_of(const gguf::reader& model, 
     costs.scale = s.residual_energy > 0 ? static_cast<double>(stats.tokens) / s.residual_energy : 1.0;
     const auto cost_of = [&](const compensated_input& in, std::int64_t width) {
       require_moments(in, l, width);
-      return np::obs_cost<double>(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping);
+      return np::obs_cost<double>(read_weight(model, gguf::layer_tensor(l, in.weight)), second_moment(in), *in.mean, damping,
+                                   stored_moment_rounding);
     };
     if (options.wants_heads() && layer.n_head > 1) costs.attention = cost_of(attention_input(s), layer.n_head * shape.head_dim_v);
     if (options.wants(np::structure::mlp) && layer.n_ff > 1) costs.mlp = cost_of(mlp_input(s), layer.n_ff);

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -63,7 +64,10 @@ template <typename Scalar>
 [[nodiscard]] std::string describe_value(Scalar value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  return std::to_string(static_cast<double>(value));
+  // Six significant digits: a fixed six decimals would show a small value as 0.000000.
+  char text[32];
+  std::snprintf(text, sizeof text, "%.6g", static_cast<double>(value));
+  return text;
 }
 
 /// Throws std::domain_error naming the first non-finite entry (row, column order
