@@ -32,6 +32,7 @@ data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
 fail() { echo "compensation_study.sh: $*" >&2; exit 1; }
 [[ -x $tool ]] || fail "the nashprune tool $tool is missing"
 [[ -x $bin/llama-perplexity ]] || fail "$bin/llama-perplexity is missing"
+# shellcheck source-path=SCRIPTDIR source=study_models.sh
 source "$(dirname "$0")/study_models.sh"
 model_name=${MODEL:-stories260K}
 for file in "$data/tinystories-calibration.txt" "$data/tinystories-evaluation.txt"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done

@@ -92,6 +92,7 @@ print(' '.join(f'{k}:{v}' for k, v in sorted(count.items())))
 PY
 }
 
+# shellcheck source-path=SCRIPTDIR source=study_models.sh
 source "$(dirname "$0")/study_models.sh"
 
 for name in $models; do

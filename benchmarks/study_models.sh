@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions shared by the benchmark scripts that run on either bundled
 # model (source it; it runs nothing).
 
@@ -16,6 +17,7 @@ open(sys.argv[2], 'w', encoding='utf-8').write('\n'.join(l for l in lines if not
 # for NAME, stories260K or tiny656K (TinyStories-656K-Q8_0.gguf, whose texts are
 # the bundled ones through vocabulary_lines, written to OUT_DIR); returns 1 for
 # another name.
+# shellcheck disable=SC2034 # the variables are the caller's
 study_model() {
   case $1 in
     stories260K)
