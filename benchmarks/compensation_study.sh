@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Compensated removal on stories260K: perplexity of pruned models with plain
+# Compensated removal on a bundled model: perplexity of pruned models with plain
 # removal, FLAP's bias and the least-squares refit (prune --compensate
 # none|bias|refit), each plan chosen once and applied three ways.
 #
-#   [ROWS="groups_25 heads_mlp_20"] [SELECTIONS="activation obs"] [COMPENSATIONS="none refit"] [DATA_DIR=examples/data] benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
+#   [MODEL=stories260K|tiny656K] [ROWS="groups_25 heads_mlp_20"] [SELECTIONS="activation obs"] [COMPENSATIONS="none refit"] [DATA_DIR=examples/data] benchmarks/compensation_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]
 #
+# MODEL: stories260K (default) or tiny656K, TinyStories-656K-Q8_0.gguf, whose
+# evaluation and calibration texts are the bundled ones without the lines holding
+# characters its vocabulary lacks (written to OUT_DIR; benchmarks/study_models.sh).
 # Rows: 25 % and 50 % of the query heads as whole GQA groups (--structures groups
 # --unit heads) and as heads per group (--structures heads --unit heads), and 20 %
 # and 35 % of the parameters with --structures heads,mlp. Each plan is chosen by
@@ -13,7 +16,7 @@
 # perturbation game with its exact choice (head rows only); obs, the choice by the
 # error left after the refit (--game obs --selector exact). Perplexity:
 # llama-perplexity -c 128 -b 128 on the first CHUNKS (default all: the whole text)
-# chunks of tinystories-evaluation.txt, its output captured to a file and its
+# chunks of the evaluation text, its output captured to a file and its
 # "Final estimate" read. Beside each refit model the script measures the loss on
 # the calibration text itself (its first CAL_TOKENS tokens, the text the moments
 # came from) as ln(PPL / PPL of the original), next to what the obs choice predicted
@@ -23,19 +26,22 @@
 # COMPENSATIONS to some of none, bias and refit. The original's perplexity is
 # measured once per OUT_DIR and chunk count (its log is reused).
 set -euo pipefail
-(($# >= 3 && $# <= 5)) || { echo "usage: [DATA_DIR=examples/data] compensation_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]" >&2; exit 2; }
+(($# >= 3 && $# <= 5)) || { echo "usage: [MODEL=stories260K|tiny656K] [DATA_DIR=examples/data] compensation_study.sh TOOL LLAMA_BIN_DIR OUT_DIR [CHUNKS|all] [CAL_TOKENS]" >&2; exit 2; }
 tool=$1; bin=$2; out=$3; chunks=${4:-all}; cal_tokens=${5:-16384}
 data=${DATA_DIR:-$(cd "$(dirname "$0")/../examples/data" && pwd)}
-model=$data/stories260K.gguf
-cal=$data/tinystories-calibration.txt
-eval_text=$data/tinystories-evaluation.txt
 fail() { echo "compensation_study.sh: $*" >&2; exit 1; }
 [[ -x $tool ]] || fail "the nashprune tool $tool is missing"
 [[ -x $bin/llama-perplexity ]] || fail "$bin/llama-perplexity is missing"
-for file in "$model" "$cal" "$eval_text"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
+# shellcheck source-path=SCRIPTDIR source=study_models.sh
+source "$(dirname "$0")/study_models.sh"
+model_name=${MODEL:-stories260K}
+for file in "$data/tinystories-calibration.txt" "$data/tinystories-evaluation.txt"; do [[ -f $file ]] || fail "$file is missing (DATA_DIR)"; done
+mkdir -p "$out"
+study_model "$model_name" "$data" "$out" || fail "unknown MODEL '$model_name' (stories260K, tiny656K)"
+[[ -f $model ]] || fail "$model is missing (DATA_DIR)"
+cal=$calibration_text
 chunk_option=(--chunks "$chunks")
 [[ $chunks == all ]] && chunk_option=()
-mkdir -p "$out"
 
 ppl() {  # ppl MODEL: the final perplexity estimate on the evaluation text (a log newer than MODEL is reused)
   local log=$out/$(basename "$1" .gguf).ppl.log
@@ -53,14 +59,14 @@ calibration_ppl() {  # calibration_ppl MODEL: the perplexity on the calibration'
   grep -o 'Final estimate: PPL = [0-9.]*' "$log" | grep -o '[0-9.]*$' || fail "no estimate for $1 (see $log)"
 }
 
-if [[ ! -f $out/stats.gguf ]] || ! grep -q " on $cal_tokens tokens of " "$out/calibrate.log" 2>/dev/null; then
+if [[ ! -f $out/stats.gguf ]] || ! grep -qF "calibrated $model on $cal_tokens tokens of " "$out/calibrate.log" 2>/dev/null; then
   "$tool" calibrate "$model" --text "$cal" --tokens "$cal_tokens" --ctx 128 -o "$out/stats.gguf" --force > "$out/calibrate.log"
 fi
 base=$(ppl "$model")
 cal_base=$(calibration_ppl "$model")
 {
-  echo "stories260K, llama-perplexity -c 128 -b 128 ${chunk_option[*]:-(every chunk)} on tinystories-evaluation.txt; original $base."
-  echo "Calibration: $cal_tokens tokens of tinystories-calibration.txt. Damping 0.001. Calibration-text loss of the"
+  echo "$(basename "$model" .gguf), llama-perplexity -c 128 -b 128 ${chunk_option[*]:-(every chunk)} on $(basename "$eval_text"); original $base."
+  echo "Calibration: $cal_tokens tokens of $(basename "$cal"). Damping 0.001. Calibration-text loss of the"
   echo "refit model: ln(PPL / $cal_base) on those tokens; predicted: the obs choice's summed refit error."
   echo
   echo "| plan | selection | parameters removed | none | bias | refit | calibration loss (refit) | predicted |"

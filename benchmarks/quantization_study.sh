@@ -92,28 +92,13 @@ print(' '.join(f'{k}:{v}' for k, v in sorted(count.items())))
 PY
 }
 
-# The lines of a text without the characters TinyStories-656K's vocabulary lacks
-# (the mis-encoded quotes "â€œ", "â€", "â€™").
-vocabulary_lines() {
-  python3 -c "
-import sys
-bad = set('\u00e2\u0153\u201d\u20ac\u2122')
-lines = open(sys.argv[1], encoding='utf-8').read().split('\n')
-open(sys.argv[2], 'w', encoding='utf-8').write('\n'.join(l for l in lines if not set(l) & bad))" "$1" "$2"
-}
+# shellcheck source-path=SCRIPTDIR source=study_models.sh
+source "$(dirname "$0")/study_models.sh"
 
 for name in $models; do
-  case $name in
-    stories260K)
-      model=$data/stories260K.gguf requant=""
-      text=$data/tinystories-evaluation.txt calibration=$data/tinystories-calibration.txt ;;
-    tiny656K)
-      model=$data/TinyStories-656K-Q8_0.gguf requant=--allow-requantize
-      text=$out/tiny656K-evaluation.txt calibration=$out/tiny656K-calibration.txt
-      vocabulary_lines "$data/tinystories-evaluation.txt" "$text"
-      vocabulary_lines "$data/tinystories-calibration.txt" "$calibration" ;;
-    *) echo "quantization_study: unknown model $name" >&2; exit 2 ;;
-  esac
+  study_model "$name" "$data" "$out" || { echo "quantization_study: unknown model $name" >&2; exit 2; }
+  text=$eval_text calibration=$calibration_text requant=""
+  [[ $name == tiny656K ]] && requant=--allow-requantize
   dir=$out/$name
   mkdir -p "$dir"
   rows=$dir/rows.tsv
