@@ -61,12 +61,21 @@ selection choose_by_rates(const gguf::reader& model, const gguf::llama_shape& sh
     throw usage_error(message.str());
   }
   const auto& r = result.report;
+  const bool by_heads = r.unit == np::budget_unit::heads;
+  const bool mlp = options.wants(np::structure::mlp);
   std::cout << "layer rates (" << rate_strategy_names[static_cast<std::size_t>(*request.rates)] << ", alpha " << rate_options.alpha
-            << ", rates in [" << rate_options.min_rate << ", " << rate_options.max_rate << "]): overall rate " << r.overall_rate
-            << " of the unfrozen heads, " << r.at_min_rate << " layers at --min-rate, " << r.at_max_rate << " at --max-rate\n";
+            << ", rates in [" << rate_options.min_rate << ", " << rate_options.max_rate << "]): overall rate " << r.overall_rate << " of the "
+            << (by_heads ? "unfrozen heads" : options.wants_heads() && mlp ? "unfrozen layers' head and MLP parameters"
+                                              : mlp ? "unfrozen layers' MLP parameters" : "unfrozen layers' head parameters")
+            << (by_heads && mlp ? " (MLP channels at each layer's rate)" : "") << ", " << r.at_min_rate << " layers at --min-rate, "
+            << r.at_max_rate << " at --max-rate; removes " << r.removed_total << " of the " << r.requested << (by_heads ? " heads" : " parameters")
+            << " requested\n";
   for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
-    std::cout << "  layer " << l << ": rate " << std::fixed << std::setprecision(3) << r.rates[l] << std::defaultfloat << ", removes "
-              << r.removed[static_cast<std::size_t>(l)] << " of " << shape.layers[static_cast<std::size_t>(l)].n_head << " heads\n";
+    const auto& layer = shape.layers[static_cast<std::size_t>(l)];
+    std::cout << "  layer " << l << ": rate " << std::fixed << std::setprecision(3) << r.rates[l] << std::defaultfloat;
+    if (options.wants_heads()) std::cout << ", removes " << r.removed[static_cast<std::size_t>(l)] << " of " << layer.n_head << " heads";
+    if (mlp) std::cout << (options.wants_heads() ? " and " : ", removes ") << r.removed_channels[static_cast<std::size_t>(l)] << " of " << layer.n_ff << " MLP channels";
+    std::cout << '\n';
   }
   auto chosen = selection_of(std::move(result.plan));
   chosen.reach = reach;
