@@ -57,6 +57,9 @@ selection choose_by_rates(const gguf::reader& model, const gguf::llama_shape& sh
     message << "--target " << options.target << " with --layer-rates " << rate_strategy_names[static_cast<std::size_t>(*request.rates)]
             << " --min-rate " << rate_options.min_rate << " --max-rate " << rate_options.max_rate
             << ": the clipped per-layer rates cannot reach it (" << e.what()
+            << (options.unit == np::budget_unit::parameters ? "; with --unit params that overall rate is of the parameters the rates apply to, "
+                                                                   "the heads and MLP channels of the unfrozen layers"
+                                                                 : "")
             << "); change --target, or widen --min-rate/--max-rate";
     throw usage_error(message.str());
   }
