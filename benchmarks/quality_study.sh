@@ -50,6 +50,8 @@
 #   MLP channels of least wanda score at that layer's rate remove 20 % of the
 #   parameters; rows "+ none" and "+ refit" without and with the refit of
 #   attn_output / ffn_down, beside README.md's 20 %-of-parameters rows);
+#   gaq_heads_mlp_inverse / _proportional / _uniform: the same with --structures
+#   heads,mlp (the same query heads from every group, K and V kept);
 #   depth 25 % / 50 %: prune --depth-preset 25|50 --depth-selection
 #   any|contiguous, layers of least block influence (layer 0 kept).
 # Every heads and depth row names the heads and the share of parameters it removed.
@@ -343,13 +345,16 @@ PY
   row "$label" "random ($seeds seeds, $random_removed heads)" "$(mean_sd "${values[@]}")"
 done
 
-for strategy in inverse proportional uniform; do
-  wanted "gaq_mlp_$strategy" || continue
-  for compensate in none refit; do
-    name=gaq_mlp_${strategy}_$compensate
-    "$tool" prune "$model" "$out/$name.gguf" --unit params --target 0.2 --structures groups,mlp --layer-rates "$strategy" --score wanda \
-      --calibration "$out/stats.gguf" --compensate "$compensate" --force > "$out/$name.log"
-    row "20 % params" "gaq_mlp_$strategy + $compensate ($(removed "$out/$name.gguf"))" "$(ppl "$out/$name.gguf")"
+for spec in gaq_mlp:groups,mlp gaq_heads_mlp:heads,mlp; do
+  IFS=: read -r prefix structures <<< "$spec"
+  for strategy in inverse proportional uniform; do
+    wanted "${prefix}_$strategy" || continue
+    for compensate in none refit; do
+      name=${prefix}_${strategy}_$compensate
+      "$tool" prune "$model" "$out/$name.gguf" --unit params --target 0.2 --structures "$structures" --layer-rates "$strategy" --score wanda \
+        --calibration "$out/stats.gguf" --compensate "$compensate" --force > "$out/$name.log"
+      row "20 % params" "${prefix}_$strategy + $compensate ($(removed "$out/$name.gguf"))" "$(ppl "$out/$name.gguf")"
+    done
   done
 done
 

@@ -35,6 +35,13 @@ Eigen::VectorXd ablated_layer_losses(const std::string& path, const gguf::llama_
   }
 }
 
+// What the overall rate of --layer-rates is a share of.
+std::string rate_base(const np::pruning_options& options) {
+  if (options.unit == np::budget_unit::heads) return "unfrozen heads";
+  if (!options.wants(np::structure::mlp)) return "unfrozen layers' head parameters";
+  return options.wants_heads() ? "unfrozen layers' head and MLP parameters" : "unfrozen layers' MLP parameters";
+}
+
 void print_importance(std::ostream& out, const std::string& source, const Eigen::VectorXd& importance) {
   out << "layer importance (" << source << "):";
   for (Eigen::Index l = 0; l < importance.size(); ++l) out << ' ' << l << ':' << importance[l];
@@ -57,9 +64,7 @@ selection choose_by_rates(const gguf::reader& model, const gguf::llama_shape& sh
     message << "--target " << options.target << " with --layer-rates " << rate_strategy_names[static_cast<std::size_t>(*request.rates)]
             << " --min-rate " << rate_options.min_rate << " --max-rate " << rate_options.max_rate
             << ": the clipped per-layer rates cannot reach it (" << e.what()
-            << (options.unit == np::budget_unit::parameters ? "; with --unit params that overall rate is of the parameters the rates apply to, "
-                                                                   "the heads and MLP channels of the unfrozen layers"
-                                                                 : "")
+            << (options.unit == np::budget_unit::parameters ? "; with --unit params that overall rate is of the " + rate_base(options) : "")
             << "); change --target, or widen --min-rate/--max-rate";
     throw usage_error(message.str());
   }
@@ -68,8 +73,7 @@ selection choose_by_rates(const gguf::reader& model, const gguf::llama_shape& sh
   const bool mlp = options.wants(np::structure::mlp);
   std::cout << "layer rates (" << rate_strategy_names[static_cast<std::size_t>(*request.rates)] << ", alpha " << rate_options.alpha
             << ", rates in [" << rate_options.min_rate << ", " << rate_options.max_rate << "]): overall rate " << r.overall_rate << " of the "
-            << (by_heads ? "unfrozen heads" : options.wants_heads() && mlp ? "unfrozen layers' head and MLP parameters"
-                                              : mlp ? "unfrozen layers' MLP parameters" : "unfrozen layers' head parameters")
+            << rate_base(options)
             << (by_heads && mlp ? " (MLP channels at each layer's rate)" : "") << ", " << r.at_min_rate << " layers at --min-rate, "
             << r.at_max_rate << " at --max-rate; removes " << r.removed_total << " of the " << r.requested << (by_heads ? " heads" : " parameters")
             << " requested\n";
