@@ -44,6 +44,14 @@
 #   at 25 %, 0.15-0.75 with --max-prune 0.75 at 50 %, where 0.5 would force every
 #   layer to the same rate; GAQ_ALPHAS="3 ..." adds inverse and proportional
 #   rows at those contrasts);
+#   gaq_mlp_inverse / gaq_mlp_proportional / gaq_mlp_uniform (the GAQ pipeline
+#   with the seed's --prune_mlp: --layer-rates --unit params --target 0.2
+#   --structures groups,mlp, the rates scaled until each layer's GQA groups and
+#   MLP channels of least wanda score at that layer's rate remove 20 % of the
+#   parameters; rows "+ none" and "+ refit" without and with the refit of
+#   attn_output / ffn_down, beside README.md's 20 %-of-parameters rows);
+#   gaq_heads_mlp_inverse / _proportional / _uniform: the same with --structures
+#   heads,mlp (the same query heads from every group, K and V kept);
 #   depth 25 % / 50 %: prune --depth-preset 25|50 --depth-selection
 #   any|contiguous, layers of least block influence (layer 0 kept).
 # Every heads and depth row names the heads and the share of parameters it removed.
@@ -337,6 +345,19 @@ PY
   row "$label" "random ($seeds seeds, $random_removed heads)" "$(mean_sd "${values[@]}")"
 done
 
+for spec in gaq_mlp:groups,mlp gaq_heads_mlp:heads,mlp; do
+  IFS=: read -r prefix structures <<< "$spec"
+  for strategy in inverse proportional uniform; do
+    wanted "${prefix}_$strategy" || continue
+    for compensate in none refit; do
+      name=${prefix}_${strategy}_$compensate
+      "$tool" prune "$model" "$out/$name.gguf" --unit params --target 0.2 --structures "$structures" --layer-rates "$strategy" --score wanda \
+        --calibration "$out/stats.gguf" --compensate "$compensate" --force > "$out/$name.log"
+      row "20 % params" "${prefix}_$strategy + $compensate ($(removed "$out/$name.gguf"))" "$(ppl "$out/$name.gguf")"
+    done
+  done
+done
+
 n_layer=$(python3 -c "import json; print(len(json.load(open('$out/full_plan.json'))['layers']))")
 order=$(grep -o 'layer [0-9]*: block influence .*, layer [0-9.e-]*' "$out/calibrate.log" |
         awk '{print $NF, $2}' | tr -d ':' | sort -g | awk '{print $2}')
@@ -379,6 +400,8 @@ for preset in $(wanted depth && echo 25 50); do
     row "depth $preset %" "depth_$selection (layers $chosen, $(removed "$out/$name.gguf"))" "$(ppl "$out/$name.gguf")"
   done
 done
-plot_table "$out/table.md" "$out/table.svg"
 cat "$out/table.md"
-echo "plot: $out/table.svg"
+if grep -q '^| [0-9]* % heads |' "$out/table.md"; then  # ROWS may leave no heads row to plot
+  plot_table "$out/table.md" "$out/table.svg"
+  echo "plot: $out/table.svg"
+fi

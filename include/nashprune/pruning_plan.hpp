@@ -554,6 +554,31 @@ inline Eigen::MatrixXd redundancy_from_cosine(const Eigen::MatrixXd& cosine) {
   return r;
 }
 
+/// A layer's MLP channels, least important first (ties: lower index first): the
+/// order in which every score-driven plan removes them.
+inline std::vector<std::int64_t> channels_least_first(const Eigen::VectorXd& channels) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(channels.size()));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return channels[a] < channels[b]; });
+  return order;
+}
+
+/// The channels kept (ascending) when the `removed` first of channels_least_first go.
+inline std::vector<std::int64_t> channels_kept(const Eigen::VectorXd& channels, std::int64_t removed) {
+  const auto order = channels_least_first(channels);
+  std::vector<std::int64_t> drop(order.begin(), order.begin() + removed);
+  std::sort(drop.begin(), drop.end());
+  return complement_units(drop, channels.size());
+}
+
+/// The most MLP channels a plan with a per-layer cap may remove from layer `l`:
+/// at most max_prune of them and never the last (a refit needs kept channels to
+/// stand in), in whole steps of mlp_chunk.
+inline std::int64_t removable_channels(const layer_scores& l, const pruning_options& o) {
+  const std::int64_t by_ratio = static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(l.n_ff) + 1e-9));
+  return std::max<std::int64_t>(0, std::min(by_ratio, l.n_ff - 1) / l.mlp_chunk * l.mlp_chunk);
+}
+
 /// One layer's scores as the plan goes: importance after the game and before it.
 struct planned_layer {
   Eigen::VectorXd heads;
@@ -993,15 +1018,6 @@ class basic_planner {
     return weighted;
   }
 
-  // Channels of a layer, least important first (ties: lower index first).
-  std::vector<std::int64_t> channel_order(std::int64_t layer) const {
-    const auto& sc = scores_[static_cast<std::size_t>(layer)].channels;
-    std::vector<std::int64_t> order(static_cast<std::size_t>(sc.size()));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sc[a] < sc[b]; });
-    return order;
-  }
-
   void add_attention_items(std::int64_t i) {
     const auto& l = model_.layers[static_cast<std::size_t>(i)];
     const auto g = model_.geometry(i);
@@ -1024,7 +1040,7 @@ class basic_planner {
   void add_mlp_chunks(std::int64_t i) {
     const auto& l = model_.layers[static_cast<std::size_t>(i)];
     const auto& channels = scores_[static_cast<std::size_t>(i)].channels;
-    const auto order = channel_order(i);
+    const auto order = channels_least_first(channels);
     const std::int64_t chunk = l.mlp_chunk;
     for (std::int64_t c = 0; c + chunk <= l.n_ff; c += chunk) {
       double importance = 0;
@@ -1139,12 +1155,7 @@ class basic_planner {
       if (p.keep_layer && l.n_head > 0 && o_.wants_heads()) {
         p.heads = attention_plan<double>(model_.geometry(i), granularity(i), i, scores_[static_cast<std::size_t>(i)].heads, removed);
       }
-      if (chunks > 0) {
-        const auto order = channel_order(i);
-        std::vector<std::int64_t> drop(order.begin(), order.begin() + chunks * l.mlp_chunk);
-        std::sort(drop.begin(), drop.end());
-        p.channels = complement_units(drop, l.n_ff);
-      }
+      if (chunks > 0) p.channels = channels_kept(scores_[static_cast<std::size_t>(i)].channels, chunks * l.mlp_chunk);
     }
     record_heads(out);
     return out;
@@ -1279,18 +1290,17 @@ inline compensated_option obs_attention_option(const model_scores& model, const 
   return out;
 }
 
-// The MLP curve of layer i: channels in steps of a multiple of mlp_chunk, at most
-// max_prune of them (the refit needs kept channels to stand in).
+// The MLP curve of layer i: channels in steps of a multiple of mlp_chunk, up to
+// removable_channels.
 template <int deferred = 0>
 inline compensated_option obs_mlp_option(const model_scores& model, const obs_cost<double>& cost, std::int64_t i,
                                          const pruning_options& o, std::int64_t channel_batch) {
   const auto& l = model.layers[static_cast<std::size_t>(i)];
   const std::int64_t chunk = l.mlp_chunk;
-  const std::int64_t by_ratio = static_cast<std::int64_t>(std::floor(o.max_prune * static_cast<double>(l.n_ff) + 1e-9));
-  const std::int64_t limit = std::min(by_ratio, l.n_ff - 1) / chunk * chunk;
+  const std::int64_t limit = removable_channels(l, o);
   const std::int64_t wanted = channel_batch > 0 ? channel_batch : std::max<std::int64_t>(1, l.n_ff / 256);
   const std::int64_t batch = (wanted + chunk - 1) / chunk * chunk;
-  compensated_option out{i, false, head_granularity::whole_groups, obs_channel_curve(cost, std::max<std::int64_t>(limit, 0), batch), {}};
+  compensated_option out{i, false, head_granularity::whole_groups, obs_channel_curve(cost, limit, batch), {}};
   for (const auto c : out.curve.count) out.budget.push_back(c * mlp_channel_cost(model.n_embd));
   return out;
 }

@@ -3,7 +3,10 @@
 // is planted, or an ablation file of whole layers): the important layer loses fewer
 // heads with inverse rates and more with proportional ones, every layer loses its
 // groups of least score (checked against --stats by a plain loop), the head count
-// meets the target, and the depth presets drop the planted layers.
+// meets the target; with --structures groups,mlp every layer also loses its rate of
+// MLP channels, a --unit params target is met by heads and channels together, and
+// the refit and bias compensations apply to the plan; the depth presets drop the
+// planted layers.
 #include <gtest/gtest.h>
 
 #include <calibrate/calibration_stats.hpp>
@@ -11,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -33,9 +37,11 @@ struct layer_importance_prune : gguf_test::synthetic_model_test {
   }
 
   struct outcome {
-    std::vector<std::int64_t> removed_heads;  // per layer
+    std::vector<std::int64_t> removed_heads;     // per layer
+    std::vector<std::int64_t> removed_channels;  // per layer
     std::vector<bool> kept_layer;
     nlohmann::json stats;
+    nlohmann::json target;  // the plan file's target summary
   };
 
   outcome run(const std::string& args) const {
@@ -52,7 +58,10 @@ struct layer_importance_prune : gguf_test::synthetic_model_test {
       const auto n = shape.layers[static_cast<std::size_t>(l.at("layer").get<std::int64_t>())].n_head;
       out.removed_heads.push_back(n - static_cast<std::int64_t>(l.at("q_heads").size()));
       out.kept_layer.push_back(l.at("keep").get<bool>());
+      const auto n_ff = shape.layers[static_cast<std::size_t>(l.at("layer").get<std::int64_t>())].n_ff;
+      out.removed_channels.push_back(n_ff - static_cast<std::int64_t>(l.at("channels").size()));
     }
+    if (doc.contains("target")) out.target = doc.at("target");
     if (std::filesystem::exists(stats)) out.stats = nlohmann::json::parse(std::ifstream(stats));
     return out;
   }
@@ -118,6 +127,69 @@ TEST_F(layer_importance_prune, AnAblationFileOfLayersScoresThem) {
                        data.string() + "'");
   EXPECT_EQ(sum(out.removed_heads), 8);
   for (std::size_t l = 1; l < 4; ++l) EXPECT_LT(out.removed_heads[0], out.removed_heads[l]);
+}
+
+// --structures groups,mlp with a head target: the heads are the groups-only plan's,
+// and each layer loses its rate of MLP channels (the floor or the ceiling of
+// rate × n_ff), so the important layer loses fewer with inverse rates.
+TEST_F(layer_importance_prune, GroupsAndMlpLoseEachLayersRateOfChannels) {
+  const auto stats = planted({0.1, 0.9, 0.1, 0.1});
+  const std::string common = " --unit heads --target 0.25 --alpha 2 --min-rate 0 --max-rate 0.75 --calibration '" + stats.string() + "'";
+  const auto groups = run("--layer-rates inverse --structures groups" + common);
+  const auto inverse = run("--layer-rates inverse --structures groups,mlp" + common);
+  EXPECT_EQ(inverse.removed_heads, groups.removed_heads);
+  EXPECT_EQ(groups.removed_channels, (std::vector<std::int64_t>(4, 0)));
+  for (const std::size_t l : {0, 2, 3}) EXPECT_LT(inverse.removed_channels[1], inverse.removed_channels[l]);
+  const auto uniform = run("--layer-rates uniform --structures groups,mlp" + common);
+  for (std::size_t l = 0; l < 4; ++l) {
+    const double wanted = 0.25 * static_cast<double>(shape.layers[l].n_ff);
+    EXPECT_GE(static_cast<double>(uniform.removed_channels[l]), std::floor(wanted)) << "layer " << l;
+    EXPECT_LE(static_cast<double>(uniform.removed_channels[l]), std::ceil(wanted)) << "layer " << l;
+  }
+  // heads,mlp: the same heads from every group, and the same channels.
+  const auto heads = run("--layer-rates uniform --structures heads,mlp" + common);
+  EXPECT_EQ(sum(heads.removed_heads), 8);
+  EXPECT_EQ(heads.removed_channels, uniform.removed_channels);
+}
+
+// --unit params: the rates are scaled until the heads and channels removed are the
+// target's share of the parameters (within one channel step, a whole unit).
+TEST_F(layer_importance_prune, AParameterTargetIsMetByHeadsAndChannelsTogether) {
+  const auto stats = planted({0.1, 0.9, 0.3, 0.2});
+  for (const std::string strategy : {"inverse", "uniform"}) {
+    const auto out = run("--layer-rates " + strategy + " --unit params --target 0.15 --structures groups,mlp --calibration '" + stats.string() + "'");
+    ASSERT_EQ(out.target.at("unit"), "params");
+    const auto requested = out.target.at("requested").get<std::int64_t>();
+    const auto removed = out.target.at("removed").get<std::int64_t>();
+    EXPECT_LE(removed, requested) << strategy;
+    EXPECT_GT(removed, requested - 3 * shape.n_embd * 32) << strategy;
+    EXPECT_GT(sum(out.removed_heads), 0) << strategy;
+    EXPECT_GT(sum(out.removed_channels), 0) << strategy;
+  }
+}
+
+// The plan goes through the same compensation as every other plan: refit and bias
+// report each attn_output and ffn_down whose inputs went.
+TEST_F(layer_importance_prune, RefitAndBiasCompensateTheLayerRatesPlan) {
+  const auto stats = dir / "moments.gguf";
+  tool_runs::write_planted_stats(model, stats);
+  for (const std::string kind : {"refit", "bias"}) {
+    const auto out = dir / ("pruned-" + kind + ".gguf");
+    const auto r = tool_runs::run_tool("prune '" + model.string() + "' '" + out.string() +
+                                           "' --layer-rates uniform --unit params --target 0.15 --structures groups,mlp --calibration '" +
+                                           stats.string() + "' --compensate " + kind,
+                                       dir / ("prune-" + kind + ".log"));
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("compensation " + kind), std::string::npos) << r.output;
+    // Every layer loses channels; the groups' rounding leaves some layer its heads.
+    std::int64_t attention_maps = 0;
+    for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
+      EXPECT_NE(r.output.find("layer " + std::to_string(l) + " ffn_down.weight: "), std::string::npos) << "layer " << l << "\n" << r.output;
+      attention_maps += r.output.find("layer " + std::to_string(l) + " attn_output.weight: ") != std::string::npos ? 1 : 0;
+    }
+    EXPECT_GT(attention_maps, 0) << r.output;
+    EXPECT_TRUE(std::filesystem::exists(out));
+  }
 }
 
 TEST_F(layer_importance_prune, DepthPresetsDropThePlantedLayers) {

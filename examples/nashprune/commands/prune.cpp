@@ -451,9 +451,13 @@ void choose_layer_importance(prune_args& a) {
   }
   if (r.rates) {
     if (!a.depth_selection.empty()) throw usage_error("--depth-selection goes with --depth-preset, not --layer-rates");
-    if (a.select.unit != np::budget_unit::heads) throw usage_error("--layer-rates sets each layer's rate of heads: add --unit heads");
-    if (!a.structures.empty() && !a.select.structures.within({np::structure::heads, np::structure::groups})) {
-      throw usage_error("--layer-rates removes GQA groups or the same heads of every group: --structures groups or heads");
+    using np::structure;
+    if (!a.select.structures.within({structure::heads, structure::groups, structure::mlp})) {
+      throw usage_error("--layer-rates removes GQA groups or the same heads of every group, and MLP channels at the same rate: "
+                        "--structures groups, heads, groups,mlp or heads,mlp (got " + nashprune_tool::structure_list(a.select.structures) + ")");
+    }
+    if (a.select.unit == np::budget_unit::heads && !a.select.wants_heads()) {
+      throw usage_error("--layer-rates with --unit heads sets each layer's rate of heads: add groups or heads to --structures, or use --unit params");
     }
     return;
   }
@@ -568,9 +572,11 @@ const nashprune_tool::register_command prune_command{{
           ->capture_default_str()
           ->each([a](const std::string&) { a->priors_requested = true; });
       app.add_option("--layer-rates", a->layer_rates,
-                     "inverse | proportional | uniform: per-layer rates of heads from the layer importance (important layers "
-                     "lose fewer with inverse, more with proportional), meeting --target over the unfrozen layers, then each "
-                     "layer's groups (--structures groups) or heads of every group (heads) of least score; needs --unit heads");
+                     "inverse | proportional | uniform: per-layer rates from the layer importance (important layers lose "
+                     "less with inverse, more with proportional), then each layer's groups (--structures groups) or heads of "
+                     "every group (heads) of least score and, with mlp, the same rate of its MLP channels of least score; "
+                     "--unit heads: --target counts heads (channels follow each layer's rate), --unit params: the rates are "
+                     "scaled until the removed heads and channels are --target of the parameters");
       app.add_option("--layer-importance", a->layer_importance,
                      "what scores a layer for --layer-rates and --depth-preset: block-influence (the measured 1 - cos(in, out); "
                      "needs --text or --calibration) or an ablation file of nashprune ablate --units layers (the loss increase "

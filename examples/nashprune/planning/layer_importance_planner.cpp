@@ -35,6 +35,13 @@ Eigen::VectorXd ablated_layer_losses(const std::string& path, const gguf::llama_
   }
 }
 
+// What the overall rate of --layer-rates is a share of.
+std::string rate_base(const np::pruning_options& options) {
+  if (options.unit == np::budget_unit::heads) return "unfrozen heads";
+  if (!options.wants(np::structure::mlp)) return "unfrozen layers' head parameters";
+  return options.wants_heads() ? "unfrozen layers' head and MLP parameters" : "unfrozen layers' MLP parameters";
+}
+
 void print_importance(std::ostream& out, const std::string& source, const Eigen::VectorXd& importance) {
   out << "layer importance (" << source << "):";
   for (Eigen::Index l = 0; l < importance.size(); ++l) out << ' ' << l << ':' << importance[l];
@@ -57,16 +64,25 @@ selection choose_by_rates(const gguf::reader& model, const gguf::llama_shape& sh
     message << "--target " << options.target << " with --layer-rates " << rate_strategy_names[static_cast<std::size_t>(*request.rates)]
             << " --min-rate " << rate_options.min_rate << " --max-rate " << rate_options.max_rate
             << ": the clipped per-layer rates cannot reach it (" << e.what()
+            << (options.unit == np::budget_unit::parameters ? "; with --unit params that overall rate is of the " + rate_base(options) : "")
             << "); change --target, or widen --min-rate/--max-rate";
     throw usage_error(message.str());
   }
   const auto& r = result.report;
+  const bool by_heads = r.unit == np::budget_unit::heads;
+  const bool mlp = options.wants(np::structure::mlp);
   std::cout << "layer rates (" << rate_strategy_names[static_cast<std::size_t>(*request.rates)] << ", alpha " << rate_options.alpha
-            << ", rates in [" << rate_options.min_rate << ", " << rate_options.max_rate << "]): overall rate " << r.overall_rate
-            << " of the unfrozen heads, " << r.at_min_rate << " layers at --min-rate, " << r.at_max_rate << " at --max-rate\n";
+            << ", rates in [" << rate_options.min_rate << ", " << rate_options.max_rate << "]): overall rate " << r.overall_rate << " of the "
+            << rate_base(options)
+            << (by_heads && mlp ? " (MLP channels at each layer's rate)" : "") << ", " << r.at_min_rate << " layers at --min-rate, "
+            << r.at_max_rate << " at --max-rate; removes " << r.removed_total << " of the " << r.requested << (by_heads ? " heads" : " parameters")
+            << " requested\n";
   for (std::int64_t l = 0; l < shape.n_layer(); ++l) {
-    std::cout << "  layer " << l << ": rate " << std::fixed << std::setprecision(3) << r.rates[l] << std::defaultfloat << ", removes "
-              << r.removed[static_cast<std::size_t>(l)] << " of " << shape.layers[static_cast<std::size_t>(l)].n_head << " heads\n";
+    const auto& layer = shape.layers[static_cast<std::size_t>(l)];
+    std::cout << "  layer " << l << ": rate " << std::fixed << std::setprecision(3) << r.rates[l] << std::defaultfloat;
+    if (options.wants_heads()) std::cout << ", removes " << r.removed[static_cast<std::size_t>(l)] << " of " << layer.n_head << " heads";
+    if (mlp) std::cout << (options.wants_heads() ? " and " : ", removes ") << r.removed_channels[static_cast<std::size_t>(l)] << " of " << layer.n_ff << " MLP channels";
+    std::cout << '\n';
   }
   auto chosen = selection_of(std::move(result.plan));
   chosen.reach = reach;

@@ -1,6 +1,7 @@
 // Plans driven by one importance per layer (nashprune/layer_importance_plans.hpp):
-// `prune --layer-rates inverse|proportional|uniform` (unbalanced head rates, then each
-// layer's least important groups or heads) and `prune --depth-preset 25|50` (whole
+// `prune --layer-rates inverse|proportional|uniform` (unbalanced per-layer rates, then
+// each layer's least important groups or heads and, with mlp, MLP channels at the same
+// rate) and `prune --depth-preset 25|50` (whole
 // layers). The tool reads the layer importance, either the measured block influence
 // 1 - cos(x_in, x_out) of the calibration statistics or the loss increase of removing
 // each layer alone from `nashprune ablate --units layers`, and prints what the
@@ -45,7 +46,7 @@ struct layer_importance_request {
                                                   const calibrate::calibration_stats* calibration);
 
 /// The plan of --layer-rates or --depth-preset; prints the layer importance and, for
-/// the rates, each layer's rate and the heads it loses. Throws usage_error naming the
+/// the rates, each layer's rate and the heads and MLP channels it loses. Throws usage_error naming the
 /// option when the rates cannot reach --target or the preset cannot drop its layers.
 [[nodiscard]] selection choose_by_layer_importance(const gguf::reader& model, const gguf::llama_shape& shape, const gguf::imatrix* imatrix,
                                                    const nashprune::pruning_options& options, const scoring_options& scoring,
