@@ -229,7 +229,20 @@ template <typename DerivedW, typename DerivedMu, typename Scalar = typename Deri
   dense_matrix<Scalar> difference = weight;
   for (std::size_t j = 0; j < kept.size(); ++j) difference.col(kept[j]) -= kept_weight.col(static_cast<Eigen::Index>(j));
   const dense_vector<Scalar> mean_residual = difference * mean - bias;
-  const Scalar spread = (difference * centred).cwiseProduct(difference).sum();
+  // Only the columns D changes enter tr(D C Dᵀ): none and bias change the removed
+  // ones alone, so their error costs m·|S|² instead of m·n² (n = 14336 for
+  // Llama-3-8B's ffn_down, 20 % removed: 25 times less).
+  std::vector<std::int64_t> changed;
+  for (Eigen::Index j = 0; j < difference.cols(); ++j) {
+    if ((difference.col(j).array() != Scalar(0)).any()) changed.push_back(j);
+  }
+  Scalar spread = 0;
+  if (static_cast<Eigen::Index>(changed.size()) == difference.cols()) {
+    spread = (difference * centred).cwiseProduct(difference).sum();
+  } else {
+    const dense_matrix<Scalar> changed_difference = columns_of(difference, changed);
+    spread = (changed_difference * block_of(centred, changed, changed)).cwiseProduct(changed_difference).sum();
+  }
   return std::max(spread, Scalar(0)) + mean_residual.squaredNorm();
 }
 
