@@ -24,7 +24,9 @@ void report_error(std::string_view kind, std::string_view what) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  nashprune_tool::restart_with_environment_defaults(argv);
+#if defined(NASHPRUNE_HAVE_LLAMA_CAPTURE)
+  nashprune_tool::restart_with_passive_openmp_waits(argv);
+#endif
   using namespace nashprune_tool;
   CLI::App app{"nashprune: structured pruning of transformer LLMs (GGUF in, GGUF out)", "nashprune"};
   app.set_version_flag("--version", std::string("nashprune ") + nashprune::version_string);

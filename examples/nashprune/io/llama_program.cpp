@@ -66,22 +66,14 @@ std::string find_llama_program(std::string_view program, const std::string& opti
 
 namespace {
 
-// The environment the tool and its children run with unless the caller set these
-// (see restart_with_environment_defaults in the header).
-struct environment_default {
-  const char* name;
-  const char* value;
-};
-constexpr environment_default environment_defaults[] = {
-    {"OMP_WAIT_POLICY", "PASSIVE"},
-    {"GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"},
-};
+constexpr const char* openmp_wait_policy = "OMP_WAIT_POLICY";
+constexpr const char* passive_waits = "PASSIVE";
 
 std::vector<std::string> child_environment() {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  for (const auto& d : environment_defaults) {
-    if (std::getenv(d.name) == nullptr) env.emplace_back(std::string(d.name) + "=" + d.value);
+  if (std::getenv(openmp_wait_policy) == nullptr) {
+    env.emplace_back(std::string(openmp_wait_policy) + "=" + passive_waits);
   }
   return env;
 }
@@ -95,12 +87,10 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
 
 }  // namespace
 
-void restart_with_environment_defaults(char** argv) {
-  bool changed = false;
-  for (const auto& d : environment_defaults) {
-    if (std::getenv(d.name) == nullptr && setenv(d.name, d.value, 0) == 0) changed = true;
-  }
-  if (changed) execv("/proc/self/exe", argv);
+void restart_with_passive_openmp_waits(char** argv) {
+  if (std::getenv(openmp_wait_policy) != nullptr) return;
+  if (setenv(openmp_wait_policy, passive_waits, 0) != 0) return;
+  execv("/proc/self/exe", argv);
 }
 
 int run_to_file(std::vector<std::string> argv, const fs::path& log, const std::function<void()>& while_running) {

@@ -17,28 +17,21 @@ namespace nashprune_tool {
 
 /// Runs `argv` (argv[0] a path) with stdout and stderr both written to `log` and
 /// stdin from /dev/null; returns the wait status. The child's environment is ours
-/// plus the defaults of restart_with_environment_defaults that are unset.
+/// plus OMP_WAIT_POLICY=PASSIVE unless set (idle OpenMP threads sleep instead of
+/// spinning, which on shared cores makes llama.cpp's programs several times faster).
 /// `while_running`, when given, is called about five times a second until the child ends.
 int run_to_file(std::vector<std::string> argv, const std::filesystem::path& log, const std::function<void()>& while_running = {});
 
-/// Two settings that are read once, when the process loads, before main runs; so,
-/// for each the caller left unset, this sets it and executes the tool again with
-/// the same arguments, from /proc/self/exe (if that fails, the process goes on as
-/// it was):
-///  - OMP_WAIT_POLICY=PASSIVE. llama.cpp's CPU backend runs each graph evaluation
-///    in an OpenMP parallel region, and libgomp's threads spin after one ends.
-///    With an evaluation callback (calibrate, ablate, measured sensitivities) a
-///    graph is evaluated in many short pieces, and the threads spin through all of
-///    the callback's work: on stories260K that was 90 % of calibrate's CPU time
-///    (89 s against 13 s with passive waits, the statistics identical).
-///  - GLIBC_TUNABLES=glibc.malloc.hugetlb=1: glibc asks for transparent huge pages
-///    for its large allocations (where the kernel grants them on request, the
-///    default "madvise" mode). The input moments take gigabytes (1.66 GiB per
-///    Llama-3-8B layer), and faulting them in 4 KiB pages cost calibrate 1.2
-///    million page faults and 11.6 s of system time on 256 tokens of a 2-layer
-///    model at Llama-3-8B widths, against 23 thousand and 7.2 s with the tunable.
-/// Children (run_to_file) get the same defaults.
-void restart_with_environment_defaults(char** argv);
+/// llama.cpp's CPU backend runs each graph evaluation in an OpenMP parallel region,
+/// and libgomp's threads spin after one ends. With an evaluation callback
+/// (calibrate, ablate, measured sensitivities) a graph is evaluated in many short
+/// pieces, and the threads spin through all of the callback's work: on stories260K
+/// that was 90 % of calibrate's CPU time (89 s against 13 s with passive waits, the
+/// statistics identical). libgomp reads OMP_WAIT_POLICY once, when it is loaded,
+/// before main runs; so, unless the caller set the variable, this sets it to PASSIVE
+/// (as run_to_file does for the children) and executes the tool again with the same
+/// arguments, from /proc/self/exe. If that fails, the process goes on as it was.
+void restart_with_passive_openmp_waits(char** argv);
 
 /// A new empty file in the temporary folder named `prefix` + a unique suffix, for a
 /// child's log. Throws std::runtime_error when none can be made.
