@@ -377,9 +377,12 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
     const bool has_next = next.first_slice < x.slices;
     const Eigen::Index panel_bytes = x.heads * panel_floats * Eigen::Index{4};
     const bool far_slices = p.slices > 1 && x.slice_stride * Eigen::Index{4} >= gram_prefetch_slice_bytes;
+    // Not when the panel is cut into head blocks: the whole next panel would not
+    // stay in L2 beside the block being computed.
     const bool requested =
-        has_next && (panel_bytes > gram_prefetch_panel_bytes ||
-                     (far_slices && 2 * panel_bytes > gram_prefetch_panel_bytes));
+        has_next && block >= x.heads &&
+        (panel_bytes > gram_prefetch_panel_bytes ||
+         (far_slices && 2 * panel_bytes > gram_prefetch_panel_bytes));
     Eigen::Index tiles = 0;
     Eigen::Index first_head = x.heads;
     if (requested) {
