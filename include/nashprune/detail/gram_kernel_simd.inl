@@ -294,33 +294,14 @@ class panel_prefetch {
   Eigen::Index slice_ = 0;  // in slice slice_ of next_
 };
 
-/// Calls visit(i0, rows, j0, columns) for the tiles of one panel over the column
-/// blocks `share` owns, in the order they are computed: tile rows of `tile` heads
-/// [i0, i0 + rows), each against the earlier heads of its block, then itself
-/// (the diagonal tile: j0 == i0, columns == rows).
-template <typename Visit>
-inline void for_each_tile(Eigen::Index heads, Eigen::Index block, gram_share share,
-                          const Visit& visit) {
-  constexpr Eigen::Index tile = simd_ops::tile;
-  for (Eigen::Index j_begin = 0; j_begin < heads; j_begin += block) {
-    if (!share.owns(j_begin / block)) continue;
-    const Eigen::Index j_end = std::min(heads, j_begin + block);
-    for (Eigen::Index i0 = j_begin; i0 < heads; i0 += tile) {
-      const int rows = static_cast<int>(std::min(tile, heads - i0));
-      // The row's off-diagonal heads in as few tiles as tile_columns allows, of
-      // balanced widths: a narrow leftover tile (AVX2's 3 × 1) would hold too
-      // few accumulators to hide the FMA latency.
-      const Eigen::Index j_stop = std::min(i0, j_end);
-      for (Eigen::Index j0 = j_begin; j0 < j_stop;) {
-        const Eigen::Index left = j_stop - j0;
-        const Eigen::Index count = (left + simd_ops::tile_columns - 1) / simd_ops::tile_columns;
-        const int columns = static_cast<int>((left + count - 1) / count);
-        visit(i0, rows, j0, columns);
-        j0 += columns;
-      }
-      if (i0 < j_end) visit(i0, rows, i0, rows);  // the row's diagonal tile lies in this block
-    }
-  }
+/// Off-diagonal tiles of the tile row at i0 within the column block [j_begin, j_end):
+/// its heads [j_begin, min(i0, j_end)) in as few tiles as tile_columns allows, of
+/// balanced widths (a narrow leftover tile, AVX2's 3 × 1, would hold too few
+/// accumulators to hide the FMA latency). Tile k of them is
+/// [j_begin + k·left/count, j_begin + (k + 1)·left/count).
+inline Eigen::Index offdiagonal_tiles(Eigen::Index i0, Eigen::Index j_begin, Eigen::Index j_end) {
+  const Eigen::Index left = std::max<Eigen::Index>(std::min(i0, j_end) - j_begin, 0);
+  return (left + simd_ops::tile_columns - 1) / simd_ops::tile_columns;
 }
 
 /// Adds the lower-triangle Gram and the head sums of a float batch. The batch is
@@ -372,8 +353,8 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
     const Eigen::Index panel_floats = std::max<Eigen::Index>(p.slices * p.length, 1);
     const Eigen::Index block =
         std::max<Eigen::Index>(tile, gram_block_bytes / (panel_floats * 4) / tile * tile);
-    // Large panels: the next one is requested over the tiles to come, from the
-    // first head they read (a row of the first owned block).
+    // Large panels: the next one is requested over the tiles to come (the panel
+    // is then one block, all of it computed by the thread that owns block 0).
     const bool has_next = next.first_slice < x.slices;
     const Eigen::Index panel_bytes = x.heads * panel_floats * Eigen::Index{4};
     const bool far_slices = p.slices > 1 && x.slice_stride * Eigen::Index{4} >= gram_prefetch_slice_bytes;
@@ -383,25 +364,32 @@ inline void accumulate_gram_simd(const gram_layout<float>& x, double* gram, doub
         has_next && block >= x.heads &&
         (panel_bytes > gram_prefetch_panel_bytes ||
          (far_slices && 2 * panel_bytes > gram_prefetch_panel_bytes));
+    // The tiles of one panel: tile rows of `tile` heads [i0, i0 + rows), each
+    // against the earlier heads of its block, then itself (the diagonal tile).
     Eigen::Index tiles = 0;
-    Eigen::Index first_head = x.heads;
-    if (requested) {
-      for_each_tile(x.heads, block, share, [&](Eigen::Index i0, int, Eigen::Index, int) {
-        first_head = std::min(first_head, i0);
-        ++tiles;
-      });
+    if (requested && share.owns(0)) {
+      for (Eigen::Index i0 = 0; i0 < x.heads; i0 += tile) tiles += offdiagonal_tiles(i0, 0, x.heads) + 1;
     }
-    panel_prefetch prefetch(x, next, first_head, tiles);
-    for_each_tile(x.heads, block, share,
-                  [&](Eigen::Index i0, int rows, Eigen::Index j0, int columns) {
-                    if (j0 == i0) {
-                      gram_diagonal_tile<tile>(rows, x, p, i0, gram, sums);
-                    } else {
-                      gram_offdiagonal_tile<tile, simd_ops::tile_columns>(rows, columns, x, p, i0,
-                                                                          j0, gram, sums);
-                    }
-                    if (requested) prefetch.after_tile();
-                  });
+    panel_prefetch prefetch(x, next, tiles > 0 ? 0 : x.heads, tiles);
+    for (Eigen::Index j_begin = 0; j_begin < x.heads; j_begin += block) {
+      if (!share.owns(j_begin / block)) continue;
+      const Eigen::Index j_end = std::min(x.heads, j_begin + block);
+      for (Eigen::Index i0 = j_begin; i0 < x.heads; i0 += tile) {
+        const int rows = static_cast<int>(std::min(tile, x.heads - i0));
+        const Eigen::Index count = offdiagonal_tiles(i0, j_begin, j_end);
+        const Eigen::Index left = std::min(i0, j_end) - j_begin;
+        for (Eigen::Index k = 0; k < count; ++k) {
+          const Eigen::Index j0 = j_begin + k * left / count;
+          const int columns = static_cast<int>(j_begin + (k + 1) * left / count - j0);
+          gram_offdiagonal_tile<tile, simd_ops::tile_columns>(rows, columns, x, p, i0, j0, gram, sums);
+          if (tiles > 0) prefetch.after_tile();
+        }
+        if (i0 < j_end) {  // the tile row's diagonal tile lies in this block
+          gram_diagonal_tile<tile>(rows, x, p, i0, gram, sums);
+          if (tiles > 0) prefetch.after_tile();
+        }
+      }
+    }
     p = next;
   }
 }
