@@ -329,6 +329,56 @@ TEST(HeadRedundancyTiles, EveryHeadCountUpToFortyPackedStridedAndMisaligned) {
   }
 }
 
+// Panels of all heads above detail::gram_prefetch_panel_bytes (or above half of
+// it with runs detail::gram_prefetch_slice_bytes apart), where the kernel requests
+// the next panel while computing the current one: the requests follow each run
+// of the next panel (tails, unaligned starts, padded rows, column-major runs cut
+// into column chunks), and the Gram must stay that of the reference.
+TEST(HeadRedundancyTiles, LargePanelsRequestedAheadMatchTheReference) {
+  struct shape {
+    Index n, d, tokens, padding, offset;
+    bool row_major;
+  };
+  const std::vector<shape> shapes{
+      {33, 128, 20, 0, 0, true},    // rows of 16 KiB: requested from a 132 KiB panel
+      {41, 100, 25, 5, 3, true},    // tails, unaligned runs, a panel and a half
+      {37, 64, 40, 16, 4, true},    // misaligned by 4 floats, whole-vector padding
+      {34, 16, 130, 0, 0, true},    // one vector per run, 64 runs per panel
+      {40, 8, 2100, 3, 1, false},   // column-major: runs of 1024 columns, then a tail
+  };
+  for (const shape& sh : shapes) {
+    const Index width = sh.n * sh.d;
+    const RowBlock<float> x = random_block<float>(sh.tokens, width, static_cast<std::uint32_t>(sh.n), 0.2);
+    reference_stats reference(sh.n, sh.d);
+    reference.add(x);
+    const Index outer = (sh.row_major ? width : sh.tokens) + sh.padding;
+    const Index inner_count = sh.row_major ? sh.tokens : width;
+    void* memory = nullptr;
+    ASSERT_EQ(posix_memalign(&memory, 64,
+                             static_cast<std::size_t>(sh.offset + inner_count * outer) * sizeof(float)),
+              0);
+    const std::unique_ptr<float, decltype(&std::free)> buffer(static_cast<float*>(memory), &std::free);
+    float* start = buffer.get() + sh.offset;
+    for (Index t = 0; t < sh.tokens; ++t) {
+      for (Index c = 0; c < width; ++c) start[sh.row_major ? t * outer + c : c * outer + t] = x(t, c);
+    }
+    for (simd_target target : supported_targets<float>()) {
+      SCOPED_TRACE(name_of(target) + " n=" + std::to_string(sh.n) + " d=" + std::to_string(sh.d));
+      head_redundancy<float> acc(sh.n, sh.d, {.target = target});
+      if (sh.row_major) {
+        acc.add_batch(Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>>(
+            start, sh.tokens, width, Eigen::OuterStride<>(outer)));
+      } else {
+        acc.add_batch(Eigen::Map<const ColBlock<float>, 0, Eigen::OuterStride<>>(
+            start, sh.tokens, width, Eigen::OuterStride<>(outer)));
+      }
+      EXPECT_LT(gram_error(acc.gram(), reference.gram), 1e-6);
+      EXPECT_LT((acc.sums() - reference.sums).cwiseAbs().maxCoeff(),
+                1e-6 * static_cast<double>(sh.tokens * sh.d));
+    }
+  }
+}
+
 TYPED_TEST(HeadRedundancy, DeadHeadsHaveZeroCosineAndCorrelationAndAreFlagged) {
   using S = TypeParam;
   const Index n = 7, d = 9;

@@ -29,15 +29,22 @@
 // ~70-term float sum however long the reduction (10^8 and beyond), instead of
 // growing with it as a plain float accumulator does.
 //
-// Speed (AVX-512 on the 2-core Zen 4 this was tuned on): the flush reduces four
-// accumulators at once (a third of the instructions of one at a time) and the
-// diagonal tiles form only their lower triangle. What remains between a tile and
-// the FMA peak is mostly the L2: a 64-step panel of every head sits in L2, and a
-// 4 × 6 tile streams 10 vectors per 24 FMAs from it. Engine layouts (token rows
-// of n·d floats, a multiple of 4 KiB) alias in the L1, so a tile row's heads do
-// not stay there either; packing each panel head-major would cost a load and a
-// store per activation (≈ 4/n of the tile work), more than the L1 would save at
-// n ≤ 32 (measured: a panel read wholly from L1 is only ~5 % faster).
+// Speed (AVX-512 on the 2-core Zen 4, family 25 model 17, this was tuned on):
+// the flush reduces four accumulators at once (a third of the instructions of
+// one at a time) and the diagonal tiles form only their lower triangle. A 4 × 6
+// tile streams 10 vectors per 24 FMAs, from L2: a 64-step panel of every head
+// sits there. Measured over a panel held in L2, the tiles run at 0.86–0.94 of
+// the FMA peak for n = 32–128, whether the panel is token-major (rows of n·d
+// floats, a multiple of 4 KiB, which alias in the L1) or packed head-major, and
+// a 32-step panel is no faster; so the L1 misses cost little, and packing (a
+// load and a store per activation) or shorter panels (more flushes) would not
+// pay. What large panels lose is the wait for the next panel from L3 or memory:
+// past n = 32 heads (or 32 heads in token rows of 16 KiB), it is requested into
+// L2 during the current one, spread over its tiles (panel_prefetch in the .inl);
+// below, the hardware prefetchers keep up and software requests only cost.
+// These are choices by panel bytes and strides, not by CPU model; a core with
+// full-width AVX-512 FMAs (Zen 5) needs its operands twice as fast, which makes
+// the L2 requests matter more, not less. Figures: benchmarks/README.md.
 #pragma once
 
 #include <Eigen/Core>
@@ -129,6 +136,13 @@ inline constexpr Eigen::Index gram_steps_per_flush = 64;
 /// 128 heads of a full 64-step AVX-512 panel, so head_redundancy's n ≤ 128 is
 /// one block; head_cka's thousands of columns are cut into blocks.
 inline constexpr Eigen::Index gram_block_bytes = Eigen::Index{512} * 1024;
+
+/// Bytes of a panel of all heads beyond which the kernel requests the next panel
+/// into L2 while computing the current one (panel_prefetch in the .inl): beyond
+/// n = 32 heads of a 64-step AVX-512 panel; beyond half of it when a head's runs
+/// lie at least gram_prefetch_slice_bytes apart (token rows of n·d ≥ 4096 floats).
+inline constexpr Eigen::Index gram_prefetch_panel_bytes = Eigen::Index{128} * 1024;
+inline constexpr Eigen::Index gram_prefetch_slice_bytes = Eigen::Index{16} * 1024;
 
 }  // namespace detail
 NASHPRUNE_END_NAMESPACE
