@@ -228,6 +228,25 @@ TYPED_TEST(HeadRedundancy, StridedAndColumnMajorLayoutsReadInPlace) {
   }
 }
 
+// Adds the strided float batch at `start` (tokens × n·d, row- or column-major with
+// outer stride `outer`) on every target and compares the Gram and sums with
+// `reference`.
+void expect_strided_batch_matches(const float* start, Index n, Index d, Index tokens, Index outer, bool row_major,
+                                  const reference_stats& reference, const std::string& trace) {
+  const Index width = n * d;
+  for (simd_target target : supported_targets<float>()) {
+    SCOPED_TRACE(name_of(target) + " " + trace);
+    head_redundancy<float> acc(n, d, {.target = target});
+    if (row_major) {
+      acc.add_batch(Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>>(start, tokens, width, Eigen::OuterStride<>(outer)));
+    } else {
+      acc.add_batch(Eigen::Map<const ColBlock<float>, 0, Eigen::OuterStride<>>(start, tokens, width, Eigen::OuterStride<>(outer)));
+    }
+    EXPECT_LT(gram_error(acc.gram(), reference.gram), 1e-6);
+    EXPECT_LT((acc.sums() - reference.sums).cwiseAbs().maxCoeff(), 1e-6 * static_cast<double>(tokens * d));
+  }
+}
+
 // A float batch at every distance 0..16 floats past a 64-byte boundary, on every
 // target: runs of whole vectors (a misaligned batch is then read as aligned
 // vectors, joined across runs) and runs that are not (unaligned loads), row- and
@@ -268,21 +287,8 @@ TEST(HeadRedundancyMisaligned, EveryOffsetOnEveryTargetMatchesTheReference) {
           start[sh.row_major ? t * outer + c : c * outer + t] = values(t, c);
         }
       }
-      for (simd_target target : supported_targets<float>()) {
-        SCOPED_TRACE(name_of(target) + " n=" + std::to_string(sh.n) + " d=" +
-                     std::to_string(sh.d) + " offset=" + std::to_string(offset));
-        head_redundancy<float> acc(sh.n, sh.d, {.target = target});
-        if (sh.row_major) {
-          acc.add_batch(Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>>(
-              start, sh.tokens, width, Eigen::OuterStride<>(outer)));
-        } else {
-          acc.add_batch(Eigen::Map<const ColBlock<float>, 0, Eigen::OuterStride<>>(
-              start, sh.tokens, width, Eigen::OuterStride<>(outer)));
-        }
-        EXPECT_LT(gram_error(acc.gram(), reference.gram), 1e-6);
-        EXPECT_LT((acc.sums() - reference.sums).cwiseAbs().maxCoeff(),
-                  1e-6 * static_cast<double>(sh.tokens * sh.d));
-      }
+      expect_strided_batch_matches(start, sh.n, sh.d, sh.tokens, outer, sh.row_major, reference,
+                                   "n=" + std::to_string(sh.n) + " d=" + std::to_string(sh.d) + " offset=" + std::to_string(offset));
     }
   }
 }
@@ -362,20 +368,8 @@ TEST(HeadRedundancyTiles, LargePanelsRequestedAheadMatchTheReference) {
     for (Index t = 0; t < sh.tokens; ++t) {
       for (Index c = 0; c < width; ++c) start[sh.row_major ? t * outer + c : c * outer + t] = x(t, c);
     }
-    for (simd_target target : supported_targets<float>()) {
-      SCOPED_TRACE(name_of(target) + " n=" + std::to_string(sh.n) + " d=" + std::to_string(sh.d));
-      head_redundancy<float> acc(sh.n, sh.d, {.target = target});
-      if (sh.row_major) {
-        acc.add_batch(Eigen::Map<const RowBlock<float>, 0, Eigen::OuterStride<>>(
-            start, sh.tokens, width, Eigen::OuterStride<>(outer)));
-      } else {
-        acc.add_batch(Eigen::Map<const ColBlock<float>, 0, Eigen::OuterStride<>>(
-            start, sh.tokens, width, Eigen::OuterStride<>(outer)));
-      }
-      EXPECT_LT(gram_error(acc.gram(), reference.gram), 1e-6);
-      EXPECT_LT((acc.sums() - reference.sums).cwiseAbs().maxCoeff(),
-                1e-6 * static_cast<double>(sh.tokens * sh.d));
-    }
+    expect_strided_batch_matches(start, sh.n, sh.d, sh.tokens, outer, sh.row_major, reference,
+                                 "n=" + std::to_string(sh.n) + " d=" + std::to_string(sh.d));
   }
 }
 
