@@ -224,7 +224,9 @@ TEST(Compensation, SingularMomentsWithinTheirDeclaredRoundingAreAccepted) {
   constexpr Eigen::Index n = 12;
   const auto s = random_samples(5, n, 51);  // C has rank at most 4
   const MatrixXd weight = random_matrix(3, n, 52);
-  const auto [kept, removed] = random_split(n, 4, 53);
+  const auto split = random_split(n, 4, 53);
+  const std::vector<std::int64_t>& kept = split.first;
+  const std::vector<std::int64_t>& removed = split.second;
   const double rounding = 1e-6;
   const double largest = s.second_moment.diagonal().maxCoeff();
   // Every zero eigenvalue of C moves to −rounding·max diag H: |E_ij| ≤ r·max diag H.
