@@ -452,8 +452,9 @@ inline void copy_line_spans(const std::byte* from, std::int64_t from_stride, std
 }
 
 /// The ways a large gather whose spans call for `strategy`
-/// (choose_gather_strategy) may copy: plain copies; the strategy; and, when it
-/// prefetches across long gaps, the same stores reading through the gaps instead.
+/// (choose_gather_strategy) may copy: plain copies; the strategy, or streaming
+/// stores where it is plain copies; and, when it prefetches across long gaps,
+/// the same stores reading through the gaps instead.
 struct large_gather_ways {
   gather_strategy way[3];
   int count;
@@ -461,6 +462,7 @@ struct large_gather_ways {
 
 [[nodiscard]] inline large_gather_ways ways_of_large_gather(gather_strategy strategy) {
   const gather_strategy plain{false, false};
+  if (strategy.plain()) return {{plain, {true, false}, plain}, 2};
   if (!strategy.prefetch) return {{plain, strategy, strategy}, 2};
   return {{plain, strategy, {strategy.stream, false, true}}, 3};
 }
@@ -613,8 +615,8 @@ class gather_pieces {
 /// Streaming stores are those of `target` (resolved).
 inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, std::byte* to, std::int64_t to_stride,
                               std::int64_t lines, std::span<const byte_span> spans, bool large, simd_target target) {
-  const auto strategy = large ? choose_gather_strategy(spans) : gather_strategy{false, false};
-  if (strategy.plain()) return copy_line_spans(from, from_stride, to, to_stride, lines, spans, strategy, target);
+  if (!large) return copy_line_spans(from, from_stride, to, to_stride, lines, spans, {false, false}, target);
+  const auto strategy = choose_gather_strategy(spans);
   const auto ways = ways_of_large_gather(strategy);
   auto& slot = fastest_way_slot(spans, strategy);
   const std::uint32_t seen = slot.fetch_add(way_slot_count_unit, std::memory_order_relaxed);
@@ -631,7 +633,7 @@ inline void gather_line_spans(const std::byte* from, std::int64_t from_stride, s
       }
       return;
     }
-    if (way < 0) way = 1;  // the strategy the spans call for, until a gather of this kind can be timed
+    if (way < 0) way = strategy.plain() ? 0 : 1;  // the strategy the spans call for, until a gather of this kind can be timed
   }
   copy_line_spans(from, from_stride, to, to_stride, lines, spans, ways.way[way], target);
 }
