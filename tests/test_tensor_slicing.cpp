@@ -5,7 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <nashprune/tensor_slicing.hpp>
 #include <random>
 #include <stdexcept>
@@ -380,6 +382,52 @@ TYPED_TEST(SlicingTyped, ManySingleColumnsOfContiguousLinesLeaveTheDestinationPa
   }
 }
 
+TYPED_TEST(SlicingTyped, StreamedCompressWritesExactlyTheKeptElementsAtAnyAlignment) {
+  // The compress path of large outputs (whole cache lines assembled in
+  // registers, non-temporal stores) forced on small inputs: line lengths with
+  // and without a partial last vector, one to all elements kept, one line or
+  // several, contiguous and padded destination lines starting at every element
+  // offset within a cache line; the bytes around each line stay untouched.
+  using Scalar = TypeParam;
+  const auto targets = supported_targets();
+  if (std::find(targets.begin(), targets.end(), simd_target::avx512) == targets.end()) {
+    GTEST_SKIP() << "no AVX-512 on this CPU: the compress path does not run here";
+  }
+  constexpr std::int64_t lanes = 64 / static_cast<std::int64_t>(sizeof(Scalar));
+  std::mt19937 rng(46);
+  for (const std::int64_t inner : {std::int64_t{1}, lanes - 1, lanes, lanes + 1, std::int64_t{40}, std::int64_t{301}}) {
+    std::vector<std::vector<index_range>> keeps{{{0, 1}}, {{inner - 1, 1}}, {{0, inner}}};
+    for (int trial = 0; trial < 4; ++trial) keeps.push_back(unit_ranges(random_keep(rng, inner), 1));
+    for (const auto& keep : keeps) {
+      const auto indices = expand(keep);
+      const auto kept = static_cast<std::int64_t>(indices.size());
+      for (const std::int64_t lines : {1, 2, 7}) {
+        for (const std::int64_t padding : {std::int64_t{0}, std::int64_t{3}}) {
+          for (std::int64_t offset = 0; offset <= lanes; ++offset) {
+            const std::int64_t from_stride = inner + 5, to_stride = kept + padding;
+            std::vector<Scalar> source(static_cast<std::size_t>(lines * from_stride));
+            for (auto& x : source) x = std::uniform_real_distribution<Scalar>(-1, 1)(rng);
+            // 64-byte aligned storage, so that `offset` places the first line at each lane of a cache line.
+            std::vector<Scalar> storage(static_cast<std::size_t>(lines * to_stride + offset + 2 * lanes), Scalar(1e6));
+            const auto lead = static_cast<std::int64_t>((64 - reinterpret_cast<std::uintptr_t>(storage.data()) % 64) % 64) /
+                              static_cast<std::int64_t>(sizeof(Scalar));
+            Scalar* to = storage.data() + lead + offset;
+            const detail::masked_lines x{source.data(), from_stride, to, to_stride, lines};
+            ASSERT_TRUE(detail::compress_kept_elements<sizeof(Scalar)>(simd_target::avx512, x, keep, inner, true));
+            std::vector<Scalar> expected(storage.size(), Scalar(1e6));
+            for (std::int64_t line = 0; line < lines; ++line)
+              for (std::int64_t j = 0; j < kept; ++j)
+                expected[static_cast<std::size_t>(lead + offset + line * to_stride + j)] =
+                    source[static_cast<std::size_t>(line * from_stride + indices[static_cast<std::size_t>(j)])];
+            ASSERT_EQ(storage, expected) << "inner " << inner << " kept " << kept << " lines " << lines << " padding "
+                                         << padding << " offset " << offset;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(SlicingBytes, ShortColumnRunsOfOneElementTypesMatchTheReferenceAndKeepThePadding) {
   // Single MLP channels of ffn_down (runs of a few elements): 4- and 8-byte
   // elements take the compress path where the CPU has it, unless a buffer is not
@@ -711,6 +759,11 @@ TEST(SlicingBytes, LargeGathersWeighReadingThroughOnlyAgainstLongGaps) {
   ASSERT_EQ(whole.count, 2);
   EXPECT_TRUE(whole.way[0].plain());
   EXPECT_TRUE(whole.way[1].stream && !whole.way[1].prefetch && !whole.way[1].read_through);
+  // Short spans and gaps (q8_0 blocks): plain copies against streaming through the writer's buffer.
+  const auto blocks = detail::ways_of_large_gather(detail::choose_gather_strategy(span_list{{0, 68}, {102, 34}, {170, 102}}));
+  ASSERT_EQ(blocks.count, 2);
+  EXPECT_TRUE(blocks.way[0].plain());
+  EXPECT_TRUE(blocks.way[1].stream && !blocks.way[1].prefetch && !blocks.way[1].read_through);
   // Size classes: floor(log2(bytes / 64)), from 0 up to the cap.
   EXPECT_EQ(detail::large_gather_size_class(0), 0);
   EXPECT_EQ(detail::large_gather_size_class(127), 0);

@@ -376,8 +376,9 @@ struct gather_strategy {
 };
 
 /// What a large gather of `spans` per line may gain from: streaming stores when
-/// the spans are long on average (short ones, ~100-byte q8_0 blocks, gather
-/// faster with plain copies), and help across the removed gaps when they are
+/// the spans are long on average (short ones, ~100-byte q8_0 blocks, gathered
+/// 1.08 of memcpy with plain copies and 0.63-0.84 through the streaming
+/// writer's buffer on a Zen 4, family 25 model 17; both are timed), and help across the removed gaps when they are
 /// long on average (short gaps leave the hardware prefetcher on the stream).
 /// The strategy returned prefetches across long gaps; gather_line_spans may
 /// read through them instead (large_gather_ways).
