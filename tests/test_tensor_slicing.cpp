@@ -639,6 +639,12 @@ TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
             }
           }
         }
+        // Cache lines assembled in registers (AVX-512 with byte masks), elsewhere the streaming writer.
+        std::fill(out.begin(), out.end(), std::byte{0xCD});
+        detail::copy_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans,
+                                {false, false, false, true}, target);
+        ASSERT_EQ(out, expected) << "assembled: spans " << spans.size() << " kept " << kept << " lines " << lines
+                                 << " offset " << offset << " target " << static_cast<int>(target);
       }
       std::fill(out.begin(), out.end(), std::byte{0xCD});
       detail::gather_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans, true,
@@ -686,6 +692,55 @@ TEST(SlicingBytes, EveryTargetTheMachineRunsMatchesPlainLoops) {
       const ggml_matrix_view view{ggml_type::f32, cols, rows, 0,
                                   std::as_bytes(std::span(source.data(), static_cast<std::size_t>(source.size())))};
       ASSERT_EQ(gather_ggml_rows(view, row_keep, target), reference_gather(view, row_keep, true));
+    }
+  }
+}
+
+TEST(SlicingBytes, AssembledCacheLinesCopyTinyAndBlockSpansExactly) {
+  // The assembling way on q8_0-like blocks (34-byte runs of one to five blocks)
+  // and on tiny outputs (a single byte; a few bytes inside one cache line;
+  // bytes straddling two), every destination offset within a cache line,
+  // contiguous and padded destination lines, on every target (the fallback
+  // where AVX-512 byte masks are missing is the streaming writer).
+  std::mt19937 rng(47);
+  using span_list = std::vector<detail::byte_span>;
+  std::vector<span_list> cases{{{0, 1}}, {{5, 3}, {20, 7}}, {{60, 10}}, {{0, 34}, {68, 102}, {204, 34}, {272, 170}}};
+  span_list blocks;
+  for (std::int64_t block = 0; block < 60; ++block)
+    if (std::bernoulli_distribution(0.7)(rng)) blocks.push_back({block * 34, 34});
+  // Adjacent kept blocks merge into one span, as unit_ranges merges kept units.
+  span_list merged;
+  for (const auto& b : blocks) {
+    if (!merged.empty() && merged.back().offset + merged.back().length == b.offset) merged.back().length += b.length;
+    else merged.push_back(b);
+  }
+  cases.push_back(merged);
+  for (const auto& spans : cases) {
+    const std::int64_t line_bytes = spans.back().offset + spans.back().length + 3;
+    std::int64_t kept = 0;
+    for (const auto& s : spans) kept += s.length;
+    for (const std::int64_t lines : {1, 3}) {
+      for (const std::int64_t padding : {std::int64_t{0}, std::int64_t{5}}) {
+        const std::int64_t to_stride = kept + padding;
+        const auto source = random_bytes(rng, static_cast<std::size_t>(lines * line_bytes));
+        for (std::size_t offset = 0; offset < 64; ++offset) {
+          std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 192, std::byte{0xCD});
+          const auto lead = (64 - reinterpret_cast<std::uintptr_t>(out.data()) % 64) % 64 + offset;
+          std::vector<std::byte> expected(out.size(), std::byte{0xCD});
+          for (std::int64_t line = 0; line < lines; ++line) {
+            auto at = static_cast<std::size_t>(line * to_stride) + lead;
+            for (const auto& s : spans)
+              for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * line_bytes + s.offset + b)];
+          }
+          for (const auto target : supported_targets()) {
+            std::fill(out.begin(), out.end(), std::byte{0xCD});
+            detail::copy_line_spans(source.data(), line_bytes, out.data() + lead, to_stride, lines, spans,
+                                    {false, false, false, true}, target);
+            ASSERT_EQ(out, expected) << "spans " << spans.size() << " lines " << lines << " padding " << padding
+                                     << " offset " << offset << " target " << static_cast<int>(target);
+          }
+        }
+      }
     }
   }
 }
@@ -759,11 +814,11 @@ TEST(SlicingBytes, LargeGathersWeighReadingThroughOnlyAgainstLongGaps) {
   ASSERT_EQ(whole.count, 2);
   EXPECT_TRUE(whole.way[0].plain());
   EXPECT_TRUE(whole.way[1].stream && !whole.way[1].prefetch && !whole.way[1].read_through);
-  // Short spans and gaps (q8_0 blocks): plain copies against streaming through the writer's buffer.
+  // Short spans and gaps (q8_0 blocks): plain copies against cache lines assembled and streamed.
   const auto blocks = detail::ways_of_large_gather(detail::choose_gather_strategy(span_list{{0, 68}, {102, 34}, {170, 102}}));
   ASSERT_EQ(blocks.count, 2);
   EXPECT_TRUE(blocks.way[0].plain());
-  EXPECT_TRUE(blocks.way[1].stream && !blocks.way[1].prefetch && !blocks.way[1].read_through);
+  EXPECT_TRUE(blocks.way[1].assemble && !blocks.way[1].stream && !blocks.way[1].prefetch && !blocks.way[1].read_through);
   // Size classes: floor(log2(bytes / 64)), from 0 up to the cap.
   EXPECT_EQ(detail::large_gather_size_class(0), 0);
   EXPECT_EQ(detail::large_gather_size_class(127), 0);
