@@ -595,6 +595,20 @@ std::vector<detail::byte_span> random_spans(std::mt19937& rng, std::int64_t line
   return spans;
 }
 
+/// What a line-spans gather of `lines` lines writes into a buffer of `size`
+/// bytes filled with 0xCD: the destination lines `to_stride` apart from `offset` on.
+std::vector<std::byte> expected_gather(const std::vector<std::byte>& source, std::int64_t from_stride,
+                                       const std::vector<detail::byte_span>& spans, std::int64_t lines,
+                                       std::int64_t to_stride, std::size_t offset, std::size_t size) {
+  std::vector<std::byte> expected(size, std::byte{0xCD});
+  for (std::int64_t line = 0; line < lines; ++line) {
+    auto at = static_cast<std::size_t>(line * to_stride) + offset;
+    for (const auto& s : spans)
+      for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
+  }
+  return expected;
+}
+
 }  // namespace
 
 TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
@@ -619,12 +633,7 @@ TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
       const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + line_bytes));
       const auto offset = std::uniform_int_distribution<std::size_t>(1, 64)(rng);
       std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + offset + 64, std::byte{0xCD});
-      std::vector<std::byte> expected(out.size(), std::byte{0xCD});
-      for (std::int64_t line = 0; line < lines; ++line) {
-        auto at = static_cast<std::size_t>(line * to_stride) + offset;
-        for (const auto& s : spans)
-          for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
-      }
+      const auto expected = expected_gather(source, from_stride, spans, lines, to_stride, offset, out.size());
       // Every strategy, whichever the CPU would pick, then the probing gather.
       for (const auto target : supported_targets()) {
         for (const bool stream : {false, true}) {
@@ -726,12 +735,7 @@ TEST(SlicingBytes, AssembledCacheLinesCopyTinyAndBlockSpansExactly) {
         for (std::size_t offset = 0; offset < 64; ++offset) {
           std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 192, std::byte{0xCD});
           const auto lead = (64 - reinterpret_cast<std::uintptr_t>(out.data()) % 64) % 64 + offset;
-          std::vector<std::byte> expected(out.size(), std::byte{0xCD});
-          for (std::int64_t line = 0; line < lines; ++line) {
-            auto at = static_cast<std::size_t>(line * to_stride) + lead;
-            for (const auto& s : spans)
-              for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * line_bytes + s.offset + b)];
-          }
+          const auto expected = expected_gather(source, line_bytes, spans, lines, to_stride, lead, out.size());
           for (const auto target : supported_targets()) {
             std::fill(out.begin(), out.end(), std::byte{0xCD});
             detail::copy_line_spans(source.data(), line_bytes, out.data() + lead, to_stride, lines, spans,
@@ -757,12 +761,7 @@ TEST(SlicingBytes, ProbingGathersCopyEveryPieceExactly) {
     const std::int64_t from_stride = 9011, to_stride = kept + 5;
     const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + 9000));
     std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 3, std::byte{0xCD});
-    std::vector<std::byte> expected(out.size(), std::byte{0xCD});
-    for (std::int64_t line = 0; line < lines; ++line) {
-      auto at = static_cast<std::size_t>(line * to_stride) + 3;
-      for (const auto& s : spans)
-        for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
-    }
+    const auto expected = expected_gather(source, from_stride, spans, lines, to_stride, 3, out.size());
     detail::gather_pieces pieces(source.data(), from_stride, out.data() + 3, to_stride, lines, spans,
                                  supported_targets().back());
     ASSERT_TRUE(pieces.cuttable());

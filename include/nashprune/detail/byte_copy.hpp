@@ -14,8 +14,9 @@
 // gather_line_spans is the one byte gather (lines × spans of each line) under
 // every raw and typed gather of tensor_slicing.hpp. A large output may be
 // written through a streaming_writer (non-temporal stores, every destination
-// cache line written by one kind of store), and its source read in one of two
-// ways across the removed gaps: prefetched ahead of the copy (span_prefetcher),
+// cache line written by one kind of store; short spans may instead be
+// assembled into whole cache lines in registers, assemble_line_spans), and its
+// source read in one of two ways across the removed gaps: prefetched ahead of the copy (span_prefetcher),
 // or read through (every cache line of a gap shorter than read_through_bytes is
 // loaded, so the hardware prefetcher sees one unbroken stream). Which is fastest
 // depends on the CPU and on the sizes of spans and gaps: on an AMD Zen 4,
@@ -377,10 +378,12 @@ struct gather_strategy {
 };
 
 /// What a large gather of `spans` per line may gain from: streaming stores when
-/// the spans are long on average (short ones, ~100-byte q8_0 blocks, gathered
-/// 1.08 of memcpy with plain copies and 0.63-0.84 through the streaming
-/// writer's buffer on a Zen 4, family 25 model 17; both are timed), and help across the removed gaps when they are
-/// long on average (short gaps leave the hardware prefetcher on the stream).
+/// the spans are long on average, and help across the removed gaps when they
+/// are long on average (short gaps leave the hardware prefetcher on the
+/// stream). Short spans with short gaps call for plain copies; their other way
+/// is assemble_line_spans (~100-byte q8_0 blocks on a Zen 4, family 25 model
+/// 17: plain copies 0.89-1.02 of memcpy, the streaming writer's line buffer
+/// 0.66-0.92, assembled lines 1.16-1.32).
 /// The strategy returned prefetches across long gaps; gather_line_spans may
 /// read through them instead (large_gather_ways).
 [[nodiscard]] inline gather_strategy choose_gather_strategy(std::span<const byte_span> spans) {
