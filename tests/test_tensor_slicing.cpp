@@ -5,7 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <nashprune/tensor_slicing.hpp>
 #include <random>
 #include <stdexcept>
@@ -380,6 +382,52 @@ TYPED_TEST(SlicingTyped, ManySingleColumnsOfContiguousLinesLeaveTheDestinationPa
   }
 }
 
+TYPED_TEST(SlicingTyped, StreamedCompressWritesExactlyTheKeptElementsAtAnyAlignment) {
+  // The compress path of large outputs (whole cache lines assembled in
+  // registers, non-temporal stores) forced on small inputs: line lengths with
+  // and without a partial last vector, one to all elements kept, one line or
+  // several, contiguous and padded destination lines starting at every element
+  // offset within a cache line; the bytes around each line stay untouched.
+  using Scalar = TypeParam;
+  const auto targets = supported_targets();
+  if (std::find(targets.begin(), targets.end(), simd_target::avx512) == targets.end()) {
+    GTEST_SKIP() << "no AVX-512 on this CPU: the compress path does not run here";
+  }
+  constexpr std::int64_t lanes = 64 / static_cast<std::int64_t>(sizeof(Scalar));
+  std::mt19937 rng(46);
+  for (const std::int64_t inner : {std::int64_t{1}, lanes - 1, lanes, lanes + 1, std::int64_t{40}, std::int64_t{301}}) {
+    std::vector<std::vector<index_range>> keeps{{{0, 1}}, {{inner - 1, 1}}, {{0, inner}}};
+    for (int trial = 0; trial < 4; ++trial) keeps.push_back(unit_ranges(random_keep(rng, inner), 1));
+    for (const auto& keep : keeps) {
+      const auto indices = expand(keep);
+      const auto kept = static_cast<std::int64_t>(indices.size());
+      for (const std::int64_t lines : {1, 2, 7}) {
+        for (const std::int64_t padding : {std::int64_t{0}, std::int64_t{3}}) {
+          for (std::int64_t offset = 0; offset <= lanes; ++offset) {
+            const std::int64_t from_stride = inner + 5, to_stride = kept + padding;
+            std::vector<Scalar> source(static_cast<std::size_t>(lines * from_stride));
+            for (auto& x : source) x = std::uniform_real_distribution<Scalar>(-1, 1)(rng);
+            // 64-byte aligned storage, so that `offset` places the first line at each lane of a cache line.
+            std::vector<Scalar> storage(static_cast<std::size_t>(lines * to_stride + offset + 2 * lanes), Scalar(1e6));
+            const auto lead = static_cast<std::int64_t>((64 - reinterpret_cast<std::uintptr_t>(storage.data()) % 64) % 64) /
+                              static_cast<std::int64_t>(sizeof(Scalar));
+            Scalar* to = storage.data() + lead + offset;
+            const detail::masked_lines x{source.data(), from_stride, to, to_stride, lines};
+            ASSERT_TRUE(detail::compress_kept_elements<sizeof(Scalar)>(simd_target::avx512, x, keep, inner, true));
+            std::vector<Scalar> expected(storage.size(), Scalar(1e6));
+            for (std::int64_t line = 0; line < lines; ++line)
+              for (std::int64_t j = 0; j < kept; ++j)
+                expected[static_cast<std::size_t>(lead + offset + line * to_stride + j)] =
+                    source[static_cast<std::size_t>(line * from_stride + indices[static_cast<std::size_t>(j)])];
+            ASSERT_EQ(storage, expected) << "inner " << inner << " kept " << kept << " lines " << lines << " padding "
+                                         << padding << " offset " << offset;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(SlicingBytes, ShortColumnRunsOfOneElementTypesMatchTheReferenceAndKeepThePadding) {
   // Single MLP channels of ffn_down (runs of a few elements): 4- and 8-byte
   // elements take the compress path where the CPU has it, unless a buffer is not
@@ -547,6 +595,20 @@ std::vector<detail::byte_span> random_spans(std::mt19937& rng, std::int64_t line
   return spans;
 }
 
+/// What a line-spans gather of `lines` lines writes into a buffer of `size`
+/// bytes filled with 0xCD: the destination lines `to_stride` apart from `offset` on.
+std::vector<std::byte> expected_gather(const std::vector<std::byte>& source, std::int64_t from_stride,
+                                       const std::vector<detail::byte_span>& spans, std::int64_t lines,
+                                       std::int64_t to_stride, std::size_t offset, std::size_t size) {
+  std::vector<std::byte> expected(size, std::byte{0xCD});
+  for (std::int64_t line = 0; line < lines; ++line) {
+    auto at = static_cast<std::size_t>(line * to_stride) + offset;
+    for (const auto& s : spans)
+      for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
+  }
+  return expected;
+}
+
 }  // namespace
 
 TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
@@ -571,12 +633,7 @@ TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
       const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + line_bytes));
       const auto offset = std::uniform_int_distribution<std::size_t>(1, 64)(rng);
       std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + offset + 64, std::byte{0xCD});
-      std::vector<std::byte> expected(out.size(), std::byte{0xCD});
-      for (std::int64_t line = 0; line < lines; ++line) {
-        auto at = static_cast<std::size_t>(line * to_stride) + offset;
-        for (const auto& s : spans)
-          for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
-      }
+      const auto expected = expected_gather(source, from_stride, spans, lines, to_stride, offset, out.size());
       // Every strategy, whichever the CPU would pick, then the probing gather.
       for (const auto target : supported_targets()) {
         for (const bool stream : {false, true}) {
@@ -591,6 +648,12 @@ TEST(SlicingBytes, LargeGatherStrategiesMatchPlainCopiesAtAnyAlignment) {
             }
           }
         }
+        // Cache lines assembled in registers (AVX-512 with byte masks), elsewhere the streaming writer.
+        std::fill(out.begin(), out.end(), std::byte{0xCD});
+        detail::copy_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans,
+                                {false, false, false, true}, target);
+        ASSERT_EQ(out, expected) << "assembled: spans " << spans.size() << " kept " << kept << " lines " << lines
+                                 << " offset " << offset << " target " << static_cast<int>(target);
       }
       std::fill(out.begin(), out.end(), std::byte{0xCD});
       detail::gather_line_spans(source.data(), from_stride, out.data() + offset, to_stride, lines, spans, true,
@@ -642,6 +705,50 @@ TEST(SlicingBytes, EveryTargetTheMachineRunsMatchesPlainLoops) {
   }
 }
 
+TEST(SlicingBytes, AssembledCacheLinesCopyTinyAndBlockSpansExactly) {
+  // The assembling way on q8_0-like blocks (34-byte runs of one to five blocks)
+  // and on tiny outputs (a single byte; a few bytes inside one cache line;
+  // bytes straddling two), every destination offset within a cache line,
+  // contiguous and padded destination lines, on every target (the fallback
+  // where AVX-512 byte masks are missing is the streaming writer).
+  std::mt19937 rng(47);
+  using span_list = std::vector<detail::byte_span>;
+  std::vector<span_list> cases{{{0, 1}}, {{5, 3}, {20, 7}}, {{60, 10}}, {{0, 34}, {68, 102}, {204, 34}, {272, 170}}};
+  span_list blocks;
+  for (std::int64_t block = 0; block < 60; ++block)
+    if (std::bernoulli_distribution(0.7)(rng)) blocks.push_back({block * 34, 34});
+  // Adjacent kept blocks merge into one span, as unit_ranges merges kept units.
+  span_list merged;
+  for (const auto& b : blocks) {
+    if (!merged.empty() && merged.back().offset + merged.back().length == b.offset) merged.back().length += b.length;
+    else merged.push_back(b);
+  }
+  cases.push_back(merged);
+  for (const auto& spans : cases) {
+    const std::int64_t line_bytes = spans.back().offset + spans.back().length + 3;
+    std::int64_t kept = 0;
+    for (const auto& s : spans) kept += s.length;
+    for (const std::int64_t lines : {1, 3}) {
+      for (const std::int64_t padding : {std::int64_t{0}, std::int64_t{5}}) {
+        const std::int64_t to_stride = kept + padding;
+        const auto source = random_bytes(rng, static_cast<std::size_t>(lines * line_bytes));
+        for (std::size_t offset = 0; offset < 64; ++offset) {
+          std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 192, std::byte{0xCD});
+          const auto lead = (64 - reinterpret_cast<std::uintptr_t>(out.data()) % 64) % 64 + offset;
+          const auto expected = expected_gather(source, line_bytes, spans, lines, to_stride, lead, out.size());
+          for (const auto target : supported_targets()) {
+            std::fill(out.begin(), out.end(), std::byte{0xCD});
+            detail::copy_line_spans(source.data(), line_bytes, out.data() + lead, to_stride, lines, spans,
+                                    {false, false, false, true}, target);
+            ASSERT_EQ(out, expected) << "spans " << spans.size() << " lines " << lines << " padding " << padding
+                                     << " offset " << offset << " target " << static_cast<int>(target);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(SlicingBytes, ProbingGathersCopyEveryPieceExactly) {
   // The timed pieces of a probing gather, both ways of cutting it (by lines; a
   // single line by spans), cover the output exactly once, and decide.
@@ -654,12 +761,7 @@ TEST(SlicingBytes, ProbingGathersCopyEveryPieceExactly) {
     const std::int64_t from_stride = 9011, to_stride = kept + 5;
     const auto source = random_bytes(rng, static_cast<std::size_t>((lines - 1) * from_stride + 9000));
     std::vector<std::byte> out(static_cast<std::size_t>(lines * to_stride) + 3, std::byte{0xCD});
-    std::vector<std::byte> expected(out.size(), std::byte{0xCD});
-    for (std::int64_t line = 0; line < lines; ++line) {
-      auto at = static_cast<std::size_t>(line * to_stride) + 3;
-      for (const auto& s : spans)
-        for (std::int64_t b = 0; b < s.length; ++b) expected[at++] = source[static_cast<std::size_t>(line * from_stride + s.offset + b)];
-    }
+    const auto expected = expected_gather(source, from_stride, spans, lines, to_stride, 3, out.size());
     detail::gather_pieces pieces(source.data(), from_stride, out.data() + 3, to_stride, lines, spans,
                                  supported_targets().back());
     ASSERT_TRUE(pieces.cuttable());
@@ -711,6 +813,11 @@ TEST(SlicingBytes, LargeGathersWeighReadingThroughOnlyAgainstLongGaps) {
   ASSERT_EQ(whole.count, 2);
   EXPECT_TRUE(whole.way[0].plain());
   EXPECT_TRUE(whole.way[1].stream && !whole.way[1].prefetch && !whole.way[1].read_through);
+  // Short spans and gaps (q8_0 blocks): plain copies against cache lines assembled and streamed.
+  const auto blocks = detail::ways_of_large_gather(detail::choose_gather_strategy(span_list{{0, 68}, {102, 34}, {170, 102}}));
+  ASSERT_EQ(blocks.count, 2);
+  EXPECT_TRUE(blocks.way[0].plain());
+  EXPECT_TRUE(blocks.way[1].assemble && !blocks.way[1].stream && !blocks.way[1].prefetch && !blocks.way[1].read_through);
   // Size classes: floor(log2(bytes / 64)), from 0 up to the cap.
   EXPECT_EQ(detail::large_gather_size_class(0), 0);
   EXPECT_EQ(detail::large_gather_size_class(127), 0);

@@ -163,7 +163,7 @@ bool copy_segments_directly(const Eigen::MatrixBase<DIn>& source, std::span<cons
     }
     const Eigen::Index inner = DIn::IsRowMajor ? source.cols() : source.rows();
     if (compress_kept_elements<sizeof(Scalar)>(target, {from, source.outerStride(), to, out.outerStride(), lines},
-                                               keep, inner)) {
+                                               keep, inner, is_large_output(lines * line_bytes))) {
       return true;
     }
     for (Eigen::Index line = 0; line < lines; ++line) {
@@ -421,8 +421,9 @@ inline bool compress_short_spans(const ggml_matrix_view& source, std::span<const
   if (!aligned(source.bytes.data(), in.row_stride) || !aligned(destination.bytes.data(), out.row_stride)) return false;
   const masked_lines lines{source.bytes.data(), in.row_stride / size, destination.bytes.data(), out.row_stride / size,
                            source.n_rows};
-  if (size == 4) return compress_kept_elements<4>(target, lines, keep, source.n_cols);
-  if (size == 8) return compress_kept_elements<8>(target, lines, keep, source.n_cols);
+  const bool large = is_large_output(source.n_rows * out.row_bytes);
+  if (size == 4) return compress_kept_elements<4>(target, lines, keep, source.n_cols, large);
+  if (size == 8) return compress_kept_elements<8>(target, lines, keep, source.n_cols, large);
   return false;
 }
 

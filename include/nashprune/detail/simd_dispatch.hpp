@@ -27,6 +27,7 @@ namespace detail {
 struct cpu_features {
   bool avx2_fma = false;
   bool avx512 = false;
+  bool avx512bw = false;  // byte-masked loads and stores (every AVX-512 CPU but the Xeon Phi)
 };
 
 /// What this CPU (and operating system: the builtins check XCR0) supports, probed once.
@@ -37,6 +38,7 @@ struct cpu_features {
     __builtin_cpu_init();
     f.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     f.avx512 = f.avx2_fma && __builtin_cpu_supports("avx512f");
+    f.avx512bw = f.avx512 && __builtin_cpu_supports("avx512bw");
 #endif
     return f;
   }();
