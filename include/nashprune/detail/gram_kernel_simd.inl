@@ -104,7 +104,7 @@ struct joined_step {
 /// Always inlined, like add_lane_sums_from: called apart, the tile's accumulators
 /// go through the stack and the reduction cannot overlap the tile's last FMAs nor
 /// the next tile's first loads; where the tiles are few and small (n = 8: a 4 × 4
-/// tile and two diagonal ones per panel) that cost 7–12 % of the FMA peak.
+/// tile and two diagonal ones per panel) that cost 6–9 % of the FMA peak.
 template <int Count>
 [[gnu::always_inline]] inline void add_lane_sums(const typename simd_ops::vec* vectors, double* out) {
   #pragma GCC unroll 8
