@@ -3,22 +3,19 @@
 # internal error: a message of the library's internals ("argument '...'", "lies
 # outside", "total cost"), an exception's type name, or a stderr line that is not
 # a deprecation warning. Placeholders become files: model.gguf the bundled
-# stories260K, calibration.txt the bundled calibration text, evaluation.txt the
-# first 48 KiB of the bundled evaluation text (the commands are checked, not their
-# perplexities: a quarter of the text is a quarter of llama-perplexity's time),
-# every other *.gguf, *.txt, *.html or *.json name a file in WORK_DIR.
+# stories260K, calibration.txt / evaluation.txt the bundled texts (EVALUATION_TEXT,
+# when given, for the latter), every other *.gguf, *.txt, *.html or *.json name a
+# file in WORK_DIR.
 # An example sized for real models that the tiny bundled one cannot meet may be
 # refused with exit code 2 and a one-line usage message naming an option, except a
 # prune command. With LLAMA=0 the commands that need llama.cpp (calibrate, eval) and those that
 # read their outputs are left out.
-# cmake -DTOOL=... -DREADME=... -DDATA=... -DWORK_DIR=... -DLLAMA=0|1 -P check_readme_commands.cmake
+# cmake -DTOOL=... -DREADME=... -DDATA=... -DWORK_DIR=... -DLLAMA=0|1 [-DEVALUATION_TEXT=...] -P check_readme_commands.cmake
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
-file(READ ${DATA}/tinystories-evaluation.txt evaluation_head LIMIT 49152)
-string(FIND "${evaluation_head}" "\n" last_newline REVERSE)
-string(SUBSTRING "${evaluation_head}" 0 ${last_newline} evaluation_head)
-set(evaluation_text ${WORK_DIR}/evaluation-head.txt)
-file(WRITE ${evaluation_text} "${evaluation_head}\n")
+if(NOT EVALUATION_TEXT)
+  set(EVALUATION_TEXT ${DATA}/tinystories-evaluation.txt)
+endif()
 file(READ ${README} content)
 string(REPLACE ";" "," content "${content}")                 # no shell block needs one; cmake lists split on it
 string(REGEX REPLACE "\\\\\n[ ]*" " " content "${content}")  # continuation lines
@@ -68,7 +65,7 @@ foreach(command IN LISTS commands)
     elseif(word STREQUAL "calibration.txt")
       set(word ${DATA}/tinystories-calibration.txt)
     elseif(word STREQUAL "evaluation.txt")
-      set(word ${evaluation_text})
+      set(word ${EVALUATION_TEXT})
     elseif(word MATCHES "^[A-Za-z0-9_.-]+\\.(gguf|txt|html|json)$")
       set(word ${WORK_DIR}/${word})
     endif()
